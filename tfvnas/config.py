@@ -1,0 +1,241 @@
+"""Frozen configuration dataclasses with JSON/YAML round trip and presets."""
+
+import dataclasses
+import json
+import math
+import os
+import typing
+
+from tfvnas import ops as ops_lib
+
+
+class _Config:
+    """Shared `to_dict` / `from_dict` / file round trip with type validation."""
+
+    def to_dict(self):
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"A {cls.__name__} must be a mapping of field names to values. "
+                f"Received: {type(data).__name__}"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"Unknown {cls.__name__} field(s): {', '.join(unknown)}. "
+                f"Known fields: {', '.join(sorted(names))}"
+            )
+        return cls(**data)
+
+    def replace(self, **changes):
+        """A copy with `changes` applied (None values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path):
+        _atomic_write(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path):
+        """Reads a JSON or YAML (`.yaml`/`.yml`) file of fields (a partial one is fine)."""
+        return cls.from_dict(read_config_file(path))
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            value = _coerce(f.name, value, hints[f.name])
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self):
+        """Subclasses check value ranges here."""
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _coerce(name, value, hint):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"`{name}` must be an int. Received: {name}={value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"`{name}` must be a string. Received: {name}={value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"`{name}` must be a list. Received: {name}={value!r}")
+        return tuple(_coerce(name, v, args[0]) for v in value)
+    return value
+
+
+def _positive(name, value):
+    if value <= 0:
+        raise ValueError(f"`{name}` must be positive. Received: {name}={value!r}")
+
+
+def _non_negative(name, value):
+    if value < 0:
+        raise ValueError(f"`{name}` must be non-negative. Received: {name}={value!r}")
+
+
+def _one_of(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(
+            f"`{name}` must be one of {', '.join(repr(a) for a in allowed)}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig(_Config):
+    """Everything a search needs besides the data.
+
+    Attributes:
+        layers, channels, nodes, stem_multiplier: supernet size.
+        op_set: named operation set (`tfvnas.ops.OP_SETS`); `ops` overrides it.
+        weight_vd: sparse variational convolution weights during search.
+        epochs, batch_size: the global batch size, split over replicas.
+        optimization: 'bilevel' (first-order, weights and gates on two halves
+            of the training data, alternating) or 'joint' (all data, both at once).
+        weight_lr, weight_lr_min, momentum, weight_decay: SGD with cosine decay.
+        arch_lr, arch_beta1: Adam for the gates.
+        grad_clip: global gradient-norm clip for the weights.
+        kl_warmup: fraction of the search over which beta goes from 0 to `kl_weight`.
+        kl_weight: final beta.
+        threshold: prune at `log_alpha >= threshold`.
+        gate_theta_init: initial gate mean (None: 1 / number of ops).
+        gate_log_sigma2_init: initial gate log variance.
+        top_k: inputs per node of the `top_k` genotype.
+        seed: seed of initialisation, data order and noise.
+        limit: use only the first `limit` training examples (None: all).
+    """
+
+    layers: int = 5
+    channels: int = 8
+    nodes: int = 4
+    stem_multiplier: int = 3
+    op_set: str = ops_lib.DEFAULT_OP_SET
+    ops: typing.Optional[typing.Tuple[str, ...]] = None
+    weight_vd: bool = False
+    epochs: int = 10
+    batch_size: int = 64
+    optimization: str = "bilevel"
+    weight_lr: float = 0.025
+    weight_lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_lr: float = 0.01
+    arch_beta1: float = 0.5
+    grad_clip: float = 5.0
+    kl_warmup: float = 0.3
+    kl_weight: float = 1.0
+    threshold: float = 3.0
+    gate_theta_init: typing.Optional[float] = None
+    gate_log_sigma2_init: float = -6.0
+    top_k: int = 2
+    seed: int = 0
+    limit: typing.Optional[int] = None
+
+    def validate(self):
+        for name in ("layers", "channels", "nodes", "stem_multiplier", "epochs", "batch_size", "top_k"):
+            _positive(name, getattr(self, name))
+        for name in ("weight_lr", "arch_lr", "grad_clip"):
+            _positive(name, getattr(self, name))
+        for name in ("weight_lr_min", "momentum", "weight_decay", "kl_weight"):
+            _non_negative(name, getattr(self, name))
+        if not 0 <= self.kl_warmup <= 1:
+            raise ValueError(f"`kl_warmup` must be in [0, 1]. Received: kl_warmup={self.kl_warmup!r}")
+        if self.limit is not None:
+            _positive("limit", self.limit)
+        if self.gate_theta_init is not None:
+            _positive("gate_theta_init", self.gate_theta_init)
+        _one_of("optimization", self.optimization, ("bilevel", "joint"))
+        ops_lib.resolve_op_set(self.op_set, self.ops)
+
+    @property
+    def op_names(self):
+        return ops_lib.resolve_op_set(self.op_set, self.ops)
+
+
+PRESETS = {
+    # Seconds: for tests and a first look; tiny supernet, little data.
+    "smoke": SearchConfig(
+        layers=3, channels=4, nodes=2, epochs=2, batch_size=32, limit=256,
+        arch_lr=0.05, kl_warmup=0.0,
+    ),
+    # Minutes on a 2-core CPU: the newcomer's default on the bundled data.
+    "quick": SearchConfig(layers=5, channels=8, nodes=4, epochs=8, batch_size=64, arch_lr=0.02),
+    # The DARTS-scale setting (meant for a GPU).
+    "paper": SearchConfig(layers=8, channels=16, nodes=4, epochs=50, batch_size=64),
+}
+
+
+def preset(name):
+    """The `SearchConfig` of a named preset."""
+    if name not in PRESETS:
+        raise ValueError(
+            f"Unknown preset {name!r}. Known presets: {', '.join(PRESETS)}"
+        )
+    return PRESETS[name]
+
+
+def read_config_file(path):
+    """Reads a JSON or YAML mapping from `path` with a clear error on failure."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Config file not found. Received: {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"Could not read config file {path!r}: {e}") from e
+    except Exception as e:  # yaml.YAMLError does not derive from ValueError
+        raise ValueError(f"Could not read config file {path!r}: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"Config file {path!r} must hold a mapping of field names to values. "
+            f"Received: {type(data).__name__}"
+        )
+    return data
+
+
+def _atomic_write(path, text):
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

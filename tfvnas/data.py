@@ -1,0 +1,729 @@
+"""Image classification datasets for architecture search.
+
+`load()` returns a `Dataset` with fixed train / validation / test splits held
+as NumPy arrays (NHWC images, int32 labels), whatever the source:
+
+- `"mnist-5k"`: 5,000 real MNIST digits bundled with the package (no download).
+- a path to a `.npz` file holding `x_train, y_train, x_test, y_test` (and
+  optionally `x_val, y_val`).
+- a path to a directory of class sub-folders of images.
+- `"mnist"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"` through
+  `keras.datasets` (needs the internet on first use).
+
+`make_tf_dataset()` turns a split into a batched `tf.data.Dataset`.
+
+Images are kept unnormalised (uint8 stays uint8); models that want
+normalised inputs use `Dataset.normalisation()` inside the model, so exported
+models take raw pixels.
+"""
+
+import dataclasses
+import importlib.resources
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_BUNDLED = {"mnist-5k": ("tfvnas.datasets", "mnist_5k.npz")}
+_KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+_IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+_REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_SPLITS = ("train", "val", "test")
+# Share of a directory without train/ and test/ sub-folders held out as test.
+_DIRECTORY_TEST_FRACTION = 0.2
+
+
+def known_datasets():
+    """Returns the dataset names `load()` accepts besides paths.
+
+    Returns:
+        A tuple of names: the bundled `"mnist-5k"` first, then the
+        `keras.datasets` ones.
+    """
+    return tuple(_BUNDLED) + _KERAS
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """An image classification dataset with fixed train/val/test splits.
+
+    Args:
+        name: Name of the dataset (a known name, or the file / directory name).
+        x_train: Training images, shape `(N, H, W, C)`, dtype uint8 or float32.
+        y_train: Training labels, shape `(N,)`, dtype int32.
+        x_val: Validation images, same image shape and dtype as `x_train`.
+        y_val: Validation labels.
+        x_test: Test images, same image shape and dtype as `x_train`.
+        y_test: Test labels.
+        num_classes: Number of classes; every label is smaller.
+
+    Raises:
+        ValueError: If the arrays do not have the shapes and dtypes above.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise ValueError(
+                f"`name` must be a str. Received: name={self.name!r}"
+            )
+        if not _is_int(self.num_classes) or self.num_classes < 1:
+            raise ValueError(
+                "`num_classes` must be a positive int. "
+                f"Received: num_classes={self.num_classes!r}"
+            )
+        dtype = getattr(self.x_train, "dtype", None)
+        for split in _SPLITS:
+            x = getattr(self, f"x_{split}")
+            y = getattr(self, f"y_{split}")
+            if (
+                not isinstance(x, np.ndarray)
+                or x.ndim != 4
+                or x.dtype not in (np.uint8, np.float32)
+                or x.dtype != dtype
+            ):
+                raise ValueError(
+                    f"`x_{split}` must be a 4-D (N, H, W, C) NumPy array of "
+                    "dtype uint8 or float32, the same dtype for every split. "
+                    f"Received: x_{split} of {_describe(x)}"
+                )
+            if x.shape[1:] != self.x_train.shape[1:]:
+                raise ValueError(
+                    f"`x_{split}` images must have the shape of `x_train` "
+                    f"images {self.x_train.shape[1:]}. "
+                    f"Received: x_{split} image shape={x.shape[1:]}"
+                )
+            if (
+                not isinstance(y, np.ndarray)
+                or y.ndim != 1
+                or y.dtype != np.int32
+            ):
+                raise ValueError(
+                    f"`y_{split}` must be a 1-D NumPy array of dtype int32. "
+                    f"Received: y_{split} of {_describe(y)}"
+                )
+            if len(x) != len(y) or len(x) == 0:
+                raise ValueError(
+                    f"`x_{split}` and `y_{split}` must hold the same, "
+                    f"positive number of examples. Received: len(x_{split})="
+                    f"{len(x)}, len(y_{split})={len(y)}"
+                )
+            if y.min() < 0 or y.max() >= self.num_classes:
+                raise ValueError(
+                    f"`y_{split}` labels must be in [0, num_classes="
+                    f"{self.num_classes}). Received: min(y_{split})={y.min()}, "
+                    f"max(y_{split})={y.max()}"
+                )
+
+    def __repr__(self):
+        return f"Dataset({self.summary()})"
+
+    @property
+    def image_shape(self):
+        """The `(H, W, C)` shape of one image."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def input_range(self):
+        """The `(low, high)` range of pixel values.
+
+        `(0.0, 255.0)` for uint8 images; for float images, the minimum and
+        maximum of `x_train`.
+        """
+        if self.x_train.dtype == np.uint8:
+            return (0.0, 255.0)
+        return (float(self.x_train.min()), float(self.x_train.max()))
+
+    def normalisation(self):
+        """Per-channel mean and standard deviation of `x_train`.
+
+        Computed on the stored scale (0..255 for uint8 images), for models
+        that normalise their inputs inside the model.
+
+        Returns:
+            A tuple `(mean, std)` of lists of `C` Python floats; each std is
+            at least 1e-6 so that dividing by it is safe.
+        """
+        x = self.x_train
+        channels = x.shape[-1]
+        chunk = max(1, (1 << 22) // max(1, int(np.prod(x.shape[1:]))))
+        # Two chunked float64 passes: exact enough and never a full
+        # float64 copy of the training set.
+        total = np.zeros(channels)
+        for start in range(0, len(x), chunk):
+            block = x[start : start + chunk]
+            total += block.sum(axis=(0, 1, 2), dtype=np.float64)
+        count = x.shape[0] * x.shape[1] * x.shape[2]
+        mean = total / count
+        squares = np.zeros(channels)
+        for start in range(0, len(x), chunk):
+            centred = x[start : start + chunk].astype(np.float64) - mean
+            squares += np.square(centred).sum(axis=(0, 1, 2))
+        std = np.maximum(np.sqrt(squares / count), 1e-6)
+        return [float(m) for m in mean], [float(s) for s in std]
+
+    def summary(self):
+        """Returns a one-line description: name, split shapes, classes."""
+        return (
+            f"{self.name}: x_train {self.x_train.shape}, "
+            f"x_val {self.x_val.shape}, x_test {self.x_test.shape}, "
+            f"{self.x_train.dtype}, {self.num_classes} classes"
+        )
+
+
+def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
+    """Loads a dataset with train, validation and test splits.
+
+    Sources:
+
+    - `"mnist-5k"`: 5,000 MNIST digits bundled with the package, split
+      3500 / 500 / 1000 (stratified, fixed; see `tfvnas/datasets/README.md`).
+    - A path to a `.npz` file with the arrays `x_train, y_train, x_test,
+      y_test` and optionally `x_val, y_val`. Images are `(N, H, W, C)` or
+      `(N, H, W)` (given a channel axis); labels are integers of shape `(N,)`
+      or `(N, 1)`.
+    - A path to a directory with one sub-folder of images (png, jpg, jpeg,
+      bmp, gif) per class; class names sorted alphabetically give the label
+      indices. If it has `train/` and `test/` sub-folders (and optionally
+      `val/`), each holding class folders, those are the splits; otherwise a
+      seeded stratified 20% of the images is the test split.
+    - `"mnist"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"` through
+      `keras.datasets` (downloaded on first use).
+
+    When the source has no validation split, a seeded, stratified (as far as
+    class counts allow) `val_fraction` of the training examples, at least
+    one, becomes the validation split; the remaining training examples keep
+    their order.
+
+    Images are returned as stored: uint8 stays uint8, other integer images
+    with values in [0, 255] become uint8, everything else float32.
+    `num_classes` is `max(y_train) + 1`, taken before any validation split
+    is carved and before `limit`.
+
+    Args:
+        name_or_path: A name from `known_datasets()`, or a path (str or
+            `os.PathLike`) to a `.npz` file or an image directory.
+        val_fraction: Float in (0, 1), the share of the training examples
+            held out for validation when the source has no validation split.
+        seed: Non-negative int seeding the splits carved here.
+        limit: Optional positive int; keep only the first `limit` training
+            examples (after the splits), for tests and smoke runs.
+
+    Returns:
+        A `Dataset`.
+
+    Raises:
+        ValueError: If an argument is invalid, the name is unknown and not an
+            existing path, or the data is unreadable, empty or inconsistent.
+        RuntimeError: If a `keras.datasets` dataset cannot be downloaded.
+    """
+    if isinstance(val_fraction, bool) or not isinstance(
+        val_fraction, (int, float, np.integer, np.floating)
+    ) or not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(
+            "`val_fraction` must be a float in (0, 1). "
+            f"Received: val_fraction={val_fraction!r}"
+        )
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(
+            f"`seed` must be a non-negative int. Received: seed={seed!r}"
+        )
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise ValueError(
+            "`limit` must be a positive int or None. "
+            f"Received: limit={limit!r}"
+        )
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(
+            "`name_or_path` must be a str or a path. "
+            f"Received: name_or_path={name_or_path!r}"
+        )
+    rng = np.random.default_rng(seed)
+
+    if isinstance(name_or_path, str) and name_or_path in _BUNDLED:
+        package, resource = _BUNDLED[name_or_path]
+        name = name_or_path
+        try:
+            with importlib.resources.files(package).joinpath(
+                resource
+            ).open("rb") as handle:
+                arrays = _read_npz(handle, display=f"{package}/{resource}")
+        except (FileNotFoundError, ModuleNotFoundError) as error:
+            raise RuntimeError(
+                f"The bundled dataset file {package}/{resource} is missing; "
+                "reinstall tfvnas with its package data."
+            ) from error
+    elif isinstance(name_or_path, str) and name_or_path in _KERAS:
+        name = name_or_path
+        arrays = _load_keras(name_or_path)
+    else:
+        path = os.path.expanduser(os.fspath(name_or_path))
+        if os.path.isdir(path):
+            name = os.path.basename(os.path.normpath(path))
+            arrays = _load_directory(path, rng)
+        elif os.path.isfile(path) and path.lower().endswith(".npz"):
+            name = os.path.splitext(os.path.basename(path))[0]
+            arrays = _read_npz(path, display=path)
+        elif os.path.isfile(path):
+            raise ValueError(
+                "`name_or_path` must be a known dataset name, a path to a "
+                ".npz file or a path to an image directory. "
+                f"Received: name_or_path={os.fspath(name_or_path)!r}, a file "
+                "without the .npz suffix"
+            )
+        else:
+            raise ValueError(
+                f"`name_or_path` must be one of {known_datasets()}, or a path "
+                "to a .npz file or to a directory of class sub-folders of "
+                f"images. Received: name_or_path={os.fspath(name_or_path)!r}, "
+                "which is neither a known name nor an existing path"
+            )
+    return _build(name, arrays, val_fraction, rng, limit)
+
+
+def make_tf_dataset(
+    x, y, batch_size, *, shuffle, seed=0, drop_remainder=False, repeat=False
+):
+    """Makes a batched `tf.data.Dataset` of one split.
+
+    Args:
+        x: Images, `(N, H, W, C)` or `(N, H, W)`, any real dtype.
+        y: Integer labels, `(N,)` or `(N, 1)`.
+        batch_size: Positive int.
+        shuffle: Bool; shuffle the whole split with `seed`, in a new order
+            on every iteration (epoch).
+        seed: Int seed of the shuffle.
+        drop_remainder: Bool; drop the last batch if it is smaller than
+            `batch_size`.
+        repeat: Bool; repeat forever (each epoch reshuffled).
+
+    Returns:
+        A `tf.data.Dataset` yielding `(images, labels)` batches: float32
+        NHWC images, unnormalised, and int32 labels of shape `(batch,)`.
+
+    Raises:
+        ValueError: If an argument is invalid or `x` and `y` do not match.
+    """
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(
+            "`batch_size` must be a positive int. "
+            f"Received: batch_size={batch_size!r}"
+        )
+    for arg, value in (
+        ("shuffle", shuffle),
+        ("drop_remainder", drop_remainder),
+        ("repeat", repeat),
+    ):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(
+                f"`{arg}` must be a bool. Received: {arg}={value!r}"
+            )
+    if not _is_int(seed):
+        raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
+    x = _as_images(np.asarray(x), "x")
+    y = _as_labels(np.asarray(y), "y")
+    _check_lengths(x, y, "x", "y")
+    if drop_remainder and batch_size > len(x):
+        raise ValueError(
+            "`batch_size` must not exceed the number of examples when "
+            f"drop_remainder=True. Received: batch_size={batch_size}, "
+            f"number of examples={len(x)}"
+        )
+    images = tf.convert_to_tensor(x)
+    labels = tf.convert_to_tensor(y)
+    # Shuffle indices, not images: the shuffle buffer stays small.
+    ds = tf.data.Dataset.range(len(x))
+    if shuffle:
+        ds = ds.shuffle(
+            len(x), seed=int(seed), reshuffle_each_iteration=True
+        )
+    ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
+    ds = ds.map(
+        lambda idx: (
+            tf.cast(tf.gather(images, idx), tf.float32),
+            tf.gather(labels, idx),
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if repeat:
+        ds = ds.repeat()
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------
+# Sources
+
+
+def _read_npz(source, display):
+    """Reads the split arrays of an .npz file (path or binary file object)."""
+    unreadable = (
+        f"Could not read {display} as a .npz file (a zip of NumPy arrays "
+        "written by np.savez or np.savez_compressed). "
+        f"Received: name_or_path={display}"
+    )
+    try:
+        archive = np.load(source, allow_pickle=False)
+    except Exception as error:
+        raise ValueError(unreadable) from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(unreadable)
+    with archive:
+        keys = sorted(archive.files)
+        missing = [k for k in _REQUIRED_KEYS if k not in keys]
+        if missing:
+            raise ValueError(
+                f"The .npz file must hold the arrays {list(_REQUIRED_KEYS)} "
+                "(and optionally x_val, y_val). Received: missing keys "
+                f"{missing} in {display}, keys found {keys}"
+            )
+        if ("x_val" in keys) != ("y_val" in keys):
+            raise ValueError(
+                "The .npz file must hold both `x_val` and `y_val` or "
+                f"neither. Received: keys found {keys} in {display}"
+            )
+        wanted = [k for k in _REQUIRED_KEYS + ("x_val", "y_val") if k in keys]
+        try:
+            return {k: archive[k] for k in wanted}
+        except Exception as error:
+            raise ValueError(unreadable) from error
+
+
+def _load_keras(name):
+    """Loads one of `keras.datasets`, turning download failures into advice."""
+    module = getattr(keras.datasets, name)
+    try:
+        (x_train, y_train), (x_test, y_test) = module.load_data()
+    except Exception as error:
+        raise RuntimeError(
+            f"The `{name}` dataset could not be downloaded through "
+            f"`keras.datasets.{name}.load_data()` (no internet?). "
+            "Alternatively, save the arrays to an .npz file with keys "
+            "x_train, y_train, x_test, y_test (np.savez) and pass its path "
+            f"to `tfvnas.data.load()`. Received: {type(error).__name__}: "
+            f"{error}"
+        ) from error
+    return {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+    }
+
+
+def _class_folders(path):
+    return sorted(
+        entry.name
+        for entry in os.scandir(path)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def _load_directory(path, rng):
+    """Loads a directory of class folders, with or without split folders."""
+    train_dir = os.path.join(path, "train")
+    test_dir = os.path.join(path, "test")
+    has_splits = (
+        os.path.isdir(train_dir)
+        and os.path.isdir(test_dir)
+        and bool(_class_folders(train_dir))
+        and bool(_class_folders(test_dir))
+    )
+    reference = {}  # first decoded image's shape and file, for messages
+    if has_splits:
+        class_names = _class_folders(train_dir)
+        split_dirs = {"train": train_dir, "test": test_dir}
+        val_dir = os.path.join(path, "val")
+        if os.path.isdir(val_dir) and _class_folders(val_dir):
+            split_dirs["val"] = val_dir
+        arrays = {}
+        for split, split_dir in split_dirs.items():
+            unknown = sorted(set(_class_folders(split_dir)) - set(class_names))
+            if unknown:
+                raise ValueError(
+                    f"Class folders of {split}/ must also exist in train/ "
+                    f"(which has {class_names}). Received: {unknown} in "
+                    f"{split_dir}"
+                )
+            x, y = _read_class_folders(split_dir, class_names, reference)
+            order = rng.permutation(len(x))
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = x[order], y[order]
+        return arrays
+
+    class_names = _class_folders(path)
+    if not class_names:
+        raise ValueError(
+            "An image directory must hold one sub-folder of images per class "
+            "(or train/ and test/ sub-folders of those). Received: no class "
+            f"sub-folders in {path}"
+        )
+    x, y = _read_class_folders(path, class_names, reference)
+    if len(x) < 3:
+        raise ValueError(
+            "An image directory without train/ and test/ sub-folders must "
+            "hold at least 3 images, to split off test and validation "
+            f"examples. Received: {len(x)} images in {path}"
+        )
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    n_test = _holdout_size(len(x), _DIRECTORY_TEST_FRACTION)
+    keep, held = _stratified_holdout(y, n_test, rng)
+    return {
+        "x_train": x[keep],
+        "y_train": y[keep],
+        "x_test": x[held],
+        "y_test": y[held],
+    }
+
+
+def _read_class_folders(path, class_names, reference):
+    """Decodes every image under `path/<class>/`; all must share one shape."""
+    images, labels = [], []
+    for label, class_name in enumerate(class_names):
+        folder = os.path.join(path, class_name)
+        if not os.path.isdir(folder):
+            continue  # a class absent from this split
+        files = sorted(
+            entry.path
+            for entry in os.scandir(folder)
+            if entry.is_file()
+            and not entry.name.startswith(".")
+            and entry.name.lower().endswith(_IMAGE_EXTENSIONS)
+        )
+        if not files:
+            raise ValueError(
+                "Every class folder must hold at least one image "
+                f"({', '.join(_IMAGE_EXTENSIONS)}). Received: no images in "
+                f"{folder}"
+            )
+        for file in files:
+            image = _decode(file)
+            if not reference:
+                reference.update(shape=image.shape, file=file)
+            elif image.shape != reference["shape"]:
+                raise ValueError(
+                    "All images must have the same (H, W, C) shape. "
+                    f"Received: {image.shape} for {file}, but "
+                    f"{reference['shape']} for {reference['file']}"
+                )
+            images.append(image)
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype=np.int32)
+
+
+def _decode(file):
+    try:
+        image = tf.io.decode_image(
+            tf.io.read_file(file), expand_animations=False
+        )
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(
+            "Every image file must be a readable png, jpeg, bmp or gif "
+            f"image. Received: {file}, which could not be decoded"
+        ) from error
+    return image.numpy()
+
+
+# ---------------------------------------------------------------------------
+# Validation and splitting
+
+
+def _build(name, arrays, val_fraction, rng, limit):
+    """Validates and normalises raw split arrays into a `Dataset`."""
+    x_train = _as_images(arrays["x_train"], "x_train")
+    y_train = _as_labels(arrays["y_train"], "y_train")
+    _check_lengths(x_train, y_train, "x_train", "y_train")
+    num_classes = int(y_train.max()) + 1
+    splits = {"train": (x_train, y_train)}
+    for split in ("val", "test"):
+        if f"x_{split}" not in arrays:
+            continue
+        x = _as_images(arrays[f"x_{split}"], f"x_{split}")
+        y = _as_labels(arrays[f"y_{split}"], f"y_{split}")
+        _check_lengths(x, y, f"x_{split}", f"y_{split}")
+        if x.shape[1:] != x_train.shape[1:]:
+            raise ValueError(
+                f"`x_{split}` images must have the same (H, W, C) shape as "
+                f"`x_train` images {x_train.shape[1:]}. "
+                f"Received: x_{split} image shape={x.shape[1:]}"
+            )
+        if y.max() >= num_classes:
+            raise ValueError(
+                f"`y_{split}` labels must be smaller than num_classes="
+                f"{num_classes} (max(y_train) + 1). "
+                f"Received: max(y_{split})={int(y.max())}"
+            )
+        splits[split] = (x, y)
+
+    if "val" not in splits:
+        if len(x_train) < 2:
+            raise ValueError(
+                "`x_train` must hold at least 2 examples to carve a "
+                f"validation split from it. Received: len(x_train)="
+                f"{len(x_train)}"
+            )
+        keep, held = _stratified_holdout(
+            y_train, _holdout_size(len(x_train), val_fraction), rng
+        )
+        splits["val"] = (x_train[held], y_train[held])
+        splits["train"] = (x_train[keep], y_train[keep])
+    if limit is not None:
+        x, y = splits["train"]
+        splits["train"] = (x[:limit], y[:limit])
+
+    # Mixed storage (say uint8 train, float test) is unified losslessly.
+    dtypes = {splits[s][0].dtype for s in _SPLITS}
+    if len(dtypes) > 1:
+        splits = {
+            s: (x.astype(np.float32), y) for s, (x, y) in splits.items()
+        }
+    return Dataset(
+        name=name,
+        x_train=splits["train"][0],
+        y_train=splits["train"][1],
+        x_val=splits["val"][0],
+        y_val=splits["val"][1],
+        x_test=splits["test"][0],
+        y_test=splits["test"][1],
+        num_classes=num_classes,
+    )
+
+
+def _as_images(x, arg):
+    """Returns `x` as a 4-D uint8 or float32 array, or raises."""
+    if not isinstance(x, np.ndarray) or x.ndim not in (3, 4):
+        raise ValueError(
+            f"`{arg}` must be a 3-D (N, H, W) or 4-D (N, H, W, C) array of "
+            f"images. Received: {arg} of {_describe(x)}"
+        )
+    if x.dtype == np.bool_ or not (
+        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    ):
+        raise ValueError(
+            f"`{arg}` must hold integer or float pixel values. "
+            f"Received: {arg}.dtype={x.dtype}"
+        )
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"`{arg}` must hold at least one example. "
+            f"Received: {arg}.shape={x.shape}"
+        )
+    if min(x.shape[1:]) == 0:
+        raise ValueError(
+            f"`{arg}` images must have a positive height, width and number "
+            f"of channels. Received: {arg}.shape={x.shape}"
+        )
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.integer) and x.min() >= 0 and x.max() <= 255:
+        return x.astype(np.uint8)
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(
+            f"`{arg}` must hold finite pixel values (as float32). "
+            f"Received: {arg} with NaN or infinite values"
+        )
+    return x
+
+
+def _as_labels(y, arg):
+    """Returns `y` as a 1-D int32 array of non-negative labels, or raises."""
+    if not isinstance(y, np.ndarray) or not (
+        y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+    ):
+        raise ValueError(
+            f"`{arg}` must be a 1-D array of class indices (or of shape "
+            f"(N, 1)). Received: {arg} of {_describe(y)}"
+        )
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"`{arg}` must hold integer class indices. "
+            f"Received: {arg}.dtype={y.dtype}"
+        )
+    y = y.reshape(-1)
+    if y.size == 0:
+        raise ValueError(
+            f"`{arg}` must hold at least one label. "
+            f"Received: {arg}.shape={y.shape}"
+        )
+    if y.min() < 0:
+        raise ValueError(
+            f"`{arg}` must hold non-negative class indices. "
+            f"Received: min({arg})={int(y.min())}"
+        )
+    if y.max() > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"`{arg}` class indices must fit in int32. "
+            f"Received: max({arg})={int(y.max())}"
+        )
+    return y.astype(np.int32)
+
+
+def _check_lengths(x, y, x_arg, y_arg):
+    if len(x) != len(y):
+        raise ValueError(
+            f"`{x_arg}` and `{y_arg}` must hold the same number of examples. "
+            f"Received: len({x_arg})={len(x)}, len({y_arg})={len(y)}"
+        )
+
+
+def _holdout_size(n, fraction):
+    """At least one held-out example and at least one kept."""
+    return int(min(max(1, round(fraction * n)), n - 1))
+
+
+def _stratified_holdout(y, n_holdout, rng):
+    """Splits indices of `y` into kept and held-out, stratified by class.
+
+    Each class gives `n_holdout * count / n` examples (largest remainders
+    round up) while keeping at least one of its examples, unless that makes
+    `n_holdout` unreachable. Returns both index arrays in ascending order, so
+    the kept examples keep their original order.
+    """
+    classes, inverse, counts = np.unique(
+        y, return_inverse=True, return_counts=True
+    )
+    ideal = counts * (n_holdout / len(y))
+    take = np.minimum(np.floor(ideal).astype(np.int64), counts - 1)
+    tiebreak = rng.permutation(len(classes))
+    for cap in (counts - 1, counts):
+        while take.sum() < n_holdout:
+            open_ = take < cap
+            if not open_.any():
+                break
+            # Largest unmet share first; random order among equals.
+            need = np.where(open_, ideal - take, -np.inf)
+            best = np.flatnonzero(need == need.max())
+            take[best[np.argmin(tiebreak[best])]] += 1
+    held = []
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        held.append(rng.permutation(members)[: take[c]])
+    held = np.sort(np.concatenate(held))
+    mask = np.ones(len(y), dtype=bool)
+    mask[held] = False
+    return np.flatnonzero(mask), held
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _describe(value):
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return f"type {type(value).__name__}"
+    return f"shape={tuple(shape)}, dtype={getattr(value, 'dtype', None)}"

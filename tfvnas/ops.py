@@ -1,0 +1,438 @@
+"""Candidate operations of the DARTS search space, in one registry.
+
+`OPS` maps an operation name to a factory
+`factory(channels, strides, *, weight_vd=False, affine=True, seed=None)`
+that returns a `keras.layers.Layer` mapping `channels` input channels to
+`channels` output channels with the given stride. `weight_vd=True` makes
+every convolution a sparse variational one (`tfvnas.variational`);
+`affine=False` gives the parameter-free batch normalisation DARTS uses in
+the supernet. Named operation sets (`OP_SETS`) select subsets.
+
+References:
+    - Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search."
+      ICLR 2019 (operations and cell structure).
+"""
+
+import keras
+import tensorflow as tf
+
+from tfvnas import variational
+
+BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
+BN_EPSILON = 1e-5
+
+
+def _seed(seed, offset):
+    return None if seed is None else int(seed) + offset
+
+
+def conv2d(filters, kernel_size, strides=1, dilation_rate=1, *, weight_vd=False, seed=None, name=None):
+    """A bias-free 'same' Conv2D, variational when `weight_vd`."""
+    if weight_vd:
+        return variational.VariationalConv2D(
+            filters, kernel_size, strides=strides, dilation_rate=dilation_rate, seed=seed, name=name
+        )
+    if strides > 1 and dilation_rate > 1:
+        raise ValueError(
+            "A plain strided dilated Conv2D is not supported. "
+            f"Received: strides={strides}, dilation_rate={dilation_rate}"
+        )
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        dilation_rate=dilation_rate,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )
+
+
+def depthwise_conv2d(kernel_size, strides=1, dilation_rate=1, *, weight_vd=False, seed=None):
+    """Bias-free 'same' depthwise conv layers (a list: a subsample may follow).
+
+    TensorFlow has no strided dilated depthwise convolution; it is computed
+    at stride 1 and subsampled, by `VariationalDepthwiseConv2D` itself or,
+    with plain weights, by a 1x1 max-pool of stride `strides` (a standard
+    layer that keeps every `strides`-th pixel).
+    """
+    if weight_vd:
+        return [
+            variational.VariationalDepthwiseConv2D(
+                kernel_size, strides=strides, dilation_rate=dilation_rate, seed=seed
+            )
+        ]
+    subsample = strides > 1 and dilation_rate > 1
+    layers = [
+        keras.layers.DepthwiseConv2D(
+            kernel_size,
+            strides=1 if subsample else strides,
+            dilation_rate=dilation_rate,
+            padding="same",
+            use_bias=False,
+            depthwise_initializer="he_normal",
+        )
+    ]
+    if subsample:
+        layers.append(keras.layers.MaxPooling2D(pool_size=1, strides=strides))
+    return layers
+
+
+def batch_norm(affine):
+    return BatchNorm(affine=affine)
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class BatchNorm(keras.layers.Layer):
+    """Batch normalisation over the channel axis with TensorFlow's fused kernel.
+
+    Computes what `keras.layers.BatchNormalization(momentum, epsilon, center=affine,
+    scale=affine)` computes (a test pins it), in one fused op instead of
+    about thirty: a supernet has hundreds of these, and graph size is what
+    makes its first trace slow. Moving statistics average across replicas
+    (`aggregation="mean"`).
+
+    Args:
+        affine: learn a scale and an offset (`center` and `scale`).
+        momentum: moving-average momentum.
+        epsilon: variance epsilon.
+
+    Call arguments:
+        inputs: NHWC tensor.
+        training: normalise with batch statistics and update the moving ones.
+    """
+
+    def __init__(self, affine=True, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.affine = bool(affine)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = (int(input_shape[-1]),)
+        if self.affine:
+            self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones")
+            self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros")
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=channels, initializer="zeros",
+            trainable=False, aggregation="mean",
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=channels, initializer="ones",
+            trainable=False, aggregation="mean",
+        )
+
+    def _scale_offset(self, x):
+        if self.affine:
+            return self.gamma, self.beta
+        channels = x.shape[-1]
+        return tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
+
+    def call(self, inputs, training=None):
+        scale, offset = self._scale_offset(inputs)
+        if training:
+            y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, scale, offset, epsilon=self.epsilon, is_training=True
+            )
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
+            self.moving_variance.assign(
+                self.moving_variance * m + tf.stop_gradient(variance) * (1 - m)
+            )
+            return y
+        y, *_ = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            scale,
+            offset,
+            mean=self.moving_mean,
+            variance=self.moving_variance,
+            epsilon=self.epsilon,
+            is_training=False,
+        )
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(affine=self.affine, momentum=self.momentum, epsilon=self.epsilon)
+        return config
+
+
+class _Chain(keras.layers.Layer):
+    """Applies `self.steps` in order; the steps are built in `__init__`."""
+
+    steps = ()
+
+    def build(self, input_shape):
+        # Sublayers build on their first call. Without this, Keras builds a
+        # composite layer by tracing `call` symbolically, once per level of
+        # nesting, which dominates supernet construction time.
+        self.built = True
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for step in self.steps:
+            x = step(x, training=training)
+        return x
+
+
+class _Op(_Chain):
+    """Base of the registered operations: validates and records the arguments."""
+
+    def __init__(self, channels, strides, weight_vd=False, affine=True, seed=None, **kwargs):
+        self.channels = _check_positive_int("channels", channels)
+        if strides not in (1, 2):
+            raise ValueError(f"`strides` must be 1 or 2. Received: strides={strides!r}")
+        self.strides = strides
+        self.weight_vd = bool(weight_vd)
+        self.affine = bool(affine)
+        self.seed = seed
+        super().__init__(**kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            channels=self.channels,
+            strides=self.strides,
+            weight_vd=self.weight_vd,
+            affine=self.affine,
+            seed=self.seed,
+        )
+        return config
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class SepConv(_Op):
+    """ReLU, depthwise kxk, pointwise 1x1, BN, twice (the first strided)."""
+
+    def __init__(self, channels, strides, kernel_size=3, **kwargs):
+        self.kernel_size = kernel_size
+        super().__init__(channels, strides, **kwargs)
+        c, vd, s = self.channels, self.weight_vd, self.seed
+        self.steps = [
+            keras.layers.ReLU(),
+            *depthwise_conv2d(kernel_size, self.strides, weight_vd=vd, seed=_seed(s, 1)),
+            conv2d(c, 1, weight_vd=vd, seed=_seed(s, 2)),
+            batch_norm(self.affine),
+            keras.layers.ReLU(),
+            *depthwise_conv2d(kernel_size, 1, weight_vd=vd, seed=_seed(s, 3)),
+            conv2d(c, 1, weight_vd=vd, seed=_seed(s, 4)),
+            batch_norm(self.affine),
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class DilConv(_Op):
+    """ReLU, dilated depthwise kxk (rate 2), pointwise 1x1, BN."""
+
+    def __init__(self, channels, strides, kernel_size=3, dilation_rate=2, **kwargs):
+        self.kernel_size = kernel_size
+        self.dilation_rate = dilation_rate
+        super().__init__(channels, strides, **kwargs)
+        c, vd, s = self.channels, self.weight_vd, self.seed
+        self.steps = [
+            keras.layers.ReLU(),
+            *depthwise_conv2d(kernel_size, self.strides, dilation_rate, weight_vd=vd, seed=_seed(s, 1)),
+            conv2d(c, 1, weight_vd=vd, seed=_seed(s, 2)),
+            batch_norm(self.affine),
+        ]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "dilation_rate": self.dilation_rate,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class Pool(_Op):
+    """3x3 max or average pooling (average excludes padding), then BN in the supernet.
+
+    DARTS follows pooling with a parameter-free BN inside mixed edges so its
+    scale matches the convolutions'; `affine=False` (supernet) adds it, the
+    final network (`affine=True`) does not.
+    """
+
+    def __init__(self, channels, strides, kind="max", **kwargs):
+        if kind not in ("max", "avg"):
+            raise ValueError(f"`kind` must be 'max' or 'avg'. Received: kind={kind!r}")
+        self.kind = kind
+        super().__init__(channels, strides, **kwargs)
+        pool_cls = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D
+        self.steps = [pool_cls(pool_size=3, strides=self.strides, padding="same")]
+        if not self.affine:
+            self.steps.append(batch_norm(False))
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class FactorizedReduce(_Op):
+    """Halves the resolution with two offset strided 1x1 convs, concatenated, then BN."""
+
+    def __init__(self, channels, strides=2, out_channels=None, **kwargs):
+        super().__init__(channels, strides, **kwargs)
+        self.out_channels = self.channels if out_channels is None else _check_positive_int(
+            "out_channels", out_channels
+        )
+        if self.out_channels % 2:
+            raise ValueError(
+                "`out_channels` of FactorizedReduce must be even. "
+                f"Received: out_channels={self.out_channels}"
+            )
+        half, vd, s = self.out_channels // 2, self.weight_vd, self.seed
+        self.relu = keras.layers.ReLU()
+        self.conv_a = conv2d(half, 1, strides=2, weight_vd=vd, seed=_seed(s, 1))
+        self.shift = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))
+        self.crop = keras.layers.Cropping2D(((1, 0), (1, 0)))
+        self.conv_b = conv2d(half, 1, strides=2, weight_vd=vd, seed=_seed(s, 2))
+        self.concat = keras.layers.Concatenate()
+        self.bn = batch_norm(self.affine)
+
+    def call(self, inputs, training=None):
+        x = self.relu(inputs)
+        a = self.conv_a(x, training=training)
+        b = self.conv_b(self.crop(self.shift(x)), training=training)
+        return self.bn(self.concat([a, b]), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels}
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class Identity(_Op):
+    """skip_connect with stride 1."""
+
+    def call(self, inputs, training=None):
+        return inputs
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class Zero(_Op):
+    """The `none` operation: zeros at the output resolution."""
+
+    def call(self, inputs, training=None):
+        x = inputs[:, :: self.strides, :: self.strides, :] if self.strides > 1 else inputs
+        return tf.zeros_like(x)
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class ReLUConvBN(_Op):
+    """ReLU, 1x1 conv, BN: the cell's input preprocessing."""
+
+    def __init__(self, channels, strides=1, out_channels=None, **kwargs):
+        super().__init__(channels, strides, **kwargs)
+        self.out_channels = self.channels if out_channels is None else _check_positive_int(
+            "out_channels", out_channels
+        )
+        self.steps = [
+            keras.layers.ReLU(),
+            conv2d(self.out_channels, 1, strides=self.strides, weight_vd=self.weight_vd, seed=_seed(self.seed, 1)),
+            batch_norm(self.affine),
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels}
+
+
+def _skip(channels, strides, **kwargs):
+    if strides == 1:
+        return Identity(channels, 1, **kwargs)
+    return FactorizedReduce(channels, strides, **kwargs)
+
+
+OPS = {
+    "none": lambda c, s, **kw: Zero(c, s, **kw),
+    "max_pool_3x3": lambda c, s, **kw: Pool(c, s, kind="max", **kw),
+    "avg_pool_3x3": lambda c, s, **kw: Pool(c, s, kind="avg", **kw),
+    "skip_connect": _skip,
+    "sep_conv_3x3": lambda c, s, **kw: SepConv(c, s, kernel_size=3, **kw),
+    "sep_conv_5x5": lambda c, s, **kw: SepConv(c, s, kernel_size=5, **kw),
+    "dil_conv_3x3": lambda c, s, **kw: DilConv(c, s, kernel_size=3, **kw),
+    "dil_conv_5x5": lambda c, s, **kw: DilConv(c, s, kernel_size=5, **kw),
+}
+
+# Operations without weights: what "parameter-free" counts.
+PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
+
+OP_SETS = {
+    "darts": (
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    ),
+    "darts_none": (
+        "none",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    ),
+    # Fits the TFLite/XNNPACK sparse kernels: no dilation.
+    "mobile": (
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    ),
+}
+DEFAULT_OP_SET = "darts"
+
+
+def op_names():
+    """Every registered operation name, sorted."""
+    return tuple(sorted(OPS))
+
+
+def check_op_names(names):
+    """Validates a sequence of operation names; returns it as a tuple."""
+    names = tuple(names)
+    if not names:
+        raise ValueError("`ops` must name at least one operation. Received: ops=()")
+    for name in names:
+        if name not in OPS:
+            raise ValueError(
+                f"Unknown operation {name!r}. Known operations: {', '.join(op_names())}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"`ops` must not repeat a name. Received: ops={list(names)}")
+    return names
+
+
+def resolve_op_set(op_set=DEFAULT_OP_SET, ops=None):
+    """The operation names of a named set, or `ops` when given."""
+    if ops is not None:
+        return check_op_names(ops)
+    if op_set not in OP_SETS:
+        raise ValueError(
+            f"Unknown operation set {op_set!r}. Known sets: {', '.join(sorted(OP_SETS))}"
+        )
+    return OP_SETS[op_set]
+
+
+def make_op(name, channels, strides, **kwargs):
+    """Builds the operation `name`; raises `ValueError` for an unknown name."""
+    check_op_names([name])
+    return OPS[name](channels, strides, **kwargs)

@@ -1,0 +1,270 @@
+"""The VINNAS supernet: every edge mixes every candidate op with Gaussian gates.
+
+References:
+    - Ferianc, Fan, Rodrigues. "VINNAS: Variational Inference-based Neural
+      Network Architecture Search." arXiv:2007.06103.
+    - Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search." ICLR 2019.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfvnas import genotype as genotype_lib
+from tfvnas import network
+from tfvnas import ops as ops_lib
+from tfvnas import variational
+
+CELL_TYPES = ("normal", "reduce")
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class MixedEdge(keras.layers.Layer):
+    """An edge computing `sum_k z_k * op_k(x)` with Gaussian gates z_k.
+
+    Training draws the output with the local reparameterisation trick
+    (`variational.gate_mixture_moments`, then one noise sample per
+    element); inference returns the mean. Gates the caller passes as zero
+    (pruned) contribute exactly zero.
+
+    Args:
+        op_names: the candidate operations.
+        channels: channels in and out.
+        strides: 1 or 2.
+        weight_vd: variational convolution weights inside the ops.
+        affine: affine batch normalisation inside the ops.
+        seed: seed of the edge's noise (ops derive theirs from it).
+
+    Call arguments:
+        inputs: NHWC tensor.
+        theta: gate means, shape `(len(op_names),)`.
+        sigma2: gate variances, shape `(len(op_names),)`.
+        training: training flag.
+    """
+
+    def __init__(self, op_names, channels, strides, weight_vd=False, affine=False, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.op_names = ops_lib.check_op_names(op_names)
+        self.channels = channels
+        self.strides = strides
+        self.weight_vd = bool(weight_vd)
+        self.affine = bool(affine)
+        self.seed = seed
+        self.candidates = [
+            ops_lib.make_op(
+                name,
+                channels,
+                strides,
+                weight_vd=self.weight_vd,
+                affine=self.affine,
+                seed=None if seed is None else seed + 10 * (k + 1),
+            )
+            for k, name in enumerate(self.op_names)
+        ]
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        self.built = True  # sublayers build on their first call (see ops._Chain)
+
+    def call(self, inputs, theta, sigma2, training=None):
+        outputs = tf.stack([op(inputs, training=training) for op in self.candidates], axis=0)
+        mean, var = variational.gate_mixture_moments(outputs, theta, sigma2)
+        if training:
+            return variational.sample_lrt(mean, var, self.seed_generator)
+        return mean
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            op_names=list(self.op_names),
+            channels=self.channels,
+            strides=self.strides,
+            weight_vd=self.weight_vd,
+            affine=self.affine,
+            seed=self.seed,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class Supernet(keras.Model):
+    """A DARTS supernet with ARD-gated mixed edges.
+
+    The gates of each cell type are one `GaussianGates` table shared by all
+    cells of that type (rows: edges in `genotype.edge_list` order, columns:
+    `op_names`). The model normalises raw pixels itself.
+
+    Args:
+        num_classes: number of classes.
+        layers: number of cells.
+        channels: initial channels.
+        nodes: intermediate nodes per cell.
+        op_names: candidate operations.
+        stem_multiplier: stem width multiplier.
+        weight_vd: sparse variational weights in every convolution and the
+            classifier.
+        threshold: pruning threshold on `log_alpha`.
+        gate_theta_init: initial gate mean.
+        gate_log_sigma2_init: initial gate log variance.
+        normalisation: `(mean, std)` per channel of the raw input.
+        seed: base seed of all noise.
+
+    Call arguments:
+        inputs: raw images, NHWC.
+        training: training flag.
+
+    Returns:
+        Logits of shape `(batch, num_classes)`.
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        layers=5,
+        channels=8,
+        nodes=4,
+        op_names=ops_lib.OP_SETS[ops_lib.DEFAULT_OP_SET],
+        stem_multiplier=3,
+        weight_vd=False,
+        threshold=variational.DEFAULT_THRESHOLD,
+        gate_theta_init=1.0,
+        gate_log_sigma2_init=-6.0,
+        normalisation=((0.0,), (1.0,)),
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = ops_lib._check_positive_int("num_classes", num_classes)
+        self.num_layers = ops_lib._check_positive_int("layers", layers)
+        self.channels = ops_lib._check_positive_int("channels", channels)
+        self.nodes = ops_lib._check_positive_int("nodes", nodes)
+        self.op_names = ops_lib.check_op_names(op_names)
+        self.stem_multiplier = stem_multiplier
+        self.weight_vd = bool(weight_vd)
+        self.threshold = float(threshold)
+        self.gate_theta_init = float(gate_theta_init)
+        self.gate_log_sigma2_init = float(gate_log_sigma2_init)
+        self.normalisation = (list(normalisation[0]), list(normalisation[1]))
+        self.seed = int(seed)
+
+        edge_list = genotype_lib.edge_list(self.nodes)
+        num_edges = len(edge_list)
+        gate_kw = dict(
+            theta_init=self.gate_theta_init,
+            log_sigma2_init=self.gate_log_sigma2_init,
+            threshold=self.threshold,
+        )
+        self.normal_gates = variational.GaussianGates(num_edges, len(self.op_names), name="normal_gates", **gate_kw)
+        self.reduce_gates = variational.GaussianGates(num_edges, len(self.op_names), name="reduce_gates", **gate_kw)
+
+        self.normalise = network.normalisation_layer(self.normalisation)
+        self.stem = network.stem_layers(
+            self.channels, stem_multiplier, weight_vd=self.weight_vd, affine=False, seed=self.seed
+        )
+        concat = list(range(2, 2 + self.nodes))
+        plans = network.cell_plan(
+            self.num_layers,
+            self.channels,
+            concat_sizes={"normal": self.nodes, "reduce": self.nodes},
+            stem_multiplier=stem_multiplier,
+        )
+        edges = [(node, inp, self.op_names) for node, inp in edge_list]
+        self.cells = [
+            network.Cell(
+                plan,
+                edges,
+                concat,
+                mixed=True,
+                weight_vd=self.weight_vd,
+                affine=False,
+                seed=self.seed + 100_000 * (plan.index + 1),
+                name=f"cell_{plan.index}",
+            )
+            for plan in plans
+        ]
+        self.global_pool = keras.layers.GlobalAveragePooling2D()
+        self.classifier = network.classifier_layer(self.num_classes, weight_vd=self.weight_vd, seed=self.seed)
+
+    def build(self, input_shape):
+        # One eager forward pass creates every weight; Keras' default (a
+        # symbolic trace of `call`) costs as much as tracing a whole step.
+        with tf.init_scope():
+            self.call(tf.zeros((1,) + tuple(input_shape[1:])), training=False)
+        self.built = True
+
+    @property
+    def gates(self):
+        return {"normal": self.normal_gates, "reduce": self.reduce_gates}
+
+    def call(self, inputs, training=None):
+        x = self.normalise(tf.cast(inputs, self.compute_dtype))
+        for layer in self.stem:
+            x = layer(x, training=training)
+        gate_values = {t: g(training=training) for t, g in self.gates.items()}
+        s0 = s1 = x
+        for cell in self.cells:
+            s0, s1 = s1, cell([s0, s1], gates=gate_values[cell.plan.cell_type], training=training)
+        return self.classifier(self.global_pool(s1), training=training)
+
+    # -- variables --------------------------------------------------------
+
+    @property
+    def arch_variables(self):
+        """The gate parameters (theta and log_sigma2 of both cell types)."""
+        return [v for g in self.gates.values() for v in (g.theta, g.log_sigma2)]
+
+    @property
+    def weight_variables(self):
+        """Every other trainable variable (operation, stem, classifier weights)."""
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    # -- gates ------------------------------------------------------------
+
+    def log_alpha(self):
+        """`{"normal": array, "reduce": array}` of shape (edges, ops); +inf where pruned."""
+        return {t: g.log_alpha().numpy() for t, g in self.gates.items()}
+
+    def prune(self, threshold=None):
+        """Prunes gates at `log_alpha >= threshold`; returns how many were newly pruned."""
+        return sum(g.prune(threshold) for g in self.gates.values())
+
+    def active_ops(self):
+        """`{"normal": n, "reduce": m}` gates still active."""
+        return {t: int(np.sum(g.active.numpy())) for t, g in self.gates.items()}
+
+    def arch_kl(self):
+        return sum(g.kl() for g in self.gates.values())
+
+    def weight_kl(self):
+        layers = variational.variational_layers(self)
+        if not layers:
+            return tf.constant(0.0)
+        return tf.add_n([l.kl() for l in layers])
+
+    def derive(self, rule="top_k", k=2, threshold=None):
+        """The genotype the current gates give, by the `top_k` or `threshold` rule."""
+        threshold = self.threshold if threshold is None else threshold
+        kwargs = dict(nodes=self.nodes, threshold=threshold)
+        if rule == "top_k":
+            return genotype_lib.derive_top_k(self.log_alpha(), self.op_names, k=k, **kwargs)
+        if rule == "threshold":
+            return genotype_lib.derive_threshold(self.log_alpha(), self.op_names, **kwargs)
+        raise ValueError(f"`rule` must be 'top_k' or 'threshold'. Received: rule={rule!r}")
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "layers": self.num_layers,
+            "channels": self.channels,
+            "nodes": self.nodes,
+            "op_names": list(self.op_names),
+            "stem_multiplier": self.stem_multiplier,
+            "weight_vd": self.weight_vd,
+            "threshold": self.threshold,
+            "gate_theta_init": self.gate_theta_init,
+            "gate_log_sigma2_init": self.gate_log_sigma2_init,
+            "normalisation": [self.normalisation[0], self.normalisation[1]],
+            "seed": self.seed,
+        }

@@ -1,0 +1,565 @@
+"""Variational building blocks: ARD gates and sparse variational layers.
+
+The math lives in small pure functions (`log_alpha`, `ard_kl`, `keep_mask`,
+`lrt_conv2d`, `gate_mixture_moments`, `elbo_loss`); the layers are thin
+wrappers that own weights and randomness and switch on the call-time
+`training` flag.
+
+References:
+    - Ferianc, Fan, Rodrigues. "VINNAS: Variational Inference-based Neural
+      Network Architecture Search." arXiv:2007.06103.
+    - Molchanov, Ashukha, Vetrov. "Variational Dropout Sparsifies Deep Neural
+      Networks." ICML 2017 (additive parameterisation, local
+      reparameterisation trick).
+    - Kingma, Salimans, Welling. "Variational Dropout and the Local
+      Reparameterization Trick." NeurIPS 2015.
+"""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+DEFAULT_THRESHOLD = 3.0
+_EPS = 1e-8
+
+
+# ---------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------
+
+
+def log_alpha(theta, log_sigma2):
+    """Log dropout rate `log(sigma^2 / theta^2)` of a Gaussian N(theta, sigma^2).
+
+    Args:
+        theta: mean tensor.
+        log_sigma2: log variance tensor, same shape as `theta`.
+
+    Returns:
+        A tensor of the same shape.
+    """
+    return log_sigma2 - tf.math.log(tf.square(theta) + _EPS)
+
+
+def ard_kl(theta, log_sigma2):
+    """Elementwise KL(q || p) for q = N(theta, sigma^2) and the ARD prior.
+
+    The prior is p = N(0, gamma) with gamma at its empirical-Bayes optimum
+    `theta^2 + sigma^2`, which gives the closed form
+    `0.5 * log(1 + theta^2 / sigma^2) = 0.5 * softplus(-log_alpha)`.
+    Both distributions are `tfp.distributions.Normal`, and the KL comes from
+    `tfp.distributions.kl_divergence`.
+
+    Args:
+        theta: mean tensor.
+        log_sigma2: log variance tensor, same shape as `theta`.
+
+    Returns:
+        A tensor of the same shape with the KL of every element.
+    """
+    sigma2 = tf.exp(log_sigma2)
+    q = tfd.Normal(loc=theta, scale=tf.sqrt(sigma2))
+    p = tfd.Normal(loc=tf.zeros_like(theta), scale=tf.sqrt(tf.square(theta) + sigma2))
+    return tfd.kl_divergence(q, p)
+
+
+def keep_mask(log_alpha_value, threshold=DEFAULT_THRESHOLD, dtype="float32"):
+    """1 where an element is kept (`log_alpha < threshold`), else 0."""
+    return tf.cast(log_alpha_value < threshold, dtype)
+
+
+def gate_mixture_moments(outputs, theta, sigma2):
+    """Mean and variance of `sum_k z_k * outputs[k]` for independent z_k ~ N(theta_k, sigma2_k).
+
+    This is the local reparameterisation trick applied to an edge's gate
+    mixture: mean = sum_k theta_k o_k, var = sum_k sigma2_k o_k^2.
+
+    Args:
+        outputs: tensor of shape (K, ...) stacking the K operation outputs.
+        theta: tensor of shape (K,).
+        sigma2: tensor of shape (K,).
+
+    Returns:
+        `(mean, var)`, each of shape `outputs.shape[1:]`.
+    """
+    mean = tf.tensordot(theta, outputs, axes=1)
+    var = tf.tensordot(sigma2, tf.square(outputs), axes=1)
+    return mean, var
+
+
+def _conv(x, kernel, strides, dilation_rate, depthwise):
+    """'same' convolution; a strided dilated conv runs at stride 1 then subsamples.
+
+    TensorFlow rejects strides > 1 together with dilation > 1. Running at
+    stride 1 and keeping every `strides`-th row and column is the same
+    computation as a symmetric-padding strided dilated convolution, and is
+    what `keras.layers.MaxPooling2D(pool_size=1, strides=s)` reproduces in a
+    standard network.
+    """
+    subsample = strides > 1 and dilation_rate > 1
+    step = 1 if subsample else strides
+    if depthwise:
+        y = tf.nn.depthwise_conv2d(
+            x,
+            kernel,
+            strides=[1, step, step, 1],
+            padding="SAME",
+            dilations=[dilation_rate, dilation_rate],
+        )
+    else:
+        y = tf.nn.conv2d(
+            x, kernel, strides=step, padding="SAME", dilations=dilation_rate
+        )
+    if subsample:
+        y = y[:, ::strides, ::strides, :]
+    return y
+
+
+def lrt_conv2d(x, theta, sigma2, strides=1, dilation_rate=1, depthwise=False):
+    """Moments of a convolution with independent Gaussian weights N(theta, sigma2).
+
+    Args:
+        x: input tensor, NHWC.
+        theta: kernel means (Conv2D layout `(kh, kw, in, out)`, or depthwise
+            layout `(kh, kw, in, 1)` when `depthwise`).
+        sigma2: kernel variances, same shape as `theta`.
+        strides: int stride.
+        dilation_rate: int dilation.
+        depthwise: whether the convolution is depthwise.
+
+    Returns:
+        `(mean, var)` of the output pre-activations:
+        `mean = conv(x, theta)`, `var = conv(x^2, sigma2)`.
+    """
+    mean = _conv(x, theta, strides, dilation_rate, depthwise)
+    var = _conv(tf.square(x), sigma2, strides, dilation_rate, depthwise)
+    return mean, var
+
+
+def lrt_dense(x, theta, sigma2):
+    """Moments of `x @ W` for independent Gaussian weights N(theta, sigma2)."""
+    return tf.matmul(x, theta), tf.matmul(tf.square(x), sigma2)
+
+
+def elbo_loss(labels, logits, kl, *, n_train, beta, global_batch_size):
+    """The one search/training objective: cross-entropy + beta * KL / N_train.
+
+    Per-replica values are scaled so that summing them over replicas gives
+    the global mean cross-entropy plus the KL term once.
+
+    Args:
+        labels: int labels, shape (B,).
+        logits: shape (B, classes).
+        kl: scalar, the raw KL of all variational parameters of the model.
+        n_train: number of training examples (the KL is per dataset).
+        beta: KL weight (warm-up factor).
+        global_batch_size: batch size summed over replicas.
+
+    Returns:
+        `(loss, cross_entropy, kl_term)`, each already scaled for
+        cross-replica summation.
+    """
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=logits
+    )
+    ce = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+    kl_term = tf.nn.scale_regularization_loss(
+        tf.cast(beta, kl.dtype) * kl / tf.cast(n_train, kl.dtype)
+    )
+    return ce + kl_term, ce, kl_term
+
+
+def replica_seed(seed_generator):
+    """Next seed of `seed_generator`, folded with the replica id.
+
+    Every replica draws different noise while the generator state (a
+    variable of the layer, so it is checkpointed) stays identical on all.
+    """
+    seed = seed_generator.next()
+    replica_id = tf.distribute.get_replica_context()
+    rid = 0 if replica_id is None else replica_id.replica_id_in_sync_group
+    return tf.random.experimental.stateless_fold_in(
+        tf.cast(seed, tf.int64), tf.cast(rid, tf.int64)
+    )
+
+
+def sample_lrt(mean, var, seed_generator):
+    """`mean + sqrt(var) * eps` with eps ~ N(0, 1) drawn per element."""
+    eps = tf.random.stateless_normal(
+        tf.shape(mean), seed=replica_seed(seed_generator), dtype=mean.dtype
+    )
+    return mean + tf.sqrt(var + _EPS) * eps
+
+
+# ---------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+    return value
+
+
+def _kernel_size(value):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(
+                "`kernel_size` must be an int or a square pair. "
+                f"Received: kernel_size={value!r}"
+            )
+        value = value[0]
+    return _positive_int("kernel_size", value)
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class GaussianGates(keras.layers.Layer):
+    """A table of ARD-gated Gaussian gates z ~ N(theta, sigma^2), one per (edge, op).
+
+    The layer owns `theta`, `log_sigma2` (trainable) and `active`
+    (non-trainable 0/1: gates pruned by `prune` stay pruned). Calling it
+    returns the effective `(theta, sigma2)` with pruned gates exactly zero,
+    and adds the raw ARD KL of the active gates with `add_loss`.
+
+    Args:
+        num_edges: number of edges (rows).
+        num_ops: number of candidate operations (columns).
+        theta_init: initial gate mean.
+        log_sigma2_init: initial gate log variance.
+        threshold: default pruning threshold on `log_alpha`.
+
+    Call arguments:
+        training: unused; the gates are the same in both modes (noise is
+            drawn by the mixed edges with the local reparameterisation trick).
+
+    Returns:
+        `(theta, sigma2)`, each of shape `(num_edges, num_ops)`.
+    """
+
+    def __init__(
+        self,
+        num_edges,
+        num_ops,
+        theta_init=1.0,
+        log_sigma2_init=-6.0,
+        threshold=DEFAULT_THRESHOLD,
+        **kwargs,
+    ):
+        self.num_edges = _positive_int("num_edges", num_edges)
+        self.num_ops = _positive_int("num_ops", num_ops)
+        self.theta_init = float(theta_init)
+        self.log_sigma2_init = float(log_sigma2_init)
+        self.threshold = float(threshold)
+        super().__init__(**kwargs)
+        shape = (self.num_edges, self.num_ops)
+        self.theta = self.add_weight(
+            name="theta",
+            shape=shape,
+            initializer=keras.initializers.Constant(self.theta_init),
+        )
+        self.log_sigma2 = self.add_weight(
+            name="log_sigma2",
+            shape=shape,
+            initializer=keras.initializers.Constant(self.log_sigma2_init),
+        )
+        self.active = self.add_weight(
+            name="active", shape=shape, initializer="ones", trainable=False
+        )
+        self.built = True
+
+    def raw_log_alpha(self):
+        """Log dropout rates of every gate, pruned or not."""
+        return log_alpha(self.theta, self.log_sigma2)
+
+    def log_alpha(self):
+        """Log dropout rates, with +inf where a gate is pruned."""
+        la = self.raw_log_alpha()
+        return tf.where(self.active > 0, la, tf.constant(float("inf"), la.dtype))
+
+    def kl(self):
+        """Raw ARD KL summed over the active gates."""
+        return tf.reduce_sum(ard_kl(self.theta, self.log_sigma2) * self.active)
+
+    def prune(self, threshold=None):
+        """Permanently switch off gates with `log_alpha >= threshold`.
+
+        Returns:
+            The number of gates pruned by this call.
+        """
+        threshold = self.threshold if threshold is None else float(threshold)
+        keep = keep_mask(log_alpha(self.theta, self.log_sigma2), threshold) * self.active
+        newly = int(tf.reduce_sum(self.active - keep).numpy())
+        self.active.assign(keep)
+        return newly
+
+    def call(self, training=None):
+        self.add_loss(self.kl())
+        theta = self.theta * self.active
+        sigma2 = tf.exp(self.log_sigma2) * self.active
+        return theta, sigma2
+
+    def compute_output_spec(self, training=None):
+        shape = (self.num_edges, self.num_ops)
+        return (keras.KerasTensor(shape), keras.KerasTensor(shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_edges=self.num_edges,
+            num_ops=self.num_ops,
+            theta_init=self.theta_init,
+            log_sigma2_init=self.log_sigma2_init,
+            threshold=self.threshold,
+        )
+        return config
+
+
+class _VariationalKernelLayer(keras.layers.Layer):
+    """Shared machinery of the sparse variational layers.
+
+    Subclasses create `self.theta` and `self.log_sigma2` in `build` and define
+    `_moments(x, theta, sigma2)` (training) and `_apply(x, kernel)` (inference).
+    """
+
+    def __init__(self, threshold=DEFAULT_THRESHOLD, log_sigma2_init=-10.0, seed=None, **kwargs):
+        self.threshold = float(threshold)
+        self.log_sigma2_init = float(log_sigma2_init)
+        self.seed = seed
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _add_kernel(self, shape, initializer):
+        self.theta = self.add_weight(name="theta", shape=shape, initializer=initializer)
+        self.log_sigma2 = self.add_weight(
+            name="log_sigma2",
+            shape=shape,
+            initializer=keras.initializers.Constant(self.log_sigma2_init),
+        )
+
+    @property
+    def log_alpha(self):
+        """Per-weight log dropout rate."""
+        return log_alpha(self.theta, self.log_sigma2)
+
+    def kernel_mask(self):
+        """1 for kept weights, 0 for pruned ones."""
+        return keep_mask(self.log_alpha, self.threshold, self.theta.dtype)
+
+    def masked_kernel(self):
+        """The kernel used at inference: theta * [log_alpha < threshold]."""
+        return self.theta * self.kernel_mask()
+
+    def kl(self):
+        """Raw ARD KL summed over all weights."""
+        return tf.reduce_sum(ard_kl(self.theta, self.log_sigma2))
+
+    def call(self, inputs, training=None):
+        self.add_loss(self.kl())
+        if training:
+            mean, var = self._moments(inputs, self.theta, tf.exp(self.log_sigma2))
+            out = sample_lrt(mean, var, self.seed_generator)
+        else:
+            out = self._apply(inputs, self.masked_kernel())
+        if self.use_bias:
+            out = out + self.bias
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            threshold=self.threshold,
+            log_sigma2_init=self.log_sigma2_init,
+            seed=self.seed,
+            use_bias=self.use_bias,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class VariationalConv2D(_VariationalKernelLayer):
+    """Conv2D with sparse variational dropout weights ('same' padding, no bias by default).
+
+    Training uses the local reparameterisation trick (`lrt_conv2d`); inference
+    uses the masked means.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: int (square kernels).
+        strides: int stride.
+        dilation_rate: int dilation.
+        use_bias: whether to add a (deterministic) bias.
+        threshold: pruning threshold on `log_alpha`.
+        log_sigma2_init: initial log variance of every weight.
+        seed: seed of the layer's noise.
+
+    Call arguments:
+        inputs: NHWC tensor.
+        training: sample with the LRT when true, use masked means otherwise.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        dilation_rate=1,
+        use_bias=False,
+        kernel_initializer="he_normal",
+        **kwargs,
+    ):
+        self.filters = _positive_int("filters", filters)
+        self.kernel_size = _kernel_size(kernel_size)
+        self.strides = _positive_int("strides", strides)
+        self.dilation_rate = _positive_int("dilation_rate", dilation_rate)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        k = self.kernel_size
+        self._add_kernel((k, k, int(input_shape[-1]), self.filters), self.kernel_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def _moments(self, x, theta, sigma2):
+        return lrt_conv2d(x, theta, sigma2, self.strides, self.dilation_rate)
+
+    def _apply(self, x, kernel):
+        return _conv(x, kernel, self.strides, self.dilation_rate, depthwise=False)
+
+    def compute_output_shape(self, input_shape):
+        return _conv_output_shape(input_shape, self.strides, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class VariationalDepthwiseConv2D(_VariationalKernelLayer):
+    """DepthwiseConv2D (depth multiplier 1) with sparse variational dropout weights.
+
+    Args:
+        kernel_size: int (square kernels).
+        strides: int stride.
+        dilation_rate: int dilation (strided + dilated runs at stride 1 and
+            subsamples, see `lrt_conv2d`).
+        use_bias, threshold, log_sigma2_init, seed: as `VariationalConv2D`.
+    """
+
+    def __init__(
+        self,
+        kernel_size,
+        strides=1,
+        dilation_rate=1,
+        use_bias=False,
+        kernel_initializer="he_normal",
+        **kwargs,
+    ):
+        self.kernel_size = _kernel_size(kernel_size)
+        self.strides = _positive_int("strides", strides)
+        self.dilation_rate = _positive_int("dilation_rate", dilation_rate)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        k = self.kernel_size
+        channels = int(input_shape[-1])
+        self._add_kernel((k, k, channels, 1), self.kernel_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
+
+    def _moments(self, x, theta, sigma2):
+        return lrt_conv2d(x, theta, sigma2, self.strides, self.dilation_rate, depthwise=True)
+
+    def _apply(self, x, kernel):
+        return _conv(x, kernel, self.strides, self.dilation_rate, depthwise=True)
+
+    def compute_output_shape(self, input_shape):
+        return _conv_output_shape(input_shape, self.strides, input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class VariationalDense(_VariationalKernelLayer):
+    """Dense layer with sparse variational dropout weights.
+
+    Args:
+        units: number of outputs.
+        use_bias: whether to add a bias (default true).
+        threshold, log_sigma2_init, seed: as `VariationalConv2D`.
+    """
+
+    def __init__(self, units, use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
+        self.units = _positive_int("units", units)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        self._add_kernel((int(input_shape[-1]), self.units), self.kernel_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def _moments(self, x, theta, sigma2):
+        return lrt_dense(x, theta, sigma2)
+
+    def _apply(self, x, kernel):
+        return tf.matmul(x, kernel)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+def _conv_output_shape(input_shape, strides, channels):
+    def out(n):
+        return None if n is None else -(-n // strides)
+
+    return (input_shape[0], out(input_shape[1]), out(input_shape[2]), channels)
+
+
+def variational_layers(model):
+    """All sparse variational kernel layers inside `model`."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, _VariationalKernelLayer)
+    ]
+
+
+def weight_sparsity(model):
+    """`(pruned, total)` weight counts over the variational layers of `model`."""
+    pruned = total = 0
+    for layer in variational_layers(model):
+        mask = layer.kernel_mask().numpy()
+        total += mask.size
+        pruned += int(mask.size - mask.sum())
+    return pruned, total
