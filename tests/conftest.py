@@ -1,0 +1,17 @@
+"""Test session setup: two logical CPU devices, so MirroredStrategy runs here.
+
+The logical devices must be configured before TensorFlow initialises its
+context, hence at import time of this conftest, before any test module.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+LOGICAL_CPUS = [d.name for d in tf.config.list_logical_devices("CPU")]

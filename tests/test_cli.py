@@ -1,0 +1,78 @@
+"""The `tfvnas` command: bad input gives one line and a non-zero exit, never a traceback."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfvnas.cli import main
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_unknown_dataset(capsys):
+    code, err = _run(capsys, ["search", "--dataset", "imagenet-21k", "--preset", "smoke", "--out", "x"])
+    assert code == 2
+    assert err.startswith("tfvnas: error: ") and err.count("\n") == 1
+    assert "imagenet-21k" in err and "mnist-5k" in err and "Traceback" not in err
+
+
+def test_corrupt_npz(tmp_path, capsys):
+    path = tmp_path / "broken.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(300))
+    code, err = _run(capsys, ["search", "--dataset", str(path), "--preset", "smoke", "--out", str(tmp_path / "o")])
+    assert code == 2 and err.startswith("tfvnas: error: ") and err.count("\n") == 1
+    assert str(path) in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_config_file(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"channels": -3}')
+    code, err = _run(capsys, ["search", "--preset", "smoke", "--config", str(cfg), "--out", str(tmp_path / "o")])
+    assert (code, err) == (2, "tfvnas: error: `channels` must be positive. Received: channels=-3\n")
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code, err = _run(capsys, ["search", "--config", str(tmp_path / "none.yaml")])
+    assert (code, err) == (2, f"tfvnas: error: Config file not found. Received: '{tmp_path}/none.yaml'\n")
+
+
+def test_labels_out_of_range(tmp_path, capsys):
+    path = tmp_path / "d.npz"
+    x = np.zeros((20, 8, 8), np.uint8)
+    np.savez(path, x_train=x, y_train=np.arange(20) % 2, x_test=x[:4], y_test=np.array([0, 1, 2, 1]))
+    code, err = _run(capsys, ["search", "--dataset", str(path), "--preset", "smoke"])
+    assert code == 2 and err.startswith("tfvnas: error: ") and err.count("\n") == 1
+    assert "y_test" in err
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["search", "--epochs", "0"], "argument --epochs: expected a positive integer, received '0'"),
+        (["search", "--epochs", "-2"], "argument --epochs: expected a positive integer, received '-2'"),
+        (["search", "--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+        (["search", "--seed", "x"], "argument --seed: expected an integer, received 'x'"),
+        (["fly"], "argument COMMAND: invalid choice: 'fly'"),
+    ],
+)
+def test_argument_errors(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_help_is_fast_and_lists_options():
+    out = subprocess.run(
+        [sys.executable, "-m", "tfvnas.cli", "search", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    for option in ("--dataset", "--preset", "--out", "--epochs", "--seed", "--config"):
+        assert option in out.stdout

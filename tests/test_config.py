@@ -1,0 +1,85 @@
+"""SearchConfig: presets, validation, JSON/YAML round trip, precedence."""
+
+import json
+import re
+import sys
+
+import pytest
+
+import tfvnas.search  # noqa: F401
+from tfvnas import config as config_lib
+
+search_lib = sys.modules["tfvnas.search"]
+
+
+def test_paper_preset_is_darts_scale():
+    cfg = config_lib.preset("paper")
+    assert (cfg.layers, cfg.channels, cfg.epochs, cfg.batch_size) == (8, 16, 50, 64)
+    assert cfg.optimization == "bilevel" and cfg.threshold == 3.0
+
+
+def test_every_preset_validates_and_names_ops():
+    for name in config_lib.PRESETS:
+        cfg = config_lib.preset(name)
+        assert cfg.op_names == config_lib.ops_lib.OP_SETS["darts"]
+        assert config_lib.SearchConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_json_and_yaml_files_round_trip(tmp_path):
+    cfg = config_lib.preset("quick").replace(channels=12, ops=["sep_conv_3x3", "skip_connect"])
+    cfg.save(tmp_path / "c.json")
+    assert config_lib.SearchConfig.load(tmp_path / "c.json") == cfg
+    assert json.loads((tmp_path / "c.json").read_text())["ops"] == ["sep_conv_3x3", "skip_connect"]
+    (tmp_path / "c.yaml").write_text("channels: 6\nweight_vd: true\n")
+    partial = search_lib.resolve_config("smoke", str(tmp_path / "c.yaml"))
+    assert partial == config_lib.preset("smoke").replace(channels=6, weight_vd=True)
+
+
+def test_precedence_preset_then_config_then_overrides():
+    cfg = search_lib.resolve_config("smoke", {"epochs": 7, "seed": 1}, epochs=9)
+    assert cfg.epochs == 9 and cfg.seed == 1 and cfg.layers == config_lib.preset("smoke").layers
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"channels": -3}, "`channels` must be positive. Received: channels=-3"),
+        ({"channels": 2.5}, "`channels` must be an int. Received: channels=2.5"),
+        ({"weight_vd": "yes"}, "`weight_vd` must be a bool. Received: weight_vd='yes'"),
+        ({"arch_lr": float("nan")}, "`arch_lr` must be a finite number. Received: arch_lr=nan"),
+        ({"kl_warmup": 1.5}, "`kl_warmup` must be in [0, 1]. Received: kl_warmup=1.5"),
+        ({"optimization": "second_order"},
+         "`optimization` must be one of 'bilevel', 'joint'. Received: optimization='second_order'"),
+        ({"op_set": "nasnet"}, "Unknown operation set 'nasnet'. Known sets: darts, darts_none, mobile"),
+        ({"ops": ["conv_9x9"]}, "Unknown operation 'conv_9x9'. Known operations: avg_pool_3x3, "
+         "dil_conv_3x3, dil_conv_5x5, max_pool_3x3, none, sep_conv_3x3, sep_conv_5x5, skip_connect"),
+        ({"limit": 0}, "`limit` must be positive. Received: limit=0"),
+        ({"batch_size": 0}, "`batch_size` must be positive. Received: batch_size=0"),
+    ],
+)
+def test_bad_values(fields, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        config_lib.SearchConfig.from_dict({**config_lib.preset("smoke").to_dict(), **fields})
+
+
+def test_unknown_field_and_preset():
+    with pytest.raises(ValueError, match=re.escape("Unknown SearchConfig field(s): chanels. Known fields: ")):
+        config_lib.SearchConfig.from_dict({"chanels": 3})
+    with pytest.raises(ValueError, match=re.escape("Unknown preset 'huge'. Known presets: smoke, quick, paper")):
+        config_lib.preset("huge")
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(ValueError, match=re.escape(f"Config file not found. Received: '{tmp_path}/no.json'")):
+        config_lib.read_config_file(tmp_path / "no.json")
+    (tmp_path / "bad.json").write_text("{channels: ")
+    with pytest.raises(ValueError, match=re.escape(f"Could not read config file '{tmp_path}/bad.json': ")):
+        config_lib.read_config_file(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=re.escape(
+        f"Config file '{tmp_path}/list.json' must hold a mapping of field names to values. Received: list"
+    )):
+        config_lib.read_config_file(tmp_path / "list.json")
+    (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
+    with pytest.raises(ValueError, match=re.escape(f"Could not read config file '{tmp_path}/bad.yaml': ")):
+        config_lib.read_config_file(tmp_path / "bad.yaml")

@@ -1,0 +1,193 @@
+"""End-to-end search tests: one smoke search per strategy (supernet traces are slow)."""
+
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import LOGICAL_CPUS
+from tfvnas import config as config_lib
+from tfvnas import data as data_lib
+from tfvnas import genotype as genotype_lib
+import tfvnas.search
+from tfvnas.cli import main
+
+search_lib = sys.modules["tfvnas.search"]
+
+HISTORY_FIELDS = {
+    "epoch", "step", "beta", "weight_lr", "train_loss", "train_accuracy", "arch_loss",
+    "arch_accuracy", "val_loss", "val_accuracy", "kl_arch", "kl_weights", "active_ops",
+    "total_ops", "pruned_this_epoch", "weight_sparsity", "log_alpha", "active", "time_s",
+}
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """`tfvnas search --preset smoke` through the command's own entry point."""
+    out = tmp_path_factory.mktemp("cli") / "search"
+    code = main(["search", "--dataset", "mnist-5k", "--preset", "smoke", "--out", str(out), "--seed", "3"])
+    return code, out
+
+
+@pytest.fixture(scope="module")
+def mirrored_run(tmp_path_factory):
+    """The Python API on MirroredStrategy over 2 logical CPU devices."""
+    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    out = tmp_path_factory.mktemp("mirrored") / "search"
+    result = search_lib.search(
+        "mnist-5k", preset="smoke", strategy=strategy, out_dir=out, verbose=0,
+        config={"weight_vd": True},
+    )
+    return strategy, result, out
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_cli_search_writes_every_artefact(cli_run):
+    code, out = cli_run
+    assert code == 0
+    assert sorted(os.listdir(out)) == sorted(search_lib.ARTEFACTS)
+    ops = config_lib.preset("smoke").op_names
+    top = genotype_lib.Genotype.load(out / "genotype.json").validate(ops)
+    thr = genotype_lib.Genotype.load(out / "genotype_threshold.json").validate(ops)
+    nodes = config_lib.preset("smoke").nodes
+    assert top.normal_nodes == top.reduce_nodes == nodes
+    # top_k (k=2): at most two inputs per node; threshold: at least one.
+    for cell in (top.normal, top.reduce):
+        assert all(1 <= len(node) <= 2 for node in cell)
+    for cell in (thr.normal, thr.reduce):
+        assert all(len(node) >= 1 for node in cell)
+    cfg = config_lib.SearchConfig.from_dict(_read(out / "search_config.json"))
+    assert cfg == config_lib.preset("smoke").replace(seed=3)
+
+
+def test_cli_search_history_and_pruning(cli_run):
+    _, out = cli_run
+    history = _read(out / "search_history.json")
+    cfg = config_lib.preset("smoke")
+    assert history["dataset"] == "mnist-5k"
+    assert history["op_names"] == list(cfg.op_names)
+    epochs = history["epochs"]
+    assert len(epochs) == cfg.epochs
+    n_edges = genotype_lib.num_edges(cfg.nodes)
+    for i, record in enumerate(epochs):
+        assert set(record) == HISTORY_FIELDS
+        assert record["epoch"] == i + 1
+        for t in ("normal", "reduce"):
+            la = np.array(record["log_alpha"][t])
+            active = np.array(record["active"][t])
+            assert la.shape == active.shape == (n_edges, len(cfg.op_names))
+            assert np.isfinite(la).all()
+            # A gate is inactive exactly when it has been pruned: log_alpha at
+            # pruning time was >= threshold, and it never comes back.
+            assert record["active_ops"][t] == int(active.sum())
+        assert 0.0 <= record["val_accuracy"] <= 1.0
+        assert np.isfinite(record["train_loss"]) and np.isfinite(record["kl_arch"])
+    last = epochs[-1]
+    total = last["total_ops"]
+    pruned = sum(total - last["active_ops"][t] for t in ("normal", "reduce"))
+    assert pruned >= 1
+    assert sum(r["pruned_this_epoch"] for r in epochs) == pruned
+    for t in ("normal", "reduce"):
+        before = np.array(epochs[0]["active"][t])
+        after = np.array(last["active"][t])
+        assert (after <= before).all()  # pruning is permanent
+        la = np.array(last["log_alpha"][t])
+        # Every gate still active is below the threshold now.
+        assert (la[after == 1] < cfg.threshold).all()
+
+
+def test_genotype_matches_history(cli_run):
+    """The written genotypes are the derivation rules applied to the final gates."""
+    _, out = cli_run
+    history = _read(out / "search_history.json")
+    cfg = config_lib.preset("smoke")
+    last = history["epochs"][-1]
+    log_alpha = {
+        t: np.where(np.array(last["active"][t]) == 1, np.array(last["log_alpha"][t]), np.inf)
+        for t in ("normal", "reduce")
+    }
+    expected_top = genotype_lib.derive_top_k(
+        log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold, k=cfg.top_k
+    )
+    expected_thr = genotype_lib.derive_threshold(log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold)
+    assert genotype_lib.Genotype.load(out / "genotype.json") == expected_top
+    assert genotype_lib.Genotype.load(out / "genotype_threshold.json") == expected_thr
+
+
+def test_mirrored_search_keeps_gates_identical(mirrored_run):
+    strategy, result, out = mirrored_run
+    assert strategy.num_replicas_in_sync == 2
+    assert sorted(os.listdir(out)) == sorted(search_lib.ARTEFACTS)
+    model = result.model
+    for var in model.arch_variables + [g.active for g in model.gates.values()]:
+        values = [v.numpy() for v in strategy.experimental_local_results(var.value)]
+        assert len(values) == 2
+        np.testing.assert_array_equal(values[0], values[1])
+    last = result.history[-1]
+    assert sum(last["total_ops"] - last["active_ops"][t] for t in ("normal", "reduce")) >= 1
+    # weight_vd was on: the weights are variational and sparsity is measured.
+    assert last["weight_sparsity"] is not None and 0.0 <= last["weight_sparsity"] <= 1.0
+    assert last["kl_weights"] > 0
+    assert result.genotype == genotype_lib.Genotype.load(out / "genotype.json")
+    assert result.config.weight_vd is True
+    summary = result.summary()
+    assert result.genotype.hash() in summary and "validation accuracy" in summary
+
+
+def test_result_model_variables_disjoint_and_complete(mirrored_run):
+    _, result, _ = mirrored_run
+    model = result.model
+    arch = {id(v) for v in model.arch_variables}
+    weights = {id(v) for v in model.weight_variables}
+    assert arch and weights and not arch & weights
+    assert arch | weights == {id(v) for v in model.trainable_variables}
+
+
+def test_joint_optimisation_runs_and_prunes(tmp_path):
+    cfg = config_lib.preset("smoke").replace(optimization="joint", layers=1, nodes=1, epochs=2)
+    result = search_lib.search("mnist-5k", config=cfg, verbose=0)
+    last = result.history[-1]
+    assert last["arch_loss"] is None and last["arch_accuracy"] is None
+    assert sum(last["total_ops"] - last["active_ops"][t] for t in ("normal", "reduce")) >= 1
+    assert result.out_dir is None
+
+
+def test_non_finite_loss_stops_with_step(monkeypatch):
+    ds = data_lib.load("mnist-5k")
+    x = ds.x_train.astype("float32")
+    x[:] = np.nan
+    bad = data_lib.Dataset(
+        name="nan", x_train=x, y_train=ds.y_train, x_val=ds.x_val.astype("float32"),
+        y_val=ds.y_val, x_test=ds.x_test.astype("float32"), y_test=ds.y_test, num_classes=10,
+    )
+    cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, epochs=1, optimization="joint")
+    with pytest.raises(FloatingPointError, match=re.escape(
+        "The search loss became nan at epoch 1, step 1 (global step 1). "
+        "Lower `weight_lr` or `arch_lr`, or check the data."
+    )):
+        search_lib.search(bad, config=cfg, verbose=0)
+
+
+def test_batch_larger_than_data_half():
+    cfg = config_lib.preset("smoke").replace(batch_size=200)
+    with pytest.raises(ValueError, match=re.escape(
+        "`batch_size` must be at most the size of half of the training data (128 examples). "
+        "Received: batch_size=200"
+    )):
+        search_lib.search("mnist-5k", config=cfg, verbose=0)
+
+
+def test_beta_warms_up_linearly():
+    cfg = config_lib.preset("smoke").replace(kl_warmup=0.5, epochs=2, kl_weight=2.0)
+    searcher = search_lib.Searcher.__new__(search_lib.Searcher)
+    searcher.config = cfg
+    searcher._total_steps = 8
+    assert [searcher.beta(s) for s in (0, 2, 4, 8)] == [0.0, 1.0, 2.0, 2.0]

@@ -1,0 +1,161 @@
+"""Supernet structure, gate semantics and serialisation (tiny, eager)."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvnas import genotype as genotype_lib
+from tfvnas import ops as ops_lib
+from tfvnas.supernet import MixedEdge, Supernet
+
+OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect")
+
+
+def _model(**kwargs):
+    kw = dict(layers=3, channels=2, nodes=2, op_names=OPS, seed=1)
+    kw.update(kwargs)
+    model = Supernet(10, **kw)
+    model.build((None, 6, 6, 1))
+    return model
+
+
+def _images(n=4, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 6, 6, 1)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _model()
+
+
+def test_arch_and_weight_variables_are_disjoint_and_complete(model):
+    arch = model.arch_variables
+    weights = model.weight_variables
+    assert len(arch) == 4
+    assert {v.path.split("/")[-1] for v in arch} == {"theta", "log_sigma2"}
+    arch_ids, weight_ids = {id(v) for v in arch}, {id(v) for v in weights}
+    assert not arch_ids & weight_ids
+    assert arch_ids | weight_ids == {id(v) for v in model.trainable_variables}
+    n_edges = genotype_lib.num_edges(2)
+    for gates in model.gates.values():
+        assert tuple(gates.theta.shape) == (n_edges, len(OPS))
+        assert id(gates.active) not in {id(v) for v in model.trainable_variables}
+
+
+def test_cells_of_one_type_share_one_gate_table(model):
+    kinds = [c.plan.cell_type for c in model.cells]
+    assert kinds == ["reduce", "reduce", "normal"] or "normal" in kinds
+    # Two tables in total however many cells there are.
+    gate_layers = [l for l in model._flatten_layers() if l.__class__.__name__ == "GaussianGates"]
+    assert len(gate_layers) == 2
+
+
+def test_inference_is_deterministic_training_is_noisy(model):
+    x = _images()
+    a = model(x, training=False).numpy()
+    b = model(x, training=False).numpy()
+    np.testing.assert_array_equal(a, b)
+    c = model(x, training=True).numpy()
+    d = model(x, training=True).numpy()
+    assert not np.allclose(c, d)
+    assert a.shape == (4, 10)
+
+
+def test_losses_are_the_gate_and_weight_kl():
+    model = _model(weight_vd=True)
+    model(_images(), training=True)
+    total = float(tf.add_n(model.losses))
+    assert total == pytest.approx(float(model.arch_kl()) + float(model.weight_kl()), rel=1e-5)
+    assert float(model.weight_kl()) > 0
+
+
+def test_pruned_op_contributes_exactly_zero():
+    model = _model()
+    x = _images()
+    k = OPS.index("sep_conv_3x3")
+    for gates in model.gates.values():
+        active = np.ones(gates.active.shape, "float32")
+        active[:, k] = 0.0
+        gates.active.assign(active)
+    before = model(x, training=False).numpy()
+    # Scramble every trainable weight of the pruned op: the output must not move at all.
+    rng = np.random.default_rng(5)
+    for cell in model.cells:
+        for edge in cell.edge_layers:
+            for v in edge.candidates[k].trainable_weights:
+                v.assign(rng.normal(0, 100, v.shape).astype("float32"))
+    after = model(x, training=False).numpy()
+    np.testing.assert_array_equal(before, after)
+
+
+def test_mixed_edge_is_the_gate_weighted_sum():
+    edge = MixedEdge(OPS, 3, 1, affine=True, seed=0)
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 5, 3)), tf.float32)
+    theta = tf.constant([0.5, 0.0, -2.0])
+    sigma2 = tf.constant([0.1, 0.0, 0.3])
+    out = edge(x, theta, sigma2, training=False).numpy()
+    expected = sum(
+        float(t) * op(x, training=False).numpy() for t, op in zip(theta.numpy(), edge.candidates)
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_derive_uses_the_gates(model):
+    rng = np.random.default_rng(2)
+    for gates in model.gates.values():
+        gates.theta.assign(rng.uniform(0.05, 1.0, gates.theta.shape).astype("float32"))
+        gates.log_sigma2.assign(rng.uniform(-6, 2, gates.theta.shape).astype("float32"))
+        gates.active.assign(np.ones(gates.active.shape, "float32"))
+    la = model.log_alpha()
+    for t, gates in model.gates.items():
+        theta, ls2 = gates.theta.numpy(), gates.log_sigma2.numpy()
+        np.testing.assert_allclose(la[t], ls2 - np.log(theta**2 + 1e-8), rtol=1e-5)
+    expected = genotype_lib.derive_top_k(la, OPS, nodes=2, threshold=model.threshold, k=2)
+    assert model.derive("top_k") == expected
+    expected_thr = genotype_lib.derive_threshold(la, OPS, nodes=2, threshold=model.threshold)
+    assert model.derive("threshold") == expected_thr
+    with pytest.raises(ValueError, match="`rule` must be 'top_k' or 'threshold'. Received: rule='best'"):
+        model.derive("best")
+
+
+def test_prune_counts_and_is_permanent():
+    model = _model()
+    gates = model.normal_gates
+    theta = np.full(gates.theta.shape, 0.5, "float32")
+    ls2 = np.full(gates.theta.shape, -6.0, "float32")
+    ls2[0, 0] = 10.0  # log_alpha = 10 - log(0.25) > 3
+    gates.theta.assign(theta)
+    gates.log_sigma2.assign(ls2)
+    assert model.prune() == 1
+    assert model.active_ops()["normal"] == gates.theta.shape[0] * gates.theta.shape[1] - 1
+    gates.log_sigma2.assign(np.full(gates.theta.shape, -6.0, "float32"))
+    assert model.prune() == 0
+    assert np.isinf(model.log_alpha()["normal"][0, 0])
+
+
+def test_config_round_trip_gives_the_same_network(model):
+    config = json.loads(json.dumps(model.get_config()))
+    clone = Supernet.from_config(config)
+    clone.build((None, 6, 6, 1))
+    assert [tuple(v.shape) for v in clone.weights] == [tuple(v.shape) for v in model.weights]
+    clone.set_weights(model.get_weights())
+    x = _images(seed=3)
+    np.testing.assert_allclose(clone(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"^`channels` must be a positive int. Received: channels=-3$"):
+        Supernet(10, channels=-3)
+    with pytest.raises(ValueError, match=r"^Unknown operation 'conv_9x9'. Known operations: "):
+        Supernet(10, op_names=("conv_9x9",))
+    with pytest.raises(ValueError, match=r"^`num_classes` must be a positive int. Received: num_classes=0$"):
+        Supernet(0)
+
+
+def test_stride_two_dilated_op_shapes():
+    # Reduction edges run dilated convs strided: check the output grid.
+    for name in ("dil_conv_3x3", "dil_conv_5x5"):
+        op = ops_lib.make_op(name, 2, 2, affine=False)
+        assert tuple(op(tf.zeros((1, 7, 7, 2))).shape) == (1, 4, 4, 2)
