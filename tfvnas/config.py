@@ -193,7 +193,8 @@ PRESETS = {
     ),
     # Minutes on a 2-core CPU: the newcomer's default on the bundled data.
     "quick": SearchConfig(
-        layers=5, channels=8, nodes=4, epochs=6, batch_size=64, limit=2400, arch_lr=0.03,
+        layers=4, channels=8, nodes=4, epochs=6, batch_size=64, limit=2000, arch_lr=0.05,
+        kl_warmup=0.2,
     ),
     # The DARTS-scale setting (meant for a GPU).
     "paper": SearchConfig(layers=8, channels=16, nodes=4, epochs=50, batch_size=64),

@@ -135,6 +135,10 @@ class BatchNorm(keras.layers.Layer):
             y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
                 inputs, scale, offset, epsilon=self.epsilon, is_training=True
             )
+            # The fused kernel returns the unbiased batch variance; Keras'
+            # BatchNormalization tracks the biased one, and so do we.
+            n = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], variance.dtype)
+            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
             self.moving_variance.assign(
@@ -184,9 +188,7 @@ class _Op(_Chain):
 
     def __init__(self, channels, strides, weight_vd=False, affine=True, seed=None, **kwargs):
         self.channels = _check_positive_int("channels", channels)
-        if strides not in (1, 2):
-            raise ValueError(f"`strides` must be 1 or 2. Received: strides={strides!r}")
-        self.strides = strides
+        self.strides = _check_strides(strides)
         self.weight_vd = bool(weight_vd)
         self.affine = bool(affine)
         self.seed = seed
@@ -202,6 +204,12 @@ class _Op(_Chain):
             seed=self.seed,
         )
         return config
+
+
+def _check_strides(strides):
+    if isinstance(strides, bool) or not isinstance(strides, int) or strides not in (1, 2):
+        raise ValueError(f"`strides` must be 1 or 2. Received: strides={strides!r}")
+    return strides
 
 
 def _check_positive_int(name, value):
@@ -408,6 +416,8 @@ def op_names():
 
 def check_op_names(names):
     """Validates a sequence of operation names; returns it as a tuple."""
+    if isinstance(names, str):
+        raise ValueError(f"`ops` must be a list of operation names. Received: ops={names!r}")
     names = tuple(names)
     if not names:
         raise ValueError("`ops` must name at least one operation. Received: ops=()")
@@ -435,4 +445,4 @@ def resolve_op_set(op_set=DEFAULT_OP_SET, ops=None):
 def make_op(name, channels, strides, **kwargs):
     """Builds the operation `name`; raises `ValueError` for an unknown name."""
     check_op_names([name])
-    return OPS[name](channels, strides, **kwargs)
+    return OPS[name](channels, _check_strides(strides), **kwargs)

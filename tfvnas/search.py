@@ -297,7 +297,15 @@ class Searcher:
             bar = None
             if self.verbose:
                 print(f"Epoch {epoch + 1}/{cfg.epochs}")
-                bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "acc", "kl", "beta"])
+                bar = keras.utils.Progbar(
+                    self.steps_per_epoch,
+                    stateful_metrics=["loss", "acc", "kl", "beta", "active_ops", "w_sparsity"],
+                )
+            # Active gates change only at pruning events and weight sparsity
+            # is measured once per epoch: the bar shows the latest values.
+            status = [("active_ops", sum(model.active_ops().values()))]
+            if history and history[-1]["weight_sparsity"] is not None:
+                status.append(("w_sparsity", history[-1]["weight_sparsity"]))
             sums = {"loss": 0.0, "correct": 0.0, "arch_loss": 0.0, "arch_correct": 0.0, "kl": 0.0}
             seen = 0
             for i, batch in enumerate(self._weights_data):
@@ -327,6 +335,7 @@ class Searcher:
                             ("acc", sums["correct"] / seen),
                             ("kl", stats["kl"]),
                             ("beta", beta),
+                            *status,
                         ],
                     )
             pruned_now = model.prune(cfg.threshold)

@@ -281,7 +281,8 @@ class GaussianGates(keras.layers.Layer):
 
     def kl(self):
         """Raw ARD KL summed over the active gates."""
-        return tf.reduce_sum(ard_kl(self.theta, self.log_sigma2) * self.active)
+        kl = ard_kl(self.theta, self.log_sigma2)
+        return tf.reduce_sum(tf.where(self.active > 0, kl, tf.zeros_like(kl)))
 
     def prune(self, threshold=None):
         """Permanently switch off gates with `log_alpha >= threshold`.
@@ -297,8 +298,11 @@ class GaussianGates(keras.layers.Layer):
 
     def call(self, training=None):
         self.add_loss(self.kl())
-        theta = self.theta * self.active
-        sigma2 = tf.exp(self.log_sigma2) * self.active
+        # tf.where, not a product: a pruned gate is exactly zero even if its
+        # variance overflowed to inf.
+        on = self.active > 0
+        theta = tf.where(on, self.theta, tf.zeros_like(self.theta))
+        sigma2 = tf.where(on, tf.exp(self.log_sigma2), tf.zeros_like(self.theta))
         return theta, sigma2
 
     def compute_output_spec(self, training=None):
