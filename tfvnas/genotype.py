@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from tfvnas import checks
+
 __all__ = [
     "CELL_TYPES",
     "Genotype",
@@ -59,11 +61,7 @@ _KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
 # Small helpers.
 
 
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass, but `True` as an input index is a mistake.
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_)
-    )
+_is_int = checks.is_int
 
 
 def _is_seq(value: Any) -> bool:
@@ -77,12 +75,7 @@ def _short_repr(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive int. Received: {name}={value!r}"
-        )
-    return int(value)
+_check_positive_int = checks.check_positive_int
 
 
 def _check_names(name: str, value: Any) -> list[str]:

@@ -16,6 +16,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfvnas import checks
 from tfvnas import ops as ops_lib
 from tfvnas import variational
 
@@ -55,7 +56,7 @@ def cell_plan(layers, channels, *, concat_sizes, stem_multiplier=3):
         A list of `CellPlan`.
     """
     for name, value in (("layers", layers), ("channels", channels), ("stem_multiplier", stem_multiplier)):
-        ops_lib._check_positive_int(name, value)
+        checks.check_positive_int(name, value)
     reductions = set(reduction_indices(layers))
     c_pp = c_p = stem_multiplier * channels
     c = channels

@@ -16,7 +16,7 @@ References:
 import keras
 import tensorflow as tf
 
-from tfvnas import variational
+from tfvnas import checks, variational
 
 BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
 BN_EPSILON = 1e-5
@@ -212,10 +212,7 @@ def _check_strides(strides):
     return strides
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
+_check_positive_int = checks.check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvnas import checks
 from tfvnas import genotype as genotype_lib
 from tfvnas import network
 from tfvnas import ops as ops_lib
@@ -134,10 +135,10 @@ class Supernet(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_classes = ops_lib._check_positive_int("num_classes", num_classes)
-        self.num_layers = ops_lib._check_positive_int("layers", layers)
-        self.channels = ops_lib._check_positive_int("channels", channels)
-        self.nodes = ops_lib._check_positive_int("nodes", nodes)
+        self.num_classes = checks.check_positive_int("num_classes", num_classes)
+        self.num_layers = checks.check_positive_int("layers", layers)
+        self.channels = checks.check_positive_int("channels", channels)
+        self.nodes = checks.check_positive_int("nodes", nodes)
         self.op_names = ops_lib.check_op_names(op_names)
         self.stem_multiplier = stem_multiplier
         self.weight_vd = bool(weight_vd)

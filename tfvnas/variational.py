@@ -19,6 +19,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvnas import checks
+
 tfd = tfp.distributions
 
 DEFAULT_THRESHOLD = 3.0
@@ -198,10 +200,7 @@ def sample_lrt(mean, var, seed_generator):
 # ---------------------------------------------------------------------------
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
+_positive_int = checks.check_positive_int
 
 
 def _kernel_size(value):

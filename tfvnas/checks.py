@@ -1,0 +1,15 @@
+"""Argument checks shared by every module (standard library and NumPy only)."""
+
+import numpy as np
+
+
+def is_int(value):
+    """An int or NumPy integer, and not a bool (`True` as a size is a mistake)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_positive_int(name, value):
+    """Returns `value` as an int, or raises the Keras-style `ValueError`."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+    return int(value)
