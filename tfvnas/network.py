@@ -121,6 +121,7 @@ class Cell(keras.layers.Layer):
         self.seed = seed
         self.drop_path = float(drop_path)
         self.nodes = 1 + max(n for n, _, _ in self.edges)
+        self.seed_generator = keras.random.SeedGenerator(seed)
         p, c = self.plan, self.plan.channels
         kw = dict(weight_vd=self.weight_vd, affine=self.affine)
         if p.reduction_prev:
@@ -172,7 +173,7 @@ class Cell(keras.layers.Layer):
                 else:
                     out = layer(states[inp], training=training)
                     if training and self.drop_path > 0 and not isinstance(layer, ops_lib.Identity):
-                        out = _drop_path(out, self.drop_path)
+                        out = _drop_path(out, self.drop_path, self.seed_generator)
                 total = out if total is None else total + out
             states.append(total)
         return tf.concat([states[i] for i in self.concat], axis=-1)
@@ -196,12 +197,13 @@ def _seed(seed, offset):
     return None if seed is None else int(seed) + offset
 
 
-def _drop_path(x, rate):
+def _drop_path(x, rate, seed_generator):
+    """Drops a whole path per example with probability `rate` (rescaling the rest)."""
     keep = 1.0 - rate
-    mask = tf.cast(
-        tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < keep, x.dtype
+    u = tf.random.stateless_uniform(
+        [tf.shape(x)[0], 1, 1, 1], seed=variational.replica_seed(seed_generator)
     )
-    return x * mask / keep
+    return x * tf.cast(u < keep, x.dtype) / keep
 
 
 def stem_layers(channels, stem_multiplier, *, weight_vd, affine, seed):

@@ -203,7 +203,6 @@ class Searcher:
 
     def _build_steps(self):
         strategy, model = self.strategy, self.model
-        replicas = strategy.num_replicas_in_sync
 
         def reduce(per_replica):
             out = {}
@@ -259,7 +258,6 @@ class Searcher:
             per = strategy.run(eval_replica, args=(batch,))
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per.items()}
 
-        del replicas
         self._train_step = train_step
         self._eval_step = eval_step
 
