@@ -27,15 +27,14 @@ setup(
         # tfp.distributions, but the import must resolve.
         "tf-keras==2.21.*",
         "keras-tuner==1.4.*",
+        # Export: pruning-preserving QAT (on tf_keras) and the LiteRT interpreter.
+        "tensorflow-model-optimization==0.8.*",
+        "ai-edge-litert==2.3.*",
         "numpy>=1.26,<3",
         "pyyaml>=6",
     ],
     extras_require={
         "test": ["pytest>=8"],
-        "export": [
-            "tensorflow-model-optimization>=0.8",
-            "ai-edge-litert",
-        ],
     },
     entry_points={"console_scripts": ["tfvnas=tfvnas.cli:main"]},
     classifiers=[

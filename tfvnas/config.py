@@ -203,11 +203,126 @@ PRESETS = {
 
 def preset(name):
     """The `SearchConfig` of a named preset."""
-    if name not in PRESETS:
+    return _preset(PRESETS, name)
+
+
+def _preset(table, name):
+    if name not in table:
         raise ValueError(
-            f"Unknown preset {name!r}. Known presets: {', '.join(PRESETS)}"
+            f"Unknown preset {name!r}. Known presets: {', '.join(table)}"
         )
-    return PRESETS[name]
+    return table[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Config):
+    """Training of the network a genotype describes, from scratch.
+
+    Attributes:
+        layers, channels, stem_multiplier: network size (cells, initial channels).
+        weight_vd: sparse variational weights (the default: the network is
+            trained sparse); False trains plain weights.
+        auxiliary: auxiliary classifier head after the second reduction.
+        auxiliary_weight: weight of its loss.
+        drop_path: probability of dropping a cell edge (ramped up linearly
+            over training, as in DARTS).
+        cutout: side of the square cut out of each training image (0: off).
+        epochs, batch_size: the global batch size, split over replicas.
+        lr, lr_min, momentum, weight_decay, grad_clip: SGD with cosine decay.
+        kl_warmup, kl_weight: KL schedule of the variational weights.
+        threshold: a weight is zero at `log_alpha >= threshold`.
+        seed: seed of initialisation, data order and noise.
+        limit: use only the first `limit` training examples (None: all).
+    """
+
+    layers: int = 8
+    channels: int = 16
+    stem_multiplier: int = 3
+    weight_vd: bool = True
+    auxiliary: bool = False
+    auxiliary_weight: float = 0.4
+    drop_path: float = 0.0
+    cutout: int = 0
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.025
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    kl_warmup: float = 0.3
+    kl_weight: float = 1.0
+    threshold: float = 3.0
+    seed: int = 0
+    limit: typing.Optional[int] = None
+
+    def validate(self):
+        for name in ("layers", "channels", "stem_multiplier", "epochs", "batch_size", "lr", "grad_clip"):
+            _positive(name, getattr(self, name))
+        for name in ("lr_min", "momentum", "weight_decay", "kl_weight", "auxiliary_weight", "cutout"):
+            _non_negative(name, getattr(self, name))
+        for name in ("kl_warmup", "drop_path"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value!r}")
+        if self.drop_path >= 1:
+            raise ValueError(f"`drop_path` must be below 1. Received: drop_path={self.drop_path!r}")
+        if self.limit is not None:
+            _positive("limit", self.limit)
+
+
+TRAIN_PRESETS = {
+    "smoke": TrainConfig(layers=3, channels=4, epochs=1, batch_size=32, limit=256, kl_warmup=0.0),
+    "quick": TrainConfig(layers=5, channels=8, epochs=8, batch_size=64, kl_warmup=0.3, lr=0.05),
+    # The DARTS evaluation setting on CIFAR-10 (meant for a GPU).
+    "paper": TrainConfig(
+        layers=20, channels=36, epochs=600, batch_size=96, auxiliary=True, drop_path=0.2,
+        cutout=16,
+    ),
+}
+
+
+def train_preset(name):
+    """The `TrainConfig` of a named preset."""
+    return _preset(TRAIN_PRESETS, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(_Config):
+    """Export of a trained network to SavedModel and TFLite.
+
+    Attributes:
+        int8: also write an int8 post-training-quantized .tflite.
+        qat: also write an int8 .tflite after pruning-preserving
+            quantization-aware fine-tuning (tensorflow-model-optimization).
+        qat_epochs, qat_lr, qat_batch_size: that fine-tuning.
+        representative_samples: training images used to calibrate int8.
+        latency_runs: timed single-image interpreter runs per .tflite.
+        eval_batch_size: batch for the parity and accuracy checks.
+        int8_tolerance: largest accepted accuracy drop of an int8 model
+            against the float one on the test split.
+        seed: seed of the sample choice.
+    """
+
+    int8: bool = False
+    qat: bool = False
+    qat_epochs: int = 1
+    qat_lr: float = 1e-4
+    qat_batch_size: int = 64
+    representative_samples: int = 200
+    latency_runs: int = 50
+    eval_batch_size: int = 256
+    int8_tolerance: float = 0.03
+    seed: int = 0
+
+    def validate(self):
+        for name in ("qat_epochs", "qat_lr", "qat_batch_size", "representative_samples",
+                     "latency_runs", "eval_batch_size"):
+            _positive(name, getattr(self, name))
+        if not 0 <= self.int8_tolerance <= 1:
+            raise ValueError(
+                f"`int8_tolerance` must be in [0, 1]. Received: int8_tolerance={self.int8_tolerance!r}"
+            )
 
 
 def read_config_file(path):
