@@ -18,7 +18,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["tfvnas", "tfvnas.*"]),
-    package_data={"tfvnas.datasets": ["mnist_5k.npz", "README.md"]},
+    package_data={"tfvnas.datasets": ["mnist_5k.npz", "README.md"], "tfvnas.genotypes": ["*.json"]},
     include_package_data=True,
     install_requires=[
         "tensorflow==2.21.*",
