@@ -59,6 +59,7 @@ def build_parser():
     search.add_argument("--config", help="JSON or YAML file of SearchConfig fields overriding the preset")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(handler=_search)
+    _add_show_parser(sub)
     return parser
 
 
@@ -74,6 +75,28 @@ def _search(args):
         seed=args.seed,
         verbose=0 if args.quiet else 1,
     )
+    return 0
+
+
+def _add_show_parser(subparsers):
+    show = subparsers.add_parser(
+        "show",
+        help="draw the cells, gate trajectories and sparsity of a result",
+        description=(
+            "Print a summary and draw SVG and PNG pictures of a genotype JSON file or of a search/train "
+            "output folder: the normal and reduction cells (graphviz when `dot` is installed, a built-in "
+            "renderer otherwise), log_alpha of every gate over the search epochs, and per-layer weight sparsity."
+        ),
+    )
+    show.add_argument("target", metavar="GENOTYPE_OR_DIR", help="a genotype JSON file or an output folder")
+    show.add_argument("--out", help="folder for the pictures (default: <target folder>/pictures)")
+    show.set_defaults(handler=_show)
+
+
+def _show(args):
+    from tfvnas.plots import show
+
+    show(args.target, out_dir=args.out)
     return 0
 
 
