@@ -53,7 +53,7 @@ def _read(path):
 def test_cli_search_writes_every_artefact(cli_run):
     code, out = cli_run
     assert code == 0
-    assert sorted(os.listdir(out)) == sorted(search_lib.ARTEFACTS)
+    assert sorted(os.listdir(out)) == sorted(search_lib.ARTEFACTS + ("checkpoints",))
     ops = config_lib.preset("smoke").op_names
     top = genotype_lib.Genotype.load(out / "genotype.json").validate(ops)
     thr = genotype_lib.Genotype.load(out / "genotype_threshold.json").validate(ops)
@@ -125,7 +125,7 @@ def test_genotype_matches_history(cli_run):
 def test_mirrored_search_keeps_gates_identical(mirrored_run):
     strategy, result, out = mirrored_run
     assert strategy.num_replicas_in_sync == 2
-    assert sorted(os.listdir(out)) == sorted(search_lib.ARTEFACTS)
+    assert sorted(os.listdir(out)) == sorted(search_lib.ARTEFACTS + ("checkpoints",))
     model = result.model
     for var in model.arch_variables + [g.active for g in model.gates.values()]:
         values = [v.numpy() for v in strategy.experimental_local_results(var.value)]
@@ -171,7 +171,7 @@ def test_non_finite_loss_stops_with_step(monkeypatch, tmp_path):
     cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, epochs=1, optimization="joint")
     with pytest.raises(FloatingPointError, match="^" + re.escape(
         "The search loss became nan at epoch 1, step 1 (global step 1). "
-        "Lower `weight_lr` or `arch_lr`, or check the data."
+        "Lower `weight_lr` or `arch_lr`, or check the data. No checkpoint was saved."
     ) + "$"):
         search_lib.search("mnist-5k", config=cfg, out_dir=tmp_path / "out", verbose=0)
     assert not (tmp_path / "out").exists()
@@ -190,5 +190,5 @@ def test_beta_warms_up_linearly():
     cfg = config_lib.preset("smoke").replace(kl_warmup=0.5, epochs=2, kl_weight=2.0)
     searcher = search_lib.Searcher.__new__(search_lib.Searcher)
     searcher.config = cfg
-    searcher._total_steps = 8
+    searcher.total_steps = 8
     assert [searcher.beta(s) for s in (0, 2, 4, 8)] == [0.0, 1.0, 2.0, 2.0]

@@ -14,6 +14,7 @@ References:
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfvnas import checks
@@ -97,6 +98,8 @@ class Cell(keras.layers.Layer):
         gates: for a mixed cell, `(theta, sigma2)` of shape
             `(len(edges), num_ops)`; None otherwise.
         training: training flag.
+        drop_path: overrides the constructor's drop-path rate (a float or a
+            scalar tensor, e.g. a rate ramped up during training).
     """
 
     def __init__(
@@ -155,8 +158,10 @@ class Cell(keras.layers.Layer):
     def build(self, input_shape):
         self.built = True  # sublayers build on their first call (see ops._Chain)
 
-    def call(self, inputs, gates=None, training=None):
+    def call(self, inputs, gates=None, training=None, drop_path=None):
         s0, s1 = inputs
+        rate = self.drop_path if drop_path is None else drop_path
+        use_drop_path = bool(training) and (drop_path is not None or self.drop_path > 0)
         states = [
             self.preprocess0(s0, training=training),
             self.preprocess1(s1, training=training),
@@ -172,8 +177,8 @@ class Cell(keras.layers.Layer):
                     out = layer(states[inp], theta[e], sigma2[e], training=training)
                 else:
                     out = layer(states[inp], training=training)
-                    if training and self.drop_path > 0 and not isinstance(layer, ops_lib.Identity):
-                        out = _drop_path(out, self.drop_path, self.seed_generator)
+                    if use_drop_path and not isinstance(layer, ops_lib.Identity):
+                        out = _drop_path(out, rate, self.seed_generator)
                 total = out if total is None else total + out
             states.append(total)
         return tf.concat([states[i] for i in self.concat], axis=-1)
@@ -199,7 +204,7 @@ def _seed(seed, offset):
 
 def _drop_path(x, rate, seed_generator):
     """Drops a whole path per example with probability `rate` (rescaling the rest)."""
-    keep = 1.0 - rate
+    keep = 1.0 - tf.cast(rate, x.dtype)
     u = tf.random.stateless_uniform(
         [tf.shape(x)[0], 1, 1, 1], seed=variational.replica_seed(seed_generator)
     )
@@ -229,3 +234,182 @@ def normalisation_layer(normalisation):
     if len(set(scale)) == 1 and len(set(offset)) == 1:
         scale, offset = scale[0], offset[0]
     return keras.layers.Rescaling(scale=scale, offset=offset, name="normalise")
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class AuxiliaryHead(ops_lib._Chain):
+    """Auxiliary classifier (DARTS), used only in training.
+
+    ReLU, 5x5 average pooling (stride 3), 1x1 conv to 128 channels, BN, ReLU,
+    global average pooling and a dense layer. DARTS' 2x2 'valid' conv assumes
+    8x8 maps; global pooling makes the head fit any resolution.
+    """
+
+    def __init__(self, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = checks.check_positive_int("num_classes", num_classes)
+        self.steps = [
+            keras.layers.ReLU(),
+            keras.layers.AveragePooling2D(5, strides=3, padding="same"),
+            ops_lib.conv2d(128, 1),
+            ops_lib.batch_norm(True),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(self.num_classes),
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class Network(keras.Model):
+    """The discrete network a genotype describes (DARTS evaluation network).
+
+    The same `cell_plan` and `Cell` as the supernet, with one operation per
+    edge. Convolution and classifier weights are sparse variational by
+    default: inference uses the masked means, and `tfvnas.strip.strip`
+    copies them into standard Keras layers for export. The model normalises
+    raw pixels itself.
+
+    Args:
+        num_classes: number of classes.
+        genotype: a `tfvnas.Genotype` (or its dict).
+        layers: number of cells.
+        channels: initial channels.
+        stem_multiplier: stem width multiplier.
+        weight_vd: sparse variational weights (False: plain Keras layers).
+        auxiliary: an auxiliary head after the second reduction (training only).
+        drop_path: maximum drop-path rate; the rate used is
+            `drop_path * drop_path_progress`, a variable the trainer ramps.
+        threshold: a weight is zero at `log_alpha >= threshold`.
+        normalisation: `(mean, std)` per channel of the raw input.
+        seed: base seed of all noise.
+
+    Call arguments:
+        inputs: raw images, NHWC.
+        training: training flag.
+        return_aux: also return the auxiliary logits (None without a head).
+
+    Returns:
+        Logits of shape `(batch, num_classes)` (and the auxiliary logits when
+        `return_aux`).
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        genotype,
+        layers=8,
+        channels=16,
+        stem_multiplier=3,
+        weight_vd=True,
+        auxiliary=False,
+        drop_path=0.0,
+        threshold=variational.DEFAULT_THRESHOLD,
+        normalisation=((0.0,), (1.0,)),
+        seed=0,
+        **kwargs,
+    ):
+        from tfvnas import genotype as genotype_lib
+
+        super().__init__(**kwargs)
+        if isinstance(genotype, dict):
+            genotype = genotype_lib.Genotype.from_dict(genotype)
+        if not isinstance(genotype, genotype_lib.Genotype):
+            raise ValueError(
+                "`genotype` must be a tfvnas.Genotype or its dict. "
+                f"Received: genotype of type {type(genotype).__name__}"
+            )
+        genotype.validate(ops_lib.op_names())
+        self.genotype = genotype
+        self.num_classes = checks.check_positive_int("num_classes", num_classes)
+        self.num_layers = checks.check_positive_int("layers", layers)
+        self.channels = checks.check_positive_int("channels", channels)
+        self.stem_multiplier = checks.check_positive_int("stem_multiplier", stem_multiplier)
+        self.weight_vd = bool(weight_vd)
+        self.auxiliary = bool(auxiliary)
+        self.drop_path = float(drop_path)
+        if not 0 <= self.drop_path < 1:
+            raise ValueError(f"`drop_path` must be in [0, 1). Received: drop_path={drop_path!r}")
+        self.threshold = float(threshold)
+        self.normalisation = (list(normalisation[0]), list(normalisation[1]))
+        self.seed = int(seed)
+
+        self.normalise = normalisation_layer(self.normalisation)
+        self.stem = stem_layers(
+            self.channels, self.stem_multiplier, weight_vd=self.weight_vd, affine=True, seed=self.seed
+        )
+        concat = {"normal": list(genotype.normal_concat), "reduce": list(genotype.reduce_concat)}
+        plans = cell_plan(
+            self.num_layers,
+            self.channels,
+            concat_sizes={t: len(c) for t, c in concat.items()},
+            stem_multiplier=self.stem_multiplier,
+        )
+        self.cells = [
+            Cell(
+                plan,
+                genotype_edges(genotype, plan.cell_type),
+                concat[plan.cell_type],
+                weight_vd=self.weight_vd,
+                affine=True,
+                seed=self.seed + 100_000 * (plan.index + 1),
+                name=f"cell_{plan.index}",
+            )
+            for plan in plans
+        ]
+        self.aux_index = reduction_indices(self.num_layers)[-1] if self.auxiliary else None
+        self.aux_head = AuxiliaryHead(self.num_classes, name="aux_head") if self.auxiliary else None
+        self.global_pool = keras.layers.GlobalAveragePooling2D()
+        self.classifier = classifier_layer(self.num_classes, weight_vd=self.weight_vd, seed=self.seed)
+        self.drop_path_progress = self.add_weight(
+            name="drop_path_progress", shape=(), initializer="zeros", trainable=False
+        )
+        self.input_shape_built = None
+        if self.weight_vd:
+            for layer in variational.variational_layers(self):
+                layer.threshold = self.threshold
+
+    def build(self, input_shape):
+        # One eager forward pass creates every weight (see Supernet.build).
+        with tf.init_scope():
+            self.call(tf.zeros((1,) + tuple(input_shape[1:])), training=False, return_aux=True)
+        self.input_shape_built = tuple(int(d) for d in input_shape[1:])
+        self.built = True
+
+    def call(self, inputs, training=None, return_aux=False):
+        x = self.normalise(tf.cast(inputs, self.compute_dtype))
+        for layer in self.stem:
+            x = layer(x, training=training)
+        drop_path = self.drop_path * self.drop_path_progress if self.drop_path > 0 else None
+        s0 = s1 = x
+        aux = None
+        for cell in self.cells:
+            s0, s1 = s1, cell([s0, s1], training=training, drop_path=drop_path)
+            if return_aux and cell.plan.index == self.aux_index:
+                aux = self.aux_head(s1, training=training)
+        logits = self.classifier(self.global_pool(s1), training=training)
+        return (logits, aux) if return_aux else logits
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "genotype": self.genotype.to_dict(),
+            "layers": self.num_layers,
+            "channels": self.channels,
+            "stem_multiplier": self.stem_multiplier,
+            "weight_vd": self.weight_vd,
+            "auxiliary": self.auxiliary,
+            "drop_path": self.drop_path,
+            "threshold": self.threshold,
+            "normalisation": [self.normalisation[0], self.normalisation[1]],
+            "seed": self.seed,
+        }
+
+
+def genotype_edges(genotype, cell_type):
+    """`Cell` edges `(node, input, (op,))` of one cell of a genotype."""
+    nodes = genotype.normal if cell_type == "normal" else genotype.reduce
+    return [(i, int(inp), (op,)) for i, node in enumerate(nodes) for op, inp in node]

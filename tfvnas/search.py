@@ -9,9 +9,7 @@ References:
 
 import dataclasses
 import json
-import math
 import os
-import time
 
 import keras
 import numpy as np
@@ -20,6 +18,7 @@ import tensorflow as tf
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
+from tfvnas import loop as loop_lib
 from tfvnas import supernet as supernet_lib
 from tfvnas import variational
 
@@ -80,7 +79,7 @@ def resolve_config(preset="quick", config=None, **overrides):
     return cfg.replace(**overrides)
 
 
-class Searcher:
+class Searcher(loop_lib.Loop):
     """Runs a VINNAS search of one dataset under a strategy.
 
     Args:
@@ -88,312 +87,176 @@ class Searcher:
         dataset: a `tfvnas.data.Dataset`.
         strategy: a `tf.distribute.Strategy`; default the current one.
         verbose: 0 silent, 1 progress bar and summary lines.
+        checkpoint_every: also checkpoint every this many steps (0: only at
+            the end of each epoch).
     """
 
-    def __init__(self, config, dataset, *, strategy=None, verbose=1):
-        self.config = config
-        self.dataset = dataset
-        self.strategy = strategy or tf.distribute.get_strategy()
-        self.verbose = verbose
-        self._prepare_data()
-        with self.strategy.scope():
-            keras.utils.set_random_seed(config.seed)
-            n_ops = len(config.op_names)
-            self.model = supernet_lib.Supernet(
-                dataset.num_classes,
-                layers=config.layers,
-                channels=config.channels,
-                nodes=config.nodes,
-                op_names=config.op_names,
-                stem_multiplier=config.stem_multiplier,
-                weight_vd=config.weight_vd,
-                threshold=config.threshold,
-                gate_theta_init=config.gate_theta_init or 1.0 / n_ops,
-                gate_log_sigma2_init=config.gate_log_sigma2_init,
-                normalisation=dataset.normalisation(),
-                seed=config.seed,
-            )
-            self.model.build((None,) + tuple(dataset.image_shape))
-            total = config.epochs * self.steps_per_epoch
-            self.weight_optimizer = keras.optimizers.SGD(
-                learning_rate=keras.optimizers.schedules.CosineDecay(
-                    config.weight_lr,
-                    decay_steps=max(total, 1),
-                    alpha=config.weight_lr_min / config.weight_lr,
-                ),
-                momentum=config.momentum,
-                weight_decay=config.weight_decay or None,
-                global_clipnorm=config.grad_clip,
-            )
-            self.arch_optimizer = keras.optimizers.Adam(
-                learning_rate=config.arch_lr, beta_1=config.arch_beta1, beta_2=0.999
-            )
-            # Built under the scope before the first step (else the first
-            # distributed step fails with a placeholder error).
-            self.weight_optimizer.build(self.model.weight_variables)
-            self.arch_optimizer.build(self.model.arch_variables)
-        self._total_steps = total
-        self._build_steps()
+    kind = "search"
+    nan_hint = "Lower `weight_lr` or `arch_lr`, or check the data."
+    progress_names = ("loss", "acc", "kl", "beta", "active_ops", "w_sparsity")
 
-    # -- data -------------------------------------------------------------
-
-    def _prepare_data(self):
+    def training_parts(self):
         cfg, ds = self.config, self.dataset
         x, y = ds.x_train, ds.y_train
         if cfg.limit is not None:
             x, y = x[: cfg.limit], y[: cfg.limit]
         self.n_train = len(x)
-        rng = np.random.default_rng(cfg.seed)
-        if cfg.optimization == "bilevel":
-            order = rng.permutation(len(x))
-            half = len(x) // 2
-            w_idx, a_idx = np.sort(order[:half]), np.sort(order[half:])
-            parts = {"weights": (x[w_idx], y[w_idx]), "arch": (x[a_idx], y[a_idx])}
-        else:
-            parts = {"weights": (x, y)}
-        smallest = min(len(p[0]) for p in parts.values())
-        if cfg.batch_size > smallest:
-            what = "half of the training data" if cfg.optimization == "bilevel" else "the training data"
-            raise ValueError(
-                f"`batch_size` must be at most the size of {what} ({smallest} examples). "
-                f"Received: batch_size={cfg.batch_size}"
-            )
-        n_replicas = self.strategy.num_replicas_in_sync
-        if cfg.batch_size % n_replicas:
-            raise ValueError(
-                f"`batch_size` (the global batch) must be divisible by the number of replicas "
-                f"({n_replicas}). Received: batch_size={cfg.batch_size}"
-            )
-        self.steps_per_epoch = len(parts["weights"][0]) // cfg.batch_size
-        dist = self.strategy.experimental_distribute_dataset
-        self._weights_data = dist(
-            data_lib.make_tf_dataset(
-                *parts["weights"], cfg.batch_size, shuffle=True, seed=cfg.seed, drop_remainder=True
-            )
-        )
-        self._arch_data = None
-        if "arch" in parts:
-            self._arch_data = dist(
-                data_lib.make_tf_dataset(
-                    *parts["arch"], cfg.batch_size, shuffle=True, seed=cfg.seed + 1,
-                    drop_remainder=True, repeat=True,
-                )
-            )
-        self._val_data = dist(
-            data_lib.make_tf_dataset(ds.x_val, ds.y_val, cfg.batch_size, shuffle=False)
-        )
+        if cfg.optimization != "bilevel":
+            return {"weights": (x, y)}
+        order = np.random.default_rng(cfg.seed).permutation(len(x))
+        half = len(x) // 2
+        w_idx, a_idx = np.sort(order[:half]), np.sort(order[half:])
+        return {"weights": (x[w_idx], y[w_idx]), "arch": (x[a_idx], y[a_idx])}
 
-    # -- steps ------------------------------------------------------------
+    def build_model(self):
+        cfg, ds = self.config, self.dataset
+        model = supernet_lib.Supernet(
+            ds.num_classes,
+            layers=cfg.layers,
+            channels=cfg.channels,
+            nodes=cfg.nodes,
+            op_names=cfg.op_names,
+            stem_multiplier=cfg.stem_multiplier,
+            weight_vd=cfg.weight_vd,
+            threshold=cfg.threshold,
+            gate_theta_init=cfg.gate_theta_init or 1.0 / len(cfg.op_names),
+            gate_log_sigma2_init=cfg.gate_log_sigma2_init,
+            normalisation=ds.normalisation(),
+            seed=cfg.seed,
+        )
+        model.build((None,) + tuple(ds.image_shape))
+        return model
+
+    def build_optimizers(self, total_steps):
+        cfg, model = self.config, self.model
+        self.weight_optimizer = keras.optimizers.SGD(
+            learning_rate=keras.optimizers.schedules.CosineDecay(
+                cfg.weight_lr, decay_steps=max(total_steps, 1), alpha=cfg.weight_lr_min / cfg.weight_lr
+            ),
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay or None,
+            global_clipnorm=cfg.grad_clip,
+        )
+        self.arch_optimizer = keras.optimizers.Adam(
+            learning_rate=cfg.arch_lr, beta_1=cfg.arch_beta1, beta_2=0.999
+        )
+        return {
+            "weight_optimizer": (self.weight_optimizer, model.weight_variables),
+            "arch_optimizer": (self.arch_optimizer, model.arch_variables),
+        }
+
+    # -- step -------------------------------------------------------------
 
     def _loss(self, x, y, beta):
         logits = self.model(x, training=True)
         kl = tf.add_n(self.model.losses)
-        loss, ce, _ = variational.elbo_loss(
+        loss, _, _ = variational.elbo_loss(
             y, logits, kl, n_train=self.n_train, beta=beta, global_batch_size=self.config.batch_size
         )
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         return loss, {"loss": loss, "correct": correct, "kl": kl}
 
-    def _update(self, optimizer, variables, x, y, beta):
+    def _update(self, optimizers, variables, x, y, beta):
+        """One gradient step of `variables` (split among `optimizers` in order)."""
         with tf.GradientTape() as tape:
             loss, stats = self._loss(x, y, beta)
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        grads = tape.gradient(loss, [v for vs in variables for v in vs])
+        for optimizer, vs in zip(optimizers, variables):
+            optimizer.apply_gradients(zip(grads[: len(vs)], vs))
+            grads = grads[len(vs):]
         return stats
 
-    def _build_steps(self):
-        strategy, model = self.strategy, self.model
+    def replica_step(self, batches, beta):
+        model = self.model
+        if "arch" not in batches:
+            x, y = batches["weights"]
+            return self._update(
+                [self.weight_optimizer, self.arch_optimizer],
+                [model.weight_variables, model.arch_variables], x, y, beta,
+            )
+        # First-order bi-level: the gates step on their half, then the weights on theirs.
+        xa, ya = batches["arch"]
+        arch = self._update([self.arch_optimizer], [model.arch_variables], xa, ya, beta)
+        x, y = batches["weights"]
+        stats = self._update([self.weight_optimizer], [model.weight_variables], x, y, beta)
+        stats.update({"arch_" + k: v for k, v in arch.items()})
+        return stats
 
-        def reduce(per_replica):
-            out = {}
-            for key, value in per_replica.items():
-                op = tf.distribute.ReduceOp.MEAN if key.endswith("kl") else tf.distribute.ReduceOp.SUM
-                out[key] = strategy.reduce(op, value, axis=None)
-            return out
+    # -- epochs -----------------------------------------------------------
 
-        def weight_replica(batch, beta):
-            x, y = batch
-            return self._update(self.weight_optimizer, model.weight_variables, x, y, beta)
+    def progress_status(self):
+        # Active gates change only at pruning events and weight sparsity is
+        # measured once per epoch: the bar shows the latest values.
+        status = [("active_ops", sum(self.model.active_ops().values()))]
+        if self.history and self.history[-1]["weight_sparsity"] is not None:
+            status.append(("w_sparsity", self.history[-1]["weight_sparsity"]))
+        return status
 
-        def bilevel_replica(batch, arch_batch, beta):
-            xa, ya = arch_batch
-            arch = self._update(self.arch_optimizer, model.arch_variables, xa, ya, beta)
-            stats = weight_replica(batch, beta)
-            stats.update({"arch_" + k: v for k, v in arch.items()})
-            return stats
+    def end_epoch(self, epoch):
+        return {"pruned_this_epoch": self.model.prune(self.config.threshold)}
 
-        def joint_replica(batch, beta):
-            x, y = batch
-            variables = model.weight_variables + model.arch_variables
-            n_w = len(model.weight_variables)
-            with tf.GradientTape() as tape:
-                loss, stats = self._loss(x, y, beta)
-            grads = tape.gradient(loss, variables)
-            self.weight_optimizer.apply_gradients(zip(grads[:n_w], variables[:n_w]))
-            self.arch_optimizer.apply_gradients(zip(grads[n_w:], variables[n_w:]))
-            return stats
+    def epoch_record(self, record, sums):
+        model, cfg = self.model, self.config
+        pruned_w, total_w = variational.weight_sparsity(model)
+        arch_seen = sums["seen"] if cfg.optimization == "bilevel" else 0
+        record.update(
+            weight_lr=float(self.weight_optimizer.learning_rate),
+            arch_loss=sums["arch_loss"] / arch_seen if arch_seen else None,
+            arch_accuracy=sums["arch_correct"] / arch_seen if arch_seen else None,
+            kl_arch=float(model.arch_kl()),
+            kl_weights=float(model.weight_kl()),
+            active_ops=model.active_ops(),
+            total_ops=self.total_ops,
+            weight_sparsity=pruned_w / total_w if total_w else None,
+            log_alpha={t: g.raw_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
+            active={t: g.active.numpy().astype(int).tolist() for t, g in model.gates.items()},
+        )
+        return record
 
-        if self._arch_data is not None:
-            @tf.function
-            def train_step(batch, arch_batch, beta):
-                return reduce(strategy.run(bilevel_replica, args=(batch, arch_batch, beta)))
-        else:
-            @tf.function
-            def train_step(batch, beta):
-                return reduce(strategy.run(joint_replica, args=(batch, beta)))
+    @property
+    def total_ops(self):
+        return len(self.config.op_names) * len(genotype_lib.edge_list(self.config.nodes))
 
-        def eval_replica(batch):
-            x, y = batch
-            logits = model(x, training=False)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            pred = tf.argmax(logits, -1, output_type=tf.int32)
-            return {
-                "loss_sum": tf.reduce_sum(ce),
-                "correct": tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.float32)),
-                "count": tf.cast(tf.shape(y)[0], tf.float32),
-            }
+    def epoch_line(self, record):
+        sparsity = record["weight_sparsity"]
+        return (
+            f"val_acc {record['val_accuracy']:.4f}  active ops normal {record['active_ops']['normal']}"
+            f"/{self.total_ops} reduce {record['active_ops']['reduce']}/{self.total_ops}"
+            f"  pruned {record['pruned_this_epoch']}"
+            + (f"  weight sparsity {sparsity:.3f}" if sparsity is not None else "")
+        )
 
-        @tf.function(input_signature=[self._val_data.element_spec])
-        def eval_step(batch):
-            per = strategy.run(eval_replica, args=(batch,))
-            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per.items()}
+    def run(self, out_dir=None, resume=False):
+        """Runs the search; writes the artefacts (and checkpoints) to `out_dir` when given.
 
-        self._train_step = train_step
-        self._eval_step = eval_step
-
-    # -- loop -------------------------------------------------------------
-
-    def beta(self, step):
-        """KL weight at global step `step`: linear warm-up to `kl_weight`."""
-        warm = self.config.kl_warmup * self._total_steps
-        if warm <= 0:
-            return self.config.kl_weight
-        return self.config.kl_weight * min(1.0, step / warm)
-
-    def evaluate(self):
-        """`(loss, accuracy)` of the supernet's inference path on the validation split."""
-        totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        for batch in self._val_data:
-            for k, v in self._eval_step(batch).items():
-                totals[k] += float(v)
-        n = max(totals["count"], 1.0)
-        return totals["loss_sum"] / n, totals["correct"] / n
-
-    def run(self, out_dir=None):
-        """Runs the search; writes the artefacts to `out_dir` when given.
+        Args:
+            out_dir: output folder (None: nothing written, no checkpoints).
+            resume: continue from the latest checkpoint in `out_dir`.
 
         Returns:
             A `SearchResult`.
         """
-        cfg, model = self.config, self.model
-        history = []
-        step = 0
-        arch_iter = iter(self._arch_data) if self._arch_data is not None else None
-        total_ops = len(cfg.op_names) * len(genotype_lib.edge_list(cfg.nodes))
-        for epoch in range(cfg.epochs):
-            start = time.perf_counter()
-            bar = None
+        checkpoint_dir = None if out_dir is None else os.path.join(out_dir, loop_lib.CHECKPOINT_SUBDIR)
+        if resume:
+            if checkpoint_dir is None:
+                raise ValueError("`resume` needs the `out_dir` of the run to continue.")
+            path = self.restore(checkpoint_dir)
             if self.verbose:
-                print(f"Epoch {epoch + 1}/{cfg.epochs}")
-                bar = keras.utils.Progbar(
-                    self.steps_per_epoch,
-                    stateful_metrics=["loss", "acc", "kl", "beta", "active_ops", "w_sparsity"],
-                )
-            # Active gates change only at pruning events and weight sparsity
-            # is measured once per epoch: the bar shows the latest values.
-            status = [("active_ops", sum(model.active_ops().values()))]
-            if history and history[-1]["weight_sparsity"] is not None:
-                status.append(("w_sparsity", history[-1]["weight_sparsity"]))
-            sums = {"loss": 0.0, "correct": 0.0, "arch_loss": 0.0, "arch_correct": 0.0, "kl": 0.0}
-            seen = 0
-            for i, batch in enumerate(self._weights_data):
-                beta = self.beta(step)
-                beta_t = tf.constant(beta, tf.float32)
-                if arch_iter is not None:
-                    stats = self._train_step(batch, next(arch_iter), beta_t)
-                else:
-                    stats = self._train_step(batch, beta_t)
-                stats = {k: float(v) for k, v in stats.items()}
-                if not math.isfinite(stats["loss"]):
-                    raise FloatingPointError(
-                        f"The search loss became {stats['loss']} at epoch {epoch + 1}, step {i + 1} "
-                        f"(global step {step + 1}). Lower `weight_lr` or `arch_lr`, or check the data."
-                    )
-                step += 1
-                seen += cfg.batch_size
-                for k in sums:
-                    if k in stats:
-                        sums[k] += stats[k] * (cfg.batch_size if k.endswith("loss") else 1)
-                sums["kl"] = stats["kl"]
-                if bar is not None:
-                    bar.update(
-                        i + 1,
-                        values=[
-                            ("loss", sums["loss"] / seen),
-                            ("acc", sums["correct"] / seen),
-                            ("kl", stats["kl"]),
-                            ("beta", beta),
-                            *status,
-                        ],
-                    )
-            pruned_now = model.prune(cfg.threshold)
-            val_loss, val_acc = self.evaluate()
-            record = self._epoch_record(epoch, step, sums, seen, val_loss, val_acc, pruned_now, total_ops)
-            record["time_s"] = round(time.perf_counter() - start, 3)
-            history.append(record)
-            if self.verbose:
-                sparsity = record["weight_sparsity"]
-                print(
-                    f"  val_acc {val_acc:.4f}  active ops normal {record['active_ops']['normal']}"
-                    f"/{total_ops} reduce {record['active_ops']['reduce']}/{total_ops}"
-                    f"  pruned {pruned_now}"
-                    + (f"  weight sparsity {sparsity:.3f}" if sparsity is not None else "")
-                )
+                print(f"Resuming from {path} (epoch {self.position['epoch'] + 1}, step {self.position['step']})")
+        self.train(checkpoint_dir)
+        model, cfg = self.model, self.config
         result = SearchResult(
             genotype=model.derive("top_k", k=cfg.top_k),
             genotype_threshold=model.derive("threshold"),
             config=cfg,
-            history=history,
+            history=self.history,
             model=model,
             dataset=self.dataset.name,
         )
-        if out_dir is not None and _is_chief(self.strategy):
+        if out_dir is not None and loop_lib.is_chief(self.strategy):
             write_artefacts(result, out_dir)
             result.out_dir = os.fspath(out_dir)
         return result
-
-    def _epoch_record(self, epoch, step, sums, seen, val_loss, val_acc, pruned_now, total_ops):
-        model = self.model
-        pruned_w, total_w = variational.weight_sparsity(model)
-        arch_seen = seen if self._arch_data is not None else 0
-        return {
-            "epoch": epoch + 1,
-            "step": step,
-            "beta": self.beta(step),
-            "weight_lr": float(self.weight_optimizer.learning_rate),
-            "train_loss": sums["loss"] / seen,
-            "train_accuracy": sums["correct"] / seen,
-            "arch_loss": sums["arch_loss"] / arch_seen if arch_seen else None,
-            "arch_accuracy": sums["arch_correct"] / arch_seen if arch_seen else None,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "kl_arch": float(model.arch_kl()),
-            "kl_weights": float(model.weight_kl()),
-            "active_ops": model.active_ops(),
-            "total_ops": total_ops,
-            "pruned_this_epoch": pruned_now,
-            "weight_sparsity": pruned_w / total_w if total_w else None,
-            "log_alpha": {t: g.raw_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
-            "active": {t: g.active.numpy().astype(int).tolist() for t, g in model.gates.items()},
-        }
-
-
-def _is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "cluster_spec", None):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
 
 
 def write_artefacts(result, out_dir):
@@ -424,6 +287,9 @@ def search(
     strategy=None,
     epochs=None,
     seed=None,
+    resume=False,
+    checkpoint_every=0,
+    deterministic=False,
     verbose=1,
 ):
     """Searches a cell with VINNAS.
@@ -435,23 +301,58 @@ def search(
         config: a `SearchConfig`, a dict of fields, or a JSON/YAML file path;
             its fields override the preset's.
         out_dir: where to write genotype.json, genotype_threshold.json,
-            search_config.json and search_history.json (None: nothing written).
-        strategy: a `tf.distribute.Strategy`; default the current one.
+            search_config.json, search_history.json and checkpoints/ (None:
+            nothing written).
+        strategy: a `tf.distribute.Strategy` or a name ('auto', 'default',
+            'mirrored', 'multiworker'); default the current strategy.
         epochs: overrides the number of epochs.
         seed: overrides the seed.
+        resume: continue the run whose checkpoints are in `out_dir`; its
+            saved configuration is used.
+        checkpoint_every: also checkpoint every this many steps.
+        deterministic: seeds and op determinism (bit-identical reruns on one
+            machine; slower).
         verbose: 0 silent, 1 progress bar and summary.
 
     Returns:
         A `SearchResult`.
 
     Raises:
-        ValueError: for a bad dataset, config or size.
+        ValueError: for a bad dataset, config, size or resume folder.
         FloatingPointError: when the loss stops being finite.
+        tfvnas.loop.Interrupted: after SIGTERM/SIGINT (a checkpoint is saved).
     """
-    cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
+    if isinstance(strategy, str):
+        strategy = loop_lib.make_strategy(strategy)
+    if resume:
+        cfg = _saved_config(out_dir, config_lib.SearchConfig, "search")
+    else:
+        cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
+    if deterministic:
+        loop_lib.enable_determinism(cfg.seed)
     if not isinstance(dataset, data_lib.Dataset):
         dataset = data_lib.load(dataset, seed=cfg.seed)
-    result = Searcher(cfg, dataset, strategy=strategy, verbose=verbose).run(out_dir)
+    searcher = Searcher(cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
+    result = searcher.run(out_dir, resume=resume)
     if verbose:
         print(result.summary())
     return result
+
+
+def _saved_config(out_dir, config_cls, kind):
+    """The configuration a run in `out_dir` saved with its checkpoints."""
+    if out_dir is None:
+        raise ValueError(f"Resuming a {kind} needs the output folder of the run to continue. Received: None")
+    checkpoint_dir = os.path.join(os.fspath(out_dir), loop_lib.CHECKPOINT_SUBDIR)
+    path = tf.train.latest_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else None
+    if path is None:
+        raise ValueError(
+            f"No checkpoint to resume from in {checkpoint_dir!r} "
+            f"(expected the output folder of an interrupted {kind})."
+        )
+    state = os.path.join(checkpoint_dir, "state-" + path.rsplit("-", 1)[-1] + ".json")
+    try:
+        with open(state, encoding="utf-8") as f:
+            return config_cls.from_dict(json.load(f)["config"])
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"Cannot read the checkpoint state {state!r}: {e}") from e
