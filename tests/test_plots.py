@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tfvnas import plots
-from tfvnas.genotype import Genotype, edge_list
+from tfvnas.genotype import Genotype, edge_list, zoo_entry, zoo_names
 
 SVG = "{http://www.w3.org/2000/svg}"
 OPS = ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "avg_pool_3x3", "skip_connect"]
@@ -457,13 +457,28 @@ def test_show_genotype_file(tmp_path, monkeypatch):
                                for f in ("svg", "png")]
 
 
+def test_show_zoo_name_and_zoo_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+    monkeypatch.chdir(tmp_path)
+    genotype, source = zoo_entry("pc_darts")
+    result = plots.show("PC-DARTS", formats=["svg"])
+    assert result["files"] == [os.path.join("pictures", "pc_darts", f"{c}.svg") for c in ("normal", "reduce")]
+    out = capsys.readouterr().out
+    assert f"{source['paper']} ({source['year']})" in out and genotype.summary() in out
+    # A zoo file (with its `source` block) given as a path.
+    path = tmp_path / "copy.json"
+    path.write_text(json.dumps({**genotype.to_dict(), "source": source}))
+    result = plots.show(path, tmp_path / "p", formats=["svg"], verbose=False)
+    assert len(result["files"]) == 2
+
+
 def test_show_errors(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(ValueError) as e:
         plots.show(missing)
     assert str(e.value) == (
-        "`target` must be a genotype JSON file or an output directory with genotype.json, "
-        "genotype_threshold.json, search_history.json or train_history.json. "
+        f"`target` must be a zoo genotype name (one of {zoo_names()}), a genotype JSON file, or an output "
+        "directory with genotype.json, genotype_threshold.json, search_history.json or train_history.json. "
         f"Received: target={str(missing)!r} (no such file or directory)"
     )
     empty = tmp_path / "empty"
@@ -479,6 +494,15 @@ def test_show_errors(tmp_path):
     assert str(e.value) == (
         f"Genotype file {str(broken)!r} must be valid JSON. Received: Expecting value at line 1, column 13 "
         """(char 12), near '{"normal": ['"""
+    )
+    bad = tmp_path / "bad_index.json"
+    bad.write_text(json.dumps({"normal": [[["skip_connect", 2]]], "normal_concat": [2],
+                               "reduce": [[["skip_connect", 0]]], "reduce_concat": [2]}))
+    with pytest.raises(ValueError) as e:
+        plots.show(bad, verbose=False)
+    assert str(e.value) == (
+        f"Invalid genotype file {str(bad)!r}: In the normal cell, the input of node 2 (`normal[0][0]`) must be "
+        "an earlier state, an int in [0, 1]. Received: input=2"
     )
     run = _search_dir(tmp_path / "run")
     (run / "search_history.json").write_text('{"epochs": 3}')
@@ -500,7 +524,7 @@ def test_cli_show(tmp_path, monkeypatch, capsys):
     assert main(["show", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err == (
-        "tfvnas: error: `target` must be a genotype JSON file or an output directory with genotype.json, "
-        "genotype_threshold.json, search_history.json or train_history.json. "
-        f"Received: target={str(tmp_path / 'missing')!r} (no such file or directory)\n"
+        f"tfvnas: error: `target` must be a zoo genotype name (one of {zoo_names()}), a genotype JSON file, "
+        "or an output directory with genotype.json, genotype_threshold.json, search_history.json or "
+        f"train_history.json. Received: target={str(tmp_path / 'missing')!r} (no such file or directory)\n"
     )

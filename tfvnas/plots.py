@@ -42,6 +42,7 @@ import hashlib
 import json
 import math
 import os
+import pathlib
 import shutil
 import struct
 import subprocess
@@ -53,7 +54,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from tfvnas.genotype import CELL_TYPES, Genotype
+from tfvnas.genotype import CELL_TYPES, Genotype, _zoo_key, load_genotype, zoo_entry, zoo_names
 
 __all__ = [
     "Box",
@@ -1550,10 +1551,12 @@ def show(
 ) -> dict[str, Any]:
     """Draws everything that can be drawn of a genotype or an output directory.
 
-    `target` is a genotype JSON file, a `search_history.json` or
-    `train_history.json`, or a directory holding any of `genotype.json`,
-    `genotype_threshold.json`, `search_history.json` and
-    `train_history.json` (what `tfvnas search` and training write). Pictures:
+    `target` is a zoo name (see `tfvnas.genotype.zoo_names()`; a zoo name
+    wins over a relative path spelled the same, as in `load_genotype`), a
+    genotype JSON file, a `search_history.json` or `train_history.json`, or a
+    directory holding any of `genotype.json`, `genotype_threshold.json`,
+    `search_history.json` and `train_history.json` (what `tfvnas search` and
+    training write). Pictures:
 
     - `normal.*`, `reduce.*`: the cells of the genotype (`threshold_normal.*`
       and `threshold_reduce.*` for `genotype_threshold.json`);
@@ -1563,8 +1566,9 @@ def show(
       `layer_sparsity` (skipped, and said so, when it has none).
 
     Args:
-        target: A file or directory, as above.
-        out_dir: Where to write; default `<target's directory>/pictures`.
+        target: A zoo name, file or directory, as above.
+        out_dir: Where to write; default `<target's directory>/pictures`, or
+            `pictures/<name>` in the working directory for a zoo name.
         formats: Any of `"svg"` and `"png"`.
         engine: For the cells; see `draw_genotype`.
         verbose: Print the text summary and the files written.
@@ -1574,62 +1578,80 @@ def show(
         text printed), `"out_dir"` and `"skipped"` (picture name -> reason).
 
     Raises:
-        ValueError: If `target` does not exist, is a directory without any
-            of those files, or holds malformed JSON, a malformed genotype or
-            history.
+        ValueError: If `target` is not a zoo name and does not exist, is a
+            directory without any of those files, or holds malformed JSON, a
+            malformed genotype or history.
     """
     formats = _check_formats(formats)
-    path = os.fspath(target)
-    expected = (
-        "a genotype JSON file or an output directory with genotype.json, genotype_threshold.json, "
-        f"{_SEARCH_HISTORY} or {_TRAIN_HISTORY}"
-    )
-    if not os.path.exists(path):
-        raise ValueError(f"`target` must be {expected}. Received: target={path!r} (no such file or directory)")
-
-    genotype_files: list[tuple[str, str]] = []
+    # (heading, genotype, source or None, picture prefix, where it is from)
+    genotypes: list[tuple[str, Genotype, Any, str, str]] = []
     search_history = train_history = None
-    if os.path.isdir(path):
-        base = path
-        genotype_files = [
-            (os.path.join(path, n), p) for n, p in _GENOTYPE_FILES if os.path.isfile(os.path.join(path, n))
-        ]
-        if os.path.isfile(os.path.join(path, _SEARCH_HISTORY)):
-            search_history = os.path.join(path, _SEARCH_HISTORY)
-        if os.path.isfile(os.path.join(path, _TRAIN_HISTORY)):
-            train_history = os.path.join(path, _TRAIN_HISTORY)
-        if not (genotype_files or search_history or train_history):
-            found = sorted(os.listdir(path))
-            raise ValueError(
-                f"`target` must be {expected}. Received: target={path!r}, a directory with none of them "
-                f"(it holds {_short(', '.join(found), 200) if found else 'nothing'})"
-            )
+    if isinstance(target, str) and _zoo_key(target) in zoo_names():
+        key = _zoo_key(target)
+        genotype, source = zoo_entry(key)
+        genotypes = [(f"zoo genotype {key}", genotype, source, "", f"zoo genotype {key!r}")]
+        base = os.path.join("pictures", key)
+        out = os.fspath(out_dir) if out_dir is not None else base
     else:
-        base = os.path.dirname(os.path.abspath(path))
-        name = os.path.basename(path)
-        if name == _SEARCH_HISTORY:
-            search_history = path
-        elif name == _TRAIN_HISTORY:
-            train_history = path
+        path = os.fspath(target)
+        expected = (
+            f"a zoo genotype name (one of {zoo_names()}), a genotype JSON file, or an output directory "
+            f"with genotype.json, genotype_threshold.json, {_SEARCH_HISTORY} or {_TRAIN_HISTORY}"
+        )
+        if not os.path.exists(path):
+            raise ValueError(f"`target` must be {expected}. Received: target={path!r} (no such file or directory)")
+        files_here: list[tuple[str, str]] = []
+        if os.path.isdir(path):
+            base = path
+            files_here = [
+                (os.path.join(path, n), p) for n, p in _GENOTYPE_FILES if os.path.isfile(os.path.join(path, n))
+            ]
+            if os.path.isfile(os.path.join(path, _SEARCH_HISTORY)):
+                search_history = os.path.join(path, _SEARCH_HISTORY)
+            if os.path.isfile(os.path.join(path, _TRAIN_HISTORY)):
+                train_history = os.path.join(path, _TRAIN_HISTORY)
+            if not (files_here or search_history or train_history):
+                found = sorted(os.listdir(path))
+                raise ValueError(
+                    f"`target` must be {expected}. Received: target={path!r}, a directory with none of them "
+                    f"(it holds {_short(', '.join(found), 200) if found else 'nothing'})"
+                )
         else:
-            genotype_files = [(path, "")]
-    out = os.fspath(out_dir) if out_dir is not None else os.path.join(base, "pictures")
+            base = os.path.dirname(os.path.abspath(path))
+            name = os.path.basename(path)
+            if name == _SEARCH_HISTORY:
+                search_history = path
+            elif name == _TRAIN_HISTORY:
+                train_history = path
+            else:
+                files_here = [(path, "")]
+        # Given a pathlib.Path, load_genotype reads the file, never the zoo;
+        # unlike Genotype.load it accepts the `source` block of zoo files.
+        genotypes = [
+            (os.path.basename(g), load_genotype(pathlib.Path(g)), None, prefix, f"genotype file {g!r}")
+            for g, prefix in files_here
+        ]
+        out = os.fspath(out_dir) if out_dir is not None else os.path.join(base, "pictures")
 
     files: list[str] = []
     skipped: dict[str, str] = {}
     text: list[str] = []
-    for gpath, prefix in genotype_files:
-        genotype = Genotype.load(gpath)
+    for heading, genotype, source, prefix, where in genotypes:
         try:
             genotype = _check_genotype(genotype)
         except ValueError as e:
-            raise ValueError(f"Invalid genotype file {gpath!r}: {e}") from e
-        text.append(f"== {os.path.basename(gpath)} ==\n{summary_text(genotype)}")
+            raise ValueError(f"Invalid {where}: {e}") from e
+        header = f"== {heading} =="
+        if source:
+            header += (
+                f"\n{source['paper']} ({source['year']}); {source['dataset']} test error "
+                f"{source['test_error_percent']}%, {source['params_millions']}M parameters"
+            )
+        text.append(f"{header}\n{summary_text(genotype)}")
         files += draw_genotype(genotype, out, formats, engine=engine, prefix=prefix)
 
     if search_history is not None:
         history = _read_json(search_history)
-        drawn = []
         for cell_type in CELL_TYPES:
             try:
                 scene = _log_alpha_scene(history, cell_type)
@@ -1638,7 +1660,6 @@ def show(
             for fmt in formats:
                 p = os.path.join(out, f"log_alpha_{cell_type}.{fmt}")
                 files.append(_write(p, scene.to_svg() if fmt == "svg" else scene.to_png()))
-            drawn.append(cell_type)
         last = history["epochs"][-1]
         parts = [f"{len(history['epochs'])} epochs"]
         if isinstance(last.get("val_accuracy"), (int, float)):
