@@ -1,6 +1,10 @@
 """The `tfvnas` command: a thin layer that parses arguments into one library call.
 
+    tfvnas run                                    # search, train, export (bundled data)
     tfvnas search --dataset mnist-5k --preset quick --out runs/quick
+    tfvnas train --genotype runs/quick --out runs/net
+    tfvnas export --model runs/net --out runs/net-export --int8
+    tfvnas show runs/quick
 
 A user mistake prints one line, `tfvnas: error: ...`, and exits with status 2.
 """
@@ -29,6 +33,46 @@ def _int(text):
         raise argparse.ArgumentTypeError(f"expected an integer, received {text!r}") from None
 
 
+DATASET_HELP = (
+    "mnist-5k (bundled), mnist, fashion_mnist, cifar10, cifar100 (need the internet), "
+    "a .npz file with x_train, y_train, x_test, y_test, or a folder of class sub-folders "
+    "(default: mnist-5k)"
+)
+
+
+def _add_loop_args(parser, kind, config_class):
+    """Options shared by every command that runs a training loop."""
+    parser.add_argument("--dataset", default="mnist-5k", help=DATASET_HELP)
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="quick", help=f"{kind} size (default: quick)")
+    parser.add_argument("--epochs", type=_positive_int, help="override the preset's number of epochs")
+    parser.add_argument("--seed", type=_int, help="override the seed")
+    parser.add_argument("--config", help=f"JSON or YAML file of {config_class} fields overriding the preset")
+    _add_distribution_args(parser)
+
+
+def _add_distribution_args(parser):
+    parser.add_argument(
+        "--strategy",
+        choices=("auto", "default", "mirrored", "multiworker"),
+        default="auto",
+        help="tf.distribute strategy: auto picks multiworker when TF_CONFIG is set, mirrored when "
+        "more than one GPU is visible, else default (default: auto)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the interrupted run in --out from its latest checkpoint",
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=_int, default=0, metavar="STEPS",
+        help="also checkpoint every STEPS steps (default: only at the end of each epoch)",
+    )
+    parser.add_argument(
+        "--deterministic", action="store_true",
+        help="seeds and TensorFlow op determinism: bit-identical reruns on one machine (slower)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="tfvnas",
@@ -37,30 +81,89 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    run = sub.add_parser(
+        "run",
+        help="search, train and export in one go",
+        description=(
+            "Search a cell, train it from scratch as a sparse network and export it to SavedModel and "
+            "TFLite: --out/search, --out/train and --out/export. With no arguments: the bundled "
+            "mnist-5k data, the quick presets, output under saved_models/."
+        ),
+    )
+    _add_loop_args(run, "search and training", "SearchConfig")
+    run.add_argument("--out", help="output folder (default: saved_models/<dataset>-<preset>)")
+    run.add_argument("--train-config", help="JSON or YAML file of TrainConfig fields")
+    run.add_argument("--train-epochs", type=_positive_int, help="override the training preset's epochs")
+    _add_export_flags(run)
+    run.set_defaults(handler=_run)
+
     search = sub.add_parser(
         "search",
         help="search a cell on a dataset",
         description=(
             "Search a DARTS-space cell with VINNAS and write genotype.json (top_k rule), "
-            "genotype_threshold.json, search_config.json and search_history.json to --out."
+            "genotype_threshold.json, search_config.json, search_history.json and checkpoints/ to --out."
         ),
     )
-    search.add_argument(
-        "--dataset",
-        default="mnist-5k",
-        help="mnist-5k (bundled), mnist, fashion_mnist, cifar10, cifar100 (need the internet), "
-        "a .npz file with x_train, y_train, x_test, y_test, or a folder of class sub-folders "
-        "(default: mnist-5k)",
-    )
-    search.add_argument("--preset", choices=PRESET_NAMES, default="quick", help="search size (default: quick)")
+    _add_loop_args(search, "search", "SearchConfig")
     search.add_argument("--out", default="runs/search", help="output folder (default: runs/search)")
-    search.add_argument("--epochs", type=_positive_int, help="override the preset's number of epochs")
-    search.add_argument("--seed", type=_int, help="override the seed")
-    search.add_argument("--config", help="JSON or YAML file of SearchConfig fields overriding the preset")
-    search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(handler=_search)
+
+    train = sub.add_parser(
+        "train",
+        help="train a found (or published) cell from scratch as a sparse network",
+        description=(
+            "Build the network of a genotype and train it from scratch with sparse variational weights; "
+            "write model.keras, genotype.json, train_config.json, train_history.json and checkpoints/ to --out."
+        ),
+    )
+    train.add_argument(
+        "--genotype", required=True,
+        help="a genotype JSON file, a search output folder, or a published cell: "
+        "darts_v1, darts_v2, pc_darts, drnas",
+    )
+    _add_loop_args(train, "training", "TrainConfig")
+    train.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
+    train.set_defaults(handler=_train)
+
+    export = sub.add_parser(
+        "export",
+        help="export a trained model to SavedModel and TFLite with a verification report",
+        description=(
+            "Strip a trained model into standard Keras layers and write a SavedModel, sparse float "
+            "TFLite (and int8 / QAT int8 with the flags), report.json, report.md and model_card.md."
+        ),
+    )
+    export.add_argument("--model", required=True, help="the output folder of `tfvnas train`")
+    export.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    export.add_argument(
+        "--dataset", help="data for calibration and the parity checks (default: the one it was trained on)"
+    )
+    _add_export_flags(export)
+    export.add_argument("--config", help="JSON or YAML file of ExportConfig fields")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    export.set_defaults(handler=_export)
+
     _add_show_parser(sub)
     return parser
+
+
+def _add_export_flags(parser):
+    parser.add_argument("--int8", action="store_true", help="also write an int8 post-training-quantized .tflite")
+    parser.add_argument(
+        "--qat", action="store_true",
+        help="also write an int8 .tflite after pruning-preserving quantization-aware fine-tuning",
+    )
+
+
+def _loop_kwargs(args):
+    return dict(
+        strategy=args.strategy,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        deterministic=args.deterministic,
+        verbose=0 if args.quiet else 1,
+    )
 
 
 def _search(args):
@@ -73,7 +176,57 @@ def _search(args):
         out_dir=args.out,
         epochs=args.epochs,
         seed=args.seed,
-        verbose=0 if args.quiet else 1,
+        **_loop_kwargs(args),
+    )
+    return 0
+
+
+def _train(args):
+    from tfvnas.train import train
+
+    train(
+        args.genotype,
+        args.dataset,
+        preset=args.preset,
+        config=args.config,
+        out_dir=args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        **_loop_kwargs(args),
+    )
+    return 0
+
+
+def _export(args):
+    from tfvnas.export import export
+
+    export(
+        args.model,
+        args.out,
+        dataset=args.dataset,
+        config=args.config,
+        int8=args.int8,
+        qat=args.qat,
+        overwrite=args.overwrite,
+    )
+    return 0
+
+
+def _run(args):
+    from tfvnas.pipeline import run
+
+    run(
+        args.dataset,
+        preset=args.preset,
+        out_dir=args.out,
+        search_config=args.config,
+        train_config=args.train_config,
+        epochs=args.epochs,
+        train_epochs=args.train_epochs,
+        seed=args.seed,
+        int8=args.int8,
+        qat=args.qat,
+        **_loop_kwargs(args),
     )
     return 0
 
@@ -108,8 +261,8 @@ def main(argv=None):
     except USER_ERRORS as e:
         print(f"tfvnas: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("tfvnas: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"tfvnas: interrupted. {e}".rstrip(), file=sys.stderr)
         return 130
 
 

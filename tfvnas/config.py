@@ -272,7 +272,7 @@ class TrainConfig(_Config):
 
 
 TRAIN_PRESETS = {
-    "smoke": TrainConfig(layers=3, channels=4, epochs=1, batch_size=32, limit=256, kl_warmup=0.0),
+    "smoke": TrainConfig(layers=3, channels=4, epochs=1, batch_size=32, limit=256, kl_warmup=0.5),
     "quick": TrainConfig(layers=5, channels=8, epochs=8, batch_size=64, kl_warmup=0.3, lr=0.05),
     # The DARTS evaluation setting on CIFAR-10 (meant for a GPU).
     "paper": TrainConfig(

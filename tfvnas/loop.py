@@ -160,6 +160,9 @@ class Loop:
     def replica_step(self, batches, beta):
         raise NotImplementedError
 
+    def begin_epoch(self, epoch):
+        """Called before the first step of an epoch (also a resumed one)."""
+
     def end_epoch(self, epoch):
         """Called after the last step of an epoch; returns extra record fields."""
         return {}
@@ -387,6 +390,7 @@ class Loop:
         if self.verbose:
             print(f"Epoch {epoch + 1}/{cfg.epochs}" + (f" (resumed at step {skip + 1})" if skip else ""))
             bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=list(self.progress_names))
+        self.begin_epoch(epoch)
         status = self.progress_status()
         stats = {}
         for i, batches in enumerate(self._epoch_data(epoch, skip), start=skip):

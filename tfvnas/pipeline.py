@@ -1,0 +1,159 @@
+"""`tfvnas run`: search, train and export in one go.
+
+Each step writes into its own sub-folder of `out_dir` (`search/`, `train/`,
+`export/`) and reads only the previous step's artefacts, exactly as the
+separate commands do. With `resume=True` a finished step is skipped (its
+last artefact is present), an interrupted one continues from its latest
+checkpoint, and the rest run as usual.
+"""
+
+import dataclasses
+import os
+import re
+
+from tfvnas import data as data_lib
+from tfvnas import genotype as genotype_lib
+from tfvnas import loop as loop_lib
+
+DEFAULT_ROOT = "saved_models"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Where each step's artefacts are, and the export report."""
+
+    out_dir: str
+    search_dir: str
+    train_dir: str
+    export_dir: str
+    genotype: genotype_lib.Genotype
+    report: dict
+
+    def summary(self):
+        model = self.report.get("model", {})
+        lines = [
+            f"tfvnas run: {self.out_dir}",
+            f"  search   {self.search_dir}  (genotype {self.genotype.hash()})",
+            f"  train    {self.train_dir}"
+            + (f"  (test accuracy {model['test_accuracy']:.4f})" if "test_accuracy" in model else ""),
+            f"  export   {self.export_dir}  (report.md, model_card.md)",
+        ]
+        return "\n".join(lines)
+
+
+def default_out_dir(dataset, preset):
+    """`saved_models/<dataset>-<preset>`, the dataset name made file-safe."""
+    name = dataset.name if isinstance(dataset, data_lib.Dataset) else os.path.basename(
+        os.path.normpath(os.fspath(dataset))
+    )
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(name)[0]) or "data"
+    return os.path.join(DEFAULT_ROOT, f"{name}-{preset}")
+
+
+def run(
+    dataset="mnist-5k",
+    *,
+    preset="quick",
+    out_dir=None,
+    search_config=None,
+    train_config=None,
+    epochs=None,
+    train_epochs=None,
+    seed=None,
+    int8=False,
+    qat=False,
+    strategy="auto",
+    resume=False,
+    checkpoint_every=0,
+    deterministic=False,
+    verbose=1,
+):
+    """Searches a cell, trains it as a sparse network and exports it.
+
+    Args:
+        dataset: a dataset name, a path (.npz or image directory), or a
+            `tfvnas.data.Dataset`.
+        preset: 'smoke', 'quick' or 'paper', for both the search and the
+            training.
+        out_dir: output folder (default `saved_models/<dataset>-<preset>`);
+            it must not exist or be empty, unless `resume`.
+        search_config, train_config: a config object, dict or JSON/YAML
+            path overriding the presets' fields.
+        epochs: overrides the search epochs; `train_epochs` the training's.
+        seed: overrides both seeds.
+        int8, qat: also write the int8 and the QAT int8 .tflite.
+        strategy: a `tf.distribute.Strategy` or a name; shared by both loops.
+        resume: skip finished steps and continue an interrupted one.
+        checkpoint_every: also checkpoint every this many steps.
+        deterministic: seeds and op determinism.
+        verbose: 0 silent, 1 progress and summaries.
+
+    Returns:
+        A `RunResult`.
+    """
+    from tfvnas import export as export_lib
+    from tfvnas import search as search_lib
+    from tfvnas import train as train_lib
+
+    if out_dir is None:
+        out_dir = default_out_dir(dataset, preset)
+    out_dir = os.fspath(out_dir)
+    if not resume and os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise ValueError(
+            f"The output folder {out_dir!r} already holds files. Pass --resume (resume=True) to "
+            "continue that run, or choose another --out."
+        )
+    if isinstance(strategy, str):
+        strategy = loop_lib.make_strategy(strategy)
+    dirs = {step: os.path.join(out_dir, step) for step in ("search", "train", "export")}
+    common = dict(strategy=strategy, checkpoint_every=checkpoint_every, deterministic=deterministic,
+                  verbose=verbose)
+    if not isinstance(dataset, data_lib.Dataset):
+        dataset = data_lib.load(dataset, seed=0 if seed is None else seed)
+
+    def status(step):
+        last = {"search": "search_history.json", "train": "train_history.json", "export": "report.json"}[step]
+        if os.path.isfile(os.path.join(dirs[step], last)):
+            return "done"
+        if os.path.isdir(os.path.join(dirs[step], loop_lib.CHECKPOINT_SUBDIR)):
+            return "interrupted"
+        return "new"
+
+    def say(text):
+        if verbose:
+            print(f"== {text}")
+
+    state = status("search") if resume else "new"
+    if state == "done":
+        say(f"search: already finished in {dirs['search']}")
+    else:
+        say(f"search -> {dirs['search']}")
+        search_lib.search(
+            dataset, preset=preset, config=search_config, out_dir=dirs["search"], epochs=epochs,
+            seed=seed, resume=state == "interrupted", **common,
+        )
+    genotype = genotype_lib.Genotype.load(os.path.join(dirs["search"], "genotype.json"))
+
+    state = status("train") if resume else "new"
+    if state == "done":
+        say(f"train: already finished in {dirs['train']}")
+    else:
+        say(f"train -> {dirs['train']}")
+        train_lib.train(
+            genotype, dataset, preset=preset, config=train_config, out_dir=dirs["train"],
+            epochs=train_epochs, seed=seed, resume=state == "interrupted", **common,
+        )
+
+    if resume and status("export") == "done":
+        say(f"export: already finished in {dirs['export']}")
+        report = export_lib.read_report(dirs["export"])
+    else:
+        say(f"export -> {dirs['export']}")
+        report = export_lib.export(
+            dirs["train"], dirs["export"], dataset=dataset, int8=int8, qat=qat, overwrite=True,
+            verbose=verbose,
+        )
+    result = RunResult(out_dir, dirs["search"], dirs["train"], dirs["export"], genotype, report)
+    if verbose:
+        print(result.summary())
+    return result
