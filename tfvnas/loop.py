@@ -465,6 +465,29 @@ class Loop:
         return f"val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
 
 
+def saved_config(out_dir, config_cls, kind):
+    """The configuration a run in `out_dir` saved with its latest checkpoint.
+
+    Raises:
+        ValueError: when there is no checkpoint or its state does not read.
+    """
+    if out_dir is None:
+        raise ValueError(f"Resuming a {kind} needs the output folder of the run to continue. Received: None")
+    checkpoint_dir = os.path.join(os.fspath(out_dir), CHECKPOINT_SUBDIR)
+    path = tf.train.latest_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else None
+    if path is None:
+        raise ValueError(
+            f"No checkpoint to resume from in {checkpoint_dir!r} "
+            f"(expected the output folder of an interrupted {kind})."
+        )
+    state = os.path.join(checkpoint_dir, "state-" + path.rsplit("-", 1)[-1] + ".json")
+    try:
+        with open(state, encoding="utf-8") as f:
+            return config_cls.from_dict(json.load(f)["config"])
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"Cannot read the checkpoint state {state!r}: {e}") from e
+
+
 def write_json(path, data):
     """Writes `data` as indented JSON, atomically."""
     config_lib._atomic_write(path, json.dumps(data, indent=1, default=_json_default) + "\n")

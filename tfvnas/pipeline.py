@@ -91,9 +91,10 @@ def run(
     Returns:
         A `RunResult`.
     """
-    from tfvnas import export as export_lib
-    from tfvnas import search as search_lib
-    from tfvnas import train as train_lib
+    # Functions, not modules: the package binds these names to functions.
+    from tfvnas.export import export as export_model, read_report
+    from tfvnas.search import search as run_search
+    from tfvnas.train import train as run_train
 
     if out_dir is None:
         out_dir = default_out_dir(dataset, preset)
@@ -128,7 +129,7 @@ def run(
         say(f"search: already finished in {dirs['search']}")
     else:
         say(f"search -> {dirs['search']}")
-        search_lib.search(
+        run_search(
             dataset, preset=preset, config=search_config, out_dir=dirs["search"], epochs=epochs,
             seed=seed, resume=state == "interrupted", **common,
         )
@@ -139,17 +140,17 @@ def run(
         say(f"train: already finished in {dirs['train']}")
     else:
         say(f"train -> {dirs['train']}")
-        train_lib.train(
+        run_train(
             genotype, dataset, preset=preset, config=train_config, out_dir=dirs["train"],
             epochs=train_epochs, seed=seed, resume=state == "interrupted", **common,
         )
 
     if resume and status("export") == "done":
         say(f"export: already finished in {dirs['export']}")
-        report = export_lib.read_report(dirs["export"])
+        report = read_report(dirs["export"])
     else:
         say(f"export -> {dirs['export']}")
-        report = export_lib.export(
+        report = export_model(
             dirs["train"], dirs["export"], dataset=dataset, int8=int8, qat=qat, overwrite=True,
             verbose=verbose,
         )

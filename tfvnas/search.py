@@ -325,7 +325,7 @@ def search(
     if isinstance(strategy, str):
         strategy = loop_lib.make_strategy(strategy)
     if resume:
-        cfg = _saved_config(out_dir, config_lib.SearchConfig, "search")
+        cfg = loop_lib.saved_config(out_dir, config_lib.SearchConfig, "search")
     else:
         cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
     if deterministic:
@@ -337,22 +337,3 @@ def search(
     if verbose:
         print(result.summary())
     return result
-
-
-def _saved_config(out_dir, config_cls, kind):
-    """The configuration a run in `out_dir` saved with its checkpoints."""
-    if out_dir is None:
-        raise ValueError(f"Resuming a {kind} needs the output folder of the run to continue. Received: None")
-    checkpoint_dir = os.path.join(os.fspath(out_dir), loop_lib.CHECKPOINT_SUBDIR)
-    path = tf.train.latest_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else None
-    if path is None:
-        raise ValueError(
-            f"No checkpoint to resume from in {checkpoint_dir!r} "
-            f"(expected the output folder of an interrupted {kind})."
-        )
-    state = os.path.join(checkpoint_dir, "state-" + path.rsplit("-", 1)[-1] + ".json")
-    try:
-        with open(state, encoding="utf-8") as f:
-            return config_cls.from_dict(json.load(f)["config"])
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"Cannot read the checkpoint state {state!r}: {e}") from e

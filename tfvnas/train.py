@@ -209,9 +209,9 @@ class Trainer(loop_lib.Loop):
                 print(f"Resuming from {path} (epoch {self.position['epoch'] + 1}, step {self.position['step']})")
         self.train(checkpoint_dir)
         test_loss, test_acc = self.evaluate("test")
-        from tfvnas import export as export_lib
+        from tfvnas.export import count_parameters
 
-        counts = export_lib.count_parameters(strip_lib.strip(self.model))
+        counts = count_parameters(strip_lib.strip(self.model))
         layers = counts.pop("layers")
         parameters = counts
         result = TrainResult(
@@ -332,7 +332,6 @@ def train(
         FloatingPointError: when the loss stops being finite.
         tfvnas.loop.Interrupted: after SIGTERM/SIGINT (a checkpoint is saved).
     """
-    from tfvnas import search as search_lib
     from tfvnas import ops as ops_lib
 
     if isinstance(strategy, str):
@@ -341,7 +340,7 @@ def train(
         genotype = genotype_lib.load_genotype(genotype)
     genotype.validate(ops_lib.op_names())
     if resume:
-        cfg = search_lib._saved_config(out_dir, config_lib.TrainConfig, "training")
+        cfg = loop_lib.saved_config(out_dir, config_lib.TrainConfig, "training")
     else:
         cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
     if deterministic:
