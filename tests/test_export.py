@@ -1,0 +1,467 @@
+"""tfvnas.export: SavedModel, TFLite (float, sparse, int8, QAT) and the report.
+
+One module-scoped export (int8 and QAT on, tiny data) serves most tests; the
+references are independent of the code under test where it matters: a
+fresh Python process loads the SavedModel, the zero masks are compared with
+the test's own layout transposes, LiteRT's own C++ encoder checks `densify`.
+"""
+
+import glob
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvnas import config as config_lib
+from tfvnas import data as data_lib
+
+# The package binds `tfvnas.export` to the function; the module is this.
+export_lib = importlib.import_module("tfvnas.export")
+
+SPARSITY = 0.8
+L = keras.layers
+
+
+def _small_mnist():
+    """12x12 MNIST: 2-pixel crop, 2x2 mean; 384 train, 32 val, 200 test."""
+    full = data_lib.load("mnist-5k")
+
+    def shrink(x):
+        x = x[:, 2:26, 2:26, :].astype(np.float32)
+        x = x.reshape(len(x), 12, 2, 12, 2, 1).mean(axis=(2, 4))
+        return np.round(x).astype(np.uint8)
+
+    return data_lib.Dataset(
+        name="mnist-12",
+        x_train=shrink(full.x_train[:384]), y_train=full.y_train[:384],
+        x_val=shrink(full.x_val[:32]), y_val=full.y_val[:32],
+        x_test=shrink(full.x_test[:200]), y_test=full.y_test[:200],
+        num_classes=10,
+    )
+
+
+def _build(dataset):
+    """A stripped-like model with every standard layer type `strip` emits."""
+    mean, std = dataset.normalisation()
+    inputs = keras.Input(dataset.image_shape)
+    x = L.Rescaling(1.0 / std[0], offset=-mean[0] / std[0], name="normalise")(inputs)
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem_conv")(x)
+    x = L.BatchNormalization(momentum=0.9, name="stem_bn")(x)
+    a = L.ReLU(name="sep_relu")(x)
+    a = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="sep_dw")(a)
+    a = L.Conv2D(8, 1, use_bias=False, name="sep_pw")(a)
+    a = L.BatchNormalization(momentum=0.9, name="sep_bn")(a)
+    b = L.ReLU(name="dil_relu")(x)
+    b = L.DepthwiseConv2D(3, dilation_rate=2, padding="same", use_bias=False, name="dil_dw")(b)
+    b = L.Conv2D(8, 1, use_bias=False, name="dil_pw")(b)
+    b = L.BatchNormalization(momentum=0.9, name="dil_bn")(b)
+    m = L.MaxPooling2D(3, 1, padding="same", name="max_s1")(x)
+    none = L.Rescaling(0.0, name="none_op")(x)
+    s = L.Add(name="node_add")([a, b, m, none])
+    p = L.AveragePooling2D(3, 1, padding="same", name="avg_s1")(x)
+    y = L.Concatenate(name="cell_concat")([s, p])
+    r1 = L.MaxPooling2D(3, 2, padding="same", name="max_s2")(y)
+    r2 = L.AveragePooling2D(3, 2, padding="same", name="avg_s2")(y)
+    r2 = L.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(r2)
+    r2 = L.Cropping2D(((0, 1), (0, 1)), name="crop")(r2)
+    r3 = L.MaxPooling2D(1, 2, name="subsample")(y)
+    z = L.Concatenate(name="reduce_concat")([r1, r2, r3])
+    z = L.ReLU(name="head_relu")(z)
+    z = L.Conv2D(16, 3, padding="same", name="head_conv")(z)
+    z = L.GlobalAveragePooling2D(name="gap")(z)
+    outputs = L.Dense(dataset.num_classes, name="classifier")(z)
+    return keras.Model(inputs, outputs, name="stripped")
+
+
+def _kernel_masks(model, seed=0):
+    rng = np.random.default_rng(seed)
+    masks = {}
+    for layer in model.layers:
+        for w in layer.weights:
+            if w.name == "kernel":
+                masks[w.path] = (rng.random(tuple(w.shape)) >= SPARSITY).astype(np.float32)
+    return masks
+
+
+class _KeepZeros(keras.callbacks.Callback):
+    def __init__(self, masks):
+        super().__init__()
+        self.masks = masks
+
+    def on_train_batch_end(self, batch, logs=None):
+        for w in self.model.weights:
+            if w.path in self.masks:
+                w.assign(w * self.masks[w.path])
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return _small_mnist()
+
+
+@pytest.fixture(scope="module")
+def model(dataset):
+    keras.utils.set_random_seed(0)
+    model = _build(dataset)
+    keep_zeros = _KeepZeros(_kernel_masks(model))
+    keep_zeros.set_model(model)
+    keep_zeros.on_train_batch_end(0)
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(dataset.x_train.astype(np.float32), dataset.y_train, batch_size=64, epochs=20,
+              verbose=0, callbacks=[keep_zeros])
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(model, dataset, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("export") / "run"
+    cfg = config_lib.ExportConfig(
+        int8=True, qat=True, qat_epochs=1, qat_batch_size=64, representative_samples=64,
+        latency_runs=10, eval_batch_size=128, seed=0,
+    )
+    report = export_lib.export_stripped(model, dataset, out_dir, cfg,
+                                        extra_report={"epochs": 20, "note": "test"})
+    return out_dir, report
+
+
+def test_the_fixture_model_is_sparse_and_learnt(model, dataset, exported):
+    _, report = exported
+    params = report["parameters"]
+    assert 0.7 < params["kernel_sparsity"] < 0.9
+    assert {r["type"] for r in params["layers"]} == {"Conv2D", "DepthwiseConv2D", "Dense"}
+    assert report["parity"]["keras"]["accuracy"] > 0.3  # well above chance (0.1)
+
+
+def test_every_file_exists(exported):
+    out_dir, report = exported
+    names = [
+        "saved_model/saved_model.pb", "model_float.tflite", "model_float_dense.tflite",
+        "model_int8.tflite", "model_qat_int8.tflite", "report.json", "report.md",
+        "model_card.md", "export_config.json",
+    ]
+    for name in names:
+        assert (out_dir / name).is_file(), name
+    assert set(report["files"]) == {
+        "saved_model", "model_float.tflite", "model_float_dense.tflite",
+        "model_int8.tflite", "model_qat_int8.tflite"}
+    leftovers = [p for p in os.listdir(out_dir) if p.endswith((".sparse", ".dense"))
+                 or p.startswith(".")]
+    assert leftovers == []
+    assert glob.glob(f"{out_dir}.tmp-*") == []
+    assert config_lib.ExportConfig.load(out_dir / "export_config.json").qat is True
+
+
+def test_saved_model_loads_in_a_fresh_process(model, dataset, exported, tmp_path):
+    out_dir, _ = exported
+    x = dataset.x_test[:16]
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(f"""
+        import json, numpy as np, tensorflow as tf, keras
+        x = np.load({str(tmp_path / "x.npy")!r})
+        path = {str(out_dir / "saved_model")!r}
+        loaded = tf.saved_model.load(path)
+        sig = loaded.signatures["serving_default"]
+        spec = sig.structured_input_signature[1]["images"]
+        out = sig(images=tf.constant(x))
+        layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+        out2 = layer(x)
+        np.save({str(tmp_path / "logits.npy")!r}, out["logits"].numpy())
+        np.save({str(tmp_path / "probs.npy")!r}, out["probabilities"].numpy())
+        np.save({str(tmp_path / "layer_logits.npy")!r}, out2["logits"].numpy())
+        print(json.dumps({{"dtype": spec.dtype.name, "shape": spec.shape.as_list(),
+                           "outputs": sorted(out)}}))
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info == {"dtype": "uint8", "shape": [None, 12, 12, 1],
+                    "outputs": ["logits", "probabilities"]}
+    expected = model(x.astype(np.float32), training=False).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, atol=1e-4)
+    np.testing.assert_allclose(np.load(tmp_path / "layer_logits.npy"), expected, atol=1e-4)
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"),
+                               tf.nn.softmax(expected).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["model_float.tflite", "model_float_dense.tflite"])
+def test_float_tflite_matches_keras(model, dataset, exported, name):
+    out_dir, report = exported
+    x = dataset.x_test[:64]
+    expected = model(x.astype(np.float32), training=False).numpy()
+    out = export_lib.run_tflite(out_dir / name, x, delegate="xnnpack")
+    np.testing.assert_allclose(out["logits"], expected, atol=1e-4)
+    assert np.mean(out["logits"].argmax(1) == expected.argmax(1)) == 1.0
+    io = export_lib.tflite_io(out_dir / name)
+    assert io["input"] == {"name": "images", "dtype": "uint8", "shape": [-1, 12, 12, 1],
+                           "quantization": None}
+    assert report["tflite"][name]["loads_with_xnnpack"] is True
+    assert report["parity"][name]["top1_agreement"] == 1.0
+    assert report["parity"][name]["max_abs_diff"] < 1e-4
+
+
+def _keras_kernels(model):
+    return [(layer, w.path, w.numpy()) for layer in model.layers for w in layer.weights
+            if w.name == "kernel"]
+
+
+def test_saved_model_keeps_every_zero(model, exported):
+    out_dir, report = exported
+    loaded = tf.saved_model.load(str(out_dir / "saved_model"))
+    variables = {v.name: v.numpy() for v in loaded.variables}
+    for _, path, kernel in _keras_kernels(model):
+        np.testing.assert_array_equal(variables[f"{path}:0"] == 0, kernel == 0)
+        np.testing.assert_array_equal(variables[f"{path}:0"], kernel)
+    pattern = report["zero_pattern"]["saved_model"]
+    assert pattern["identical_masks"] is True and pattern["mismatches"] == 0
+    assert all(row["values_equal"] for row in pattern["kernels"])
+
+
+def _tflite_layout(layer, kernel):
+    if isinstance(layer, L.DepthwiseConv2D):
+        h, w, c, m = kernel.shape
+        return kernel.reshape(1, h, w, c * m)
+    if isinstance(layer, L.Conv2D):
+        return kernel.transpose(3, 0, 1, 2)
+    return kernel.T
+
+
+@pytest.mark.parametrize("name", ["model_float.tflite", "model_float_dense.tflite"])
+def test_float_tflite_keeps_every_zero(model, exported, name):
+    out_dir, report = exported
+    constants = export_lib.tflite_weights(out_dir / name)
+    if name == "model_float.tflite":
+        assert sum(c.sparse for c in constants) == len(_keras_kernels(model))
+    for layer, _, kernel in _keras_kernels(model):
+        mask = _tflite_layout(layer, kernel) != 0
+        same = [c for c in constants if c.shape == mask.shape
+                and np.array_equal(c.values != 0, mask)]
+        assert same, f"no constant of {name} has the zero mask of {layer.name}"
+    # The classifier is not folded with anything: its values come back exactly.
+    dense = next(k for layer, _, k in _keras_kernels(model) if layer.name == "classifier")
+    assert any(c.shape == dense.T.shape and np.array_equal(c.values, dense.T)
+               for c in constants)
+    pattern = report["zero_pattern"][name]
+    assert pattern["identical_masks"] is True and pattern["missing_kernels"] == 0
+    assert {row["status"] for row in pattern["kernels"]} == {"found"}
+
+
+def test_float_sparse_file_is_smaller(exported):
+    out_dir, report = exported
+    sparse = os.path.getsize(out_dir / "model_float.tflite")
+    dense = os.path.getsize(out_dir / "model_float_dense.tflite")
+    assert sparse < dense
+    assert report["float_sparse_to_dense_ratio"]["bytes"] == pytest.approx(sparse / dense)
+
+
+def test_int8_accuracy_is_within_tolerance(model, dataset, exported):
+    out_dir, report = exported
+    x, y = dataset.x_test, dataset.y_test
+    keras_accuracy = np.mean(model(x.astype(np.float32), training=False).numpy().argmax(1) == y)
+    for name, key in (("model_int8.tflite", "int8"), ("model_qat_int8.tflite", "qat")):
+        # The shipped file must load with the default delegate (XNNPACK).
+        assert export_lib.loads_with_xnnpack(out_dir / name)
+        logits = export_lib.run_tflite(out_dir / name, x)["logits"]
+        accuracy = np.mean(logits.argmax(1) == y)
+        entry = report[key]
+        assert entry["accuracy_drop"] == pytest.approx(keras_accuracy - accuracy)
+        assert entry["within_tolerance"] == bool(keras_accuracy - accuracy <= entry["tolerance"])
+        assert entry["encoding"] in ("sparse", "dense") and entry["reason"]
+        if entry["encoding"] == "dense":
+            assert entry["attempts"]["sparse"]["loads_with_xnnpack"] is False
+        io = export_lib.tflite_io(out_dir / name)
+        assert io["input"]["dtype"] == "uint8"
+        assert io["outputs"]["logits"]["dtype"] == "int8"
+    drop = keras_accuracy - np.mean(
+        export_lib.run_tflite(out_dir / "model_int8.tflite", x)["logits"].argmax(1) == y)
+    assert drop <= 0.03
+
+
+def test_qat_keeps_conv2d_and_dense_zeros(model, exported):
+    out_dir, report = exported
+    qat = report["qat"]
+    # tfmot's prune-preserve scheme itself keeps Conv2D and Dense zeros ...
+    moved = qat["zeros_moved_by_scheme"]
+    for layer_type in ("Conv2D", "Dense"):
+        assert moved[layer_type]["moved"] == 0, layer_type
+        assert moved[layer_type]["kept_by_scheme"] is True
+    # ... but not DepthwiseConv2D zeros (DESIGN §3), which the export re-zeroes.
+    assert moved["DepthwiseConv2D"]["moved"] > 0
+    assert moved["DepthwiseConv2D"]["layers_moved"] == ["sep_dw", "dil_dw"]
+    for key in ("zeros_by_type", "keras_zeros_by_type"):
+        for layer_type in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            assert qat[key][layer_type]["lost_zeros"] == 0, (key, layer_type)
+            assert qat[key][layer_type]["preserved"] is True
+    # Independently: each zero is zero in some same-shaped int8 tensor of the file.
+    constants = export_lib.tflite_weights(out_dir / "model_qat_int8.tflite")
+    for layer, _, kernel in _keras_kernels(model):
+        zeros = _tflite_layout(layer, kernel) == 0
+        assert any(c.shape == zeros.shape and not np.any(c.values[zeros])
+                   for c in constants), layer.name
+
+
+def test_report_has_every_field(exported):
+    out_dir, returned = exported
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report == returned
+    assert list(report) == [
+        "format", "created", "dataset", "input", "outputs", "parameters", "files",
+        "float_sparse_to_dense_ratio", "tflite", "parity", "latency", "zero_pattern",
+        "int8", "qat", "config", "versions", "model"]
+    assert report["input"] == {
+        "name": "images", "shape": [None, 12, 12, 1], "dtype": "uint8", "range": [0.0, 255.0],
+        "normalised_inside_model": True, "contract": report["input"]["contract"],
+        "normalisation": report["input"]["normalisation"]}
+    assert report["input"]["normalisation"]["layer"] == "normalise"
+    assert set(report["parameters"]) == {
+        "dense", "nonzero", "kernel_dense", "kernel_nonzero", "kernel_sparsity", "layers"}
+    assert set(report["parameters"]["layers"][0]) == {
+        "name", "type", "weight", "shape", "dense", "nonzero", "sparsity"}
+    tflite_files = ["model_float.tflite", "model_float_dense.tflite", "model_int8.tflite",
+                    "model_qat_int8.tflite"]
+    for name in ["saved_model"] + tflite_files:
+        assert set(report["files"][name]) == {"bytes", "gzip_bytes"}
+        assert 0 < report["files"][name]["gzip_bytes"] < report["files"][name]["bytes"]
+        assert set(report["parity"][name]) >= {"max_abs_diff", "top1_agreement", "accuracy"}
+        assert set(report["zero_pattern"][name]) == {
+            "preserved", "identical_masks", "mismatches", "lost_zeros", "new_zeros",
+            "missing_kernels", "by_type", "kernels"}
+    assert set(report["parity"]) == {"split", "examples", "keras", "saved_model", *tflite_files}
+    for name in tflite_files:
+        assert set(report["tflite"][name]) == {
+            "input", "outputs", "encoding", "loads_with_xnnpack", "xnnpack_error"}
+        latency = report["latency"][name]
+        assert set(latency) == {"median_ms", "p90_ms", "mean_ms", "runs", "num_threads",
+                                "delegate"}
+        assert 0 < latency["median_ms"] <= latency["p90_ms"] and latency["runs"] == 10
+        assert latency["num_threads"] == 1
+    for key in ("int8", "qat"):
+        assert set(report[key]) >= {"encoding", "reason", "attempts", "accuracy_drop",
+                                    "tolerance", "within_tolerance"}
+    assert set(report["qat"]) >= {"scheme", "epochs", "activation_ranges", "zeros_by_type",
+                                  "keras_zeros_by_type", "zero_masks_reapplied",
+                                  "zeros_moved_by_scheme"}
+    assert report["config"]["int8"] is True and report["config"]["qat"] is True
+    assert report["model"] == {"epochs": 20, "note": "test"}
+
+
+def test_markdown_report_and_model_card_state_the_input_contract(exported):
+    out_dir, _ = exported
+    report_md = (out_dir / "report.md").read_text()
+    card = (out_dir / "model_card.md").read_text()
+    assert "| images | (N, 12, 12, 1) | uint8 | 0..255 | yes |" in report_md
+    assert "## Zero pattern" in report_md and "## LiteRT" in report_md
+    assert "- `images`: shape `(N, 12, 12, 1)`, dtype `uint8`, values 0..255" in card
+    assert "Normalised inside the model: yes" in card
+    assert "get_signature_runner(\"serving_default\")" in card
+    assert "## Known limits" in card
+
+
+def test_to_tf_keras_computes_the_same_function(model, dataset):
+    tf_model = export_lib.to_tf_keras(model)
+    x = dataset.x_test[:8].astype(np.float32)
+    np.testing.assert_allclose(tf_model(x, training=False).numpy(),
+                               model(x, training=False).numpy(), atol=1e-5)
+    assert [l.name for l in tf_model.layers] == [l.name for l in model.layers]
+
+
+def test_densify_matches_litert_block_encoder():
+    fc = pytest.importorskip("ai_edge_litert.format_converter_wrapper_pybind11")
+    schema = export_lib._schema()
+    rng = np.random.default_rng(0)
+    dense = (rng.normal(size=(4, 8)) * (rng.random((4, 8)) < 0.4)).astype(np.float32)
+    dense[:, 4:8] = 0  # a whole empty 1x4 block row
+    # 1x4 blocks of the second dimension, CSR over block columns: what the
+    # converter emits for sparse int8 FULLY_CONNECTED weights.
+    converter = fc.FormatConverterFp32(
+        [4, 8], [0, 1, 2], [fc.TF_LITE_DIM_DENSE, fc.TF_LITE_DIM_SPARSE_CSR], [4], [1])
+    converter.DenseToSparse(dense.ravel())
+    metadata = converter.GetDimMetadata()
+    sparsity = schema.SparsityParametersT()
+    sparsity.traversalOrder = [0, 1, 2]
+    sparsity.blockMap = [1]
+    sparsity.dimMetadata = []
+    for level, fmt in enumerate([schema.DimensionType.DENSE, schema.DimensionType.SPARSE_CSR,
+                                 schema.DimensionType.DENSE]):
+        dim = schema.DimensionMetadataT()
+        dim.format = fmt
+        if fmt == schema.DimensionType.DENSE:
+            dim.denseSize = metadata[2 * level][0]
+        else:
+            dim.arraySegments = schema.Int32VectorT()
+            dim.arraySegments.values = metadata[2 * level]
+            dim.arrayIndices = schema.Int32VectorT()
+            dim.arrayIndices.values = metadata[2 * level + 1]
+        sparsity.dimMetadata.append(dim)
+    values = np.asarray(converter.GetData(), np.float32)
+    np.testing.assert_array_equal(export_lib.densify(values, (4, 8), sparsity), dense)
+
+
+def test_float_data_gives_a_float32_input(model, dataset, tmp_path):
+    # A float dataset keeps float32 raw pixels in the same range.
+    saved = tmp_path / "sm"
+    export_lib.write_saved_model(model, saved, input_dtype="float32")
+    path = tmp_path / "f.tflite"
+    path.write_bytes(export_lib.tflite_convert(saved, sparse=True))
+    assert export_lib.tflite_io(path)["input"]["dtype"] == "float32"
+    x = dataset.x_test[:8].astype(np.float32)
+    np.testing.assert_allclose(export_lib.run_tflite(path, x, delegate="none")["logits"],
+                               model(x, training=False).numpy(), atol=1e-4)
+
+
+def test_tflite_convert_wants_representative_images_for_int8(model):
+    with pytest.raises(ValueError) as info:
+        export_lib.tflite_convert(model, sparse=False, int8=True)
+    assert str(info.value) == (
+        "`representative` must be an array of images when int8=True. "
+        "Received: representative=None")
+    with pytest.raises(ValueError) as info:
+        export_lib.run_tflite("unused.tflite", np.zeros((1, 12, 12, 1)), delegate="gpu")
+    assert str(info.value) == (
+        "`delegate` must be one of 'xnnpack', 'none'. Received: delegate='gpu'")
+
+
+def test_count_parameters(model):
+    counts = export_lib.count_parameters(model)
+    kernels = [k for _, _, k in _keras_kernels(model)]
+    assert counts["kernel_dense"] == sum(k.size for k in kernels)
+    assert counts["kernel_nonzero"] == sum(np.count_nonzero(k) for k in kernels)
+    assert counts["dense"] == sum(np.size(w) for w in model.get_weights())
+    row = next(r for r in counts["layers"] if r["name"] == "head_conv")
+    assert row["shape"] == [3, 3, 48, 16] and row["type"] == "Conv2D"
+
+
+def test_a_non_empty_out_dir_is_refused(model, dataset, tmp_path):
+    out_dir = tmp_path / "taken"
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("x")
+    message = (
+        "`out_dir` must not exist or be empty; pass overwrite=True to replace it. "
+        f"Received: out_dir={str(out_dir)!r}, which holds 1 entries"
+    )
+    with pytest.raises(ValueError) as info:
+        export_lib.export_stripped(model, dataset, out_dir)
+    assert str(info.value) == message
+    assert (out_dir / "keep.txt").read_text() == "x"
+
+
+def test_a_crash_leaves_no_folder(model, dataset, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("converter exploded")
+
+    # The SavedModel is already written into the temporary folder by then.
+    monkeypatch.setattr(export_lib, "tflite_convert", fail)
+    out_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="^converter exploded$"):
+        export_lib.export_stripped(model, dataset, out_dir, config_lib.ExportConfig())
+    assert not out_dir.exists()
+    assert os.listdir(tmp_path) == []
