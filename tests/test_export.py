@@ -445,7 +445,7 @@ def test_a_non_empty_out_dir_is_refused(model, dataset, tmp_path):
     out_dir.mkdir()
     (out_dir / "keep.txt").write_text("x")
     message = (
-        "`out_dir` must not exist or be empty; pass overwrite=True to replace it. "
+        "`out_dir` must not exist or be empty; pass overwrite=True (--overwrite) to replace it. "
         f"Received: out_dir={str(out_dir)!r}, which holds 1 entries"
     )
     with pytest.raises(ValueError) as info:

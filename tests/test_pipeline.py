@@ -100,8 +100,11 @@ def test_default_run_folder():
 
 def test_export_command_refuses_existing_folder(run_dir, capsys):
     assert main(["export", "--model", str(run_dir / "train"), "--out", str(run_dir / "export")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("tfvnas: error: ") and "--overwrite" not in err or "overwrite" in err
+    n = len(os.listdir(run_dir / "export"))
+    assert capsys.readouterr().err == (
+        "tfvnas: error: `out_dir` must not exist or be empty; pass overwrite=True (--overwrite) to "
+        f"replace it. Received: out_dir={str(run_dir / 'export')!r}, which holds {n} entries\n"
+    )
 
 
 def test_export_rejects_a_folder_that_is_not_a_model(tmp_path, capsys):

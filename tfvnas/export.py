@@ -1342,7 +1342,7 @@ def _check_out_dir(out_dir, overwrite):
             f"`out_dir` must be a directory path. Received: out_dir={out_dir!r}, which is a file")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise ValueError(
-            "`out_dir` must not exist or be empty; pass overwrite=True to replace it. "
+            "`out_dir` must not exist or be empty; pass overwrite=True (--overwrite) to replace it. "
             f"Received: out_dir={out_dir!r}, which holds {len(os.listdir(out_dir))} entries"
         )
 
@@ -1690,7 +1690,7 @@ def load_trained(model_dir):
             read.
     """
     # Registers the Network's layers with Keras before loading.
-    from tfvnas import network as network_lib  # noqa: F401
+    from tfvnas import network as network_lib
 
     model_dir = os.fspath(model_dir)
     model_path = os.path.join(model_dir, TRAIN_MODEL)
@@ -1705,6 +1705,11 @@ def load_trained(model_dir):
         network = keras.models.load_model(model_path, compile=False)
     except Exception as error:  # noqa: BLE001 - zip, JSON and Keras errors alike
         raise ValueError(f"Cannot load the trained model in {model_dir!r}: {error}") from error
+    if not isinstance(network, network_lib.Network):
+        raise ValueError(
+            f"`model` must hold a tfvnas Network in {TRAIN_MODEL}. "
+            f"Received: {type(network).__name__} in {model_dir!r}"
+        )
     try:
         with open(history_path, encoding="utf-8") as f:
             history = json.load(f)
