@@ -27,6 +27,8 @@ setup(
         # tfp.distributions, but the import must resolve.
         "tf-keras==2.21.*",
         "keras-tuner==1.4.*",
+        # tf.summary writes through it (TensorFlow 2.21 no longer installs it).
+        "tensorboard==2.21.*",
         # Export: pruning-preserving QAT (on tf_keras) and the LiteRT interpreter.
         "tensorflow-model-optimization==0.8.*",
         "ai-edge-litert==2.3.*",

@@ -15,3 +15,14 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 LOGICAL_CPUS = [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def summary_events(log_dir):
+    """`{tag: [(step, plugin, value)]}` of every summary in `log_dir`."""
+    found = {}
+    for name in sorted(os.listdir(log_dir)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                found.setdefault(value.tag, []).append((event.step, plugin, tf.make_ndarray(value.tensor)))
+    return found

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import summary_events
 from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
 from tfvnas import pipeline
@@ -26,7 +27,10 @@ EXPORT_FILES = {
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "smoke"
-    code = main(["run", "--preset", "smoke", "--out", str(out), "--int8", "--qat", "--quiet"])
+    code = main([
+        "run", "--preset", "smoke", "--out", str(out), "--int8", "--qat", "--quiet",
+        "--tensorboard", str(out.parent / "tb"),
+    ])
     assert code == 0
     return out
 
@@ -166,3 +170,13 @@ def test_train_rejects_missing_dataset(tmp_path, capsys):
     assert main(["train", "--genotype", "darts_v2", "--dataset", str(missing), "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tfvnas: error: ") and "nope.npz" in err
+
+
+def test_run_writes_tensorboard_for_search_and_training(run_dir):
+    train = _read(run_dir / "train" / "train_history.json")["epochs"]
+    events = summary_events(run_dir.parent / "tb" / "train")
+    for tag in ("train_loss", "val_accuracy", "lr", "kl_weights", "weight_sparsity"):
+        assert [s for s, _, _ in events[tag]] == [r["epoch"] for r in train], tag
+    np.testing.assert_allclose(float(events["val_accuracy"][-1][2]), train[-1]["val_accuracy"], rtol=1e-6)
+    search = summary_events(run_dir.parent / "tb" / "search")
+    assert {"val_accuracy", "log_alpha/normal", "cell/reduce"} <= set(search)

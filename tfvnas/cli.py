@@ -70,6 +70,10 @@ def _add_distribution_args(parser):
         "--deterministic", action="store_true",
         help="seeds and TensorFlow op determinism: bit-identical reruns on one machine (slower)",
     )
+    parser.add_argument(
+        "--tensorboard", metavar="DIR",
+        help="write TensorBoard summaries (scalars, log_alpha histograms, cell drawings) to DIR",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -145,6 +149,7 @@ def build_parser():
     export.set_defaults(handler=_export)
 
     _add_show_parser(sub)
+    _add_tune_parser(sub)
     return parser
 
 
@@ -162,6 +167,7 @@ def _loop_kwargs(args):
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
         deterministic=args.deterministic,
+        tensorboard_dir=args.tensorboard,
         verbose=0 if args.quiet else 1,
     )
 
@@ -250,6 +256,66 @@ def _show(args):
     from tfvnas.plots import show
 
     show(args.target, out_dir=args.out)
+    return 0
+
+
+def _add_tune_parser(subparsers):
+    tune = subparsers.add_parser(
+        "tune",
+        help="tune the training recipe of a cell (or the search) with keras-tuner",
+        description=(
+            "Run a keras-tuner study (random, bayesian or hyperband) that maximises the validation accuracy. "
+            "--mode train (default) tunes the training of --genotype: lr, weight_decay, drop_path, kl_weight, "
+            "threshold; --mode search tunes the search: kl_warmup, arch_lr, threshold. Writes study.json, "
+            "trials.json, best.json and best_config.json (for --config) to --out; running the same command "
+            "again resumes the study, up to --max-trials trials in total."
+        ),
+    )
+    tune.add_argument(
+        "--genotype",
+        help="mode train: a genotype JSON file, a search output folder, or a published cell: "
+        "darts_v1, darts_v2, pc_darts, drnas",
+    )
+    tune.add_argument("--dataset", default="mnist-5k", help=DATASET_HELP)
+    tune.add_argument("--mode", choices=("train", "search"), default="train", help="what to tune (default: train)")
+    tune.add_argument(
+        "--tuner", choices=("random", "bayesian", "hyperband"), default="random",
+        help="keras-tuner tuner (default: random); hyperband's largest budget is the config's epochs",
+    )
+    tune.add_argument(
+        "--max-trials", type=_positive_int, default=10, metavar="N",
+        help="trials in total, earlier runs of the study included (default: 10)",
+    )
+    tune.add_argument("--out", default="runs/tune", help="study folder (default: runs/tune)")
+    tune.add_argument(
+        "--preset", choices=PRESET_NAMES, default="quick",
+        help="size of every trial: the training or search preset (default: quick)",
+    )
+    tune.add_argument("--epochs", type=_positive_int, help="override the preset's number of epochs")
+    tune.add_argument("--seed", type=_int, help="override the seed (of every trial and of the tuner)")
+    tune.add_argument("--config", help="JSON or YAML file of TrainConfig (SearchConfig with --mode search) fields")
+    tune.add_argument("--overwrite", action="store_true", help="discard the study in --out and start a new one")
+    tune.add_argument("--quiet", action="store_true", help="no trial tables or progress bars")
+    tune.set_defaults(handler=_tune)
+
+
+def _tune(args):
+    from tfvnas.tuning import tune
+
+    tune(
+        args.genotype,
+        args.dataset,
+        mode=args.mode,
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        out_dir=args.out,
+        preset=args.preset,
+        config=args.config,
+        epochs=args.epochs,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        verbose=0 if args.quiet else 1,
+    )
     return 0
 
 

@@ -66,6 +66,7 @@ def run(
     resume=False,
     checkpoint_every=0,
     deterministic=False,
+    tensorboard_dir=None,
     verbose=1,
 ):
     """Searches a cell, trains it as a sparse network and exports it.
@@ -86,6 +87,7 @@ def run(
         resume: skip finished steps and continue an interrupted one.
         checkpoint_every: also checkpoint every this many steps.
         deterministic: seeds and op determinism.
+        tensorboard_dir: TensorBoard folder (`search/` and `train/` runs in it).
         verbose: 0 silent, 1 progress and summaries.
 
     Returns:
@@ -109,6 +111,10 @@ def run(
     dirs = {step: os.path.join(out_dir, step) for step in ("search", "train", "export")}
     common = dict(strategy=strategy, checkpoint_every=checkpoint_every, deterministic=deterministic,
                   verbose=verbose)
+    board = {
+        step: None if tensorboard_dir is None else os.path.join(os.fspath(tensorboard_dir), step)
+        for step in ("search", "train")
+    }
     if not isinstance(dataset, data_lib.Dataset):
         dataset = data_lib.load(dataset, seed=0 if seed is None else seed)
 
@@ -131,7 +137,7 @@ def run(
         say(f"search -> {dirs['search']}")
         run_search(
             dataset, preset=preset, config=search_config, out_dir=dirs["search"], epochs=epochs,
-            seed=seed, resume=state == "interrupted", **common,
+            seed=seed, resume=state == "interrupted", tensorboard_dir=board["search"], **common,
         )
     genotype = genotype_lib.Genotype.load(os.path.join(dirs["search"], "genotype.json"))
 
@@ -142,7 +148,8 @@ def run(
         say(f"train -> {dirs['train']}")
         run_train(
             genotype, dataset, preset=preset, config=train_config, out_dir=dirs["train"],
-            epochs=train_epochs, seed=seed, resume=state == "interrupted", **common,
+            epochs=train_epochs, seed=seed, resume=state == "interrupted", tensorboard_dir=board["train"],
+            **common,
         )
 
     if resume and status("export") == "done":
