@@ -26,7 +26,7 @@ setup(
         # TFP 0.25 imports tf_keras for tfp.layers; tfvnas uses only
         # tfp.distributions, but the import must resolve.
         "tf-keras==2.21.*",
-        "keras-tuner==1.4.*",
+        "keras-tuner[bayesian]==1.4.*",
         # tf.summary writes through it (TensorFlow 2.21 no longer installs it).
         "tensorboard==2.21.*",
         # Export: pruning-preserving QAT (on tf_keras) and the LiteRT interpreter.
