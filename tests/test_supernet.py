@@ -160,3 +160,66 @@ def test_stride_two_dilated_op_shapes():
     for name in ("dil_conv_3x3", "dil_conv_5x5"):
         op = ops_lib.make_op(name, 2, 2, affine=False)
         assert tuple(op(tf.zeros((1, 7, 7, 2))).shape) == (1, 4, 4, 2)
+
+
+def _edge_run(edge, x, theta, sigma2, training, fused):
+    """Output, gradients and moving statistics of one edge call (state restored after)."""
+    state = [v.numpy() for v in edge.non_trainable_variables]
+    edge._fusable = MixedEdge._fusable.__get__(edge) if fused else (lambda: False)
+    with tf.GradientTape() as tape:
+        tape.watch([x, theta])
+        y = edge(x, theta, sigma2, training=training)
+        loss = tf.reduce_sum(y * y)
+    grads = [0.0 if g is None else tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, [x, theta])]
+    moved = [v.numpy() for v in edge.non_trainable_variables]
+    for v, value in zip(edge.non_trainable_variables, state):
+        v.assign(value)
+    del edge._fusable
+    return y.numpy(), grads, moved
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("computed", [None, (1, 3, 5), (2, 4, 6, 7), (0,)])
+def test_fused_edge_equals_the_ops_one_by_one(strides, computed):
+    names = ops_lib.OP_SETS["darts_none"]
+    edge = MixedEdge(names, 4, strides, seed=0)
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(2, 7, 7, 4)), tf.float32)
+    theta = tf.constant(rng.uniform(0.1, 1.0, len(names)), tf.float32)
+    sigma2 = tf.constant(rng.uniform(0.01, 0.1, len(names)), tf.float32)
+    edge(x, theta, sigma2, training=False)  # builds every op
+    assert edge._fusable()
+    if computed is not None:
+        edge.computed = computed
+    for training in (False, True):
+        want = _edge_run(edge, x, theta, sigma2, training, fused=False)
+        got = _edge_run(edge, x, theta, sigma2, training, fused=True)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+        for g, w in zip(got[1], want[1]):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+        for g, w in zip(got[2], want[2]):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_pruned_ops_leave_the_computation_with_the_same_outputs():
+    model = _model(op_names=("sep_conv_3x3", "dil_conv_3x3", "max_pool_3x3", "skip_connect"))
+    x = _images()
+    for gates in model.gates.values():
+        active = np.ones(gates.active.shape, "float32")
+        active[::2, 0] = 0.0
+        active[1, :] = 0.0  # a whole edge
+        gates.active.assign(active)
+    computed = model.computed_ops()
+    assert computed["normal"][1] == () and 0 not in computed["normal"][0]
+
+    def depthwise_convs(m):
+        graph = tf.function(lambda t: m(t, training=True)).get_concrete_function(tf.constant(x)).graph
+        return sum(op.type == "DepthwiseConv2dNative" for op in graph.get_operations())
+
+    pruned_convs = depthwise_convs(model)
+    skipped = model(x, training=False).numpy()
+    every_op = {t: tuple(tuple(range(4)) for _ in rows) for t, rows in computed.items()}
+    model.computed_ops = lambda: every_op  # compute every op and mask the pruned ones
+    masked = model(x, training=False).numpy()
+    np.testing.assert_allclose(skipped, masked, rtol=1e-5, atol=1e-6)
+    assert depthwise_convs(model) > pruned_convs

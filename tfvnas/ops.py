@@ -126,7 +126,7 @@ class BatchNorm(keras.layers.Layer):
     def _scale_offset(self, x):
         if self.affine:
             return self.gamma, self.beta
-        channels = x.shape[-1]
+        channels = int(x.shape[-1])
         return tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
 
     def call(self, inputs, training=None):
@@ -136,9 +136,14 @@ class BatchNorm(keras.layers.Layer):
                 inputs, scale, offset, epsilon=self.epsilon, is_training=True
             )
             # The fused kernel returns the unbiased batch variance; Keras'
-            # BatchNormalization tracks the biased one, and so do we.
-            n = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], variance.dtype)
-            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+            # BatchNormalization tracks the biased one, and so do we. The
+            # count is a Python number when the shape is static (one op
+            # instead of eight: a supernet step has hundreds of these).
+            n = _count_per_channel(inputs)
+            if isinstance(n, int):
+                variance = variance * ((n - 1.0) / max(n, 1.0))
+            else:
+                variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
             self.moving_variance.assign(
@@ -165,6 +170,70 @@ class BatchNorm(keras.layers.Layer):
         return config
 
 
+def apply_layer(layer, inputs, training=None):
+    """`layer(inputs, training=training)` without Keras' per-call machinery, once built.
+
+    A supernet step calls thousands of small sublayers. Keras' `__call__`
+    (name scopes, autocast, argument inspection, build checks) costs far
+    more than the TensorFlow op under it while a step is traced, and trace
+    time is what makes the first step slow. A built standard layer is
+    computed here with the TensorFlow op Keras' TensorFlow backend runs for
+    it (same kernel, same result); a built tfvnas layer through its `call`.
+    An unbuilt layer goes through `__call__`, which builds it.
+    """
+    if not layer.built:
+        return layer(inputs, training=training)
+    kind = type(layer)
+    if kind is keras.layers.ReLU and _plain_relu(layer):
+        return tf.nn.relu(inputs)
+    if kind is keras.layers.Conv2D and _plain_conv(layer):
+        return tf.nn.conv2d(
+            inputs, layer.kernel, strides=layer.strides[0], padding="SAME", dilations=layer.dilation_rate[0]
+        )
+    if kind is keras.layers.DepthwiseConv2D and _plain_conv(layer) and (
+        layer.strides[0] == 1 or layer.dilation_rate[0] == 1
+    ):
+        s, d = layer.strides[0], layer.dilation_rate[0]
+        return tf.nn.depthwise_conv2d(
+            inputs, layer.kernel, strides=[1, s, s, 1], padding="SAME", dilations=[d, d]
+        )
+    if kind in (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D) and layer.data_format == "channels_last":
+        pool = tf.nn.max_pool2d if kind is keras.layers.MaxPooling2D else tf.nn.avg_pool2d
+        return pool(inputs, layer.pool_size, layer.strides, layer.padding.upper())
+    if isinstance(layer, (BatchNorm, _Chain, variational.VariationalConv2D, variational.VariationalDepthwiseConv2D)):
+        return layer.call(inputs, training=training)
+    return layer(inputs, training=training)
+
+
+def _plain_relu(layer):
+    return layer.max_value is None and not layer.negative_slope and not layer.threshold
+
+
+def _plain_conv(layer):
+    return (
+        layer.padding == "same"
+        and not layer.use_bias
+        and layer.activation is keras.activations.linear
+        and layer.data_format == "channels_last"
+        and len(set(layer.strides)) == 1
+        and len(set(layer.dilation_rate)) == 1
+        and (layer.strides[0] == 1 or layer.dilation_rate[0] == 1)
+        and getattr(layer, "depth_multiplier", 1) == 1
+        and getattr(layer, "groups", 1) == 1
+    )
+
+
+def _count_per_channel(x):
+    """Elements per channel of an NHWC tensor: an int if the shape is static."""
+    dims = x.shape[:-1]
+    if all(d is not None for d in dims):
+        n = 1
+        for d in dims:
+            n *= int(d)
+        return n
+    return tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+
+
 class _Chain(keras.layers.Layer):
     """Applies `self.steps` in order; the steps are built in `__init__`."""
 
@@ -179,7 +248,7 @@ class _Chain(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = inputs
         for step in self.steps:
-            x = step(x, training=training)
+            x = apply_layer(step, x, training=training)
         return x
 
 
@@ -309,10 +378,18 @@ class FactorizedReduce(_Op):
         self.bn = batch_norm(self.affine)
 
     def call(self, inputs, training=None):
-        x = self.relu(inputs)
-        a = self.conv_a(x, training=training)
-        b = self.conv_b(self.crop(self.shift(x)), training=training)
-        return self.bn(self.concat([a, b]), training=training)
+        if not all(l.built for l in (self.conv_a, self.conv_b, self.bn)):
+            x = self.relu(inputs)
+            a = self.conv_a(x, training=training)
+            b = self.conv_b(self.crop(self.shift(x)), training=training)
+            return self.bn(self.concat([a, b]), training=training)
+        # Built: the same computation without Keras' per-call overhead
+        # (shift then crop is a one-pixel offset with zeros at the far edge).
+        x = tf.nn.relu(inputs)
+        a = apply_layer(self.conv_a, x, training)
+        shifted = tf.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        b = apply_layer(self.conv_b, shifted, training)
+        return self.bn.call(tf.concat([a, b], axis=-1), training=training)
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels}

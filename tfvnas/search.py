@@ -193,7 +193,13 @@ class Searcher(loop_lib.Loop):
         return status
 
     def end_epoch(self, epoch):
-        return {"pruned_this_epoch": self.model.prune(self.config.threshold)}
+        computed = self.model.computed_ops()
+        pruned = self.model.prune(self.config.threshold)
+        if self.model.computed_ops() != computed:
+            # Pruned ops leave the computation: the steps are traced anew
+            # (once per pruning event, not per step) without them.
+            self._build_steps()
+        return {"pruned_this_epoch": pruned}
 
     def epoch_record(self, record, sums):
         model, cfg = self.model, self.config

@@ -63,16 +63,62 @@ class MixedEdge(keras.layers.Layer):
             for k, name in enumerate(self.op_names)
         ]
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Indices of the candidates the edge computes; the others are pruned
+        # (their gates are exactly zero). Set by the Supernet from its gate
+        # tables when a step is traced (`Supernet.computed_ops`).
+        self.computed = tuple(range(len(self.op_names)))
 
     def build(self, input_shape):
         self.built = True  # sublayers build on their first call (see ops._Chain)
 
     def call(self, inputs, theta, sigma2, training=None):
-        outputs = tf.stack([op(inputs, training=training) for op in self.candidates], axis=0)
-        mean, var = variational.gate_mixture_moments(outputs, theta, sigma2)
+        computed = self.computed
+        if len(computed) < len(self.candidates) and training:
+            self._keep_skipped_in_the_objective(computed)
+        if not computed:
+            x = inputs[:, :: self.strides, :: self.strides, :] if self.strides > 1 else inputs
+            mean = var = tf.zeros_like(x)
+        else:
+            if self._fusable():
+                groups = _fused_outputs(self, inputs, computed, training)
+                mean, var = _grouped_mixture_moments(groups, theta, sigma2)
+            else:
+                outputs = [ops_lib.apply_layer(self.candidates[k], inputs, training) for k in computed]
+                if len(computed) < len(self.candidates):
+                    index = list(computed)
+                    theta, sigma2 = tf.gather(theta, index), tf.gather(sigma2, index)
+                mean, var = variational.gate_mixture_moments(tf.stack(outputs, axis=0), theta, sigma2)
         if training:
             return variational.sample_lrt(mean, var, self.seed_generator)
         return mean
+
+    def _keep_skipped_in_the_objective(self, computed):
+        """Keeps the objective and the gradients what they were when pruned ops were computed.
+
+        A computed, masked op added its weights' ARD KL to the loss (with
+        `weight_vd`) and gave its other weights exactly zero gradients; the
+        same terms are added here without computing the op, so the
+        optimizers see the same variables with the same gradients (weight
+        decay and momentum go on as before, and Keras does not warn about
+        variables without gradients).
+        """
+        zero = []
+        for k, op in enumerate(self.candidates):
+            if k in computed:
+                continue
+            vd_layers = variational.variational_layers(op)
+            for layer in vd_layers:
+                self.add_loss(layer.kl())
+            covered = {id(v) for l in vd_layers for v in l.trainable_weights}
+            zero += [tf.reduce_sum(v) for v in op.trainable_weights if id(v) not in covered]
+        if zero:
+            self.add_loss(0.0 * tf.add_n(zero))
+
+    def _fusable(self):
+        """Whether `_fused_outputs` computes this edge (plain DARTS ops, all built)."""
+        if self.weight_vd or self.affine or not set(self.op_names) <= _FUSED_OPS:
+            return False
+        return all(l.built for op in self.candidates for l in getattr(op, "steps", ()))
 
     def get_config(self):
         config = super().get_config()
@@ -197,10 +243,26 @@ class Supernet(keras.Model):
     def gates(self):
         return {"normal": self.normal_gates, "reduce": self.reduce_gates}
 
+    def computed_ops(self):
+        """`{"normal": rows, "reduce": rows}`: per edge, the op indices a step computes.
+
+        An op pruned in a cell type's gate table is pruned in every cell of
+        that type, so it leaves the computation of all of them. A traced step
+        keeps the set it was traced with: the search re-traces its step when
+        pruning changes this (`Searcher.end_epoch`).
+        """
+        with tf.init_scope():  # the gate state, even while a step is traced
+            active = {t: np.asarray(g.active.numpy()) > 0 for t, g in self.gates.items()}
+        return {t: tuple(tuple(np.flatnonzero(row).tolist()) for row in a) for t, a in active.items()}
+
     def call(self, inputs, training=None):
+        computed = self.computed_ops()
+        for cell in self.cells:
+            for edge, ops in zip(cell.edge_layers, computed[cell.plan.cell_type]):
+                edge.computed = ops
         x = self.normalise(tf.cast(inputs, self.compute_dtype))
         for layer in self.stem:
-            x = layer(x, training=training)
+            x = ops_lib.apply_layer(layer, x, training)
         gate_values = {t: g(training=training) for t, g in self.gates.items()}
         s0 = s1 = x
         for cell in self.cells:
@@ -269,3 +331,188 @@ class Supernet(keras.Model):
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
         }
+
+
+# ---------------------------------------------------------------------------
+# The fused edge
+# ---------------------------------------------------------------------------
+
+_FUSED_OPS = frozenset(
+    {"sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "avg_pool_3x3",
+     "skip_connect", "none"}
+)
+
+
+def _fused_outputs(edge, x, computed, training):
+    """The outputs of the candidates `computed` of a plain supernet edge, computed together.
+
+    Each operation's own weights are used, so the result is what the
+    operations compute one by one (a test pins it), but with a fraction of
+    the ops: a step on a small CPU batch is dominated by per-op cost, not
+    arithmetic.
+
+    - the first ReLU is shared; the depthwise convolutions of the separable
+      ops (and those of the dilated ops) run as one depthwise convolution
+      over the input repeated once per op, with the smaller kernels
+      zero-padded to the largest (the same sums: 'same' padding keeps the
+      kernels centred);
+    - the pointwise convolutions of a stage run as one grouped 1x1
+      convolution, and the batch norms of a stage as one fused batch norm
+      over the concatenated channels (per-channel statistics do not mix);
+      each operation's moving statistics are updated from its slice;
+    - the pooling ops share the second stage's batch norm.
+
+    Args:
+        edge: a `MixedEdge` whose `_fusable()` is true.
+        x: the edge input.
+        computed: indices of the candidates to compute.
+        training: training flag.
+
+    Returns:
+        A list of `(tensor, slots)`: `tensor` concatenates, along channels,
+        one block of the edge's channels per entry of `slots`; a slot is
+        the op index (into `op_names`) whose output the block is, or None
+        for an intermediate block (the separable convs' first stage).
+        `none` ops are left out (their output is zero).
+    """
+    s = edge.strides
+    kind = {k: edge.op_names[k] for k in computed}
+    seps = [k for k in computed if kind[k].startswith("sep_conv")]
+    dils = [k for k in computed if kind[k].startswith("dil_conv")]
+    pools = [k for k in computed if kind[k] in ("max_pool_3x3", "avg_pool_3x3")]
+    op = edge.candidates
+    groups = []
+    first = None
+    if seps or dils:
+        r = tf.nn.relu(x)
+        parts, pointwise, norms = [], [], []
+        if seps:
+            parts.append(_grouped_depthwise(r, [op[k].steps[1] for k in seps], s, 1))
+            pointwise += [op[k].steps[2] for k in seps]
+            norms += [op[k].steps[3] for k in seps]
+        if dils:
+            parts.append(_grouped_depthwise(r, [op[k].steps[1] for k in dils], s, 2))
+            pointwise += [op[k].steps[-2] for k in dils]
+            norms += [op[k].steps[-1] for k in dils]
+        h = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
+        first = _grouped_batch_norm(_grouped_pointwise(h, pointwise), norms, training)
+        groups.append((first, [None] * len(seps) + dils))
+    second, norms = [], []
+    if seps:
+        channels = len(seps) * int(x.shape[-1])
+        r2 = tf.nn.relu(first[..., :channels] if dils else first)
+        dw = _grouped_depthwise(r2, [op[k].steps[5] for k in seps], 1, 1, repeat=False)
+        second.append(_grouped_pointwise(dw, [op[k].steps[6] for k in seps]))
+        norms += [op[k].steps[7] for k in seps]
+    for k in pools:
+        pool, bn = op[k].steps
+        second.append(ops_lib.apply_layer(pool, x))
+        norms.append(bn)
+    if second:
+        h = tf.concat(second, axis=-1) if len(second) > 1 else second[0]
+        groups.append((_grouped_batch_norm(h, norms, training), seps + pools))
+    for k in computed:
+        if kind[k] == "skip_connect":
+            groups.append((ops_lib.apply_layer(op[k], x, training), [k]))
+    if not groups:  # only `none`
+        groups.append((tf.zeros_like(x[:, ::s, ::s, :] if s > 1 else x), [None]))
+    return groups
+
+
+def _grouped_mixture_moments(groups, theta, sigma2):
+    """`variational.gate_mixture_moments` over the channel blocks `_fused_outputs` returns.
+
+    Each block is weighted by its op's gate (zero for intermediate blocks)
+    with one per-channel weight vector per group, so a group costs a few
+    ops however many ops it holds.
+    """
+    zero = tf.zeros([1], theta.dtype)
+    theta_ext, sigma2_ext = tf.concat([theta, zero], 0), tf.concat([sigma2, zero], 0)
+    none = int(theta.shape[0])
+    means, variances = [], []
+    for y, slots in groups:
+        channels = int(y.shape[-1]) // len(slots)
+        index = [none if k is None else k for k in slots]
+        if len(slots) == 1:
+            t, v = theta_ext[index[0]], sigma2_ext[index[0]]
+            means.append(t * y)
+            variances.append(v * tf.square(y))
+            continue
+        per_channel = np.repeat(index, channels)
+        blocks = [-1] + [int(d) for d in y.shape[1:-1]] + [len(slots), channels]
+        means.append(tf.reduce_sum(tf.reshape(y * tf.gather(theta_ext, per_channel), blocks), axis=-2))
+        variances.append(
+            tf.reduce_sum(tf.reshape(tf.square(y) * tf.gather(sigma2_ext, per_channel), blocks), axis=-2)
+        )
+    return tf.add_n(means), tf.add_n(variances)
+
+
+def _grouped_depthwise(x, layers, strides, dilation, repeat=True):
+    """Depthwise convs of `layers` (one per op) on `x` (repeated per op), as one conv.
+
+    `x` is one tensor used by every op (`repeat`), or the channel
+    concatenation of one input per op. A strided dilated conv runs at
+    stride 1 and is subsampled, as `ops.depthwise_conv2d` does. Returns the
+    channel concatenation of the outputs.
+    """
+    n = len(layers)
+    if repeat:
+        inputs = tf.tile(x, [1, 1, 1, n]) if n > 1 else x
+    else:
+        inputs = x
+    sizes = [int(l.kernel.shape[0]) for l in layers]
+    size = max(sizes)
+    kernels = []
+    for l, k in zip(layers, sizes):
+        kernel = l.kernel
+        if k < size:
+            p = (size - k) // 2
+            kernel = tf.pad(kernel, [[p, p], [p, p], [0, 0], [0, 0]])
+        kernels.append(kernel)
+    kernel = tf.concat(kernels, axis=2) if n > 1 else kernels[0]
+    subsample = strides > 1 and dilation > 1
+    step = 1 if subsample else strides
+    y = tf.nn.depthwise_conv2d(
+        inputs, kernel, strides=[1, step, step, 1], padding="SAME", dilations=[dilation, dilation]
+    )
+    if subsample:
+        y = y[:, ::strides, ::strides, :]
+    return y
+
+
+def _grouped_pointwise(x, layers):
+    """The 1x1 convs `layers[i]` on consecutive channel blocks of `x`, as one grouped conv."""
+    if len(layers) == 1:
+        return tf.nn.conv2d(x, layers[0].kernel, strides=1, padding="SAME")
+    kernel = tf.concat([l.kernel for l in layers], axis=-1)
+    return tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+
+
+def _grouped_batch_norm(x, layers, training):
+    """`ops.BatchNorm` layers (no affine) applied to consecutive equal channel slices of `x`."""
+    if len(layers) == 1:
+        return layers[0].call(x, training=training)
+    channels = int(x.shape[-1])
+    ones, zeros = tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
+    epsilon = layers[0].epsilon
+    if not training:
+        y, *_ = tf.compat.v1.nn.fused_batch_norm(
+            x, ones, zeros,
+            mean=tf.concat([l.moving_mean for l in layers], 0),
+            variance=tf.concat([l.moving_variance for l in layers], 0),
+            epsilon=epsilon, is_training=False,
+        )
+        return y
+    y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(x, ones, zeros, epsilon=epsilon, is_training=True)
+    n = ops_lib._count_per_channel(x)
+    if isinstance(n, int):
+        variance = variance * ((n - 1.0) / max(n, 1.0))
+    else:
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+    means = tf.split(tf.stop_gradient(mean), len(layers))
+    variances = tf.split(tf.stop_gradient(variance), len(layers))
+    for layer, batch_mean, batch_var in zip(layers, means, variances):
+        m = layer.momentum
+        layer.moving_mean.assign(layer.moving_mean * m + batch_mean * (1 - m))
+        layer.moving_variance.assign(layer.moving_variance * m + batch_var * (1 - m))
+    return y
