@@ -136,6 +136,9 @@ class SearchConfig(_Config):
         top_k: inputs per node of the `top_k` genotype.
         seed: seed of initialisation, data order and noise.
         limit: use only the first `limit` training examples (None: all).
+        method: 'vinnas' (Gaussian ARD gates) or 'darts' (the DARTS baseline:
+            softmax mixing, no noise, no KL, no pruning; use it with the
+            `darts_none` op set, as DARTS does).
     """
 
     layers: int = 5
@@ -163,6 +166,7 @@ class SearchConfig(_Config):
     top_k: int = 2
     seed: int = 0
     limit: typing.Optional[int] = None
+    method: str = "vinnas"
 
     def validate(self):
         for name in ("layers", "channels", "nodes", "stem_multiplier", "epochs", "batch_size", "top_k"):
@@ -178,6 +182,7 @@ class SearchConfig(_Config):
         if self.gate_theta_init is not None:
             _positive("gate_theta_init", self.gate_theta_init)
         _one_of("optimization", self.optimization, ("bilevel", "joint"))
+        _one_of("method", self.method, ("vinnas", "darts"))
         ops_lib.resolve_op_set(self.op_set, self.ops)
 
     @property
