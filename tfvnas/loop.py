@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 
@@ -89,6 +90,15 @@ def is_chief(strategy):
     )
 
 
+def num_workers(strategy):
+    """How many worker processes `strategy` spans (chief included)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "cluster_spec", None):
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(cluster.get(job, ())) for job in ("chief", "worker")))
+
+
 class Loop:
     """Base of `Searcher` and `Trainer`.
 
@@ -144,6 +154,7 @@ class Loop:
         self.position = {"epoch": 0, "step_in_epoch": 0, "step": 0, "sums": None}
         self.checkpoint_dir = None
         self._stop_signal = None
+        self._multi_worker = num_workers(self.strategy) > 1
         self._build_steps()
 
     # -- to implement -----------------------------------------------------
@@ -205,12 +216,18 @@ class Loop:
             deterministic=True,
         )
         ds = ds.skip(skip).prefetch(tf.data.AUTOTUNE)
-        return self.strategy.experimental_distribute_dataset(ds)
+        return self._distribute(ds)
 
     def _eval_data(self, x, y):
-        return self.strategy.experimental_distribute_dataset(
-            data_lib.make_tf_dataset(x, y, self.config.batch_size, shuffle=False)
-        )
+        return self._distribute(data_lib.make_tf_dataset(x, y, self.config.batch_size, shuffle=False))
+
+    def _distribute(self, ds):
+        # The pipelines start from `Dataset.range` (no files), so each
+        # worker takes its share of every global batch (DATA sharding); set
+        # explicitly rather than letting AUTO try FILE sharding first.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(ds.with_options(options))
 
     # -- steps ------------------------------------------------------------
 
@@ -244,8 +261,14 @@ class Loop:
             per = strategy.run(eval_replica, args=(batch,))
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per.items()}
 
+        @tf.function
+        def workers_stopping(flag):
+            per = strategy.run(tf.identity, args=(flag,))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None)
+
         self._train_step = train_step
         self._eval_step = eval_step
+        self._workers_stopping = workers_stopping
 
     def beta(self, step):
         """KL weight at global step `step`: linear warm-up to `kl_weight`."""
@@ -297,9 +320,11 @@ class Loop:
                 os.path.join(directory, f"state-{number}.json"), json.dumps(state) + "\n"
             )
         else:
-            # Every worker takes part in the save (it is a collective
-            # operation); only the chief's copy is kept.
-            directory = os.path.join(directory, f".worker-{self.strategy.cluster_resolver.task_id}")
+            # Every worker takes part in the save (reading distributed
+            # variables can be a collective operation); only the chief's copy
+            # is kept. The others write to a temporary folder outside the
+            # output folder and delete it.
+            directory = tempfile.mkdtemp(prefix="tfvnas-worker-checkpoint-")
         manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=2)
         path = manager.save(checkpoint_number=number)
         if chief:
@@ -310,6 +335,7 @@ class Loop:
                         os.remove(os.path.join(directory, name))
         else:
             shutil.rmtree(directory, ignore_errors=True)
+            path = os.path.join(self.checkpoint_dir, os.path.basename(path))  # the chief's copy
         return path
 
     def restore(self, checkpoint_dir):
@@ -333,13 +359,7 @@ class Loop:
                 state = json.load(f)
         except (OSError, ValueError) as e:
             raise ValueError(f"Cannot read the checkpoint state {state_path!r}: {e}") from e
-        saved = type(self.config).from_dict(state["config"])
-        if saved != self.config:
-            diff = sorted(k for k, v in saved.to_dict().items() if self.config.to_dict().get(k) != v)
-            raise ValueError(
-                f"The checkpoint in {checkpoint_dir!r} was written with a different configuration "
-                f"(fields differ: {', '.join(diff)}). Resume with the configuration it was saved with."
-            )
+        check_resume_config(type(self.config).from_dict(state["config"]), self.config, checkpoint_dir)
         self._checkpoint.restore(path).assert_consumed()
         self.position = state["position"]
         self.history = state["history"]
@@ -380,6 +400,19 @@ class Loop:
                 signal.signal(sig, h)
         return self.history
 
+    def _stop_requested(self):
+        """Whether to stop after this step.
+
+        On several workers the answer is whether any worker was signalled
+        (a sum over all of them), so every worker stops after the same step
+        and takes part in the same last save; otherwise the workers still
+        running would wait forever in the next step's collectives.
+        """
+        if not self._multi_worker:
+            return self._stop_signal is not None
+        flag = tf.constant(0.0 if self._stop_signal is None else 1.0)
+        return float(self._workers_stopping(flag)) > 0
+
     def _run_epoch(self):
         cfg = self.config
         epoch = self.position["epoch"]
@@ -398,6 +431,8 @@ class Loop:
             stats = {k: float(v) for k, v in self._train_step(batches, tf.constant(beta, tf.float32)).items()}
             if not math.isfinite(stats["loss"]):
                 last = self.checkpoint_path()
+                if bar is not None:
+                    print()  # end the progress bar's line before the message
                 raise FloatingPointError(
                     f"The {self.kind} loss became {stats['loss']} at epoch {epoch + 1}, step {i + 1} "
                     f"(global step {self.position['step'] + 1}). {self.nan_hint} "
@@ -418,10 +453,13 @@ class Loop:
                     values=[("loss", sums["loss"] / seen), ("acc", sums["correct"] / seen),
                             ("kl", stats.get("kl", 0.0)), ("beta", beta), *status],
                 )
-            if self._stop_signal:
+            if self._stop_requested():
                 path = self.save_checkpoint()
+                if bar is not None:
+                    print()
+                by = self._stop_signal or "a signal to another worker"
                 raise Interrupted(
-                    f"Stopped by {self._stop_signal} at epoch {epoch + 1}, step {i + 1}. "
+                    f"Stopped by {by} at epoch {epoch + 1}, step {i + 1}. "
                     + (f"Checkpoint saved: {path}; continue with --resume." if path else "No checkpoint directory.")
                 )
             if (
@@ -486,6 +524,21 @@ def saved_config(out_dir, config_cls, kind):
             return config_cls.from_dict(json.load(f)["config"])
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"Cannot read the checkpoint state {state!r}: {e}") from e
+
+
+def check_resume_config(saved, requested, checkpoint_dir):
+    """Checks that a resumed run asks for the configuration its checkpoint holds.
+
+    Raises:
+        ValueError: naming the fields that differ.
+    """
+    if saved != requested:
+        requested = requested.to_dict()
+        diff = sorted(k for k, v in saved.to_dict().items() if requested.get(k) != v)
+        raise ValueError(
+            f"The checkpoint in {os.fspath(checkpoint_dir)!r} was written with a different configuration "
+            f"(fields differ: {', '.join(diff)}). Resume with the configuration it was saved with."
+        )
 
 
 def write_json(path, data):

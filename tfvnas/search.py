@@ -314,7 +314,8 @@ def search(
         epochs: overrides the number of epochs.
         seed: overrides the seed.
         resume: continue the run whose checkpoints are in `out_dir`; its
-            saved configuration is used.
+            saved configuration is used (`config`, `epochs` and `seed`, if
+            given, must resolve with `preset` to that same configuration).
         checkpoint_every: also checkpoint every this many steps.
         deterministic: seeds and op determinism (bit-identical reruns on one
             machine; slower).
@@ -332,6 +333,12 @@ def search(
         strategy = loop_lib.make_strategy(strategy)
     if resume:
         cfg = loop_lib.saved_config(out_dir, config_lib.SearchConfig, "search")
+        if config is not None or epochs is not None or seed is not None:
+            # Given with `resume`, they must describe the run it continues.
+            loop_lib.check_resume_config(
+                cfg, resolve_config(preset, config, epochs=epochs, seed=seed),
+                os.path.join(out_dir, loop_lib.CHECKPOINT_SUBDIR),
+            )
     else:
         cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
     if deterministic:

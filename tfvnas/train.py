@@ -319,7 +319,9 @@ def train(
             'mirrored', 'multiworker'); default the current strategy.
         epochs: overrides the number of epochs.
         seed: overrides the seed.
-        resume: continue the run whose checkpoints are in `out_dir`.
+        resume: continue the run whose checkpoints are in `out_dir`; its
+            saved configuration is used (`config`, `epochs` and `seed`, if
+            given, must resolve with `preset` to that same configuration).
         checkpoint_every: also checkpoint every this many steps.
         deterministic: seeds and op determinism.
         verbose: 0 silent, 1 progress bar and summary.
@@ -341,6 +343,12 @@ def train(
     genotype.validate(ops_lib.op_names())
     if resume:
         cfg = loop_lib.saved_config(out_dir, config_lib.TrainConfig, "training")
+        if config is not None or epochs is not None or seed is not None:
+            # Given with `resume`, they must describe the run it continues.
+            loop_lib.check_resume_config(
+                cfg, resolve_config(preset, config, epochs=epochs, seed=seed),
+                os.path.join(out_dir, loop_lib.CHECKPOINT_SUBDIR),
+            )
     else:
         cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
     if deterministic:
