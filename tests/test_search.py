@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import LOGICAL_CPUS, summary_events
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
@@ -29,7 +29,10 @@ HISTORY_FIELDS = {
 def cli_run(tmp_path_factory):
     """`tfvnas search --preset smoke` through the command's own entry point."""
     out = tmp_path_factory.mktemp("cli") / "search"
-    code = main(["search", "--dataset", "mnist-5k", "--preset", "smoke", "--out", str(out), "--seed", "3"])
+    code = main([
+        "search", "--dataset", "mnist-5k", "--preset", "smoke", "--out", str(out), "--seed", "3",
+        "--tensorboard", str(out.parent / "tb"),
+    ])
     return code, out
 
 
@@ -192,3 +195,25 @@ def test_beta_warms_up_linearly():
     searcher.config = cfg
     searcher.total_steps = 8
     assert [searcher.beta(s) for s in (0, 2, 4, 8)] == [0.0, 1.0, 2.0, 2.0]
+
+
+def test_tensorboard_holds_scalars_histograms_and_cell_images(cli_run):
+    _, out = cli_run
+    events = summary_events(out.parent / "tb")
+    history = _read(out / "search_history.json")["epochs"]
+    for tag in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "kl_arch", "beta",
+                "weight_lr", "active_ops/normal", "active_ops/reduce", "pruned_this_epoch"):
+        assert [(s, p) for s, p, _ in events[tag]] == [(r["epoch"], "scalars") for r in history], tag
+        np.testing.assert_allclose([float(v) for _, _, v in events[tag]],
+                                   [float(r[tag.split("/")[0]] if "/" not in tag else r["active_ops"][tag.split("/")[1]])
+                                    for r in history], rtol=1e-6)
+    for cell_type in ("normal", "reduce"):
+        hist = events[f"log_alpha/{cell_type}"]
+        assert [(s, p) for s, p, _ in hist] == [(r["epoch"], "histograms") for r in history]
+        # The histogram covers the gates still active at that epoch.
+        counts = [float(np.sum(v[:, 2])) for _, _, v in hist]
+        assert counts == [float(r["active_ops"][cell_type]) for r in history]
+        images = events[f"cell/{cell_type}"]
+        assert [(s, p) for s, p, _ in images] == [(r["epoch"], "images") for r in history]
+        width, height, png = images[-1][2][:3]
+        assert int(width) > 100 and int(height) > 100 and png[:8] == b"\x89PNG\r\n\x1a\n"

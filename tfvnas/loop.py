@@ -154,6 +154,7 @@ class Loop:
         self.position = {"epoch": 0, "step_in_epoch": 0, "step": 0, "sums": None}
         self.checkpoint_dir = None
         self._stop_signal = None
+        self.summaries = None  # a tfvnas.tensorboard.EpochSummaries while `train` runs
         self._multi_worker = num_workers(self.strategy) > 1
         self._build_steps()
 
@@ -379,11 +380,13 @@ class Loop:
             previous[sig] = signal.signal(sig, handler)
         return previous
 
-    def train(self, checkpoint_dir=None):
+    def train(self, checkpoint_dir=None, tensorboard_dir=None):
         """Runs (or continues) the epochs; returns the history.
 
         Args:
             checkpoint_dir: where checkpoints go (None: none are written).
+            tensorboard_dir: where TensorBoard summaries go, one step per
+                epoch (None: none are written).
 
         Raises:
             FloatingPointError: when the loss stops being finite (the last
@@ -391,6 +394,10 @@ class Loop:
             Interrupted: after SIGTERM/SIGINT, once a checkpoint is saved.
         """
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+        if tensorboard_dir is not None:
+            from tfvnas.tensorboard import EpochSummaries
+
+            self.summaries = EpochSummaries(tensorboard_dir)
         previous = self._install_signal_handlers()
         try:
             while self.position["epoch"] < self.config.epochs:
@@ -482,6 +489,8 @@ class Loop:
         record = self.epoch_record(record, sums)
         record["time_s"] = round(time.perf_counter() - start, 3)
         self.history.append(record)
+        if self.summaries is not None and is_chief(self.strategy):
+            self.write_summaries(record)
         self.position = {"epoch": epoch + 1, "step_in_epoch": 0, "step": self.position["step"], "sums": None}
         if self.verbose:
             print("  " + self.epoch_line(record))
@@ -498,6 +507,10 @@ class Loop:
 
     def epoch_record(self, record, sums):
         return record
+
+    def write_summaries(self, record):
+        """TensorBoard summaries of one epoch (scalars of the record by default)."""
+        self.summaries.scalars(record, record["epoch"])
 
     def epoch_line(self, record):
         return f"val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"

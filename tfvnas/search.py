@@ -232,12 +232,20 @@ class Searcher(loop_lib.Loop):
             + (f"  weight sparsity {sparsity:.3f}" if sparsity is not None else "")
         )
 
-    def run(self, out_dir=None, resume=False):
+    def write_summaries(self, record):
+        super().write_summaries(record)
+        step = record["epoch"]
+        for cell_type, gates in self.model.gates.items():
+            self.summaries.histogram(f"log_alpha/{cell_type}", gates.log_alpha().numpy(), step)
+        self.summaries.genotype_images(self.model.derive("top_k", k=self.config.top_k), step)
+
+    def run(self, out_dir=None, resume=False, tensorboard_dir=None):
         """Runs the search; writes the artefacts (and checkpoints) to `out_dir` when given.
 
         Args:
             out_dir: output folder (None: nothing written, no checkpoints).
             resume: continue from the latest checkpoint in `out_dir`.
+            tensorboard_dir: TensorBoard log folder (None: no summaries).
 
         Returns:
             A `SearchResult`.
@@ -249,7 +257,7 @@ class Searcher(loop_lib.Loop):
             path = self.restore(checkpoint_dir)
             if self.verbose:
                 print(f"Resuming from {path} (epoch {self.position['epoch'] + 1}, step {self.position['step']})")
-        self.train(checkpoint_dir)
+        self.train(checkpoint_dir, tensorboard_dir)
         model, cfg = self.model, self.config
         result = SearchResult(
             genotype=model.derive("top_k", k=cfg.top_k),
@@ -296,6 +304,7 @@ def search(
     resume=False,
     checkpoint_every=0,
     deterministic=False,
+    tensorboard_dir=None,
     verbose=1,
 ):
     """Searches a cell with VINNAS.
@@ -317,6 +326,8 @@ def search(
             saved configuration is used (`config`, `epochs` and `seed`, if
             given, must resolve with `preset` to that same configuration).
         checkpoint_every: also checkpoint every this many steps.
+        tensorboard_dir: TensorBoard log folder: scalars per epoch (and, for a
+            search, log_alpha histograms and a drawing of the cell so far).
         deterministic: seeds and op determinism (bit-identical reruns on one
             machine; slower).
         verbose: 0 silent, 1 progress bar and summary.
@@ -346,7 +357,7 @@ def search(
     if not isinstance(dataset, data_lib.Dataset):
         dataset = data_lib.load(dataset, seed=cfg.seed)
     searcher = Searcher(cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
-    result = searcher.run(out_dir, resume=resume)
+    result = searcher.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
     if verbose:
         print(result.summary())
     return result

@@ -196,7 +196,7 @@ class Trainer(loop_lib.Loop):
             line += f"  weight sparsity {record['weight_sparsity']:.3f}"
         return line
 
-    def run(self, out_dir=None, resume=False):
+    def run(self, out_dir=None, resume=False, tensorboard_dir=None):
         """Trains; writes the artefacts (and checkpoints) to `out_dir` when given.
 
         Returns:
@@ -207,7 +207,7 @@ class Trainer(loop_lib.Loop):
             path = self.restore(checkpoint_dir)
             if self.verbose:
                 print(f"Resuming from {path} (epoch {self.position['epoch'] + 1}, step {self.position['step']})")
-        self.train(checkpoint_dir)
+        self.train(checkpoint_dir, tensorboard_dir)
         test_loss, test_acc = self.evaluate("test")
         from tfvnas.export import count_parameters
 
@@ -301,6 +301,7 @@ def train(
     resume=False,
     checkpoint_every=0,
     deterministic=False,
+    tensorboard_dir=None,
     verbose=1,
 ):
     """Trains the network of `genotype` from scratch.
@@ -323,6 +324,8 @@ def train(
             saved configuration is used (`config`, `epochs` and `seed`, if
             given, must resolve with `preset` to that same configuration).
         checkpoint_every: also checkpoint every this many steps.
+        tensorboard_dir: TensorBoard log folder: scalars per epoch (and, for a
+            search, log_alpha histograms and a drawing of the cell so far).
         deterministic: seeds and op determinism.
         verbose: 0 silent, 1 progress bar and summary.
 
@@ -356,7 +359,7 @@ def train(
     if not isinstance(dataset, data_lib.Dataset):
         dataset = data_lib.load(dataset, seed=cfg.seed)
     trainer = Trainer(genotype, cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
-    result = trainer.run(out_dir, resume=resume)
+    result = trainer.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
     if verbose:
         print(result.summary())
     return result
