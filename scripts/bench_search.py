@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+"""Search-step benchmark: tfvnas (VINNAS) against the PyTorch DARTS reference.
+
+For each configuration in `CONFIGS` it runs, on this machine and in this run,
+every variant in its own subprocess (so memory and first-step time are
+measured from a clean process):
+
+- `vinnas`: the tfvnas search step (`Searcher._train_step`, the
+  `tf.function` the search runs; first-order bi-level: a gate update on one
+  batch, a weight update on another), `weight_vd` off;
+- `vinnas+weight_vd`: the same with sparse variational weights;
+- `reference`: `shared/bench/torch_darts_reference.py` with the same cells,
+  channels, batch, input and threads, run before and after the tfvnas
+  variants (the faster run is kept; `step_ms_runs` has both).
+
+tfvnas has no softmax (DARTS) mixing, so there is no `darts` variant.
+
+Every variant prints one JSON line (once the configuration is done) with `config`, `variant`, `step_ms`
+(median), `images_per_s` (2 x batch per step: both halves of the bi-level
+step, as the reference counts), `ratio_vs_reference` (images/s over the
+reference's), `first_step_s` (process start to the end of the first step,
+imports and tracing included) and `peak_rss_mb` (the child's peak RSS from
+`wait4`). The tfvnas rows also carry `data_wait_ms` (median time the step
+waited for its input batch), and the pruning fields `step_ms_start`,
+`step_ms_half_pruned` and `prune_speedup`: half of the gates of each cell
+type are pruned through the search's own end-of-epoch path, and the step
+traced before pruning and the one traced after are timed alternately.
+
+The table goes to docs/BENCHMARKS.md between the `bench:begin` and
+`bench:end` markers (the rest of the file is kept).
+
+Usage:
+    python scripts/bench_search.py                   # every configuration
+    python scripts/bench_search.py --configs 0,2 --steps 10 --warmup 3
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+REFERENCE = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench", "torch_darts_reference.py"))
+DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+# (name, cells, channels, batch, height/width, input channels, dataset)
+CONFIGS = [
+    dict(name="3c-4ch-b32-8x8x1", layers=3, channels=4, batch=32, size=8, in_channels=1, data="synthetic"),
+    dict(name="3c-8ch-b64-16x16x1", layers=3, channels=8, batch=64, size=16, in_channels=1, data="synthetic"),
+    dict(name="5c-8ch-b64-28x28x1", layers=5, channels=8, batch=64, size=28, in_channels=1, data="synthetic"),
+    # The `quick` preset as `tfvnas search` runs it (4 cells, 8 channels,
+    # batch 64, the bundled mnist-5k, weight_vd off): the first-step target
+    # is set on it.
+    dict(name="quick-4c-8ch-b64-28x28x1", layers=4, channels=8, batch=64, size=28, in_channels=1, data="mnist-5k",
+         only=("vinnas",)),
+]
+VARIANTS = ("vinnas", "vinnas+weight_vd", "reference")
+
+
+# ---------------------------------------------------------------------------
+# Children
+# ---------------------------------------------------------------------------
+
+
+def _median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
+
+
+def _tfvnas_child(spec):
+    """One tfvnas variant; returns its result dict (runs in a fresh process)."""
+    threads = spec["threads"]
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from tfvnas import config as config_lib
+    from tfvnas import data as data_lib
+    import tfvnas.search  # noqa: F401  (the package re-exports the function `search`)
+
+    search_lib = sys.modules["tfvnas.search"]
+    c = spec["config"]
+    weight_vd = spec["variant"] == "vinnas+weight_vd"
+    cfg = config_lib.preset("quick")
+    if c["data"] == "mnist-5k":
+        dataset = data_lib.load("mnist-5k", seed=cfg.seed)
+        cfg = cfg.replace(weight_vd=weight_vd)
+    else:
+        rng = np.random.default_rng(0)
+        shape = (c["size"], c["size"], c["in_channels"])
+        n_train = 2 * c["batch"] * 16  # 16 bi-level steps per epoch
+
+        def images(n):
+            return rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
+
+        def labels(n):
+            return rng.integers(0, 10, n).astype(np.int32)
+
+        dataset = data_lib.Dataset(
+            "synthetic", images(n_train), labels(n_train), images(c["batch"]), labels(c["batch"]),
+            images(c["batch"]), labels(c["batch"]), 10,
+        )
+        cfg = cfg.replace(
+            layers=c["layers"], channels=c["channels"], batch_size=c["batch"], weight_vd=weight_vd
+        )
+        cfg = config_lib.SearchConfig.from_dict({**cfg.to_dict(), "limit": None})
+    if not spec.get("fuse", True):
+        from tfvnas import supernet
+
+        supernet.MixedEdge._fusable = lambda self: False
+    searcher = search_lib.Searcher(cfg, dataset, verbose=0)
+
+    def batches():
+        epoch = 0
+        while True:
+            for b in searcher._epoch_data(epoch):
+                yield b
+            epoch += 1
+
+    stream = batches()
+    beta = tf.constant(searcher.beta(0), tf.float32)
+
+    def timed(step_fn):
+        t0 = time.perf_counter()
+        b = next(stream)
+        t1 = time.perf_counter()
+        out = step_fn(b, beta)
+        float(out["loss"])  # waits for the step, as the loop does
+        t2 = time.perf_counter()
+        return t2 - t1, t1 - t0
+
+    timed(searcher._train_step)
+    first_step_at = time.time()
+    for _ in range(spec["warmup"]):
+        timed(searcher._train_step)
+    steps, waits = [], []
+    for _ in range(spec["steps"]):
+        s, w = timed(searcher._train_step)
+        steps.append(s)
+        waits.append(w)
+    import resource
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    step = _median(steps)
+    result = {
+        "step_ms": round(step * 1e3, 2),
+        "images_per_s": round(2 * c["batch"] / step, 1),
+        "first_step_at": first_step_at,
+        "data_wait_ms": round(_median(waits) * 1e3, 3),
+        "peak_rss_mb_before_pruning": round(rss_mb, 1),
+    }
+    if spec["prune"]:
+        result.update(_prune_half(searcher, timed, spec))
+    return result
+
+
+def _prune_half(searcher, timed, spec):
+    """Prunes half the gates of each cell type; times the old and new steps alternately."""
+    import numpy as np
+
+    model = searcher.model
+    rng = np.random.default_rng(1)
+    for gates in model.gates.values():
+        shape = tuple(gates.theta.shape)
+        n = shape[0] * shape[1]
+        chosen = rng.permutation(n)[: n // 2]
+        log_sigma2 = gates.log_sigma2.numpy().reshape(-1)
+        log_sigma2[chosen] = 30.0  # log_alpha far above any threshold
+        gates.log_sigma2.assign(log_sigma2.reshape(shape))
+    start_step = searcher._train_step
+    t0 = time.perf_counter()
+    pruned = searcher.end_epoch(0)["pruned_this_epoch"]  # the search's own pruning path
+    pruned_step = searcher._train_step
+    timed(pruned_step)  # (re-)trace
+    retrace_s = time.perf_counter() - t0
+    for _ in range(spec["warmup"]):
+        timed(start_step)
+        timed(pruned_step)
+    before, after = [], []
+    for _ in range(spec["steps"]):
+        before.append(timed(start_step)[0])
+        after.append(timed(pruned_step)[0])
+    b, a = _median(before), _median(after)
+    return {
+        "pruned_gates": pruned,
+        "active_gates": sum(model.active_ops().values()),
+        "step_ms_start": round(b * 1e3, 2),
+        "step_ms_half_pruned": round(a * 1e3, 2),
+        "prune_speedup": round(b / a, 3),
+        "retrace_after_pruning_s": round(retrace_s, 2),
+        "retraced": pruned_step is not start_step,
+    }
+
+
+def _child_main(spec):
+    result = _tfvnas_child(spec)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Parent
+# ---------------------------------------------------------------------------
+
+
+class _Reaper:
+    """Runs a child and reads its own peak RSS with `os.wait4`."""
+
+    @staticmethod
+    def run(cmd, env=None):
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.time() - t0
+        return out, err, proc.returncode, usage.ru_maxrss / 1024, wall, t0
+
+
+def _child_env(threads):
+    env = dict(os.environ)
+    # This checkout's tfvnas, after any PYTHONPATH the caller set.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), ROOT) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_tfvnas(config, variant, args):
+    prune = not args.no_prune and (variant == "vinnas" or args.prune_all)
+    spec = dict(config=config, variant=variant, steps=args.steps, warmup=args.warmup,
+                threads=args.threads, prune=prune, fuse=not args.no_fuse)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
+    out, err, code, rss, wall, t0 = _Reaper.run(cmd, _child_env(args.threads))
+    line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
+    if code != 0 or line is None:
+        raise RuntimeError(f"{variant} on {config['name']} failed (exit {code}):\n{err[-4000:]}")
+    r = json.loads(line[len("RESULT "):])
+    r["first_step_s"] = round(r.pop("first_step_at") - t0, 2)
+    r["peak_rss_mb"] = round(rss, 1)
+    return r
+
+
+def run_reference(config, args):
+    base = [sys.executable, REFERENCE, "--layers", str(config["layers"]), "--channels", str(config["channels"]),
+            "--batch", str(config["batch"]), "--size", str(config["size"]),
+            "--in-channels", str(config["in_channels"]), "--threads", str(args.threads)]
+    env = _child_env(args.threads)
+    out, err, code, rss, wall, _ = _Reaper.run(base + ["--steps", str(args.steps), "--warmup", str(args.warmup)], env)
+    if code != 0:
+        raise RuntimeError(f"reference on {config['name']} failed (exit {code}):\n{err[-4000:]}")
+    r = json.loads(out.strip().splitlines()[-1])
+    # Start to first finished step: a separate process that runs one step and exits.
+    _, err1, code1, _, wall1, _ = _Reaper.run(base + ["--steps", "1", "--warmup", "0"], env)
+    if code1 != 0:
+        raise RuntimeError(f"reference first step on {config['name']} failed:\n{err1[-4000:]}")
+    return {"step_ms": r["step_ms"], "images_per_s": r["images_per_s"], "first_step_s": round(wall1, 2),
+            "peak_rss_mb": round(rss, 1), "threads": r["threads"]}
+
+
+def machine_info(threads):
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cores": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = re.search(r"model name\s*:\s*(.*)", f.read())
+        info["cpu"] = model.group(1).strip() if model else platform.processor()
+    except OSError:
+        info["cpu"] = platform.processor()
+    code = ("import json, tensorflow as tf, keras, tensorflow_probability as tfp, torch; "
+            "print(json.dumps({'tensorflow': tf.__version__, 'keras': keras.__version__, "
+            "'tfp': tfp.__version__, 'torch': torch.__version__}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(threads))
+    try:
+        info.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        info["versions_error"] = out.stderr[-500:]
+    info["threads"] = (f"TF intra_op={threads}, inter_op={threads}; torch.set_num_threads({threads}); "
+                       f"OMP_NUM_THREADS={threads}; TF_ENABLE_ONEDNN_OPTS="
+                       f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (default on)')}")
+    return info
+
+
+def _load():
+    return "%.2f %.2f %.2f" % os.getloadavg()
+
+
+def _fmt(v, spec="{:.2f}"):
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return spec.format(v)
+    return str(v)
+
+
+def render(rows, info, command, started, finished, loads):
+    lines = [
+        BEGIN,
+        "",
+        f"Generated by `{command}` (started {started}, finished {finished}; "
+        f"load average at start / end: {loads[0]} / {loads[-1]}).",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("threads",)) + ".",
+        "",
+        "Threads: " + info.get("threads", "") + ".",
+        "",
+        "| config | variant | step ms | images/s | x reference | first step s | peak RSS MB "
+        "| data wait ms | step ms start / half pruned | prune speed-up |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        pruned = ""
+        if r.get("step_ms_start") is not None:
+            pruned = f"{r['step_ms_start']:.0f} / {r['step_ms_half_pruned']:.0f}"
+        lines.append(
+            f"| {r['config']} | {r['variant']} | {_fmt(r['step_ms'], '{:.1f}')} | {_fmt(r['images_per_s'], '{:.1f}')} "
+            f"| {_fmt(r['ratio_vs_reference'])} | {_fmt(r['first_step_s'], '{:.1f}')} "
+            f"| {_fmt(r['peak_rss_mb'], '{:.0f}')} | {_fmt(r.get('data_wait_ms'), '{:.2f}')} "
+            f"| {pruned or '-'} | {_fmt(r.get('prune_speedup'))} |"
+        )
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_doc(path, block):
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block + tail
+    else:
+        text = "# Benchmarks\n\n" + block + "\n" + text
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default=None,
+                    help=f"comma-separated indices into CONFIGS (0..{len(CONFIGS) - 1}); default all")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps after the first")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of both frameworks")
+    ap.add_argument("--no-prune", action="store_true", help="skip the half-pruned timing")
+    ap.add_argument("--prune-all", action="store_true",
+                    help="half-pruned timing for every tfvnas variant (default: `vinnas` only)")
+    ap.add_argument("--no-fuse", action="store_true",
+                    help="ablation: compute every edge op by op (no fused edge)")
+    ap.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
+    ap.add_argument("--no-doc", action="store_true", help="print the JSON lines only")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        _child_main(json.loads(args.child))
+        return 0
+    indices = list(range(len(CONFIGS))) if args.configs is None else [int(i) for i in args.configs.split(",")]
+    for i in indices:
+        if not 0 <= i < len(CONFIGS):
+            raise SystemExit(f"--configs: index {i} is not in 0..{len(CONFIGS) - 1}")
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"--variants: unknown variant {v!r}; known: {', '.join(VARIANTS)}")
+    command = "python scripts/bench_search.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    loads = [_load()]
+    info = machine_info(args.threads)
+    rows = []
+    for i in indices:
+        config = CONFIGS[i]
+        results = {}
+        tf_variants = [v for v in variants if v != "reference" and not (config.get("only") and v not in config["only"])]
+        # The reference runs before and after the tfvnas variants and the
+        # faster of its two runs is kept: its OpenMP threads suffer more
+        # than TensorFlow's from other processes on the two cores, and the
+        # faster run is the conservative baseline for the ratios.
+        order = (["reference"] if "reference" in variants else []) + tf_variants
+        for variant in order:
+            r = run_reference(config, args) if variant == "reference" else run_tfvnas(config, variant, args)
+            results[variant] = r
+            ref = results.get("reference")
+            row = {"config": config["name"], "variant": variant, "step_ms": r["step_ms"],
+                   "images_per_s": r["images_per_s"],
+                   "ratio_vs_reference": round(r["images_per_s"] / ref["images_per_s"], 3) if ref else None,
+                   "first_step_s": r["first_step_s"], "peak_rss_mb": r["peak_rss_mb"]}
+            row.update({k: v for k, v in r.items() if k not in row})
+            row["load"] = _load()
+            rows.append(row)
+        if "reference" in results and tf_variants:
+            second = run_reference(config, args)
+            first = results["reference"]
+            best = min((first, second), key=lambda r: r["step_ms"])
+            ref_row = next(r for r in rows if r["config"] == config["name"] and r["variant"] == "reference")
+            ref_row.update({k: v for k, v in best.items()})
+            ref_row["step_ms_runs"] = [first["step_ms"], second["step_ms"]]
+            ref_row["first_step_s"] = min(first["first_step_s"], second["first_step_s"])
+            ref_row["peak_rss_mb"] = max(first["peak_rss_mb"], second["peak_rss_mb"])
+            for row in rows:
+                if row["config"] == config["name"] and row["variant"] != "reference":
+                    row["ratio_vs_reference"] = round(row["images_per_s"] / best["images_per_s"], 3)
+        for row in rows:
+            if row["config"] == config["name"]:
+                print(json.dumps(row), flush=True)  # once the ratios are final
+        loads.append(_load())
+    if not args.no_doc:
+        finished = time.strftime("%Y-%m-%d %H:%M:%S")
+        write_doc(args.doc, render(rows, info, command, started, finished, loads))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
