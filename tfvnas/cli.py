@@ -95,6 +95,7 @@ def build_parser():
         ),
     )
     _add_loop_args(run, "search and training", "SearchConfig")
+    _add_method_arg(run)
     run.add_argument("--out", help="output folder (default: saved_models/<dataset>-<preset>)")
     run.add_argument("--train-config", help="JSON or YAML file of TrainConfig fields")
     run.add_argument("--train-epochs", type=_positive_int, help="override the training preset's epochs")
@@ -110,6 +111,7 @@ def build_parser():
         ),
     )
     _add_loop_args(search, "search", "SearchConfig")
+    _add_method_arg(search)
     search.add_argument("--out", default="runs/search", help="output folder (default: runs/search)")
     search.set_defaults(handler=_search)
 
@@ -153,6 +155,13 @@ def build_parser():
     return parser
 
 
+def _add_method_arg(parser):
+    parser.add_argument(
+        "--method", choices=("vinnas", "darts"),
+        help="vinnas (default) or darts: the DARTS baseline (softmax mixing, op set darts_none)",
+    )
+
+
 def _add_export_flags(parser):
     parser.add_argument("--int8", action="store_true", help="also write an int8 post-training-quantized .tflite")
     parser.add_argument(
@@ -182,6 +191,7 @@ def _search(args):
         out_dir=args.out,
         epochs=args.epochs,
         seed=args.seed,
+        method=args.method,
         **_loop_kwargs(args),
     )
     return 0
@@ -232,6 +242,7 @@ def _run(args):
         seed=args.seed,
         int8=args.int8,
         qat=args.qat,
+        method=args.method,
         **_loop_kwargs(args),
     )
     return 0

@@ -28,8 +28,8 @@ class SoftmaxGates(keras.layers.Layer):
 
     It has the interface of `tfvnas.variational.GaussianGates`, so the
     supernet and the search treat both alike: calling it returns
-    `(weights, None)` (softmax over each edge's ops, and no variance: the
-    edges mix without noise); `log_alpha()` returns the derivation score
+    `(weights, zeros)` (softmax over each edge's ops, and zero variance; the
+    supernet's edges then mix without drawing noise); `log_alpha()` returns the derivation score
     `-softmax(alpha)` (lower is stronger, always below any threshold); `kl()`
     is zero and `prune()` prunes nothing.
 
@@ -72,11 +72,12 @@ class SoftmaxGates(keras.layers.Layer):
         return 0
 
     def call(self, training=None):
-        return self.weights_(), None
+        weights = self.weights_()
+        return weights, tf.zeros_like(weights)
 
     def compute_output_spec(self, training=None):
         shape = (self.num_edges, self.num_ops)
-        return (keras.KerasTensor(shape), None)
+        return (keras.KerasTensor(shape), keras.KerasTensor(shape))
 
     def get_config(self):
         config = super().get_config()

@@ -62,6 +62,7 @@ def run(
     seed=None,
     int8=False,
     qat=False,
+    method=None,
     strategy="auto",
     resume=False,
     checkpoint_every=0,
@@ -83,6 +84,7 @@ def run(
         epochs: overrides the search epochs; `train_epochs` the training's.
         seed: overrides both seeds.
         int8, qat: also write the int8 and the QAT int8 .tflite.
+        method: the search method ('vinnas' or 'darts'; default the config's).
         strategy: a `tf.distribute.Strategy` or a name; shared by both loops.
         resume: skip finished steps and continue an interrupted one.
         checkpoint_every: also checkpoint every this many steps.
@@ -137,7 +139,8 @@ def run(
         say(f"search -> {dirs['search']}")
         run_search(
             dataset, preset=preset, config=search_config, out_dir=dirs["search"], epochs=epochs,
-            seed=seed, resume=state == "interrupted", tensorboard_dir=board["search"], **common,
+            seed=seed, method=method, resume=state == "interrupted", tensorboard_dir=board["search"],
+            **common,
         )
     genotype = genotype_lib.Genotype.load(os.path.join(dirs["search"], "genotype.json"))
 

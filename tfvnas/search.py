@@ -19,6 +19,7 @@ from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
+from tfvnas import ops as ops_lib
 from tfvnas import supernet as supernet_lib
 from tfvnas import variational
 
@@ -123,6 +124,7 @@ class Searcher(loop_lib.Loop):
             gate_log_sigma2_init=cfg.gate_log_sigma2_init,
             normalisation=ds.normalisation(),
             seed=cfg.seed,
+            method=cfg.method,
         )
         model.build((None,) + tuple(ds.image_shape))
         return model
@@ -149,7 +151,8 @@ class Searcher(loop_lib.Loop):
 
     def _loss(self, x, y, beta):
         logits = self.model(x, training=True)
-        kl = tf.add_n(self.model.losses)
+        losses = self.model.losses
+        kl = tf.add_n(losses) if losses else tf.constant(0.0)
         loss, _, _ = variational.elbo_loss(
             y, logits, kl, n_train=self.n_train, beta=beta, global_batch_size=self.config.batch_size
         )
@@ -301,6 +304,7 @@ def search(
     strategy=None,
     epochs=None,
     seed=None,
+    method=None,
     resume=False,
     checkpoint_every=0,
     deterministic=False,
@@ -322,6 +326,8 @@ def search(
             'mirrored', 'multiworker'); default the current strategy.
         epochs: overrides the number of epochs.
         seed: overrides the seed.
+        method: overrides the method: 'vinnas', or 'darts' for the DARTS
+            baseline (which also switches the default op set to `darts_none`).
         resume: continue the run whose checkpoints are in `out_dir`; its
             saved configuration is used (`config`, `epochs` and `seed`, if
             given, must resolve with `preset` to that same configuration).
@@ -351,7 +357,9 @@ def search(
                 os.path.join(out_dir, loop_lib.CHECKPOINT_SUBDIR),
             )
     else:
-        cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
+        cfg = resolve_config(preset, config, epochs=epochs, seed=seed, method=method)
+        if method == "darts" and cfg.op_set == ops_lib.DEFAULT_OP_SET and cfg.ops is None:
+            cfg = cfg.replace(op_set="darts_none")
     if deterministic:
         loop_lib.enable_determinism(cfg.seed)
     if not isinstance(dataset, data_lib.Dataset):

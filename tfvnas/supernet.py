@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvnas import checks
+from tfvnas import darts as darts_lib
 from tfvnas import genotype as genotype_lib
 from tfvnas import network
 from tfvnas import ops as ops_lib
@@ -67,6 +68,8 @@ class MixedEdge(keras.layers.Layer):
         # (their gates are exactly zero). Set by the Supernet from its gate
         # tables when a step is traced (`Supernet.computed_ops`).
         self.computed = tuple(range(len(self.op_names)))
+        # False for the DARTS baseline: a plain softmax mixture, no noise.
+        self.noisy = True
 
     def build(self, input_shape):
         self.built = True  # sublayers build on their first call (see ops._Chain)
@@ -88,7 +91,7 @@ class MixedEdge(keras.layers.Layer):
                     index = list(computed)
                     theta, sigma2 = tf.gather(theta, index), tf.gather(sigma2, index)
                 mean, var = variational.gate_mixture_moments(tf.stack(outputs, axis=0), theta, sigma2)
-        if training:
+        if training and self.noisy:
             return variational.sample_lrt(mean, var, self.seed_generator)
         return mean
 
@@ -178,9 +181,15 @@ class Supernet(keras.Model):
         gate_log_sigma2_init=-6.0,
         normalisation=((0.0,), (1.0,)),
         seed=0,
+        method="vinnas",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if method not in darts_lib.METHODS:
+            raise ValueError(
+                f"`method` must be one of {', '.join(darts_lib.METHODS)}. Received: method={method!r}"
+            )
+        self.method = method
         self.num_classes = checks.check_positive_int("num_classes", num_classes)
         self.num_layers = checks.check_positive_int("layers", layers)
         self.channels = checks.check_positive_int("channels", channels)
@@ -201,8 +210,16 @@ class Supernet(keras.Model):
             log_sigma2_init=self.gate_log_sigma2_init,
             threshold=self.threshold,
         )
-        self.normal_gates = variational.GaussianGates(num_edges, len(self.op_names), name="normal_gates", **gate_kw)
-        self.reduce_gates = variational.GaussianGates(num_edges, len(self.op_names), name="reduce_gates", **gate_kw)
+        if self.method == "darts":
+            self.normal_gates = darts_lib.SoftmaxGates(
+                num_edges, len(self.op_names), seed=self.seed, name="normal_gates"
+            )
+            self.reduce_gates = darts_lib.SoftmaxGates(
+                num_edges, len(self.op_names), seed=self.seed + 1, name="reduce_gates"
+            )
+        else:
+            self.normal_gates = variational.GaussianGates(num_edges, len(self.op_names), name="normal_gates", **gate_kw)
+            self.reduce_gates = variational.GaussianGates(num_edges, len(self.op_names), name="reduce_gates", **gate_kw)
 
         self.normalise = network.normalisation_layer(self.normalisation)
         self.stem = network.stem_layers(
@@ -229,6 +246,9 @@ class Supernet(keras.Model):
             )
             for plan in plans
         ]
+        for cell in self.cells:
+            for edge in cell.edge_layers:
+                edge.noisy = self.method == "vinnas"
         self.global_pool = keras.layers.GlobalAveragePooling2D()
         self.classifier = network.classifier_layer(self.num_classes, weight_vd=self.weight_vd, seed=self.seed)
 
@@ -273,8 +293,8 @@ class Supernet(keras.Model):
 
     @property
     def arch_variables(self):
-        """The gate parameters (theta and log_sigma2 of both cell types)."""
-        return [v for g in self.gates.values() for v in (g.theta, g.log_sigma2)]
+        """The gate parameters of both cell types (theta and log_sigma2; DARTS: alpha)."""
+        return [v for g in self.gates.values() for v in g.trainable_weights]
 
     @property
     def weight_variables(self):
@@ -330,6 +350,7 @@ class Supernet(keras.Model):
             "gate_log_sigma2_init": self.gate_log_sigma2_init,
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
+            "method": self.method,
         }
 
 
