@@ -174,3 +174,15 @@ def test_cutout_matches_numpy_and_is_a_function_of_the_seed():
     expected = _cutout_reference(x, centres, 4, np.array([0.0, -1.0], np.float32))
     np.testing.assert_array_equal(out, expected)
     assert (out != x).any()
+
+
+def test_synchronize_batch_norm_reaches_every_batch_norm(images):
+    from tfvnas import ops as ops_lib
+
+    net = _network(genotype_lib.load_genotype("darts_v2"), weight_vd=False)
+    before = net(images).numpy()
+    n = ops_lib.synchronize_batch_norm(net)
+    bns = [l for l in net._flatten_layers() if isinstance(l, ops_lib.BatchNorm)]
+    assert n == len(bns) > 10 and all(l.synchronized and l.get_config()["synchronized"] for l in bns)
+    # Inference (moving statistics) is unchanged; without replicas training is too.
+    np.testing.assert_array_equal(net(images).numpy(), before)

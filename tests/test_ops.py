@@ -565,3 +565,40 @@ def test_config_carries_every_constructor_argument():
     assert (config["kernel_size"], config["dilation_rate"]) == (5, 3)
     assert OP_CLASSES["Pool"]().get_config()["kind"] == "avg"
     assert OP_CLASSES["FactorizedReduce"]().get_config()["out_channels"] == 6
+
+
+def test_synchronized_batch_norm_uses_the_global_batch():
+    from tests.conftest import LOGICAL_CPUS
+
+    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    x = tf.random.stateless_normal((8, 3, 3, 4), seed=[3, 4]) * 2.0 + 1.0
+    # Two halves with different statistics: per-replica and global differ.
+    x = tf.concat([x[:4] + 3.0, x[4:]], axis=0)
+    with strategy.scope():
+        bn = ops.BatchNorm(affine=True, synchronized=True)
+        bn.build(x.shape)
+    reference = keras.layers.BatchNormalization(momentum=ops.BN_MOMENTUM, epsilon=ops.BN_EPSILON)
+    expected = reference(x, training=True).numpy()
+
+    @tf.function
+    def step(batch):
+        return strategy.run(lambda b: bn(b, training=True), args=(batch,))
+
+    data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(x))
+    out = step(next(iter(data)))
+    got = np.concatenate([t.numpy() for t in strategy.experimental_local_results(out)], axis=0)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), reference.moving_mean.numpy(), atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), reference.moving_variance.numpy(), atol=1e-4)
+    # Unsynchronised, each replica normalises its own half: not the global result.
+    with strategy.scope():
+        local = ops.BatchNorm(affine=True)
+        local.build(x.shape)
+
+    @tf.function
+    def local_step(batch):
+        return strategy.run(lambda b: local(b, training=True), args=(batch,))
+
+    out = local_step(next(iter(data)))
+    per_replica = np.concatenate([t.numpy() for t in strategy.experimental_local_results(out)], axis=0)
+    assert np.abs(per_replica - expected).max() > 0.1

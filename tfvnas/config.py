@@ -136,6 +136,8 @@ class SearchConfig(_Config):
         top_k: inputs per node of the `top_k` genotype.
         seed: seed of initialisation, data order and noise.
         limit: use only the first `limit` training examples (None: all).
+        sync_bn: batch-norm statistics over the global batch (all replicas)
+            instead of each replica's share.
         method: 'vinnas' (Gaussian ARD gates) or 'darts' (the DARTS baseline:
             softmax mixing, no noise, no KL, no pruning; use it with the
             `darts_none` op set, as DARTS does).
@@ -167,6 +169,7 @@ class SearchConfig(_Config):
     seed: int = 0
     limit: typing.Optional[int] = None
     method: str = "vinnas"
+    sync_bn: bool = False
 
     def validate(self):
         for name in ("layers", "channels", "nodes", "stem_multiplier", "epochs", "batch_size", "top_k"):
@@ -238,6 +241,7 @@ class TrainConfig(_Config):
         threshold: a weight is zero at `log_alpha >= threshold`.
         seed: seed of initialisation, data order and noise.
         limit: use only the first `limit` training examples (None: all).
+        sync_bn: batch-norm statistics over the global batch (all replicas).
     """
 
     layers: int = 8
@@ -260,6 +264,7 @@ class TrainConfig(_Config):
     threshold: float = 3.0
     seed: int = 0
     limit: typing.Optional[int] = None
+    sync_bn: bool = False
 
     def validate(self):
         for name in ("layers", "channels", "stem_multiplier", "epochs", "batch_size", "lr", "grad_clip"):

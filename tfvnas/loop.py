@@ -137,6 +137,10 @@ class Loop:
         with self.strategy.scope():
             keras.utils.set_random_seed(config.seed)
             self.model = self.build_model()
+            if getattr(config, "sync_bn", False):
+                from tfvnas.ops import synchronize_batch_norm
+
+                synchronize_batch_norm(self.model)
             self.optimizers = self.build_optimizers(self.total_steps)
             # Built under the scope before the first step (else the first
             # distributed step fails with a placeholder error).

@@ -93,21 +93,29 @@ class BatchNorm(keras.layers.Layer):
     makes its first trace slow. Moving statistics average across replicas
     (`aggregation="mean"`).
 
+    With `synchronized=True`, training normalises with the statistics of the
+    global batch: each replica's per-channel sums are added across replicas
+    (one all-reduce), as `keras.layers.BatchNormalization(synchronized=True)`
+    does. Without a strategy, or on one replica, it is the same as the
+    per-replica statistics.
+
     Args:
         affine: learn a scale and an offset (`center` and `scale`).
         momentum: moving-average momentum.
         epsilon: variance epsilon.
+        synchronized: batch statistics over all replicas.
 
     Call arguments:
         inputs: NHWC tensor.
         training: normalise with batch statistics and update the moving ones.
     """
 
-    def __init__(self, affine=True, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, **kwargs):
+    def __init__(self, affine=True, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         self.affine = bool(affine)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
+        self.synchronized = bool(synchronized)
 
     def build(self, input_shape):
         channels = (int(input_shape[-1]),)
@@ -129,8 +137,36 @@ class BatchNorm(keras.layers.Layer):
         channels = int(x.shape[-1])
         return tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
 
+    def _synchronized_moments(self, inputs):
+        """Mean and biased variance of the global batch, or None off a multi-replica run."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync <= 1:
+            return None
+        x = tf.cast(inputs, tf.float32)
+        local = tf.concat(
+            [
+                tf.reduce_sum(x, axis=[0, 1, 2]),
+                tf.reduce_sum(tf.square(x), axis=[0, 1, 2]),
+                tf.cast(tf.reshape(tf.size(x) // tf.shape(x)[-1], [1]), tf.float32),
+            ],
+            axis=0,
+        )
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        c = int(inputs.shape[-1])
+        count = total[2 * c]
+        mean = total[:c] / count
+        variance = tf.maximum(total[c : 2 * c] / count - tf.square(mean), 0.0)
+        return tf.cast(mean, inputs.dtype), tf.cast(variance, inputs.dtype)
+
     def call(self, inputs, training=None):
         scale, offset = self._scale_offset(inputs)
+        moments = self._synchronized_moments(inputs) if training and self.synchronized else None
+        if moments is not None:
+            mean, variance = moments
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
+            self.moving_variance.assign(self.moving_variance * m + tf.stop_gradient(variance) * (1 - m))
+            return tf.nn.batch_normalization(inputs, mean, variance, offset, scale, self.epsilon)
         if training:
             y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
                 inputs, scale, offset, epsilon=self.epsilon, is_training=True
@@ -166,8 +202,18 @@ class BatchNorm(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(affine=self.affine, momentum=self.momentum, epsilon=self.epsilon)
+        config.update(
+            affine=self.affine, momentum=self.momentum, epsilon=self.epsilon, synchronized=self.synchronized
+        )
         return config
+
+
+def synchronize_batch_norm(model, synchronized=True):
+    """Sets `synchronized` on every `BatchNorm` inside `model`; returns how many."""
+    layers = [l for l in model._flatten_layers(include_self=True, recursive=True) if isinstance(l, BatchNorm)]
+    for layer in layers:
+        layer.synchronized = bool(synchronized)
+    return len(layers)
 
 
 def apply_layer(layer, inputs, training=None):

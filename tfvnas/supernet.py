@@ -121,6 +121,8 @@ class MixedEdge(keras.layers.Layer):
         """Whether `_fused_outputs` computes this edge (plain DARTS ops, all built)."""
         if self.weight_vd or self.affine or not set(self.op_names) <= _FUSED_OPS:
             return False
+        if any(l.synchronized for l in self._flatten_layers() if isinstance(l, ops_lib.BatchNorm)):
+            return False  # the fused edge computes per-replica statistics
         return all(l.built for op in self.candidates for l in getattr(op, "steps", ()))
 
     def get_config(self):
