@@ -214,6 +214,18 @@ def preset(name):
     return _preset(PRESETS, name)
 
 
+def resolve(config_class, table, preset="quick", config=None, **overrides):
+    """Preset `preset` of `table`, then a config (object, dict or file path), then overrides."""
+    cfg = _preset(table, preset)
+    if config is not None:
+        if isinstance(config, config_class):
+            cfg = config
+        else:
+            fields = config if isinstance(config, dict) else read_config_file(config)
+            cfg = config_class.from_dict({**cfg.to_dict(), **fields})
+    return cfg.replace(**overrides)
+
+
 def _preset(table, name):
     if name not in table:
         raise ValueError(

@@ -70,14 +70,7 @@ class SearchResult:
 
 def resolve_config(preset="quick", config=None, **overrides):
     """Preset, then a config (object, dict or file path), then explicit overrides."""
-    cfg = config_lib.preset(preset)
-    if config is not None:
-        if isinstance(config, config_lib.SearchConfig):
-            cfg = config
-        else:
-            fields = config if isinstance(config, dict) else config_lib.read_config_file(config)
-            cfg = config_lib.SearchConfig.from_dict({**cfg.to_dict(), **fields})
-    return cfg.replace(**overrides)
+    return config_lib.resolve(config_lib.SearchConfig, config_lib.PRESETS, preset, config, **overrides)
 
 
 class Searcher(loop_lib.Loop):

@@ -80,14 +80,7 @@ class TrainResult:
 
 def resolve_config(preset="quick", config=None, **overrides):
     """Preset, then a config (object, dict or file path), then explicit overrides."""
-    cfg = config_lib.train_preset(preset)
-    if config is not None:
-        if isinstance(config, config_lib.TrainConfig):
-            cfg = config
-        else:
-            fields = config if isinstance(config, dict) else config_lib.read_config_file(config)
-            cfg = config_lib.TrainConfig.from_dict({**cfg.to_dict(), **fields})
-    return cfg.replace(**overrides)
+    return config_lib.resolve(config_lib.TrainConfig, config_lib.TRAIN_PRESETS, preset, config, **overrides)
 
 
 class Trainer(loop_lib.Loop):
