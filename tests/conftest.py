@@ -17,6 +17,17 @@ tf.config.set_logical_device_configuration(
 LOGICAL_CPUS = [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
+def mirrored():
+    """The session's one MirroredStrategy over the two logical CPUs.
+
+    A second MirroredStrategy over the same devices in one process reuses the
+    first one's collective keys (see `tfvnas.loop.check_strategy`).
+    """
+    from tfvnas.loop import mirrored_strategy
+
+    return mirrored_strategy(LOGICAL_CPUS)
+
+
 def summary_events(log_dir):
     """`{tag: [(step, plugin, value)]}` of every summary in `log_dir`."""
     found = {}

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import LOGICAL_CPUS, mirrored
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import loop as loop_lib
@@ -267,8 +267,30 @@ def test_make_strategy_names_and_auto(monkeypatch):
     assert loop_lib.is_chief(tf.distribute.get_strategy())
 
 
+def test_one_mirrored_strategy_per_device_set():
+    # A second collective MirroredStrategy over the same devices would reuse
+    # the first one's collective keys; tfvnas hands out one and refuses others.
+    strategy = mirrored()
+    assert loop_lib.mirrored_strategy(LOGICAL_CPUS) is strategy
+    assert loop_lib.make_strategy("mirrored") is loop_lib.make_strategy("mirrored")
+    loop_lib.check_strategy(strategy)
+    second = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    with pytest.raises(ValueError, match="^" + re.escape(
+        f"This process already ran a MirroredStrategy over {', '.join(strategy.extended.worker_devices)}; "
+        "a second one over the same devices would reuse its collective keys and fail in its first "
+        "all-reduce (a TensorFlow limitation). Create one strategy and pass it to every call, e.g. "
+        '`tfvnas.loop.mirrored_strategy(devices)`, or pass `strategy="mirrored"`. '
+        "Received: a new MirroredStrategy object"
+    ) + "$"):
+        search_lib.Searcher(config_lib.preset("smoke").replace(**TINY), data_lib.load("mnist-5k", seed=0),
+                            strategy=second, verbose=0)
+    # Strategies without collective keys are not affected.
+    loop_lib.check_strategy(tf.distribute.MirroredStrategy(
+        LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice()))
+
+
 def test_replicas_draw_different_noise_from_one_generator_state():
-    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    strategy = mirrored()
     with strategy.scope():
         layer = variational.VariationalConv2D(2, 3, seed=5)
         layer.build((None, 4, 4, 1))
@@ -287,7 +309,7 @@ def test_replicas_draw_different_noise_from_one_generator_state():
 
 
 def test_batch_size_must_split_over_replicas():
-    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    strategy = mirrored()
     cfg = config_lib.preset("smoke").replace(batch_size=31, **TINY)
     with pytest.raises(ValueError, match="^" + re.escape(
         "`batch_size` (the global batch) must be divisible by the number of replicas (2). "

@@ -568,9 +568,9 @@ def test_config_carries_every_constructor_argument():
 
 
 def test_synchronized_batch_norm_uses_the_global_batch():
-    from tests.conftest import LOGICAL_CPUS
+    from tests.conftest import mirrored
 
-    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    strategy = mirrored()
     x = tf.random.stateless_normal((8, 3, 3, 4), seed=[3, 4]) * 2.0 + 1.0
     # Two halves with different statistics: per-replica and global differ.
     x = tf.concat([x[:4] + 3.0, x[4:]], axis=0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import LOGICAL_CPUS, summary_events
+from tests.conftest import mirrored, summary_events
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
@@ -39,7 +39,7 @@ def cli_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mirrored_run(tmp_path_factory):
     """The Python API on MirroredStrategy over 2 logical CPU devices."""
-    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    strategy = mirrored()
     out = tmp_path_factory.mktemp("mirrored") / "search"
     result = search_lib.search(
         "mnist-5k", preset="smoke", strategy=strategy, out_dir=out, verbose=0,

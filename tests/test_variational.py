@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import mirrored
 from tfvnas import variational as vd
 
 tfd = tfp.distributions
@@ -699,7 +699,7 @@ def test_elbo_loss_one_replica(scale, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_elbo_loss_sums_to_the_global_value_over_replicas(mode):
     labels, logits, kl, n_train, beta = _elbo_data()
-    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    strategy = mirrored()
     assert strategy.num_replicas_in_sync == 2
     per = len(labels) // 2
     dist_labels = strategy.experimental_distribute_values_from_function(
@@ -811,7 +811,7 @@ def test_training_noise_changes_per_call_and_follows_the_seed(mode):
 
 
 def test_replicas_draw_different_noise_from_one_generator_state():
-    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    strategy = mirrored()
     with strategy.scope():
         layer = vd.VariationalDense(3, seed=5)
         layer.build((None, 4))

@@ -64,10 +64,57 @@ def make_strategy(name="auto"):
         else:
             name = "default"
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if "multiworker" not in _STRATEGY_CACHE:
+            _STRATEGY_CACHE["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+        return _STRATEGY_CACHE["multiworker"]
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return mirrored_strategy()
     return tf.distribute.get_strategy()
+
+
+# One strategy per device set and process. TensorFlow numbers the collective
+# operations of every `MirroredStrategy` from the same start, so a second
+# strategy over the same devices reuses the first one's collective keys and
+# its all-reduces fail ("Shape mismatch in the collective instance 100").
+_STRATEGY_CACHE = {}
+_COLLECTIVE_OWNERS = {}
+
+
+def mirrored_strategy(devices=None):
+    """The process's `MirroredStrategy` over `devices` (default: all GPUs, else the CPU).
+
+    Every call with the same devices returns the same object: see
+    `check_strategy` for why a second one cannot be used.
+    """
+    key = ("mirrored", tuple(devices) if devices is not None else None)
+    if key not in _STRATEGY_CACHE:
+        _STRATEGY_CACHE[key] = tf.distribute.MirroredStrategy(devices)
+    return _STRATEGY_CACHE[key]
+
+
+def check_strategy(strategy):
+    """Refuses a second collective `MirroredStrategy` over devices another one already used.
+
+    Raises:
+        ValueError: naming the devices and the fix (one strategy per process,
+            e.g. from `mirrored_strategy`, passed to every call).
+    """
+    if not isinstance(strategy, tf.distribute.MirroredStrategy):
+        return
+    extended = strategy.extended
+    cross_device_ops = getattr(extended, "_cross_device_ops", None) or getattr(extended, "_collective_ops", None)
+    if type(cross_device_ops).__name__ != "CollectiveAllReduce":
+        return  # NCCL, hierarchical copy or reduction to one device: no collective keys
+    devices = tuple(extended.worker_devices)
+    owner = _COLLECTIVE_OWNERS.setdefault(devices, strategy)
+    if owner is not strategy:
+        raise ValueError(
+            f"This process already ran a MirroredStrategy over {', '.join(devices)}; a second one over the "
+            "same devices would reuse its collective keys and fail in its first all-reduce (a TensorFlow "
+            "limitation). Create one strategy and pass it to every call, e.g. "
+            "`tfvnas.loop.mirrored_strategy(devices)`, or pass `strategy=\"mirrored\"`. "
+            f"Received: a new {type(strategy).__name__} object"
+        )
 
 
 def enable_determinism(seed):
@@ -155,6 +202,7 @@ class Loop:
         self.config = config
         self.dataset = dataset
         self.strategy = strategy or tf.distribute.get_strategy()
+        check_strategy(self.strategy)
         self.verbose = verbose
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
             raise ValueError(
