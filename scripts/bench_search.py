@@ -89,7 +89,9 @@ def _tfvnas_child(spec):
     search_lib = sys.modules["tfvnas.search"]
     c = spec["config"]
     weight_vd = spec["variant"] == "vinnas+weight_vd"
-    cfg = config_lib.preset("quick")
+    # Re-trace at every pruning event: the pruning measurement times the step
+    # traced without the pruned ops.
+    cfg = config_lib.preset("quick").replace(retrace_cost_steps=0)
     if c["data"] == "mnist-5k":
         dataset = data_lib.load("mnist-5k", seed=cfg.seed)
         cfg = cfg.replace(weight_vd=weight_vd)

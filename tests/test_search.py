@@ -189,6 +189,49 @@ def test_batch_larger_than_data_half():
         search_lib.search("mnist-5k", config=cfg, verbose=0)
 
 
+def _prune(model, cell_type, count, rng):
+    """Prunes `count` more ops of a cell type's table (log_sigma2 far above any threshold)."""
+    gates = model.gates[cell_type]
+    shape = tuple(gates.theta.shape)
+    log_sigma2 = gates.log_sigma2.numpy().reshape(-1)
+    alive = np.flatnonzero(gates.active.numpy().reshape(-1) > 0)
+    log_sigma2[rng.choice(alive, count, replace=False)] = 30.0
+    gates.log_sigma2.assign(log_sigma2.reshape(shape))
+
+
+def test_retrace_when_pruned_share_times_steps_left_pays():
+    cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, epochs=2, retrace_cost_steps=2)
+    searcher = search_lib.Searcher(cfg, data_lib.load("mnist-5k", seed=0), verbose=0)
+    model, rng = searcher.model, np.random.default_rng(0)
+    every_op = model.computed_ops()
+    traced = sum(len(r) for rows in every_op.values() for r in rows)
+    assert searcher.total_steps == 8 and traced == 28 and model.step_ops is None
+    first = searcher._train_step
+    # 1 of 28 traced ops gone x 8 steps left < 2: the step keeps its graph
+    # (the pruned op is masked to zero) and the traced set is pinned.
+    _prune(model, "normal", 1, rng)
+    assert searcher.end_epoch(0) == {"pruned_this_epoch": 1}
+    assert searcher._train_step is first and model.step_ops == every_op
+    assert model.computed_ops() != every_op
+    # 15 of 28 gone x 8 steps left >= 2: traced anew without them.
+    _prune(model, "reduce", 14, rng)
+    assert searcher.end_epoch(0) == {"pruned_this_epoch": 14}
+    assert searcher._train_step is not first and model.step_ops == model.computed_ops()
+    assert sum(len(r) for rows in model.step_ops.values() for r in rows) == 13
+    # The traced set is part of the checkpoint state, so a resumed run traces
+    # the graph the uninterrupted one runs.
+    state = json.loads(json.dumps(searcher.checkpoint_state()))
+    pinned, model.step_ops = model.step_ops, None
+    searcher.restore_checkpoint_state(state)
+    assert model.step_ops == pinned
+    # No steps left: no re-trace, whatever was pruned.
+    second = searcher._train_step
+    searcher.position["step"] = searcher.total_steps
+    _prune(model, "normal", 12, rng)
+    searcher.end_epoch(1)
+    assert searcher._train_step is second and model.step_ops == pinned
+
+
 def test_beta_warms_up_linearly():
     cfg = config_lib.preset("smoke").replace(kl_warmup=0.5, epochs=2, kl_weight=2.0)
     searcher = search_lib.Searcher.__new__(search_lib.Searcher)

@@ -141,6 +141,12 @@ class SearchConfig(_Config):
         method: 'vinnas' (Gaussian ARD gates) or 'darts' (the DARTS baseline:
             softmax mixing, no noise, no KL, no pruning; use it with the
             `darts_none` op set, as DARTS does).
+        retrace_cost_steps: what re-tracing the step costs, in steps. Pruned
+            ops leave the computation only when the step is traced anew; that
+            happens at the end of an epoch when (share of the traced ops
+            pruned since) x (steps left in the search) reaches this, so a
+            short search does not spend its time re-tracing for a few pruned
+            ops and a long one sheds them early. 0: at every pruning event.
     """
 
     layers: int = 5
@@ -170,8 +176,10 @@ class SearchConfig(_Config):
     limit: typing.Optional[int] = None
     method: str = "vinnas"
     sync_bn: bool = False
+    retrace_cost_steps: int = 100
 
     def validate(self):
+        _non_negative("retrace_cost_steps", self.retrace_cost_steps)
         for name in ("layers", "channels", "nodes", "stem_multiplier", "epochs", "batch_size", "top_k"):
             _positive(name, getattr(self, name))
         for name in ("weight_lr", "arch_lr", "grad_clip"):

@@ -250,6 +250,13 @@ class Loop:
     def build_optimizers(self, total_steps):
         raise NotImplementedError
 
+    def checkpoint_state(self):
+        """JSON-able state saved beside each checkpoint (besides position and history)."""
+        return {}
+
+    def restore_checkpoint_state(self, state):
+        """Restores what `checkpoint_state` returned."""
+
     def training_parts(self):
         raise NotImplementedError
 
@@ -395,7 +402,8 @@ class Loop:
         directory = self.checkpoint_dir
         if chief:
             os.makedirs(directory, exist_ok=True)
-            state = {"position": self.position, "history": self.history, "config": self.config.to_dict()}
+            state = {"position": self.position, "history": self.history, "config": self.config.to_dict(),
+                     "extra": self.checkpoint_state()}
             config_lib._atomic_write(
                 os.path.join(directory, f"state-{number}.json"), json.dumps(state) + "\n"
             )
@@ -443,6 +451,7 @@ class Loop:
         self._checkpoint.restore(path).assert_consumed()
         self.position = state["position"]
         self.history = state["history"]
+        self.restore_checkpoint_state(state.get("extra", {}))
         return path
 
     # -- loop -------------------------------------------------------------
@@ -616,6 +625,31 @@ def saved_config(out_dir, config_cls, kind):
             return config_cls.from_dict(json.load(f)["config"])
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"Cannot read the checkpoint state {state!r}: {e}") from e
+
+
+def run_config(out_dir, resume, config_cls, kind, requested, *, given):
+    """The configuration a `search()` or `train()` call runs with.
+
+    Args:
+        out_dir: the run's output folder.
+        resume: whether the call continues the run saved in `out_dir`.
+        config_cls: `SearchConfig` or `TrainConfig`.
+        kind: 'search' or 'training', for messages.
+        requested: a function of no arguments that resolves the caller's
+            preset, config and overrides.
+        given: whether the caller passed any configuration argument; with
+            `resume`, those must describe the saved run.
+
+    Raises:
+        ValueError: no checkpoint to resume, or a configuration that differs
+            from the saved one.
+    """
+    if not resume:
+        return requested()
+    cfg = saved_config(out_dir, config_cls, kind)
+    if given:
+        check_resume_config(cfg, requested(), os.path.join(out_dir, CHECKPOINT_SUBDIR))
+    return cfg
 
 
 def check_resume_config(saved, requested, checkpoint_dir):

@@ -20,6 +20,7 @@ from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
 from tfvnas import ops as ops_lib
+from tfvnas import optim
 from tfvnas import supernet as supernet_lib
 from tfvnas import variational
 
@@ -124,17 +125,15 @@ class Searcher(loop_lib.Loop):
 
     def build_optimizers(self, total_steps):
         cfg, model = self.config, self.model
-        self.weight_optimizer = keras.optimizers.SGD(
-            learning_rate=keras.optimizers.schedules.CosineDecay(
+        self.weight_optimizer = optim.SGD(
+            keras.optimizers.schedules.CosineDecay(
                 cfg.weight_lr, decay_steps=max(total_steps, 1), alpha=cfg.weight_lr_min / cfg.weight_lr
             ),
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay or None,
             global_clipnorm=cfg.grad_clip,
         )
-        self.arch_optimizer = keras.optimizers.Adam(
-            learning_rate=cfg.arch_lr, beta_1=cfg.arch_beta1, beta_2=0.999
-        )
+        self.arch_optimizer = optim.Adam(cfg.arch_lr, beta_1=cfg.arch_beta1, beta_2=0.999)
         return {
             "weight_optimizer": (self.weight_optimizer, model.weight_variables),
             "arch_optimizer": (self.arch_optimizer, model.arch_variables),
@@ -158,7 +157,7 @@ class Searcher(loop_lib.Loop):
             loss, stats = self._loss(x, y, beta)
         grads = tape.gradient(loss, [v for vs in variables for v in vs])
         for optimizer, vs in zip(optimizers, variables):
-            optimizer.apply_gradients(zip(grads[: len(vs)], vs))
+            optimizer.apply(grads[: len(vs)])
             grads = grads[len(vs):]
         return stats
 
@@ -189,13 +188,33 @@ class Searcher(loop_lib.Loop):
         return status
 
     def end_epoch(self, epoch):
-        computed = self.model.computed_ops()
-        pruned = self.model.prune(self.config.threshold)
-        if self.model.computed_ops() != computed:
-            # Pruned ops leave the computation: the steps are traced anew
-            # (once per pruning event, not per step) without them.
-            self._build_steps()
+        model = self.model
+        traced = model.step_ops or model.computed_ops()
+        pruned = model.prune(self.config.threshold)
+        current = model.computed_ops()
+        if current != traced:
+            # Pruned ops leave the computation when the steps are traced anew
+            # without them; that pays when the share of traced ops gone times
+            # the steps left outweighs the cost of a trace. The decision
+            # depends on counts only, so every worker and every rerun (or
+            # resumed run) makes the same one.
+            count = lambda ops: sum(len(row) for rows in ops.values() for row in rows)  # noqa: E731
+            gone = 1.0 - count(current) / max(count(traced), 1)
+            steps_left = self.total_steps - self.position["step"]
+            if gone * steps_left >= self.config.retrace_cost_steps:
+                model.step_ops = current
+                self._build_steps()
+            else:
+                model.step_ops = traced
         return {"pruned_this_epoch": pruned}
+
+    def checkpoint_state(self):
+        ops = self.model.step_ops
+        return {"step_ops": None if ops is None else {t: [list(r) for r in rows] for t, rows in ops.items()}}
+
+    def restore_checkpoint_state(self, state):
+        ops = state.get("step_ops")
+        self.model.step_ops = None if ops is None else {t: tuple(tuple(r) for r in rows) for t, rows in ops.items()}
 
     def epoch_record(self, record, sums):
         model, cfg = self.model, self.config
@@ -341,18 +360,16 @@ def search(
     """
     if isinstance(strategy, str):
         strategy = loop_lib.make_strategy(strategy)
-    if resume:
-        cfg = loop_lib.saved_config(out_dir, config_lib.SearchConfig, "search")
-        if config is not None or epochs is not None or seed is not None:
-            # Given with `resume`, they must describe the run it continues.
-            loop_lib.check_resume_config(
-                cfg, resolve_config(preset, config, epochs=epochs, seed=seed),
-                os.path.join(out_dir, loop_lib.CHECKPOINT_SUBDIR),
-            )
-    else:
+    def requested():
         cfg = resolve_config(preset, config, epochs=epochs, seed=seed, method=method)
         if method == "darts" and cfg.op_set == ops_lib.DEFAULT_OP_SET and cfg.ops is None:
             cfg = cfg.replace(op_set="darts_none")
+        return cfg
+
+    cfg = loop_lib.run_config(
+        out_dir, resume, config_lib.SearchConfig, "search", requested,
+        given=any(v is not None for v in (config, epochs, seed, method)),
+    )
     if deterministic:
         loop_lib.enable_determinism(cfg.seed)
     if not isinstance(dataset, data_lib.Dataset):

@@ -253,6 +253,11 @@ class Supernet(keras.Model):
                 edge.noisy = self.method == "vinnas"
         self.global_pool = keras.layers.GlobalAveragePooling2D()
         self.classifier = network.classifier_layer(self.num_classes, weight_vd=self.weight_vd, seed=self.seed)
+        # The op set traced steps compute (None: `computed_ops()`, every op
+        # not pruned). The search pins it and moves it on when re-tracing
+        # pays (`Searcher.end_epoch`); pruned ops still in it are masked to
+        # exactly zero.
+        self.step_ops = None
 
     def build(self, input_shape):
         # One eager forward pass creates every weight; Keras' default (a
@@ -270,15 +275,15 @@ class Supernet(keras.Model):
 
         An op pruned in a cell type's gate table is pruned in every cell of
         that type, so it leaves the computation of all of them. A traced step
-        keeps the set it was traced with: the search re-traces its step when
-        pruning changes this (`Searcher.end_epoch`).
+        keeps the set it was traced with (`step_ops` when set): the search
+        re-traces its step when pruning has removed enough (`Searcher.end_epoch`).
         """
         with tf.init_scope():  # the gate state, even while a step is traced
             active = {t: np.asarray(g.active.numpy()) > 0 for t, g in self.gates.items()}
         return {t: tuple(tuple(np.flatnonzero(row).tolist()) for row in a) for t, a in active.items()}
 
     def call(self, inputs, training=None):
-        computed = self.computed_ops()
+        computed = self.step_ops or self.computed_ops()
         for cell in self.cells:
             for edge, ops in zip(cell.edge_layers, computed[cell.plan.cell_type]):
                 edge.computed = ops

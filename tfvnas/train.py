@@ -28,6 +28,7 @@ from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
 from tfvnas import network as network_lib
+from tfvnas import optim
 from tfvnas import strip as strip_lib
 from tfvnas import variational
 
@@ -132,8 +133,8 @@ class Trainer(loop_lib.Loop):
 
     def build_optimizers(self, total_steps):
         cfg = self.config
-        self.optimizer = keras.optimizers.SGD(
-            learning_rate=keras.optimizers.schedules.CosineDecay(
+        self.optimizer = optim.SGD(
+            keras.optimizers.schedules.CosineDecay(
                 cfg.lr, decay_steps=max(total_steps, 1), alpha=cfg.lr_min / cfg.lr
             ),
             momentum=cfg.momentum,
@@ -165,7 +166,7 @@ class Trainer(loop_lib.Loop):
                     aux_ce, global_batch_size=cfg.batch_size
                 )
         grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply(grads)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         return {"loss": loss, "correct": correct, "kl": kl}
 
@@ -337,16 +338,11 @@ def train(
     if not isinstance(genotype, genotype_lib.Genotype):
         genotype = genotype_lib.load_genotype(genotype)
     genotype.validate(ops_lib.op_names())
-    if resume:
-        cfg = loop_lib.saved_config(out_dir, config_lib.TrainConfig, "training")
-        if config is not None or epochs is not None or seed is not None:
-            # Given with `resume`, they must describe the run it continues.
-            loop_lib.check_resume_config(
-                cfg, resolve_config(preset, config, epochs=epochs, seed=seed),
-                os.path.join(out_dir, loop_lib.CHECKPOINT_SUBDIR),
-            )
-    else:
-        cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
+    cfg = loop_lib.run_config(
+        out_dir, resume, config_lib.TrainConfig, "training",
+        lambda: resolve_config(preset, config, epochs=epochs, seed=seed),
+        given=any(v is not None for v in (config, epochs, seed)),
+    )
     if deterministic:
         loop_lib.enable_determinism(cfg.seed)
     if not isinstance(dataset, data_lib.Dataset):

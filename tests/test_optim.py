@@ -1,0 +1,144 @@
+"""The fused optimizers against Keras' own SGD and Adam, step by step."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import mirrored
+from tfvnas import optim
+
+SHAPES = [(3, 3, 2, 4), (4,), (5, 2)]
+
+
+def _variables(seed):
+    rng = np.random.default_rng(seed)
+    return [keras.Variable(rng.normal(size=s).astype("float32")) for s in SHAPES]
+
+
+def _grads(step, scale=1.0):
+    rng = np.random.default_rng(100 + step)
+    return [tf.constant(scale * rng.normal(size=s).astype("float32")) for s in SHAPES]
+
+
+def _schedule():
+    return keras.optimizers.schedules.CosineDecay(0.1, decay_steps=6, alpha=0.1)
+
+
+CASES = {
+    "sgd": (
+        lambda: keras.optimizers.SGD(_schedule(), momentum=0.9, weight_decay=3e-2, global_clipnorm=2.0),
+        lambda: optim.SGD(_schedule(), momentum=0.9, weight_decay=3e-2, global_clipnorm=2.0),
+    ),
+    "sgd_plain": (
+        lambda: keras.optimizers.SGD(0.05),
+        lambda: optim.SGD(0.05),
+    ),
+    "adam": (
+        lambda: keras.optimizers.Adam(0.05, beta_1=0.5, beta_2=0.999),
+        lambda: optim.Adam(0.05, beta_1=0.5, beta_2=0.999),
+    ),
+}
+
+
+# Tolerances: float32 rounding of variables of order 1 (the fused kernels
+# and Keras order the same arithmetic differently: a few ulps per step).
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_keras_step_by_step(case):
+    make_keras, make_fused = CASES[case]
+    reference, fused = _variables(0), _variables(0)
+    keras_opt, fused_opt = make_keras(), make_fused()
+    keras_opt.build(reference)
+    fused_opt.build(fused)
+
+    @tf.function
+    def fused_step(grads):
+        fused_opt.apply(grads)
+
+    for step in range(6):
+        # Large gradients on odd steps, so the clip is active on some steps only.
+        grads = _grads(step, scale=3.0 if step % 2 else 0.3)
+        keras_opt.apply_gradients(zip(grads, reference))
+        fused_step(grads)
+        for r, f in zip(reference, fused):
+            np.testing.assert_allclose(f.numpy(), r.numpy(), rtol=1e-5, atol=5e-6)
+        assert int(fused_opt.iterations.numpy()) == step + 1
+        np.testing.assert_allclose(float(fused_opt.learning_rate), float(keras_opt.learning_rate), rtol=1e-6)
+
+
+def test_variables_without_gradient_are_left_alone():
+    variables = _variables(1)
+    before = [v.numpy() for v in variables]
+    opt = optim.SGD(0.1, momentum=0.9, weight_decay=0.1)
+    opt.build(variables)
+    grads = _grads(0)
+    opt.apply([grads[0], None, grads[2]])
+    np.testing.assert_array_equal(variables[1].numpy(), before[1])
+    np.testing.assert_array_equal(opt.momentums[1].numpy(), np.zeros(SHAPES[1], np.float32))
+    assert not np.array_equal(variables[0].numpy(), before[0])
+
+
+def test_errors():
+    opt = optim.Adam(0.1)
+    with pytest.raises(ValueError, match="^" + re.escape(
+        "The optimizer is not built: call `build(variables)` under the strategy's scope."
+    ) + "$"):
+        opt.apply(_grads(0))
+    opt.build(_variables(0))
+    with pytest.raises(ValueError, match="^" + re.escape(
+        "Expected one gradient per built variable (3). Received: 2"
+    ) + "$"):
+        opt.apply(_grads(0)[:2])
+
+
+def test_checkpoint_restores_slots_and_step(tmp_path):
+    variables = _variables(2)
+    opt = optim.Adam(0.1)
+    opt.build(variables)
+    opt.apply(_grads(0))
+    path = tf.train.Checkpoint(opt=opt).save(str(tmp_path / "ckpt"))
+    saved = [m.numpy() for m in opt.m]
+    opt.apply(_grads(1))
+    tf.train.Checkpoint(opt=opt).restore(path).assert_consumed()
+    assert int(opt.iterations.numpy()) == 1
+    for m, s in zip(opt.m, saved):
+        np.testing.assert_array_equal(m.numpy(), s)
+
+
+def test_mirrored_sums_replica_gradients_and_keeps_copies_identical():
+    # Each replica contributes its own gradient; the update uses their sum,
+    # clipped as a whole, exactly as one device given the summed gradient.
+    strategy = mirrored()
+    with strategy.scope():
+        fused = _variables(3)
+        opt = optim.SGD(_schedule(), momentum=0.9, weight_decay=1e-2, global_clipnorm=1.0)
+        opt.build(fused)
+    reference = _variables(3)
+    keras_opt = keras.optimizers.SGD(_schedule(), momentum=0.9, weight_decay=1e-2, global_clipnorm=1.0)
+    keras_opt.build(reference)
+    per_replica = [_grads(10), _grads(11)]
+
+    @tf.function
+    def step():
+        def replica_fn():
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            grads = [tf.where(tf.equal(replica, 0), a, b) for a, b in zip(*per_replica)]
+            opt.apply(grads)
+
+        strategy.run(replica_fn)
+
+    for _ in range(3):
+        step()
+        keras_opt.apply_gradients(zip([a + b for a, b in zip(*per_replica)], reference))
+    for r, f in zip(reference, fused):
+        copies = [c.numpy() for c in strategy.experimental_local_results(_tf(f))]
+        np.testing.assert_array_equal(copies[0], copies[1])
+        np.testing.assert_allclose(copies[0], r.numpy(), rtol=1e-5, atol=5e-6)
+    steps = [int(c.numpy()) for c in strategy.experimental_local_results(opt.iterations)]
+    assert steps == [3, 3]
+
+
+def _tf(variable):
+    return variable.value if isinstance(variable, keras.Variable) else variable

@@ -1,0 +1,145 @@
+"""Optimizers whose update is one fused kernel per variable.
+
+Keras' optimizers trace a chain of small ops per variable through the
+distribution strategy's update path (learning-rate schedule, weight decay,
+momentum, clipping, each per variable): for the search's 546 weight
+variables that was a third of the first step's trace time and 12,578 graph
+nodes (docs/BENCHMARKS.md). `SGD` and `Adam` here compute the schedule, the
+clipping and the all-reduce once for all variables and then run one
+`ResourceApplyKerasMomentum` / `ResourceApplyAdam` kernel per variable on the
+replica's own copy (every replica applies the same all-reduced gradients, so
+the copies stay identical without a merge call).
+
+The arithmetic is Keras 3's (pinned by tests against `keras.optimizers.SGD`
+and `Adam`): decoupled weight decay `w -= lr * weight_decay * w` before the
+update, momentum `m = momentum * m - lr * g; w += m`, Adam with bias-corrected
+step size and `epsilon` outside the square root. One difference, on purpose:
+with several replicas the global-norm clip is applied to the all-reduced
+(global) gradient; Keras clips each replica's partial gradient before the
+all-reduce.
+
+Both are `tf.Module`s, so `tf.train.Checkpoint` tracks their slots and step.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def _tf_variable(variable):
+    """The `tf.Variable` (or distributed variable) behind a Keras variable."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+class _Fused(tf.Module):
+    """Shared parts: the step counter, the schedule, the all-reduce and the clip."""
+
+    slot_names = ()
+
+    def __init__(self, learning_rate, *, global_clipnorm=None, name=None):
+        super().__init__(name=name)
+        self._schedule = learning_rate
+        self.global_clipnorm = global_clipnorm
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+        self._variables = None
+
+    def build(self, variables):
+        """Creates the slot variables (call under the strategy's scope)."""
+        if self._variables is not None:
+            return
+        self._variables = [_tf_variable(v) for v in variables]
+        for slot in self.slot_names:
+            setattr(self, slot, [
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"{slot}_{i}")
+                for i, v in enumerate(self._variables)
+            ])
+
+    @property
+    def learning_rate(self):
+        """The learning rate of the next update."""
+        return self._learning_rate(self.iterations)
+
+    def _learning_rate(self, step):
+        if callable(self._schedule):
+            return tf.cast(self._schedule(step), tf.float32)
+        return tf.constant(self._schedule, tf.float32)
+
+    def _prepare(self, grads):
+        """`[(variable, slots, gradient)]` all-reduced (summed) and clipped, and the learning rate.
+
+        A variable whose gradient is None (an op the search has pruned out of
+        the computation) is left as it is, slots included, as Keras does.
+        """
+        if self._variables is None:
+            raise ValueError("The optimizer is not built: call `build(variables)` under the strategy's scope.")
+        grads = list(grads)
+        if len(grads) != len(self._variables):
+            raise ValueError(
+                f"Expected one gradient per built variable ({len(self._variables)}). Received: {len(grads)}"
+            )
+        slots = [getattr(self, name) for name in self.slot_names]
+        kept = [
+            (v, [s[i] for s in slots], g) for i, (v, g) in enumerate(zip(self._variables, grads)) if g is not None
+        ]
+        grads = [g for _, _, g in kept]
+        context = tf.distribute.get_replica_context()
+        if grads and context is not None and context.num_replicas_in_sync > 1:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        if grads and self.global_clipnorm:
+            grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm)
+        lr = self._learning_rate(self.iterations)
+        return [(v, s, g) for (v, s, _), g in zip(kept, grads)], lr
+
+    def _step(self):
+        # Each replica increments its own copy, as it updates its own weights.
+        tf.raw_ops.AssignAddVariableOp(resource=self.iterations.handle, value=tf.constant(1, tf.int64))
+
+    def apply(self, grads):
+        """Applies one update with `grads` (one per built variable, same order)."""
+        raise NotImplementedError
+
+
+class SGD(_Fused):
+    """SGD with momentum, Keras-style decoupled weight decay and a global-norm clip."""
+
+    slot_names = ("momentums",)
+
+    def __init__(self, learning_rate, *, momentum=0.0, weight_decay=None, global_clipnorm=None, name="SGD"):
+        super().__init__(learning_rate, global_clipnorm=global_clipnorm, name=name)
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay or 0.0)
+
+    def apply(self, grads):
+        updates, lr = self._prepare(grads)
+        momentum = tf.constant(self.momentum, tf.float32)
+        for variable, (slot,), grad in updates:
+            if self.weight_decay:
+                tf.raw_ops.AssignSubVariableOp(
+                    resource=variable.handle, value=variable * (lr * self.weight_decay)
+                )
+            tf.raw_ops.ResourceApplyKerasMomentum(
+                var=variable.handle, accum=slot.handle, lr=lr, grad=grad, momentum=momentum
+            )
+        self._step()
+
+
+class Adam(_Fused):
+    """Adam (Keras 3 arithmetic, no weight decay)."""
+
+    slot_names = ("m", "v")
+
+    def __init__(self, learning_rate, *, beta_1=0.9, beta_2=0.999, epsilon=1e-7, global_clipnorm=None, name="Adam"):
+        super().__init__(learning_rate, global_clipnorm=global_clipnorm, name=name)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def apply(self, grads):
+        updates, lr = self._prepare(grads)
+        t = tf.cast(self.iterations + 1, tf.float32)
+        beta_1, beta_2 = tf.constant(self.beta_1), tf.constant(self.beta_2)
+        beta_1_power, beta_2_power = tf.pow(beta_1, t), tf.pow(beta_2, t)
+        epsilon = tf.constant(self.epsilon)
+        for variable, (m, v), grad in updates:
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
+                beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=grad,
+            )
+        self._step()
