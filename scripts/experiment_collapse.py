@@ -10,6 +10,12 @@ parameter-free ops (skip, pooling, none), and search and training time.
     python scripts/experiment_collapse.py --quick --out runs/collapse-quick
     python scripts/experiment_collapse.py --out runs/collapse
 
+Runs can be split over processes (one core each) and their tables merged:
+
+    python scripts/experiment_collapse.py --methods vinnas --zoo darts_v1,darts_v2 --out runs/a &
+    python scripts/experiment_collapse.py --methods darts --zoo pc_darts,drnas --out runs/b
+    python scripts/experiment_collapse.py --summarise runs/a runs/b --out runs/collapse
+
 `--out DIR` gets `results.json` (one record per run), `results.md` (the table,
 mean +- std over seeds) and each run's artefacts (`<method>-seed<k>/search`,
 `.../train`, `zoo-<name>/train`).
@@ -154,6 +160,27 @@ def summarise(records):
     return "\n".join(lines)
 
 
+def merge(folders, out_dir):
+    """Merges the `results.json` of `folders` into `out_dir` (results.json and results.md)."""
+    records = []
+    for folder in folders:
+        path = os.path.join(folder, "results.json")
+        if not os.path.isfile(path):
+            raise SystemExit(f"experiment_collapse: no results.json in {folder!r}")
+        with open(path, encoding="utf-8") as f:
+            records += json.load(f)
+    order = {"vinnas": 0, "darts": 1}
+    records.sort(key=lambda r: (order.get(r["method"], 2), r["method"], r["seed"]))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(records, f, indent=1)
+    table = summarise(records)
+    with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    print(table)
+    return records
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small budget, 2 seeds, one zoo cell")
@@ -161,7 +188,14 @@ def main(argv=None):
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1 quick, 0,1,2 full)")
     parser.add_argument("--methods", default="vinnas,darts")
     parser.add_argument("--zoo", default=None, help="comma-separated zoo cells (default darts_v2 quick, all full)")
+    parser.add_argument("--summarise", nargs="+", metavar="DIR", default=None,
+                        help="only merge the results.json of these folders into --out (no runs)")
     args = parser.parse_args(argv)
+    if args.summarise:
+        if not args.out:
+            parser.error("--summarise needs --out (where the merged results.json and results.md go)")
+        merge(args.summarise, args.out)
+        return 0
     budget = "quick" if args.quick else "full"
     seeds = [int(s) for s in (args.seeds or ("0,1" if args.quick else "0,1,2")).split(",")]
     zoo = [z for z in (args.zoo if args.zoo is not None else ("darts_v2" if args.quick else "darts_v1,darts_v2,pc_darts,drnas")).split(",") if z]
