@@ -38,7 +38,7 @@ setup(
     extras_require={
         "test": ["pytest>=8"],
     },
-    entry_points={"console_scripts": ["tfvnas=tfvnas.cli:main"]},
+    entry_points={"console_scripts": ["tfvnas=tfvnas.cli:entry"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

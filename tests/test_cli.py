@@ -76,3 +76,15 @@ def test_help_is_fast_and_lists_options():
     assert out.returncode == 0
     for option in ("--dataset", "--preset", "--out", "--epochs", "--seed", "--config"):
         assert option in out.stdout
+
+
+def test_console_entry_exits_with_the_command_status(tmp_path):
+    # `entry` (the console script) leaves through os._exit; the status and
+    # the one-line error must survive that.
+    out = subprocess.run(
+        [sys.executable, "-m", "tfvnas.cli", "train", "--genotype", "no_such_cell", "--out", str(tmp_path / "t")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("tfvnas: error: ")
+    assert not (tmp_path / "t").exists()

@@ -10,6 +10,7 @@ A user mistake prints one line, `tfvnas: error: ...`, and exits with status 2.
 """
 
 import argparse
+import os
 import sys
 
 PRESET_NAMES = ("smoke", "quick", "paper")
@@ -343,5 +344,19 @@ def main(argv=None):
         return 130
 
 
+def entry():
+    """The `tfvnas` console script: `main`, then an exit that skips interpreter teardown.
+
+    Every artefact is written, closed and renamed before `main` returns, and
+    TensorBoard files are flushed every epoch. What is left at exit is
+    freeing TensorFlow's traced graphs one Python object at a time, which
+    took 40 s after a `tfvnas run` here (6 s after a smoke search).
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if code is None else int(code))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
