@@ -55,6 +55,7 @@ def test_run_report_has_sparsity_sizes_parity_and_latency(run_dir):
     history = _read(run_dir / "train" / "train_history.json")
     assert report["model"]["genotype_hash"] == history["genotype_hash"]
     assert report["model"]["test_accuracy"] == history["test_accuracy"]
+    assert report["model"]["train_dir"] == os.path.join("..", "train")  # relative: the pair can move
     params = report["parameters"]
     assert 0 < params["nonzero"] <= params["dense"]
     assert params["kernel_nonzero"] < params["kernel_dense"]

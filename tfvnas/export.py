@@ -1788,7 +1788,9 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
     stripped = strip_lib.strip(network, input_shape=shape)
     summary = {key: value for key, value in history.items() if key != "epochs"}
     summary["epochs_trained"] = len(history.get("epochs") or [])
-    summary["train_dir"] = os.path.abspath(os.fspath(model_dir))
+    # Relative to the export folder, so a moved or shipped pair of folders
+    # still points at its training run (and no machine path is published).
+    summary["train_dir"] = os.path.relpath(os.path.abspath(os.fspath(model_dir)), os.path.abspath(os.fspath(out_dir)))
     log = (lambda line: print(f"export: {line}", flush=True)) if verbose else None
     return export_stripped(stripped, dataset, out_dir, config, extra_report=summary,
                            overwrite=overwrite, log=log)
