@@ -13,7 +13,9 @@ measured from a clean process):
   channels, batch, input and threads, run before and after the tfvnas
   variants (the faster run is kept; `step_ms_runs` has both).
 
-tfvnas has no softmax (DARTS) mixing, so there is no `darts` variant.
+- `darts`: the tfvnas DARTS baseline in the same supernet (`--method darts`:
+  softmax mixing over the `darts_none` set, no noise, no KL), the closest
+  like-for-like to the reference.
 
 Every variant prints one JSON line (once the configuration is done) with `config`, `variant`, `step_ms`
 (median), `images_per_s` (2 x batch per step: both halves of the bi-level
@@ -60,7 +62,7 @@ CONFIGS = [
     dict(name="quick-4c-8ch-b64-28x28x1", layers=4, channels=8, batch=64, size=28, in_channels=1, data="mnist-5k",
          only=("vinnas",)),
 ]
-VARIANTS = ("vinnas", "vinnas+weight_vd", "reference")
+VARIANTS = ("vinnas", "vinnas+weight_vd", "darts", "reference")
 
 
 # ---------------------------------------------------------------------------
@@ -92,6 +94,8 @@ def _tfvnas_child(spec):
     # Re-trace at every pruning event: the pruning measurement times the step
     # traced without the pruned ops.
     cfg = config_lib.preset("quick").replace(retrace_cost_steps=0)
+    if spec["variant"] == "darts":
+        cfg = cfg.replace(method="darts", op_set="darts_none")
     if c["data"] == "mnist-5k":
         dataset = data_lib.load("mnist-5k", seed=cfg.seed)
         cfg = cfg.replace(weight_vd=weight_vd)
