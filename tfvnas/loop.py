@@ -64,9 +64,9 @@ def make_strategy(name="auto"):
         else:
             name = "default"
     if name == "multiworker":
-        if "multiworker" not in _STRATEGY_CACHE:
-            _STRATEGY_CACHE["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
-        return _STRATEGY_CACHE["multiworker"]
+        # Not kept in a module-level cache: a multi-worker strategy alive at
+        # interpreter exit stalls the coordination service's shutdown.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         return mirrored_strategy()
     return tf.distribute.get_strategy()
