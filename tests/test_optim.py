@@ -103,6 +103,10 @@ def test_checkpoint_restores_slots_and_step(tmp_path):
     opt.apply(_grads(1))
     tf.train.Checkpoint(opt=opt).restore(path).assert_consumed()
     assert int(opt.iterations.numpy()) == 1
+    # The optimizer holds its step and slots only, not the model's weights.
+    assert len(opt.variables) == 1 + 2 * len(SHAPES)
+    stored = [name for name, _ in tf.train.list_variables(path) if name.startswith("opt/")]
+    assert len(stored) == 1 + 2 * len(SHAPES), stored
     for m, s in zip(opt.m, saved):
         np.testing.assert_array_equal(m.numpy(), s)
 

@@ -30,6 +30,18 @@ def _tf_variable(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
+class _Targets:
+    """The variables an optimizer updates, kept out of `tf.Module` tracking.
+
+    As a plain attribute the list would make every checkpoint hold each model
+    weight a second time (under the optimizer) and `optimizer.variables`
+    list the model's weights.
+    """
+
+    def __init__(self, variables):
+        self.variables = variables
+
+
 class _Fused(tf.Module):
     """Shared parts: the step counter, the schedule, the all-reduce and the clip."""
 
@@ -46,11 +58,11 @@ class _Fused(tf.Module):
         """Creates the slot variables (call under the strategy's scope)."""
         if self._variables is not None:
             return
-        self._variables = [_tf_variable(v) for v in variables]
+        self._variables = _Targets([_tf_variable(v) for v in variables])
         for slot in self.slot_names:
             setattr(self, slot, [
                 tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"{slot}_{i}")
-                for i, v in enumerate(self._variables)
+                for i, v in enumerate(self._variables.variables)
             ])
 
     @property
@@ -72,13 +84,14 @@ class _Fused(tf.Module):
         if self._variables is None:
             raise ValueError("The optimizer is not built: call `build(variables)` under the strategy's scope.")
         grads = list(grads)
-        if len(grads) != len(self._variables):
+        targets = self._variables.variables
+        if len(grads) != len(targets):
             raise ValueError(
-                f"Expected one gradient per built variable ({len(self._variables)}). Received: {len(grads)}"
+                f"Expected one gradient per built variable ({len(targets)}). Received: {len(grads)}"
             )
         slots = [getattr(self, name) for name in self.slot_names]
         kept = [
-            (v, [s[i] for s in slots], g) for i, (v, g) in enumerate(zip(self._variables, grads)) if g is not None
+            (v, [s[i] for s in slots], g) for i, (v, g) in enumerate(zip(targets, grads)) if g is not None
         ]
         grads = [g for _, _, g in kept]
         context = tf.distribute.get_replica_context()
