@@ -87,10 +87,7 @@ def run(out_dir, seeds, budget, zoo, methods):
     os.makedirs(out_dir, exist_ok=True)
 
     def save():
-        tmp = os.path.join(out_dir, f".results-{os.getpid()}.json")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(records, f, indent=1)
-        os.replace(tmp, os.path.join(out_dir, "results.json"))
+        save_records(records, out_dir)
 
     for seed in seeds:
         for method in methods:
@@ -116,11 +113,24 @@ def run(out_dir, seeds, budget, zoo, methods):
         record.update(_train_record(genotype, dataset, TRAIN[budget], os.path.join(out_dir, f"zoo-{name}", "train"), seeds[0]))
         records.append(record)
         save()
+    write_table(records, out_dir)
+    return records
+
+
+def save_records(records, out_dir):
+    """Writes `out_dir/results.json` atomically."""
+    tmp = os.path.join(out_dir, f".results-{os.getpid()}.json")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(records, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "results.json"))
+
+
+def write_table(records, out_dir):
+    """Writes `out_dir/results.md` (the summary table) and prints it."""
     table = summarise(records)
     with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
     print(table)
-    return records
 
 
 def _mean_std(values, fmt):
@@ -172,12 +182,8 @@ def merge(folders, out_dir):
     order = {"vinnas": 0, "darts": 1}
     records.sort(key=lambda r: (order.get(r["method"], 2), r["method"], r["seed"]))
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(records, f, indent=1)
-    table = summarise(records)
-    with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
-    print(table)
+    save_records(records, out_dir)
+    write_table(records, out_dir)
     return records
 
 
