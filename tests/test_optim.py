@@ -137,12 +137,9 @@ def test_mirrored_sums_replica_gradients_and_keeps_copies_identical():
         step()
         keras_opt.apply_gradients(zip([a + b for a, b in zip(*per_replica)], reference))
     for r, f in zip(reference, fused):
-        copies = [c.numpy() for c in strategy.experimental_local_results(_tf(f))]
+        copies = [c.numpy() for c in strategy.experimental_local_results(optim._tf_variable(f))]
         np.testing.assert_array_equal(copies[0], copies[1])
         np.testing.assert_allclose(copies[0], r.numpy(), rtol=1e-5, atol=5e-6)
     steps = [int(c.numpy()) for c in strategy.experimental_local_results(opt.iterations)]
     assert steps == [3, 3]
 
-
-def _tf(variable):
-    return variable.value if isinstance(variable, keras.Variable) else variable
