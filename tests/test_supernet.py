@@ -179,7 +179,7 @@ def _edge_run(edge, x, theta, sigma2, training, fused):
 
 
 @pytest.mark.parametrize("strides", [1, 2])
-@pytest.mark.parametrize("computed", [None, (1, 3, 5), (2, 4, 6, 7), (0,)])
+@pytest.mark.parametrize("computed", [None, (1, 3, 5), (2, 4, 6, 7), (1, 2, 7), (3, 4, 6), (0,)])
 def test_fused_edge_equals_the_ops_one_by_one(strides, computed):
     names = ops_lib.OP_SETS["darts_none"]
     edge = MixedEdge(names, 4, strides, seed=0)

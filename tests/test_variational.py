@@ -49,7 +49,7 @@ def _np_same_conv(x, w, strides=1, dilation=1, depthwise=False):
     `x` is (N, H, W, C). `w` is (..., k, k, C, F) (or (..., k, k, C, 1) when
     `depthwise`); leading axes of `w` (weight samples) lead the output, which
     is (..., N, Ho, Wo, F or C). A strided *dilated* convolution is, by the
-    design (DESIGN.md, `_conv` docstring), the stride-1 convolution
+    design (DESIGN.md, `conv_same` docstring), the stride-1 convolution
     subsampled every `strides` pixels.
     """
     if strides > 1 and dilation > 1:
@@ -188,7 +188,26 @@ CONV_CASES = {
     "conv_strided": ((3, 3, 2, 2), 2, 1, False, (2, 6, 6, 2)),
     "depthwise": ((3, 3, 3, 1), 1, 1, True, (2, 5, 5, 3)),
     "depthwise_strided_dilated": ((3, 3, 3, 1), 2, 2, True, (2, 6, 6, 3)),
+    "depthwise_5x5_strided_dilated_odd": ((5, 5, 3, 1), 2, 2, True, (2, 7, 7, 3)),
+    "conv_strided_dilated_odd": ((3, 3, 2, 2), 2, 2, False, (2, 7, 7, 2)),
 }
+
+
+@pytest.mark.parametrize("size", [7, 8])
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_strided_dilated_conv_is_the_plain_conv_of_every_other_pixel(depthwise, k, size):
+    rng = _rng(12)
+    x = rng.normal(size=(2, size, size, 3)).astype("float32")
+    w = rng.normal(size=(k, k, 3, 1 if depthwise else 4)).astype("float32")
+    sub, strides, dilation = vd.strided_dilated_as_plain(tf.constant(x), k, 2, 2)
+    assert (strides, dilation) == (1, 1) and sub.shape[1] == (size + 1) // 2
+    got = vd.conv_same(tf.constant(x), tf.constant(w), 2, 2, depthwise).numpy()
+    np.testing.assert_allclose(got, _np_same_conv(x, w, 2, 2, depthwise), rtol=1e-4, atol=1e-4)
+    # Settings the identity does not cover are returned untouched.
+    for args in ((k, 2, 1), (k, 1, 2), (4, 2, 2), (k, 2, 3)):
+        same, s, d = vd.strided_dilated_as_plain(tf.constant(x), *args)
+        assert same.shape == x.shape and (s, d) == args[1:]
 
 
 @pytest.mark.parametrize("mode", MODES)

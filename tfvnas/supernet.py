@@ -398,10 +398,10 @@ def _fused_outputs(edge, x, computed, training):
 
     Returns:
         A list of `(tensor, slots)`: `tensor` concatenates, along channels,
-        one block of the edge's channels per entry of `slots`; a slot is
-        the op index (into `op_names`) whose output the block is, or None
-        for an intermediate block (the separable convs' first stage).
-        `none` ops are left out (their output is zero).
+        one block of the edge's channels per entry of `slots`, the output
+        of op `slots[i]` (an index into `op_names`). `none` ops are left out
+        (their output is zero); an edge of `none` alone gives one
+        `(zeros, [None])`.
     """
     s = edge.strides
     kind = {k: edge.op_names[k] for k in computed}
@@ -424,11 +424,16 @@ def _fused_outputs(edge, x, computed, training):
             norms += [op[k].steps[-1] for k in dils]
         h = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
         first = _grouped_batch_norm(_grouped_pointwise(h, pointwise), norms, training)
-        groups.append((first, [None] * len(seps) + dils))
+        if seps and dils:
+            # Split, not sliced: a slice's gradient is a slow generic kernel.
+            channels = int(x.shape[-1])
+            first, dil_out = tf.split(first, [len(seps) * channels, len(dils) * channels], axis=-1)
+            groups.append((dil_out, dils))
+        elif dils:
+            groups.append((first, dils))
     second, norms = [], []
     if seps:
-        channels = len(seps) * int(x.shape[-1])
-        r2 = tf.nn.relu(first[..., :channels] if dils else first)
+        r2 = tf.nn.relu(first)
         dw = _grouped_depthwise(r2, [op[k].steps[5] for k in seps], 1, 1, repeat=False)
         second.append(_grouped_pointwise(dw, [op[k].steps[6] for k in seps]))
         norms += [op[k].steps[7] for k in seps]
@@ -450,28 +455,34 @@ def _fused_outputs(edge, x, computed, training):
 def _grouped_mixture_moments(groups, theta, sigma2):
     """`variational.gate_mixture_moments` over the channel blocks `_fused_outputs` returns.
 
-    Each block is weighted by its op's gate (zero for intermediate blocks)
-    with one per-channel weight vector per group, so a group costs a few
-    ops however many ops it holds.
+    A group of S blocks of C channels is mixed by one matrix product with
+    the (S*C, C) matrix that stacks `theta[slot] * I_C` per block (and one
+    with `sigma2[slot] * I_C` on the squared outputs): the weighted sum over
+    the blocks in one kernel, forward and backward, instead of a broadcast
+    multiplication, a reshape and a reduction over a tensor S times the
+    output.
     """
     zero = tf.zeros([1], theta.dtype)
     theta_ext, sigma2_ext = tf.concat([theta, zero], 0), tf.concat([sigma2, zero], 0)
     none = int(theta.shape[0])
     means, variances = [], []
     for y, slots in groups:
-        channels = int(y.shape[-1]) // len(slots)
         index = [none if k is None else k for k in slots]
         if len(slots) == 1:
             t, v = theta_ext[index[0]], sigma2_ext[index[0]]
             means.append(t * y)
             variances.append(v * tf.square(y))
             continue
-        per_channel = np.repeat(index, channels)
-        blocks = [-1] + [int(d) for d in y.shape[1:-1]] + [len(slots), channels]
-        means.append(tf.reduce_sum(tf.reshape(y * tf.gather(theta_ext, per_channel), blocks), axis=-2))
-        variances.append(
-            tf.reduce_sum(tf.reshape(tf.square(y) * tf.gather(sigma2_ext, per_channel), blocks), axis=-2)
-        )
+        channels = int(y.shape[-1]) // len(slots)
+        eye = tf.eye(channels, dtype=y.dtype)
+
+        def mix(values, weights):
+            matrix = tf.reshape(tf.gather(weights, index)[:, None, None] * eye, [len(slots) * channels, channels])
+            flat = tf.reshape(values, [-1, len(slots) * channels])
+            return tf.reshape(tf.matmul(flat, matrix), tf.concat([tf.shape(values)[:-1], [channels]], 0))
+
+        means.append(mix(y, theta_ext))
+        variances.append(mix(tf.square(y), sigma2_ext))
     return tf.add_n(means), tf.add_n(variances)
 
 
@@ -479,17 +490,17 @@ def _grouped_depthwise(x, layers, strides, dilation, repeat=True):
     """Depthwise convs of `layers` (one per op) on `x` (repeated per op), as one conv.
 
     `x` is one tensor used by every op (`repeat`), or the channel
-    concatenation of one input per op. A strided dilated conv runs at
-    stride 1 and is subsampled, as `ops.depthwise_conv2d` does. Returns the
-    channel concatenation of the outputs.
+    concatenation of one input per op. Smaller kernels are zero-padded to
+    the largest (centred: the same sums). A strided dilated conv reads
+    every `strides`-th pixel only (`variational.strided_dilated_as_plain`),
+    so the input is subsampled before it is repeated. Returns the channel
+    concatenation of the outputs.
     """
     n = len(layers)
-    if repeat:
-        inputs = tf.tile(x, [1, 1, 1, n]) if n > 1 else x
-    else:
-        inputs = x
     sizes = [int(l.kernel.shape[0]) for l in layers]
     size = max(sizes)
+    x, strides, dilation = variational.strided_dilated_as_plain(x, size, strides, dilation)
+    inputs = tf.tile(x, [1, 1, 1, n]) if repeat and n > 1 else x
     kernels = []
     for l, k in zip(layers, sizes):
         kernel = l.kernel
@@ -498,14 +509,7 @@ def _grouped_depthwise(x, layers, strides, dilation, repeat=True):
             kernel = tf.pad(kernel, [[p, p], [p, p], [0, 0], [0, 0]])
         kernels.append(kernel)
     kernel = tf.concat(kernels, axis=2) if n > 1 else kernels[0]
-    subsample = strides > 1 and dilation > 1
-    step = 1 if subsample else strides
-    y = tf.nn.depthwise_conv2d(
-        inputs, kernel, strides=[1, step, step, 1], padding="SAME", dilations=[dilation, dilation]
-    )
-    if subsample:
-        y = y[:, ::strides, ::strides, :]
-    return y
+    return variational.conv_same(inputs, kernel, strides, dilation, depthwise=True)
 
 
 def _grouped_pointwise(x, layers):

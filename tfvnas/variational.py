@@ -91,15 +91,35 @@ def gate_mixture_moments(outputs, theta, sigma2):
     return mean, var
 
 
-def _conv(x, kernel, strides, dilation_rate, depthwise):
+def strided_dilated_as_plain(x, kernel_size, strides, dilation_rate):
+    """The input and settings of a plain conv equal to a strided dilated one.
+
+    A 'same' conv with odd `kernel_size` and `dilation_rate == strides`
+    reads, at output pixel i, input pixels `s*i + d*k - (kernel_size-1)*d/2`:
+    only every `strides`-th row and column. It is therefore the stride-1,
+    undilated 'same' conv of the same kernel over `x[:, ::s, ::s, :]`
+    (zero padding included), with a quarter of the input and no
+    space-to-batch reshuffles. Other settings are returned unchanged.
+
+    Returns:
+        `(x, strides, dilation_rate)` to run instead.
+    """
+    if strides > 1 and dilation_rate == strides and kernel_size % 2 == 1:
+        return x[:, ::strides, ::strides, :], 1, 1
+    return x, strides, dilation_rate
+
+
+def conv_same(x, kernel, strides, dilation_rate, depthwise):
     """'same' convolution; a strided dilated conv runs at stride 1 then subsamples.
 
     TensorFlow rejects strides > 1 together with dilation > 1. Running at
     stride 1 and keeping every `strides`-th row and column is the same
     computation as a symmetric-padding strided dilated convolution, and is
     what `keras.layers.MaxPooling2D(pool_size=1, strides=s)` reproduces in a
-    standard network.
+    standard network; when `strided_dilated_as_plain` applies, the input is
+    subsampled first instead (the same numbers, cheaper).
     """
+    x, strides, dilation_rate = strided_dilated_as_plain(x, int(kernel.shape[0]), strides, dilation_rate)
     subsample = strides > 1 and dilation_rate > 1
     step = 1 if subsample else strides
     if depthwise:
@@ -135,8 +155,9 @@ def lrt_conv2d(x, theta, sigma2, strides=1, dilation_rate=1, depthwise=False):
         `(mean, var)` of the output pre-activations:
         `mean = conv(x, theta)`, `var = conv(x^2, sigma2)`.
     """
-    mean = _conv(x, theta, strides, dilation_rate, depthwise)
-    var = _conv(tf.square(x), sigma2, strides, dilation_rate, depthwise)
+    x, strides, dilation_rate = strided_dilated_as_plain(x, int(theta.shape[0]), strides, dilation_rate)
+    mean = conv_same(x, theta, strides, dilation_rate, depthwise)
+    var = conv_same(tf.square(x), sigma2, strides, dilation_rate, depthwise)
     return mean, var
 
 
@@ -431,7 +452,7 @@ class VariationalConv2D(_VariationalKernelLayer):
         return lrt_conv2d(x, theta, sigma2, self.strides, self.dilation_rate)
 
     def _apply(self, x, kernel):
-        return _conv(x, kernel, self.strides, self.dilation_rate, depthwise=False)
+        return conv_same(x, kernel, self.strides, self.dilation_rate, depthwise=False)
 
     def compute_output_shape(self, input_shape):
         return _conv_output_shape(input_shape, self.strides, self.filters)
@@ -487,7 +508,7 @@ class VariationalDepthwiseConv2D(_VariationalKernelLayer):
         return lrt_conv2d(x, theta, sigma2, self.strides, self.dilation_rate, depthwise=True)
 
     def _apply(self, x, kernel):
-        return _conv(x, kernel, self.strides, self.dilation_rate, depthwise=True)
+        return conv_same(x, kernel, self.strides, self.dilation_rate, depthwise=True)
 
     def compute_output_shape(self, input_shape):
         return _conv_output_shape(input_shape, self.strides, input_shape[-1])
