@@ -513,14 +513,14 @@ def test_other_argument_errors():
 
 def test_weight_vd_builds_variational_layers_with_distinct_seeds():
     op = ops.make_op("sep_conv_3x3", C, 2, weight_vd=True, seed=10)
-    layers = [s for s in op.steps if isinstance(s, vd._VariationalKernelLayer)]
+    layers = [s for s in op.steps if isinstance(s, vd.VariationalLayer)]
     assert [type(s).__name__ for s in layers] == [
         "VariationalDepthwiseConv2D", "VariationalConv2D", "VariationalDepthwiseConv2D", "VariationalConv2D",
     ]
     assert [s.seed for s in layers] == [11, 12, 13, 14]
     assert [s.strides for s in layers] == [2, 1, 1, 1]
     plain = ops.make_op("sep_conv_3x3", C, 2, weight_vd=False)
-    assert not any(isinstance(s, vd._VariationalKernelLayer) for s in plain.steps)
+    assert not any(isinstance(s, vd.VariationalLayer) for s in plain.steps)
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfvnas import genotype as genotype_lib
 from tfvnas import ops as ops_lib
+from tfvnas import variational as vd_lib
 from tfvnas.supernet import MixedEdge, Supernet
 
 OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect")
@@ -169,9 +170,11 @@ def _edge_run(edge, x, theta, sigma2, training, fused):
     with tf.GradientTape() as tape:
         tape.watch([x, theta])
         y = edge(x, theta, sigma2, training=training)
-        loss = tf.reduce_sum(y * y)
-    grads = [0.0 if g is None else tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, [x, theta])]
-    moved = [v.numpy() for v in edge.non_trainable_variables]
+        kl = tf.add_n(edge.losses) if edge.losses else tf.constant(0.0)
+        loss = tf.reduce_sum(y * y) + 1e-3 * kl
+    sources = [x, theta] + edge.trainable_variables
+    grads = [0.0 if g is None else tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, sources)]
+    moved = [v.numpy() for v in edge.non_trainable_variables] + [kl.numpy()]
     for v, value in zip(edge.non_trainable_variables, state):
         v.assign(value)
     del edge._fusable
@@ -179,16 +182,23 @@ def _edge_run(edge, x, theta, sigma2, training, fused):
 
 
 @pytest.mark.parametrize("strides", [1, 2])
-@pytest.mark.parametrize("computed", [None, (1, 3, 5), (2, 4, 6, 7), (1, 2, 7), (3, 4, 6), (0,)])
-def test_fused_edge_equals_the_ops_one_by_one(strides, computed):
+@pytest.mark.parametrize(
+    "computed, weight_vd",
+    [(None, False), ((1, 3, 5), False), ((2, 4, 6, 7), False), ((1, 2, 7), False), ((3, 4, 6), False),
+     ((0,), False), (None, True), ((2, 3, 6), True)],
+)
+def test_fused_edge_equals_the_ops_one_by_one(strides, computed, weight_vd):
     names = ops_lib.OP_SETS["darts_none"]
-    edge = MixedEdge(names, 4, strides, seed=0)
+    edge = MixedEdge(names, 4, strides, seed=0, weight_vd=weight_vd)
     rng = np.random.default_rng(4)
     x = tf.constant(rng.normal(size=(2, 7, 7, 4)), tf.float32)
     theta = tf.constant(rng.uniform(0.1, 1.0, len(names)), tf.float32)
     sigma2 = tf.constant(rng.uniform(0.01, 0.1, len(names)), tf.float32)
     edge(x, theta, sigma2, training=False)  # builds every op
     assert edge._fusable()
+    for layer in vd_lib.variational_layers(edge):  # some weights pruned: the masks bite
+        noisy = rng.uniform(size=layer.log_sigma2.shape) < 0.3
+        layer.log_sigma2.assign(np.where(noisy, 4.0, -6.0).astype("float32"))
     if computed is not None:
         edge.computed = computed
     for training in (False, True):

@@ -118,11 +118,14 @@ class MixedEdge(keras.layers.Layer):
             self.add_loss(0.0 * tf.add_n(zero))
 
     def _fusable(self):
-        """Whether `_fused_outputs` computes this edge (plain DARTS ops, all built)."""
-        if self.weight_vd or self.affine or not set(self.op_names) <= _FUSED_OPS:
+        """Whether `_fused_outputs` computes this edge (DARTS ops without affine or bias, all built)."""
+        if self.affine or not set(self.op_names) <= _FUSED_OPS:
             return False
-        if any(l.synchronized for l in self._flatten_layers() if isinstance(l, ops_lib.BatchNorm)):
+        layers = list(self._flatten_layers())
+        if any(l.synchronized for l in layers if isinstance(l, ops_lib.BatchNorm)):
             return False  # the fused edge computes per-replica statistics
+        if any(getattr(l, "use_bias", False) for l in layers):
+            return False
         return all(l.built for op in self.candidates for l in getattr(op, "steps", ()))
 
     def get_config(self):
@@ -415,15 +418,15 @@ def _fused_outputs(edge, x, computed, training):
         r = tf.nn.relu(x)
         parts, pointwise, norms = [], [], []
         if seps:
-            parts.append(_grouped_depthwise(r, [op[k].steps[1] for k in seps], s, 1))
+            parts.append(_grouped_depthwise(edge, r, [op[k].steps[1] for k in seps], s, 1, training))
             pointwise += [op[k].steps[2] for k in seps]
             norms += [op[k].steps[3] for k in seps]
         if dils:
-            parts.append(_grouped_depthwise(r, [op[k].steps[1] for k in dils], s, 2))
+            parts.append(_grouped_depthwise(edge, r, [op[k].steps[1] for k in dils], s, 2, training))
             pointwise += [op[k].steps[-2] for k in dils]
             norms += [op[k].steps[-1] for k in dils]
         h = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
-        first = _grouped_batch_norm(_grouped_pointwise(h, pointwise), norms, training)
+        first = _grouped_batch_norm(_grouped_pointwise(edge, h, pointwise, training), norms, training)
         if seps and dils:
             # Split, not sliced: a slice's gradient is a slow generic kernel.
             channels = int(x.shape[-1])
@@ -434,8 +437,8 @@ def _fused_outputs(edge, x, computed, training):
     second, norms = [], []
     if seps:
         r2 = tf.nn.relu(first)
-        dw = _grouped_depthwise(r2, [op[k].steps[5] for k in seps], 1, 1, repeat=False)
-        second.append(_grouped_pointwise(dw, [op[k].steps[6] for k in seps]))
+        dw = _grouped_depthwise(edge, r2, [op[k].steps[5] for k in seps], 1, 1, training, repeat=False)
+        second.append(_grouped_pointwise(edge, dw, [op[k].steps[6] for k in seps], training))
         norms += [op[k].steps[7] for k in seps]
     for k in pools:
         pool, bn = op[k].steps
@@ -486,7 +489,7 @@ def _grouped_mixture_moments(groups, theta, sigma2):
     return tf.add_n(means), tf.add_n(variances)
 
 
-def _grouped_depthwise(x, layers, strides, dilation, repeat=True):
+def _grouped_depthwise(edge, x, layers, strides, dilation, training, repeat=True):
     """Depthwise convs of `layers` (one per op) on `x` (repeated per op), as one conv.
 
     `x` is one tensor used by every op (`repeat`), or the channel
@@ -494,30 +497,62 @@ def _grouped_depthwise(x, layers, strides, dilation, repeat=True):
     the largest (centred: the same sums). A strided dilated conv reads
     every `strides`-th pixel only (`variational.strided_dilated_as_plain`),
     so the input is subsampled before it is repeated. Returns the channel
-    concatenation of the outputs.
+    concatenation of the outputs (see `_grouped_conv` for variational
+    layers).
     """
     n = len(layers)
-    sizes = [int(l.kernel.shape[0]) for l in layers]
+    sizes = [int((l.theta if isinstance(l, variational.VariationalLayer) else l.kernel).shape[0]) for l in layers]
     size = max(sizes)
     x, strides, dilation = variational.strided_dilated_as_plain(x, size, strides, dilation)
-    inputs = tf.tile(x, [1, 1, 1, n]) if repeat and n > 1 else x
-    kernels = []
-    for l, k in zip(layers, sizes):
-        kernel = l.kernel
-        if k < size:
-            p = (size - k) // 2
-            kernel = tf.pad(kernel, [[p, p], [p, p], [0, 0], [0, 0]])
-        kernels.append(kernel)
-    kernel = tf.concat(kernels, axis=2) if n > 1 else kernels[0]
-    return variational.conv_same(inputs, kernel, strides, dilation, depthwise=True)
+
+    def conv(inputs, kernels):
+        if repeat and n > 1:
+            inputs = tf.tile(inputs, [1, 1, 1, n])
+        padded = []
+        for kernel, k in zip(kernels, sizes):
+            if k < size:
+                p = (size - k) // 2
+                kernel = tf.pad(kernel, [[p, p], [p, p], [0, 0], [0, 0]])
+            padded.append(kernel)
+        kernel = tf.concat(padded, axis=2) if n > 1 else padded[0]
+        return variational.conv_same(inputs, kernel, strides, dilation, depthwise=True)
+
+    return _grouped_conv(edge, x, layers, conv, training)
 
 
-def _grouped_pointwise(x, layers):
+def _grouped_pointwise(edge, x, layers, training):
     """The 1x1 convs `layers[i]` on consecutive channel blocks of `x`, as one grouped conv."""
-    if len(layers) == 1:
-        return tf.nn.conv2d(x, layers[0].kernel, strides=1, padding="SAME")
-    kernel = tf.concat([l.kernel for l in layers], axis=-1)
-    return tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+
+    def conv(inputs, kernels):
+        kernel = tf.concat(kernels, axis=-1) if len(kernels) > 1 else kernels[0]
+        return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
+
+    return _grouped_conv(edge, x, layers, conv, training)
+
+
+def _grouped_conv(edge, x, layers, conv, training):
+    """`conv(x, kernels)` for plain or variational `layers` (all of one kind).
+
+    Plain layers: their kernels. Variational layers (`weight_vd`) compute
+    what each one's `call` does, together: the KL of each is added to
+    `edge`'s losses; training samples the output with the local
+    reparameterisation trick, `conv` of the means and of the squared input
+    with the variances, and each layer's own noise (its seed generator, its
+    block of channels), so the random stream is the per-layer one;
+    inference uses the masked means.
+    """
+    if not isinstance(layers[0], variational.VariationalLayer):
+        return conv(x, [l.kernel for l in layers])
+    for layer in layers:
+        edge.add_loss(layer.kl())
+    if not training:
+        return conv(x, [l.masked_kernel() for l in layers])
+    mean = conv(x, [l.theta for l in layers])
+    var = conv(tf.square(x), [tf.exp(l.log_sigma2) for l in layers])
+    channels = int(mean.shape[-1]) // len(layers)
+    shape = tf.concat([tf.shape(mean)[:-1], [channels]], 0)
+    eps = [variational.standard_normal(shape, l.seed_generator, mean.dtype) for l in layers]
+    return variational.sample_lrt(mean, var, eps=tf.concat(eps, -1) if len(eps) > 1 else eps[0])
 
 
 def _grouped_batch_norm(x, layers, training):

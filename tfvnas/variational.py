@@ -208,11 +208,19 @@ def replica_seed(seed_generator):
     )
 
 
-def sample_lrt(mean, var, seed_generator):
-    """`mean + sqrt(var) * eps` with eps ~ N(0, 1) drawn per element."""
-    eps = tf.random.stateless_normal(
-        tf.shape(mean), seed=replica_seed(seed_generator), dtype=mean.dtype
-    )
+def standard_normal(shape, seed_generator, dtype):
+    """N(0, 1) noise of `shape` from the next seed of `seed_generator` (`replica_seed`)."""
+    return tf.random.stateless_normal(shape, seed=replica_seed(seed_generator), dtype=dtype)
+
+
+def sample_lrt(mean, var, seed_generator=None, eps=None):
+    """`mean + sqrt(var) * eps` with eps ~ N(0, 1) drawn per element.
+
+    `eps` is drawn from `seed_generator` unless given (the fused supernet
+    edge draws each layer's noise itself and samples them together).
+    """
+    if eps is None:
+        eps = standard_normal(tf.shape(mean), seed_generator, mean.dtype)
     return mean + tf.sqrt(var + _EPS) * eps
 
 
@@ -341,7 +349,7 @@ class GaussianGates(keras.layers.Layer):
         return config
 
 
-class _VariationalKernelLayer(keras.layers.Layer):
+class VariationalLayer(keras.layers.Layer):
     """Shared machinery of the sparse variational layers.
 
     Subclasses create `self.theta` and `self.log_sigma2` in `build` and define
@@ -403,7 +411,7 @@ class _VariationalKernelLayer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class VariationalConv2D(_VariationalKernelLayer):
+class VariationalConv2D(VariationalLayer):
     """Conv2D with sparse variational dropout weights ('same' padding, no bias by default).
 
     Training uses the local reparameterisation trick (`lrt_conv2d`); inference
@@ -470,7 +478,7 @@ class VariationalConv2D(_VariationalKernelLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class VariationalDepthwiseConv2D(_VariationalKernelLayer):
+class VariationalDepthwiseConv2D(VariationalLayer):
     """DepthwiseConv2D (depth multiplier 1) with sparse variational dropout weights.
 
     Args:
@@ -525,7 +533,7 @@ class VariationalDepthwiseConv2D(_VariationalKernelLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class VariationalDense(_VariationalKernelLayer):
+class VariationalDense(VariationalLayer):
     """Dense layer with sparse variational dropout weights.
 
     Args:
@@ -575,7 +583,7 @@ def variational_layers(model):
     return [
         layer
         for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, _VariationalKernelLayer)
+        if isinstance(layer, VariationalLayer)
     ]
 
 
