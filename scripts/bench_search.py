@@ -122,6 +122,8 @@ def _tfvnas_child(spec):
         from tfvnas import supernet
 
         supernet.MixedEdge._fusable = lambda self: False
+    if spec.get("grappler", "default") != "default":
+        search_lib.Searcher.graph_optimisation = spec["grappler"] == "on"
     searcher = search_lib.Searcher(cfg, dataset, verbose=0)
 
     def batches():
@@ -243,7 +245,7 @@ def _child_env(threads):
 def run_tfvnas(config, variant, args):
     prune = not args.no_prune and (variant == "vinnas" or args.prune_all)
     spec = dict(config=config, variant=variant, steps=args.steps, warmup=args.warmup,
-                threads=args.threads, prune=prune, fuse=not args.no_fuse)
+                threads=args.threads, prune=prune, fuse=not args.no_fuse, grappler=args.grappler)
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
     out, err, code, rss, wall, t0 = _Reaper.run(cmd, _child_env(args.threads))
     line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
@@ -366,6 +368,9 @@ def main(argv=None):
                     help="half-pruned timing for every tfvnas variant (default: `vinnas` only)")
     ap.add_argument("--no-fuse", action="store_true",
                     help="ablation: compute every edge op by op (no fused edge)")
+    ap.add_argument("--grappler", choices=("default", "on", "off"), default="default",
+                    help="ablation: the search step with TensorFlow's graph optimiser on or off "
+                         "(default: as `tfvnas search` runs it)")
     ap.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
     ap.add_argument("--no-doc", action="store_true", help="print the JSON lines only")
     ap.add_argument("--child", help=argparse.SUPPRESS)

@@ -1,5 +1,7 @@
 """The `tfvnas` command: bad input gives one line and a non-zero exit, never a traceback."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -78,12 +80,18 @@ def test_help_is_fast_and_lists_options():
         assert option in out.stdout
 
 
-def test_console_entry_exits_with_the_command_status(tmp_path):
-    # `entry` (the console script) leaves through os._exit; the status and
-    # the one-line error must survive that.
+@pytest.mark.parametrize("multiworker", [False, True])
+def test_console_entry_exits_with_the_command_status(tmp_path, multiworker):
+    # `entry` (the console script) leaves through os._exit, or through the
+    # normal exit under TF_CONFIG; the status and the one-line error must
+    # survive both.
+    env = dict(os.environ)
+    env.pop("TF_CONFIG", None)
+    if multiworker:
+        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}})
     out = subprocess.run(
         [sys.executable, "-m", "tfvnas.cli", "train", "--genotype", "no_such_cell", "--out", str(tmp_path / "t")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=env,
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("tfvnas: error: ")

@@ -272,6 +272,9 @@ def test_one_mirrored_strategy_per_device_set():
     # the first one's collective keys; tfvnas hands out one and refuses others.
     strategy = mirrored()
     assert loop_lib.mirrored_strategy(LOGICAL_CPUS) is strategy
+    # Other spellings of the same devices get the same strategy.
+    short = [f"/cpu:{tf.DeviceSpec.from_string(d).device_index}" for d in LOGICAL_CPUS]
+    assert loop_lib.mirrored_strategy(short) is strategy
     assert loop_lib.make_strategy("mirrored") is loop_lib.make_strategy("mirrored")
     loop_lib.check_strategy(strategy)
     second = tf.distribute.MirroredStrategy(LOGICAL_CPUS)

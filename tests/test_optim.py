@@ -83,7 +83,7 @@ def test_variables_without_gradient_are_left_alone():
 def test_errors():
     opt = optim.Adam(0.1)
     with pytest.raises(ValueError, match="^" + re.escape(
-        "The optimizer is not built: call `build(variables)` under the strategy's scope."
+        "The optimizer is not built: call `build(variables)` before `apply`."
     ) + "$"):
         opt.apply(_grads(0))
     opt.build(_variables(0))
@@ -91,6 +91,11 @@ def test_errors():
         "Expected one gradient per built variable (3). Received: 2"
     ) + "$"):
         opt.apply(_grads(0)[:2])
+    swapped = _grads(0)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    with pytest.raises(ValueError, match=r"^Gradient 0 has shape \(.*\), but built variable 0 \(.*\) has shape "
+                       r"\(.*\): gradients must come in the order of the variables given to `build`.$"):
+        opt.apply(swapped)
 
 
 def test_checkpoint_restores_slots_and_step(tmp_path):
@@ -117,8 +122,9 @@ def test_mirrored_sums_replica_gradients_and_keeps_copies_identical():
     strategy = mirrored()
     with strategy.scope():
         fused = _variables(3)
-        opt = optim.SGD(_schedule(), momentum=0.9, weight_decay=1e-2, global_clipnorm=1.0)
-        opt.build(fused)
+    # Built outside the scope: the step counter and slots follow the variables' strategy.
+    opt = optim.SGD(_schedule(), momentum=0.9, weight_decay=1e-2, global_clipnorm=1.0)
+    opt.build(fused)
     reference = _variables(3)
     keras_opt = keras.optimizers.SGD(_schedule(), momentum=0.9, weight_decay=1e-2, global_clipnorm=1.0)
     keras_opt.build(reference)

@@ -1790,7 +1790,11 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
     summary["epochs_trained"] = len(history.get("epochs") or [])
     # Relative to the export folder, so a moved or shipped pair of folders
     # still points at its training run (and no machine path is published).
-    summary["train_dir"] = os.path.relpath(os.path.abspath(os.fspath(model_dir)), os.path.abspath(os.fspath(out_dir)))
+    train_dir, export_dir = os.path.abspath(os.fspath(model_dir)), os.path.abspath(os.fspath(out_dir))
+    try:
+        summary["train_dir"] = os.path.relpath(train_dir, export_dir)
+    except ValueError:  # Windows, different drives: no relative path exists
+        summary["train_dir"] = train_dir
     log = (lambda line: print(f"export: {line}", flush=True)) if verbose else None
     return export_stripped(stripped, dataset, out_dir, config, extra_report=summary,
                            overwrite=overwrite, log=log)

@@ -21,6 +21,8 @@ all-reduce.
 Both are `tf.Module`s, so `tf.train.Checkpoint` tracks their slots and step.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -51,24 +53,32 @@ class _Fused(tf.Module):
         super().__init__(name=name)
         self._schedule = learning_rate
         self.global_clipnorm = global_clipnorm
-        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
         self._variables = None
 
     def build(self, variables):
-        """Creates the slot variables (call under the strategy's scope)."""
+        """Creates the step counter and the slot variables for `variables`.
+
+        They are created under the strategy the variables belong to
+        (mirrored like them), wherever `build` is called from.
+        """
         if self._variables is not None:
             return
-        self._variables = _Targets([_tf_variable(v) for v in variables])
-        for slot in self.slot_names:
-            setattr(self, slot, [
-                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"{slot}_{i}")
-                for i, v in enumerate(self._variables.variables)
-            ])
+        targets = [_tf_variable(v) for v in variables]
+        # A distributed variable knows its strategy; a plain one has none.
+        strategy = next((getattr(v, "_distribute_strategy", None) for v in targets), None)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+            for slot in self.slot_names:
+                setattr(self, slot, [
+                    tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"{slot}_{i}")
+                    for i, v in enumerate(targets)
+                ])
+        self._variables = _Targets(targets)
 
     @property
     def learning_rate(self):
-        """The learning rate of the next update."""
-        return self._learning_rate(self.iterations)
+        """The learning rate of the next update (of the first before `build`)."""
+        return self._learning_rate(self.iterations if self._variables is not None else 0)
 
     def _learning_rate(self, step):
         if callable(self._schedule):
@@ -82,13 +92,19 @@ class _Fused(tf.Module):
         the computation) is left as it is, slots included, as Keras does.
         """
         if self._variables is None:
-            raise ValueError("The optimizer is not built: call `build(variables)` under the strategy's scope.")
+            raise ValueError("The optimizer is not built: call `build(variables)` before `apply`.")
         grads = list(grads)
         targets = self._variables.variables
         if len(grads) != len(targets):
             raise ValueError(
                 f"Expected one gradient per built variable ({len(targets)}). Received: {len(grads)}"
             )
+        for i, (v, g) in enumerate(zip(targets, grads)):
+            if g is not None and not v.shape.is_compatible_with(g.shape):
+                raise ValueError(
+                    f"Gradient {i} has shape {g.shape}, but built variable {i} ({v.name}) has shape "
+                    f"{v.shape}: gradients must come in the order of the variables given to `build`."
+                )
         slots = [getattr(self, name) for name in self.slot_names]
         kept = [
             (v, [s[i] for s in slots], g) for i, (v, g) in enumerate(zip(targets, grads)) if g is not None

@@ -341,7 +341,7 @@ def search(
         method: overrides the method: 'vinnas', or 'darts' for the DARTS
             baseline (which also switches the default op set to `darts_none`).
         resume: continue the run whose checkpoints are in `out_dir`; its
-            saved configuration is used (`config`, `epochs` and `seed`, if
+            saved configuration is used (`config`, `epochs`, `seed` and `method`, if
             given, must resolve with `preset` to that same configuration).
         checkpoint_every: also checkpoint every this many steps.
         tensorboard_dir: TensorBoard log folder: scalars per epoch (and, for a
