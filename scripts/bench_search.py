@@ -76,8 +76,12 @@ def _median(values):
     return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
 
 
-def _tfvnas_child(spec):
-    """One tfvnas variant; returns its result dict (runs in a fresh process)."""
+def build_searcher(spec):
+    """The `Searcher` of one tfvnas variant (`spec`: config, variant, threads, fuse, grappler).
+
+    Sets TensorFlow's thread counts, so call it before anything else runs
+    TensorFlow (a fresh process). `scripts/profile_step.py` uses it too.
+    """
     threads = spec["threads"]
     import numpy as np
     import tensorflow as tf
@@ -124,7 +128,15 @@ def _tfvnas_child(spec):
         supernet.MixedEdge._fusable = lambda self: False
     if spec.get("grappler", "default") != "default":
         search_lib.Searcher.graph_optimisation = spec["grappler"] == "on"
-    searcher = search_lib.Searcher(cfg, dataset, verbose=0)
+    return search_lib.Searcher(cfg, dataset, verbose=0)
+
+
+def _tfvnas_child(spec):
+    """One tfvnas variant; returns its result dict (runs in a fresh process)."""
+    import tensorflow as tf
+
+    searcher = build_searcher(spec)
+    c = spec["config"]
 
     def batches():
         epoch = 0
