@@ -79,7 +79,8 @@ def _median(values):
 def build_searcher(spec):
     """The `Searcher` of one tfvnas variant (`spec`: config, variant, threads, fuse, grappler).
 
-    Sets TensorFlow's thread counts, so call it before anything else runs
+    Sets TensorFlow's thread counts (and, for `grappler="off"`, switches
+    Grappler off for the process), so call it before anything else runs
     TensorFlow (a fresh process). `scripts/profile_step.py` uses it too.
     """
     threads = spec["threads"]
@@ -88,6 +89,8 @@ def build_searcher(spec):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if spec.get("grappler", "on") == "off":
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     from tfvnas import config as config_lib
     from tfvnas import data as data_lib
     import tfvnas.search  # noqa: F401  (the package re-exports the function `search`)
@@ -126,8 +129,6 @@ def build_searcher(spec):
         from tfvnas import supernet
 
         supernet.MixedEdge._fusable = lambda self: False
-    if spec.get("grappler", "default") != "default":
-        search_lib.Searcher.graph_optimisation = spec["grappler"] == "on"
     return search_lib.Searcher(cfg, dataset, verbose=0)
 
 
@@ -380,9 +381,8 @@ def main(argv=None):
                     help="half-pruned timing for every tfvnas variant (default: `vinnas` only)")
     ap.add_argument("--no-fuse", action="store_true",
                     help="ablation: compute every edge op by op (no fused edge)")
-    ap.add_argument("--grappler", choices=("default", "on", "off"), default="default",
-                    help="ablation: the search step with TensorFlow's graph optimiser on or off "
-                         "(default: as `tfvnas search` runs it)")
+    ap.add_argument("--grappler", choices=("on", "off"), default="on",
+                    help="ablation: TensorFlow's graph optimiser on (as `tfvnas search` runs) or off")
     ap.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
     ap.add_argument("--no-doc", action="store_true", help="print the JSON lines only")
     ap.add_argument("--child", help=argparse.SUPPRESS)

@@ -84,10 +84,9 @@ def main(argv=None):
     batches = iter(searcher._epoch_data(0))
     beta = tf.constant(searcher.beta(0), tf.float32)
     step = searcher._train_step
-    function = getattr(step, "function", step)  # the tf.function behind a wrapper
     batch = next(batches)
     t_build = time.time()
-    nodes = len(function.get_concrete_function(batch, beta).graph.as_graph_def().node)
+    nodes = len(step.get_concrete_function(batch, beta).graph.as_graph_def().node)
     t_trace = time.time()
     float(step(batch, beta)["loss"])
     t_first = time.time()

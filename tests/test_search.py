@@ -260,23 +260,3 @@ def test_tensorboard_holds_scalars_histograms_and_cell_images(cli_run):
         assert [(s, p) for s, p, _ in images] == [(r["epoch"], "images") for r in history]
         width, height, png = images[-1][2][:3]
         assert int(width) > 100 and int(height) > 100 and png[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_step_without_graph_optimisation_switches_it_off_for_the_call_only():
-    from tfvnas.loop import _WithoutGraphOptimisation
-
-    seen = []
-
-    def step(fail):
-        seen.append(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer"))
-        if fail:
-            raise RuntimeError("step failed")
-        return 7
-
-    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-    wrapped = _WithoutGraphOptimisation(step)
-    assert wrapped(False) == 7
-    with pytest.raises(RuntimeError, match="^step failed$"):
-        wrapped(True)
-    assert seen == [True, True]
-    assert tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False) == before

@@ -189,28 +189,6 @@ def _replica_slice(t, ctx):
     return t[r * n // count:(r + 1) * n // count]
 
 
-class _WithoutGraphOptimisation:
-    """Calls a `tf.function` with TensorFlow's graph optimiser (Grappler) off.
-
-    Grappler is a process-wide setting; it is switched off for the call
-    only and put back after, so the caller's other functions keep it. The
-    setting is part of the options a function call is instantiated with,
-    so every call of `function` runs the one graph instantiated without
-    optimisation.
-    """
-
-    def __init__(self, function):
-        self.function = function
-
-    def __call__(self, *args):
-        before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-        try:
-            return self.function(*args)
-        finally:
-            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
-
-
 class Loop:
     """Base of `Searcher` and `Trainer`.
 
@@ -230,10 +208,6 @@ class Loop:
     """
 
     kind = "run"
-    # Whether the training step goes through TensorFlow's graph optimiser
-    # (Grappler); the search turns it off (docs/BENCHMARKS.md: it cost
-    # more to optimise the supernet's step than it saved).
-    graph_optimisation = True
 
     def __init__(self, config, dataset, *, strategy=None, verbose=1, checkpoint_every=0):
         self.config = config
@@ -390,7 +364,7 @@ class Loop:
             per = strategy.run(tf.identity, args=(flag,))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None)
 
-        self._train_step = train_step if self.graph_optimisation else _WithoutGraphOptimisation(train_step)
+        self._train_step = train_step
         self._eval_step = eval_step
         self._workers_stopping = workers_stopping
 
