@@ -79,7 +79,7 @@ def _cell_record(genotype):
 
 def run(out_dir, seeds, budget, zoo, methods):
     from tfvnas import data as data_lib
-    from tfvnas.genotype import load_genotype
+    from tfvnas.zoo import load_genotype
     from tfvnas.search import search
 
     dataset = data_lib.load("mnist-5k")

@@ -12,6 +12,7 @@ from tfvnas import genotype as genotype_lib
 from tfvnas import network as network_lib
 from tfvnas import strip as strip_lib
 from tfvnas import variational
+from tfvnas import zoo
 from tfvnas.train import cutout
 
 SHAPE = (12, 12, 1)
@@ -68,7 +69,7 @@ def test_network_output_and_aux_shapes(sparse_net, images):
     assert sparse_net(images).shape == (5, 10)
     logits, aux = sparse_net(images, training=True, return_aux=True)
     assert logits.shape == (5, 10) and aux.shape == (5, 10)
-    plain = _network(genotype_lib.load_genotype("darts_v2"), weight_vd=False)
+    plain = _network(zoo.load_genotype("darts_v2"), weight_vd=False)
     logits, aux = plain(images, return_aux=True)
     assert aux is None and logits.shape == (5, 10)
     assert not variational.variational_layers(plain)
@@ -179,7 +180,7 @@ def test_cutout_matches_numpy_and_is_a_function_of_the_seed():
 def test_synchronize_batch_norm_reaches_every_batch_norm(images):
     from tfvnas import ops as ops_lib
 
-    net = _network(genotype_lib.load_genotype("darts_v2"), weight_vd=False)
+    net = _network(zoo.load_genotype("darts_v2"), weight_vd=False)
     before = net(images).numpy()
     n = ops_lib.synchronize_batch_norm(net)
     bns = [l for l in net._flatten_layers() if isinstance(l, ops_lib.BatchNorm)]

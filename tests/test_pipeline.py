@@ -12,6 +12,7 @@ from tests.conftest import summary_events
 from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
 from tfvnas import pipeline
+from tfvnas import zoo
 from tfvnas.cli import main
 from tfvnas.export import load_trained
 from tfvnas.train import ARTEFACTS as TRAIN_ARTEFACTS
@@ -156,7 +157,7 @@ def test_train_rejects_unknown_genotype_name(tmp_path, capsys):
 
 
 def test_train_rejects_genotype_with_unknown_op(tmp_path, capsys):
-    g = genotype_lib.load_genotype("darts_v2").to_dict()
+    g = zoo.load_genotype("darts_v2").to_dict()
     g["normal"][0][0] = ["conv_9x9", 0]
     path = tmp_path / "g.json"
     path.write_text(json.dumps(g))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tfvnas import plots
-from tfvnas.genotype import Genotype, edge_list, zoo_entry, zoo_names
+from tfvnas.genotype import Genotype, edge_list
+from tfvnas.zoo import zoo_entry, zoo_names
 
 SVG = "{http://www.w3.org/2000/svg}"
 OPS = ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "avg_pool_3x3", "skip_connect"]

@@ -11,9 +11,9 @@ import keras_tuner
 import pytest
 
 from tfvnas import data as data_lib
-from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
 from tfvnas import variational
+from tfvnas import zoo
 from tfvnas.cli import main
 from tfvnas.config import SearchConfig, TrainConfig
 from tfvnas.train import Trainer
@@ -249,7 +249,7 @@ def test_search_mode(tmp_path, mnist):
     assert best["config_class"] == "SearchConfig"
     assert SearchConfig.load(out / "best_config.json") == result.best_config
     # The trial folder is a search output folder.
-    assert genotype_lib.load_genotype(best["trial_dir"]).to_dict() == best["genotype"]
+    assert zoo.load_genotype(best["trial_dir"]).to_dict() == best["genotype"]
 
 
 # -- command line ------------------------------------------------------------

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from tfvnas import ops
-from tfvnas.genotype import Genotype, load_genotype, zoo_entry, zoo_names
+from tfvnas.genotype import Genotype
+from tfvnas.zoo import load_genotype, zoo_entry, zoo_names
 
 DARTS_OPS = ops.OP_SETS["darts"]
 

@@ -15,7 +15,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfvnas.config import PRESETS, TRAIN_PRESETS, ExportConfig, SearchConfig, TrainConfig  # noqa: E402
-from tfvnas.genotype import Genotype, load_genotype, zoo_names  # noqa: E402
+from tfvnas.genotype import Genotype  # noqa: E402
+from tfvnas.zoo import load_genotype, zoo_names  # noqa: E402
 from tfvnas.network import Network  # noqa: E402
 from tfvnas.search import SearchResult, Searcher, search  # noqa: E402
 from tfvnas.train import TrainResult, Trainer, train  # noqa: E402

@@ -49,12 +49,13 @@ __all__ = [
     "edge_index",
     "edge_list",
     "num_edges",
+    "parse_json",
 ]
 
 CELL_TYPES = ("normal", "reduce")
 """Cell types of a genotype, in the order they appear in its data."""
 
-_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
+GENOTYPE_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
 
 # ---------------------------------------------------------------------------
@@ -70,7 +71,7 @@ def _is_seq(value: Any) -> bool:
     return isinstance(value, (list, tuple))
 
 
-def _short_repr(value: Any, limit: int = 200) -> str:
+def short_repr(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -90,7 +91,7 @@ def _check_names(name: str, value: Any) -> list[str]:
         if not isinstance(item, str):
             raise ValueError(
                 f"`{name}` must contain only op names (str). "
-                f"Received: {name}={_short_repr(names)}"
+                f"Received: {name}={short_repr(names)}"
             )
     return names
 
@@ -169,7 +170,7 @@ def _normalize_cell(name: str, cell: Any) -> tuple[tuple[tuple[str, int], ...], 
     if not _is_seq(cell):
         raise ValueError(
             f"`{name}` must be a list of nodes, each a list of [op, input] "
-            f"pairs. Received: {name}={_short_repr(cell)}"
+            f"pairs. Received: {name}={short_repr(cell)}"
         )
     if not cell:
         raise ValueError(
@@ -181,7 +182,7 @@ def _normalize_cell(name: str, cell: Any) -> tuple[tuple[tuple[str, int], ...], 
         if not _is_seq(node) or not node:
             raise ValueError(
                 f"`{where}` must be a non-empty list of [op, input] pairs. "
-                f"Received: {where}={_short_repr(node)}"
+                f"Received: {where}={short_repr(node)}"
             )
         pairs = []
         for p, pair in enumerate(node):
@@ -194,7 +195,7 @@ def _normalize_cell(name: str, cell: Any) -> tuple[tuple[tuple[str, int], ...], 
             ):
                 raise ValueError(
                     f"`{pwhere}` must be an [op, input] pair of a str and an "
-                    f"int. Received: {pwhere}={_short_repr(pair)}"
+                    f"int. Received: {pwhere}={short_repr(pair)}"
                 )
             pairs.append((str(pair[0]), int(pair[1])))
         out.append(tuple(pairs))
@@ -205,7 +206,7 @@ def _normalize_concat(name: str, concat: Any) -> tuple[int, ...]:
     if not _is_seq(concat) or not concat or not all(_is_int(c) for c in concat):
         raise ValueError(
             f"`{name}` must be a non-empty list of int node states. "
-            f"Received: {name}={_short_repr(concat)}"
+            f"Received: {name}={short_repr(concat)}"
         )
     return tuple(int(c) for c in concat)
 
@@ -386,11 +387,11 @@ class Genotype:
         if not isinstance(d, Mapping):
             raise ValueError(
                 f"A genotype must be a JSON object (dict) with keys "
-                f"{list(_KEYS)}. Received: {_short_repr(d)}"
+                f"{list(GENOTYPE_KEYS)}. Received: {short_repr(d)}"
             )
         keys = set(d)
-        missing = [k for k in _KEYS if k not in keys]
-        unknown = sorted((k for k in keys if k not in _KEYS), key=str)
+        missing = [k for k in GENOTYPE_KEYS if k not in keys]
+        unknown = sorted((k for k in keys if k not in GENOTYPE_KEYS), key=str)
         if missing or unknown:
             parts = []
             if missing:
@@ -398,10 +399,10 @@ class Genotype:
             if unknown:
                 parts.append(f"unknown: {unknown}")
             raise ValueError(
-                f"A genotype must have exactly the keys {list(_KEYS)}. "
+                f"A genotype must have exactly the keys {list(GENOTYPE_KEYS)}. "
                 f"Received keys: {sorted(keys, key=str)} ({'; '.join(parts)})"
             )
-        return cls(**{k: d[k] for k in _KEYS})
+        return cls(**{k: d[k] for k in GENOTYPE_KEYS})
 
     def to_json(self, indent: int | None = 2) -> str:
         """Returns the genotype as JSON text (see `to_dict` for the schema).
@@ -424,7 +425,7 @@ class Genotype:
         Raises:
             ValueError: If `text` is not valid JSON or not a genotype.
         """
-        return cls.from_dict(_parse_json(text, "`text`"))
+        return cls.from_dict(parse_json(text, "`text`"))
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the genotype as JSON to `path`, atomically.
@@ -470,7 +471,7 @@ class Genotype:
         path = os.fspath(path)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        data = _parse_json(text, f"Genotype file {path!r}")
+        data = parse_json(text, f"Genotype file {path!r}")
         try:
             return cls.from_dict(data)
         except ValueError as e:
@@ -536,10 +537,10 @@ class Genotype:
         return "\n".join(lines)
 
 
-def _parse_json(text: Any, source: str) -> Any:
+def parse_json(text: Any, source: str) -> Any:
     if not isinstance(text, (str, bytes, bytearray)):
         raise ValueError(
-            f"{source} must be JSON text (str). Received: {_short_repr(text)}"
+            f"{source} must be JSON text (str). Received: {short_repr(text)}"
         )
     try:
         return json.loads(text)
@@ -585,7 +586,7 @@ def _check_derive_args(log_alpha, op_names, nodes, threshold, exclude):
     if not isinstance(log_alpha, Mapping):
         raise ValueError(
             f"`log_alpha` must be a dict mapping {list(CELL_TYPES)} to arrays. "
-            f"Received: {_short_repr(log_alpha)}"
+            f"Received: {short_repr(log_alpha)}"
         )
     if set(log_alpha) != set(CELL_TYPES):
         raise ValueError(
@@ -601,7 +602,7 @@ def _check_derive_args(log_alpha, op_names, nodes, threshold, exclude):
         except (TypeError, ValueError) as e:
             raise ValueError(
                 f"`{name}` must be an array of floats. Received: "
-                f"{_short_repr(log_alpha[cell_type])}"
+                f"{short_repr(log_alpha[cell_type])}"
             ) from e
         if table.shape != expected:
             raise ValueError(
@@ -751,200 +752,3 @@ def derive_threshold(
         ]
 
     return _derive(tables, names, nodes, allowed, choose)
-
-
-# ---------------------------------------------------------------------------
-# Genotype zoo: published DARTS-space cells bundled in `tfvnas/genotypes/`.
-#
-# References:
-#   - Liu et al., 2019. DARTS (https://arxiv.org/abs/1806.09055)
-#   - Xu et al., 2020. PC-DARTS (https://arxiv.org/abs/1907.05737)
-#   - Chen et al., 2021. DrNAS (https://arxiv.org/abs/2006.10355)
-
-# Imported here, not at the top, so that the zoo stays one block of this module.
-import importlib.resources as _resources  # noqa: E402
-
-__all__ += ["load_genotype", "zoo_entry", "zoo_names"]
-
-_ZOO_PACKAGE = "tfvnas.genotypes"
-_ZOO_SOURCE_KEYS = (
-    "paper",
-    "authors",
-    "year",
-    "arxiv",
-    "url",
-    "repository",
-    "file",
-    "variable",
-    "dataset",
-    "test_error_percent",
-    "params_millions",
-)
-_GENOTYPE_FILE = "genotype.json"
-_ZOO_SPELLING = "case-insensitive; '-' and '_' are interchangeable"
-
-
-def _zoo_files():
-    # importlib.resources rather than __file__, so that it works from a wheel
-    # or a zip as well as from a source checkout.
-    return _resources.files(_ZOO_PACKAGE)
-
-
-def _zoo_key(name: str) -> str:
-    return name.lower().replace("-", "_")
-
-
-def zoo_names() -> list[str]:
-    """Returns the names of the bundled published cells, sorted.
-
-    A name is the stem of a JSON file in `tfvnas/genotypes/`, such as
-    `"darts_v2"`; `tfvnas/genotypes/README.md` lists them with their sources.
-    """
-    return sorted(
-        entry.name[: -len(".json")]
-        for entry in _zoo_files().iterdir()
-        if entry.is_file() and entry.name.endswith(".json")
-    )
-
-
-def _split_source(data: Any, where: str, *, required: bool):
-    """Returns `(genotype_part, source)` of a parsed genotype JSON object.
-
-    The genotype part is left for `Genotype.from_dict`, which checks its keys
-    strictly; `source` is `None` if absent and not `required`.
-    """
-    if not isinstance(data, Mapping) or "source" not in data:
-        if required:
-            raise ValueError(
-                f"{where} must be a JSON object with the genotype keys "
-                f"{list(_KEYS)} and a `source` object. "
-                f"Received: {_short_repr(data)}"
-            )
-        return data, None
-    source = data["source"]
-    if not isinstance(source, Mapping):
-        raise ValueError(
-            f"In {where}, `source` must be a JSON object. "
-            f"Received: source={_short_repr(source)}"
-        )
-    missing = [k for k in _ZOO_SOURCE_KEYS if k not in source]
-    if required and missing:
-        raise ValueError(
-            f"In {where}, `source` must have the keys {list(_ZOO_SOURCE_KEYS)}. "
-            f"Received keys: {sorted(source, key=str)} (missing: {missing})"
-        )
-    return {k: v for k, v in data.items() if k != "source"}, dict(source)
-
-
-def zoo_entry(name: str) -> tuple[Genotype, dict[str, Any]]:
-    """Returns a bundled published cell and where it comes from.
-
-    Example:
-
-    >>> genotype, source = zoo_entry("pc-darts")
-    >>> source["variable"], source["test_error_percent"]
-    ('PCDARTS', 2.57)
-
-    Args:
-        name: A name from `zoo_names()`; case is ignored and `-` reads as `_`
-            (`"DARTS_V2"`, `"pc-darts"`).
-
-    Returns:
-        `(genotype, source)`. The genotype's structure, input indices and
-        concat are checked; its op names are the DARTS ones, so check them
-        with `genotype.validate(op_names)` against the op set in use. `source`
-        is a new dict with at least the keys `paper`, `authors`, `year`,
-        `arxiv`, `url`, `repository`, `file`, `variable` (the name in that
-        file), `dataset`, `test_error_percent` and `params_millions` (as
-        reported by the paper).
-
-    Raises:
-        ValueError: If `name` is not a zoo name.
-    """
-    names = zoo_names()
-    key = _zoo_key(name) if isinstance(name, str) else None
-    if key not in names:
-        raise ValueError(
-            f"`name` must be the name of a zoo genotype, one of {names} "
-            f"({_ZOO_SPELLING}). Received: name={name!r}"
-        )
-    where = f"zoo genotype file 'tfvnas/genotypes/{key}.json'"
-    text = _zoo_files().joinpath(f"{key}.json").read_text(encoding="utf-8")
-    body, source = _split_source(_parse_json(text, where), where, required=True)
-    try:
-        genotype = Genotype.from_dict(body)
-        # Which op names are allowed depends on the caller's op set; indices
-        # and concat do not, so they are checked here.
-        genotype.validate(genotype.op_histogram())
-    except ValueError as e:
-        raise ValueError(f"Invalid {where}: {e}") from e
-    return genotype, source
-
-
-def load_genotype(name_or_path: str | os.PathLike) -> Genotype:
-    """Loads a genotype from the zoo, a JSON file or a run directory.
-
-    `name_or_path` is, in this order:
-
-    1. a zoo name (see `zoo_names()`; case is ignored and `-` reads as `_`,
-       so `"darts_v2"`, `"DARTS_V2"` and `"pc-darts"` all work). A zoo name
-       wins over a relative path spelled the same; write `"./darts_v2"` for
-       the path.
-    2. the path of a genotype JSON file, as written by `Genotype.save` (for
-       example the `genotype.json` a search writes). A `source` object, as in
-       the zoo files, is allowed and ignored; the other keys are checked
-       strictly.
-    3. the path of a directory holding `genotype.json` (a search's output
-       directory).
-
-    Example:
-
-    >>> load_genotype("darts_v2").nodes
-    4
-
-    Args:
-        name_or_path: A zoo name, or a path as a str or `os.PathLike`.
-
-    Returns:
-        A `Genotype`. A zoo cell is checked as by `zoo_entry`; a file is
-        structure-checked only, as by `Genotype.load`, so call `validate()`
-        to check its op names and indices.
-
-    Raises:
-        ValueError: If `name_or_path` is not a str or path; is not a zoo name
-            and nothing exists at that path; is a directory without
-            `genotype.json`; or names a file that is not valid JSON or not a
-            genotype (the message names the file).
-    """
-    if isinstance(name_or_path, str) and _zoo_key(name_or_path) in zoo_names():
-        return zoo_entry(name_or_path)[0]
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise ValueError(
-            "`name_or_path` must be a zoo genotype name or a path (str or "
-            f"os.PathLike). Received: name_or_path={_short_repr(name_or_path)}"
-        )
-    path = os.fspath(name_or_path)
-    if os.path.isdir(path):
-        directory, path = path, os.path.join(path, _GENOTYPE_FILE)
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"`name_or_path` is a directory, so it must hold a "
-                f"{_GENOTYPE_FILE} file. Received: name_or_path={directory!r}, "
-                f"which has no {_GENOTYPE_FILE}"
-            )
-    elif not os.path.isfile(path):
-        raise ValueError(
-            f"`name_or_path` must be a zoo genotype name, one of {zoo_names()} "
-            f"({_ZOO_SPELLING}), or the path of a genotype JSON file or of a "
-            f"directory holding {_GENOTYPE_FILE}. Received: "
-            f"name_or_path={path!r}, which is not a zoo name, and that path "
-            "does not exist"
-        )
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    where = f"Genotype file {path!r}"
-    body, _ = _split_source(_parse_json(text, where), where, required=False)
-    try:
-        return Genotype.from_dict(body)
-    except ValueError as e:
-        raise ValueError(f"Invalid genotype file {path!r}: {e}") from e

@@ -54,7 +54,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from tfvnas.genotype import CELL_TYPES, Genotype, _zoo_key, load_genotype, zoo_entry, zoo_names
+from tfvnas.genotype import CELL_TYPES, Genotype
+from tfvnas.zoo import canonical_name, load_genotype, zoo_entry, zoo_names
 
 __all__ = [
     "Box",
@@ -1551,7 +1552,7 @@ def show(
 ) -> dict[str, Any]:
     """Draws everything that can be drawn of a genotype or an output directory.
 
-    `target` is a zoo name (see `tfvnas.genotype.zoo_names()`; a zoo name
+    `target` is a zoo name (see `tfvnas.zoo.zoo_names()`; a zoo name
     wins over a relative path spelled the same, as in `load_genotype`), a
     genotype JSON file, a `search_history.json` or `train_history.json`, or a
     directory holding any of `genotype.json`, `genotype_threshold.json`,
@@ -1586,8 +1587,8 @@ def show(
     # (heading, genotype, source or None, picture prefix, where it is from)
     genotypes: list[tuple[str, Genotype, Any, str, str]] = []
     search_history = train_history = None
-    if isinstance(target, str) and _zoo_key(target) in zoo_names():
-        key = _zoo_key(target)
+    if isinstance(target, str) and canonical_name(target) in zoo_names():
+        key = canonical_name(target)
         genotype, source = zoo_entry(key)
         genotypes = [(f"zoo genotype {key}", genotype, source, "", f"zoo genotype {key!r}")]
         base = os.path.join("pictures", key)

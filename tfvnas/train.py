@@ -31,6 +31,7 @@ from tfvnas import network as network_lib
 from tfvnas import optim
 from tfvnas import strip as strip_lib
 from tfvnas import variational
+from tfvnas import zoo
 
 ARTEFACTS = ("model.keras", "genotype.json", "train_config.json", "train_history.json")
 
@@ -301,7 +302,7 @@ def train(
     """Trains the network of `genotype` from scratch.
 
     Args:
-        genotype: a `Genotype`, a zoo name (`tfvnas.genotype.zoo_names()`),
+        genotype: a `Genotype`, a zoo name (`tfvnas.zoo.zoo_names()`),
             a genotype JSON path, or a search output folder.
         dataset: a dataset name, a path (.npz or image directory), or a
             `tfvnas.data.Dataset`.
@@ -336,7 +337,7 @@ def train(
     if isinstance(strategy, str):
         strategy = loop_lib.make_strategy(strategy)
     if not isinstance(genotype, genotype_lib.Genotype):
-        genotype = genotype_lib.load_genotype(genotype)
+        genotype = zoo.load_genotype(genotype)
     genotype.validate(ops_lib.op_names())
     cfg = loop_lib.run_config(
         out_dir, resume, config_lib.TrainConfig, "training",

@@ -42,6 +42,7 @@ from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
+from tfvnas import zoo
 
 MODES = ("train", "search")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -264,7 +265,7 @@ class TrainHyperModel(_ConfigHyperModel):
         from tfvnas import ops as ops_lib
 
         if not isinstance(genotype, genotype_lib.Genotype):
-            genotype = genotype_lib.load_genotype(genotype)
+            genotype = zoo.load_genotype(genotype)
         genotype.validate(ops_lib.op_names())
         self.genotype = genotype
         super().__init__(dataset, base_config, search_space, strategy=strategy, name=name)
