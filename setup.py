@@ -18,7 +18,11 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["tfvnas", "tfvnas.*"]),
-    package_data={"tfvnas.datasets": ["mnist_5k.npz", "README.md"], "tfvnas.genotypes": ["*.json"]},
+    package_data={
+        "tfvnas.datasets": ["mnist_5k.npz", "README.md"],
+        "tfvnas.genotypes": ["*.json"],
+        "tfvnas.exporting": ["templates/*.j2"],
+    },
     include_package_data=True,
     install_requires=[
         "tensorflow==2.21.*",
@@ -34,6 +38,8 @@ setup(
         "ai-edge-litert==2.3.*",
         "numpy>=1.26,<3",
         "pyyaml>=6",
+        # The export report and model card are Jinja2 templates.
+        "jinja2>=3.1",
     ],
     extras_require={
         "test": ["pytest>=8"],

@@ -5,7 +5,7 @@ For each configuration in `CONFIGS` it runs, on this machine and in this run,
 every variant in its own subprocess (so memory and first-step time are
 measured from a clean process):
 
-- `vinnas`: the tfvnas search step (`Searcher._train_step`, the
+- `vinnas`: the tfvnas search step (`Searcher.train_step`, the
   `tf.function` the search runs; first-order bi-level: a gate update on one
   batch, a weight update on another), `weight_vd` off;
 - `vinnas+weight_vd`: the same with sparse variational weights;
@@ -93,9 +93,8 @@ def build_searcher(spec):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     from tfvnas import config as config_lib
     from tfvnas import data as data_lib
-    import tfvnas.search  # noqa: F401  (the package re-exports the function `search`)
+    from tfvnas import searching as search_lib
 
-    search_lib = sys.modules["tfvnas.search"]
     c = spec["config"]
     weight_vd = spec["variant"] == "vinnas+weight_vd"
     # Re-trace at every pruning event: the pruning measurement times the step
@@ -126,9 +125,9 @@ def build_searcher(spec):
         )
         cfg = config_lib.SearchConfig.from_dict({**cfg.to_dict(), "limit": None})
     if not spec.get("fuse", True):
-        from tfvnas import supernet
+        from tfvnas import mixed_edge
 
-        supernet.MixedEdge._fusable = lambda self: False
+        mixed_edge.MixedEdge._fusable = lambda self: False
     return search_lib.Searcher(cfg, dataset, verbose=0)
 
 
@@ -142,7 +141,7 @@ def _tfvnas_child(spec):
     def batches():
         epoch = 0
         while True:
-            for b in searcher._epoch_data(epoch):
+            for b in searcher.epoch_data(epoch):
                 yield b
             epoch += 1
 
@@ -158,13 +157,13 @@ def _tfvnas_child(spec):
         t2 = time.perf_counter()
         return t2 - t1, t1 - t0
 
-    timed(searcher._train_step)
+    timed(searcher.train_step)
     first_step_at = time.time()
     for _ in range(spec["warmup"]):
-        timed(searcher._train_step)
+        timed(searcher.train_step)
     steps, waits = [], []
     for _ in range(spec["steps"]):
-        s, w = timed(searcher._train_step)
+        s, w = timed(searcher.train_step)
         steps.append(s)
         waits.append(w)
     import resource
@@ -196,10 +195,10 @@ def _prune_half(searcher, timed, spec):
         log_sigma2 = gates.log_sigma2.numpy().reshape(-1)
         log_sigma2[chosen] = 30.0  # log_alpha far above any threshold
         gates.log_sigma2.assign(log_sigma2.reshape(shape))
-    start_step = searcher._train_step
+    start_step = searcher.train_step
     t0 = time.perf_counter()
     pruned = searcher.end_epoch(0)["pruned_this_epoch"]  # the search's own pruning path
-    pruned_step = searcher._train_step
+    pruned_step = searcher.train_step
     timed(pruned_step)  # (re-)trace
     retrace_s = time.perf_counter() - t0
     for _ in range(spec["warmup"]):

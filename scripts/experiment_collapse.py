@@ -55,7 +55,7 @@ def _parameter_free_share(genotype):
 
 
 def _train_record(genotype, dataset, recipe, out_dir, seed):
-    from tfvnas.train import train
+    from tfvnas.training import train
 
     start = time.perf_counter()
     result = train(genotype, dataset, config=recipe, out_dir=out_dir, seed=seed, verbose=0)
@@ -80,7 +80,7 @@ def _cell_record(genotype):
 def run(out_dir, seeds, budget, zoo, methods):
     from tfvnas import data as data_lib
     from tfvnas.zoo import load_genotype
-    from tfvnas.search import search
+    from tfvnas.searching import search
 
     dataset = data_lib.load("mnist-5k")
     records = []

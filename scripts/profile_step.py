@@ -81,9 +81,9 @@ def main(argv=None):
     searcher = bench_search.build_searcher(spec)
     if options:
         tf.config.optimizer.set_experimental_options(options)
-    batches = iter(searcher._epoch_data(0))
+    batches = iter(searcher.epoch_data(0))
     beta = tf.constant(searcher.beta(0), tf.float32)
-    step = searcher._train_step
+    step = searcher.train_step
     batch = next(batches)
     t_build = time.time()
     nodes = len(step.get_concrete_function(batch, beta).graph.as_graph_def().node)

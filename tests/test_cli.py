@@ -96,3 +96,58 @@ def test_console_entry_exits_with_the_command_status(tmp_path, multiworker):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("tfvnas: error: ")
     assert not (tmp_path / "t").exists()
+
+
+_LIGHT_CHECK = """
+import sys
+{code}
+heavy = [m for m in ("tensorflow", "keras", "ai_edge_litert", "tf_keras", "tensorflow_model_optimization",
+                     "keras_tuner", "matplotlib") if m in sys.modules]
+print("heavy modules:" + ",".join(heavy))
+"""
+
+
+def _light(code):
+    out = subprocess.run([sys.executable, "-c", _LIGHT_CHECK.format(code=code)], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.rsplit("heavy modules:", 1)[1].strip(), out.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["run", "--help"], ["tune", "--help"],
+                                  ["search", "--epochs", "x"], ["train"], ["frobnicate"]])
+def test_help_and_argument_errors_load_nothing_heavy(argv):
+    code = (f"from tfvnas.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit as e:\n"
+            "    assert e.code in (0, 2), e.code")
+    heavy, err = _light(code)
+    assert heavy == ""
+    assert "I0000" not in err and "absl" not in err
+
+
+def test_import_tfvnas_loads_nothing_heavy():
+    heavy, _ = _light("import tfvnas\nassert 'search' in dir(tfvnas) and callable(tfvnas.Genotype)")
+    assert heavy == ""
+
+
+def test_the_public_api_loads_on_use():
+    heavy, _ = _light("import tfvnas\nassert callable(tfvnas.search) and callable(tfvnas.export)")
+    assert "tensorflow" in heavy.split(",")
+
+
+def test_the_command_line_offers_the_presets_the_configs_define():
+    from tfvnas import choices, config
+
+    assert tuple(config.PRESETS) == choices.PRESET_NAMES == tuple(config.TRAIN_PRESETS)
+
+
+def test_tensorflow_start_up_lines_are_filtered():
+    from tfvnas import cli
+
+    # The import itself runs in this process already (the suite imports TensorFlow),
+    # so the filter is exercised on a fresh child instead.
+    child = subprocess.run(
+        [sys.executable, "-c", "from tfvnas.cli import _import_tensorflow_quietly as q; q(); "
+         "import sys; print('tensorflow' in sys.modules)"],
+        capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert child.stdout.strip() == "True"
+    assert not any(line.startswith(cli._TENSORFLOW_START_UP_LINES) for line in child.stderr.splitlines())

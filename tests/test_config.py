@@ -6,10 +6,9 @@ import sys
 
 import pytest
 
-import tfvnas.search  # noqa: F401
+from tfvnas import searching as search_lib
 from tfvnas import config as config_lib
 
-search_lib = sys.modules["tfvnas.search"]
 
 
 def test_paper_preset_is_darts_scale():

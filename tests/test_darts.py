@@ -10,8 +10,9 @@ import tensorflow as tf
 from tfvnas import config as config_lib
 from tfvnas import darts
 from tfvnas import ops as ops_lib
-from tfvnas.search import search
-from tfvnas.supernet import MixedEdge, Supernet
+from tfvnas.searching import search
+from tfvnas.mixed_edge import MixedEdge
+from tfvnas.supernet import Supernet
 
 
 def test_softmax_gates_are_a_softmax_with_the_gate_interface():

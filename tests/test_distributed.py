@@ -34,9 +34,9 @@ from tfvnas import data as data_lib
 from tfvnas import loop as loop_lib
 from tfvnas import variational
 from tfvnas.cli import main
-from tfvnas.search import search as run_search
+from tfvnas import searching as search_lib
+from tfvnas.searching import search as run_search
 
-search_lib = sys.modules["tfvnas.search"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"layers": 1, "nodes": 1, "epochs": 2}
@@ -67,7 +67,7 @@ if dump:
     import json
     import numpy as np
     from tfvnas import loop
-    from tfvnas.search import Searcher
+    from tfvnas.searching import Searcher
     real_run = Searcher.run
 
     def run(self, *args, **kwargs):

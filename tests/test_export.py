@@ -1,13 +1,13 @@
-"""tfvnas.export: SavedModel, TFLite (float, sparse, int8, QAT) and the report.
+"""tfvnas.exporting: SavedModel, TFLite (float, sparse, int8, QAT) and the report.
 
 One module-scoped export (int8 and QAT on, tiny data) serves most tests; the
 references are independent of the code under test where it matters: a
 fresh Python process loads the SavedModel, the zero masks are compared with
-the test's own layout transposes, LiteRT's own C++ encoder checks `densify`.
+the test's own layout transposes, and the sparse file's weights, densified by
+LiteRT, against the dense file's.
 """
 
 import glob
-import importlib
 import json
 import os
 import subprocess
@@ -20,10 +20,10 @@ import pytest
 import tensorflow as tf
 
 from tfvnas import config as config_lib
+from tfvnas import counting
 from tfvnas import data as data_lib
+from tfvnas.exporting import api, qat, saved_model, tflite
 
-# The package binds `tfvnas.export` to the function; the module is this.
-export_lib = importlib.import_module("tfvnas.export")
 
 SPARSITY = 0.8
 L = keras.layers
@@ -127,7 +127,7 @@ def exported(model, dataset, tmp_path_factory):
         int8=True, qat=True, qat_epochs=1, qat_batch_size=64, representative_samples=64,
         latency_runs=10, eval_batch_size=128, seed=0,
     )
-    report = export_lib.export_stripped(model, dataset, out_dir, cfg,
+    report = api.export_stripped(model, dataset, out_dir, cfg,
                                         extra_report={"epochs": 20, "note": "test"})
     return out_dir, report
 
@@ -198,10 +198,10 @@ def test_float_tflite_matches_keras(model, dataset, exported, name):
     out_dir, report = exported
     x = dataset.x_test[:64]
     expected = model(x.astype(np.float32), training=False).numpy()
-    out = export_lib.run_tflite(out_dir / name, x, delegate="xnnpack")
+    out = tflite.run_tflite(out_dir / name, x, delegate="xnnpack")
     np.testing.assert_allclose(out["logits"], expected, atol=1e-4)
     assert np.mean(out["logits"].argmax(1) == expected.argmax(1)) == 1.0
-    io = export_lib.tflite_io(out_dir / name)
+    io = tflite.tflite_io(out_dir / name)
     assert io["input"] == {"name": "images", "dtype": "uint8", "shape": [-1, 12, 12, 1],
                            "quantization": None}
     assert report["tflite"][name]["loads_with_xnnpack"] is True
@@ -238,7 +238,7 @@ def _tflite_layout(layer, kernel):
 @pytest.mark.parametrize("name", ["model_float.tflite", "model_float_dense.tflite"])
 def test_float_tflite_keeps_every_zero(model, exported, name):
     out_dir, report = exported
-    constants = export_lib.tflite_weights(out_dir / name)
+    constants = tflite.tflite_weights(out_dir / name)
     if name == "model_float.tflite":
         assert sum(c.sparse for c in constants) == len(_keras_kernels(model))
     for layer, _, kernel in _keras_kernels(model):
@@ -269,8 +269,8 @@ def test_int8_accuracy_is_within_tolerance(model, dataset, exported):
     keras_accuracy = np.mean(model(x.astype(np.float32), training=False).numpy().argmax(1) == y)
     for name, key in (("model_int8.tflite", "int8"), ("model_qat_int8.tflite", "qat")):
         # The shipped file must load with the default delegate (XNNPACK).
-        assert export_lib.loads_with_xnnpack(out_dir / name)
-        logits = export_lib.run_tflite(out_dir / name, x)["logits"]
+        assert tflite.loads_with_xnnpack(out_dir / name)
+        logits = tflite.run_tflite(out_dir / name, x)["logits"]
         accuracy = np.mean(logits.argmax(1) == y)
         entry = report[key]
         assert entry["accuracy_drop"] == pytest.approx(keras_accuracy - accuracy)
@@ -278,11 +278,11 @@ def test_int8_accuracy_is_within_tolerance(model, dataset, exported):
         assert entry["encoding"] in ("sparse", "dense") and entry["reason"]
         if entry["encoding"] == "dense":
             assert entry["attempts"]["sparse"]["loads_with_xnnpack"] is False
-        io = export_lib.tflite_io(out_dir / name)
+        io = tflite.tflite_io(out_dir / name)
         assert io["input"]["dtype"] == "uint8"
         assert io["outputs"]["logits"]["dtype"] == "int8"
     drop = keras_accuracy - np.mean(
-        export_lib.run_tflite(out_dir / "model_int8.tflite", x)["logits"].argmax(1) == y)
+        tflite.run_tflite(out_dir / "model_int8.tflite", x)["logits"].argmax(1) == y)
     assert drop <= 0.03
 
 
@@ -302,7 +302,7 @@ def test_qat_keeps_conv2d_and_dense_zeros(model, exported):
             assert qat[key][layer_type]["lost_zeros"] == 0, (key, layer_type)
             assert qat[key][layer_type]["preserved"] is True
     # Independently: each zero is zero in some same-shaped int8 tensor of the file.
-    constants = export_lib.tflite_weights(out_dir / "model_qat_int8.tflite")
+    constants = tflite.tflite_weights(out_dir / "model_qat_int8.tflite")
     for layer, _, kernel in _keras_kernels(model):
         zeros = _tflite_layout(layer, kernel) == 0
         assert any(c.shape == zeros.shape and not np.any(c.values[zeros])
@@ -367,71 +367,52 @@ def test_markdown_report_and_model_card_state_the_input_contract(exported):
 
 
 def test_to_tf_keras_computes_the_same_function(model, dataset):
-    tf_model = export_lib.to_tf_keras(model)
+    tf_model = qat.to_tf_keras(model)
     x = dataset.x_test[:8].astype(np.float32)
     np.testing.assert_allclose(tf_model(x, training=False).numpy(),
                                model(x, training=False).numpy(), atol=1e-5)
     assert [l.name for l in tf_model.layers] == [l.name for l in model.layers]
 
 
-def test_densify_matches_litert_block_encoder():
-    fc = pytest.importorskip("ai_edge_litert.format_converter_wrapper_pybind11")
-    schema = export_lib._schema()
-    rng = np.random.default_rng(0)
-    dense = (rng.normal(size=(4, 8)) * (rng.random((4, 8)) < 0.4)).astype(np.float32)
-    dense[:, 4:8] = 0  # a whole empty 1x4 block row
-    # 1x4 blocks of the second dimension, CSR over block columns: what the
-    # converter emits for sparse int8 FULLY_CONNECTED weights.
-    converter = fc.FormatConverterFp32(
-        [4, 8], [0, 1, 2], [fc.TF_LITE_DIM_DENSE, fc.TF_LITE_DIM_SPARSE_CSR], [4], [1])
-    converter.DenseToSparse(dense.ravel())
-    metadata = converter.GetDimMetadata()
-    sparsity = schema.SparsityParametersT()
-    sparsity.traversalOrder = [0, 1, 2]
-    sparsity.blockMap = [1]
-    sparsity.dimMetadata = []
-    for level, fmt in enumerate([schema.DimensionType.DENSE, schema.DimensionType.SPARSE_CSR,
-                                 schema.DimensionType.DENSE]):
-        dim = schema.DimensionMetadataT()
-        dim.format = fmt
-        if fmt == schema.DimensionType.DENSE:
-            dim.denseSize = metadata[2 * level][0]
-        else:
-            dim.arraySegments = schema.Int32VectorT()
-            dim.arraySegments.values = metadata[2 * level]
-            dim.arrayIndices = schema.Int32VectorT()
-            dim.arrayIndices.values = metadata[2 * level + 1]
-        sparsity.dimMetadata.append(dim)
-    values = np.asarray(converter.GetData(), np.float32)
-    np.testing.assert_array_equal(export_lib.densify(values, (4, 8), sparsity), dense)
+def test_sparse_weights_read_back_equal_the_dense_files(exported):
+    # LiteRT's DENSIFY expands each sparse kernel to exactly the dense file's tensor.
+    out_dir, _ = exported
+    sparse = tflite.tflite_weights(out_dir / "model_float.tflite")
+    dense = tflite.tflite_weights(out_dir / "model_float_dense.tflite")
+    encoded = [c for c in sparse if c.sparse]
+    assert encoded and all(c.stored < c.raw.size for c in encoded)
+    assert not any(c.sparse for c in dense)
+    for constant in encoded:
+        same = [d for d in dense if d.shape == constant.shape and np.array_equal(d.values, constant.values)]
+        assert same, constant.name
 
 
 def test_float_data_gives_a_float32_input(model, dataset, tmp_path):
     # A float dataset keeps float32 raw pixels in the same range.
     saved = tmp_path / "sm"
-    export_lib.write_saved_model(model, saved, input_dtype="float32")
+    saved_model.write_saved_model(model, saved, input_dtype="float32")
     path = tmp_path / "f.tflite"
-    path.write_bytes(export_lib.tflite_convert(saved, sparse=True))
-    assert export_lib.tflite_io(path)["input"]["dtype"] == "float32"
+    path.write_bytes(tflite.tflite_convert(saved, sparse=True))
+    assert tflite.tflite_io(path)["input"]["dtype"] == "float32"
     x = dataset.x_test[:8].astype(np.float32)
-    np.testing.assert_allclose(export_lib.run_tflite(path, x, delegate="none")["logits"],
+    np.testing.assert_allclose(tflite.run_tflite(path, x, delegate="none")["logits"],
                                model(x, training=False).numpy(), atol=1e-4)
 
 
 def test_tflite_convert_wants_representative_images_for_int8(model):
     with pytest.raises(ValueError) as info:
-        export_lib.tflite_convert(model, sparse=False, int8=True)
+        tflite.tflite_convert(model, sparse=False, int8=True)
     assert str(info.value) == (
         "`representative` must be an array of images when int8=True. "
         "Received: representative=None")
     with pytest.raises(ValueError) as info:
-        export_lib.run_tflite("unused.tflite", np.zeros((1, 12, 12, 1)), delegate="gpu")
+        tflite.run_tflite("unused.tflite", np.zeros((1, 12, 12, 1)), delegate="gpu")
     assert str(info.value) == (
         "`delegate` must be one of 'xnnpack', 'none'. Received: delegate='gpu'")
 
 
 def test_count_parameters(model):
-    counts = export_lib.count_parameters(model)
+    counts = counting.count_parameters(model)
     kernels = [k for _, _, k in _keras_kernels(model)]
     assert counts["kernel_dense"] == sum(k.size for k in kernels)
     assert counts["kernel_nonzero"] == sum(np.count_nonzero(k) for k in kernels)
@@ -449,7 +430,7 @@ def test_a_non_empty_out_dir_is_refused(model, dataset, tmp_path):
         f"Received: out_dir={str(out_dir)!r}, which holds 1 entries"
     )
     with pytest.raises(ValueError) as info:
-        export_lib.export_stripped(model, dataset, out_dir)
+        api.export_stripped(model, dataset, out_dir)
     assert str(info.value) == message
     assert (out_dir / "keep.txt").read_text() == "x"
 
@@ -459,9 +440,9 @@ def test_a_crash_leaves_no_folder(model, dataset, tmp_path, monkeypatch):
         raise RuntimeError("converter exploded")
 
     # The SavedModel is already written into the temporary folder by then.
-    monkeypatch.setattr(export_lib, "tflite_convert", fail)
+    monkeypatch.setattr(tflite, "tflite_convert", fail)
     out_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="^converter exploded$"):
-        export_lib.export_stripped(model, dataset, out_dir, config_lib.ExportConfig())
+        api.export_stripped(model, dataset, out_dir, config_lib.ExportConfig())
     assert not out_dir.exists()
     assert os.listdir(tmp_path) == []

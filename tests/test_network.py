@@ -13,7 +13,7 @@ from tfvnas import network as network_lib
 from tfvnas import strip as strip_lib
 from tfvnas import variational
 from tfvnas import zoo
-from tfvnas.train import cutout
+from tfvnas.training import cutout
 
 SHAPE = (12, 12, 1)
 
@@ -123,7 +123,7 @@ def test_drop_path_only_in_training_and_ramped(sparse_net, images):
 
 def test_strip_matches_inference_and_uses_standard_layers(sparse_net, images):
     stripped = strip_lib.strip(sparse_net)
-    assert strip_lib.is_standard(stripped)
+    strip_lib.check_standard_layers(stripped)
     assert stripped.input.name == "images" or stripped.inputs[0].name == "images"
     kinds = {type(l).__name__ for l in stripped.layers}
     assert {"Conv2D", "DepthwiseConv2D", "BatchNormalization", "Dense", "Rescaling", "Add",
@@ -148,7 +148,7 @@ def test_strip_of_plain_weights(images):
     net = _network(weight_vd=False)
     _scramble(net, seed=3)
     stripped = strip_lib.strip(net)
-    assert strip_lib.is_standard(stripped)
+    strip_lib.check_standard_layers(stripped)
     np.testing.assert_allclose(stripped(images).numpy(), net(images).numpy(), atol=1e-5, rtol=1e-5)
 
 

@@ -14,8 +14,8 @@ from tfvnas import genotype as genotype_lib
 from tfvnas import pipeline
 from tfvnas import zoo
 from tfvnas.cli import main
-from tfvnas.export import load_trained
-from tfvnas.train import ARTEFACTS as TRAIN_ARTEFACTS
+from tfvnas.exporting import load_trained
+from tfvnas.training import ARTEFACTS as TRAIN_ARTEFACTS
 
 SEARCH_FILES = {"genotype.json", "genotype_threshold.json", "search_config.json", "search_history.json", "checkpoints"}
 TRAIN_FILES = set(TRAIN_ARTEFACTS) | {"checkpoints"}

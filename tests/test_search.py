@@ -13,10 +13,9 @@ from tests.conftest import mirrored, summary_events
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import genotype as genotype_lib
-import tfvnas.search
+from tfvnas import searching as search_lib
 from tfvnas.cli import main
 
-search_lib = sys.modules["tfvnas.search"]
 
 HISTORY_FIELDS = {
     "epoch", "step", "beta", "weight_lr", "train_loss", "train_accuracy", "arch_loss",
@@ -206,17 +205,17 @@ def test_retrace_when_pruned_share_times_steps_left_pays():
     every_op = model.computed_ops()
     traced = sum(len(r) for rows in every_op.values() for r in rows)
     assert searcher.total_steps == 8 and traced == 28 and model.step_ops is None
-    first = searcher._train_step
+    first = searcher.train_step
     # 1 of 28 traced ops gone x 8 steps left < 2: the step keeps its graph
     # (the pruned op is masked to zero) and the traced set is pinned.
     _prune(model, "normal", 1, rng)
     assert searcher.end_epoch(0) == {"pruned_this_epoch": 1}
-    assert searcher._train_step is first and model.step_ops == every_op
+    assert searcher.train_step is first and model.step_ops == every_op
     assert model.computed_ops() != every_op
     # 15 of 28 gone x 8 steps left >= 2: traced anew without them.
     _prune(model, "reduce", 14, rng)
     assert searcher.end_epoch(0) == {"pruned_this_epoch": 14}
-    assert searcher._train_step is not first and model.step_ops == model.computed_ops()
+    assert searcher.train_step is not first and model.step_ops == model.computed_ops()
     assert sum(len(r) for rows in model.step_ops.values() for r in rows) == 13
     # The traced set is part of the checkpoint state, so a resumed run traces
     # the graph the uninterrupted one runs.
@@ -225,11 +224,11 @@ def test_retrace_when_pruned_share_times_steps_left_pays():
     searcher.restore_checkpoint_state(state)
     assert model.step_ops == pinned
     # No steps left: no re-trace, whatever was pruned.
-    second = searcher._train_step
+    second = searcher.train_step
     searcher.position["step"] = searcher.total_steps
     _prune(model, "normal", 12, rng)
     searcher.end_epoch(1)
-    assert searcher._train_step is second and model.step_ops == pinned
+    assert searcher.train_step is second and model.step_ops == pinned
 
 
 def test_beta_warms_up_linearly():

@@ -9,7 +9,8 @@ import tensorflow as tf
 from tfvnas import genotype as genotype_lib
 from tfvnas import ops as ops_lib
 from tfvnas import variational as vd_lib
-from tfvnas.supernet import MixedEdge, Supernet
+from tfvnas.mixed_edge import MixedEdge
+from tfvnas.supernet import Supernet
 
 OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect")
 

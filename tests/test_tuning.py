@@ -16,7 +16,7 @@ from tfvnas import variational
 from tfvnas import zoo
 from tfvnas.cli import main
 from tfvnas.config import SearchConfig, TrainConfig
-from tfvnas.train import Trainer
+from tfvnas.training import Trainer
 from tfvnas.tuning import DEFAULT_TRAIN_SPACE, TrainHyperModel, normalise_space, tune
 
 TINY_TRAIN = dict(layers=1, channels=4, epochs=1, limit=128, batch_size=32)
@@ -116,7 +116,7 @@ def test_study_runs_then_resumes_with_one_more_trial(tmp_path, mnist, trainers):
     assert best["hyperparameters"] == winner["hyperparameters"]
     assert best["metrics"]["nonzero_params"] == winner["nonzero_params"]
     # best_config.json is a TrainConfig file for `tfvnas train --config`.
-    from tfvnas.train import resolve_config
+    from tfvnas.training import resolve_config
 
     cfg = resolve_config("smoke", str(out / "best_config.json"))
     assert cfg == resolve_config("smoke", TINY_TRAIN).replace(**winner["hyperparameters"])

@@ -5,28 +5,58 @@
     >>> trained = tfvnas.train(found.genotype, "mnist-5k", preset="quick", out_dir="runs/train")
     >>> report = tfvnas.export("runs/train", "runs/export", int8=True)
 
-`tfvnas.search`, `tfvnas.train` and `tfvnas.export` are the functions; their
-modules are reached with `from tfvnas.search import Searcher` and the like.
+`tfvnas.search`, `tfvnas.train`, `tfvnas.export` and `tfvnas.run` are
+functions; the modules that hold them are `tfvnas.searching`,
+`tfvnas.training`, `tfvnas.exporting` and `tfvnas.pipeline`. Every public
+name is loaded on first use, so `import tfvnas` imports neither TensorFlow
+nor LiteRT, tf_keras, tfmot or keras-tuner.
 """
 
+import importlib
 import os
 
 # TensorFlow's C++ info lines drown the progress bar; users can still set it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfvnas.config import PRESETS, TRAIN_PRESETS, ExportConfig, SearchConfig, TrainConfig  # noqa: E402
-from tfvnas.genotype import Genotype  # noqa: E402
-from tfvnas.zoo import load_genotype, zoo_names  # noqa: E402
-from tfvnas.network import Network  # noqa: E402
-from tfvnas.search import SearchResult, Searcher, search  # noqa: E402
-from tfvnas.train import TrainResult, Trainer, train  # noqa: E402
-from tfvnas.export import export, export_stripped  # noqa: E402
-from tfvnas.pipeline import RunResult, run  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "ExportConfig", "Genotype", "Network", "PRESETS", "RunResult", "SearchConfig", "SearchResult",
-    "Searcher", "TRAIN_PRESETS", "TrainConfig", "TrainResult", "Trainer", "export", "export_stripped",
-    "load_genotype", "run", "search", "train", "zoo_names", "__version__",
-]
+# Public name -> module that holds it.
+_PUBLIC = {
+    "ExportConfig": "tfvnas.config",
+    "PRESETS": "tfvnas.config",
+    "SearchConfig": "tfvnas.config",
+    "TRAIN_PRESETS": "tfvnas.config",
+    "TrainConfig": "tfvnas.config",
+    "Genotype": "tfvnas.genotype",
+    "load_genotype": "tfvnas.zoo",
+    "zoo_names": "tfvnas.zoo",
+    "Network": "tfvnas.network",
+    "Supernet": "tfvnas.supernet",
+    "VariationalConv2D": "tfvnas.variational",
+    "VariationalDense": "tfvnas.variational",
+    "VariationalDepthwiseConv2D": "tfvnas.variational",
+    "SearchResult": "tfvnas.searching",
+    "Searcher": "tfvnas.searching",
+    "search": "tfvnas.searching",
+    "TrainResult": "tfvnas.training",
+    "Trainer": "tfvnas.training",
+    "train": "tfvnas.training",
+    "export": "tfvnas.exporting",
+    "export_stripped": "tfvnas.exporting",
+    "RunResult": "tfvnas.pipeline",
+    "run": "tfvnas.pipeline",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'tfvnas' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -13,7 +13,8 @@ import argparse
 import os
 import sys
 
-PRESET_NAMES = ("smoke", "quick", "paper")
+from tfvnas.choices import METHODS, PRESET_NAMES, STRATEGIES, TUNERS, TUNING_MODES
+
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError, FloatingPointError)
 
 
@@ -54,7 +55,7 @@ def _add_loop_args(parser, kind, config_class):
 def _add_distribution_args(parser):
     parser.add_argument(
         "--strategy",
-        choices=("auto", "default", "mirrored", "multiworker"),
+        choices=STRATEGIES,
         default="auto",
         help="tf.distribute strategy: auto picks multiworker when TF_CONFIG is set, mirrored when "
         "more than one GPU is visible, else default (default: auto)",
@@ -158,7 +159,7 @@ def build_parser():
 
 def _add_method_arg(parser):
     parser.add_argument(
-        "--method", choices=("vinnas", "darts"),
+        "--method", choices=METHODS,
         help="vinnas (default) or darts: the DARTS baseline (softmax mixing, op set darts_none)",
     )
 
@@ -183,7 +184,7 @@ def _loop_kwargs(args):
 
 
 def _search(args):
-    from tfvnas.search import search
+    from tfvnas.searching import search
 
     search(
         args.dataset,
@@ -199,7 +200,7 @@ def _search(args):
 
 
 def _train(args):
-    from tfvnas.train import train
+    from tfvnas.training import train
 
     train(
         args.genotype,
@@ -215,7 +216,7 @@ def _train(args):
 
 
 def _export(args):
-    from tfvnas.export import export
+    from tfvnas.exporting import export
 
     export(
         args.model,
@@ -289,9 +290,9 @@ def _add_tune_parser(subparsers):
         "darts_v1, darts_v2, pc_darts, drnas",
     )
     tune.add_argument("--dataset", default="mnist-5k", help=DATASET_HELP)
-    tune.add_argument("--mode", choices=("train", "search"), default="train", help="what to tune (default: train)")
+    tune.add_argument("--mode", choices=TUNING_MODES, default="train", help="what to tune (default: train)")
     tune.add_argument(
-        "--tuner", choices=("random", "bayesian", "hyperband"), default="random",
+        "--tuner", choices=TUNERS, default="random",
         help="keras-tuner tuner (default: random); hyperband's largest budget is the config's epochs",
     )
     tune.add_argument(
@@ -331,10 +332,35 @@ def _tune(args):
     return 0
 
 
+# TensorFlow 2.21 prints these at import whatever TF_CPP_MIN_LOG_LEVEL says.
+_TENSORFLOW_START_UP_LINES = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with its start-up info lines filtered out of stderr (warnings and errors pass)."""
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not line.startswith(_TENSORFLOW_START_UP_LINES):
+                    sys.stderr.write(line)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _import_tensorflow_quietly()
         return args.handler(args)
     except USER_ERRORS as e:
         print(f"tfvnas: error: {e}", file=sys.stderr)

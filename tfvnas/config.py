@@ -6,6 +6,7 @@ import math
 import os
 import typing
 
+from tfvnas import choices, files
 from tfvnas import ops as ops_lib
 
 
@@ -40,7 +41,7 @@ class _Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def save(self, path):
-        _atomic_write(path, self.to_json() + "\n")
+        files.atomic_write(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path):
@@ -193,7 +194,7 @@ class SearchConfig(_Config):
         if self.gate_theta_init is not None:
             _positive("gate_theta_init", self.gate_theta_init)
         _one_of("optimization", self.optimization, ("bilevel", "joint"))
-        _one_of("method", self.method, ("vinnas", "darts"))
+        _one_of("method", self.method, choices.METHODS)
         ops_lib.resolve_op_set(self.op_set, self.ops)
 
     @property
@@ -313,11 +314,6 @@ TRAIN_PRESETS = {
 }
 
 
-def train_preset(name):
-    """The `TrainConfig` of a named preset."""
-    return _preset(TRAIN_PRESETS, name)
-
-
 @dataclasses.dataclass(frozen=True)
 class ExportConfig(_Config):
     """Export of a trained network to SavedModel and TFLite.
@@ -381,10 +377,3 @@ def read_config_file(path):
         )
     return data
 
-
-def _atomic_write(path, text):
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -19,9 +19,6 @@ import tensorflow as tf
 
 from tfvnas import checks
 
-METHODS = ("vinnas", "darts")
-
-
 @keras.saving.register_keras_serializable(package="tfvnas")
 class SoftmaxGates(keras.layers.Layer):
     """A table of DARTS architecture logits, one per (edge, op).

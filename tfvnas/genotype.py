@@ -33,13 +33,12 @@ import hashlib
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from tfvnas import checks
+from tfvnas import checks, files
 
 __all__ = [
     "CELL_TYPES",
@@ -436,23 +435,7 @@ class Genotype:
         Args:
             path: Destination file. Its directory must exist.
         """
-        path = os.fspath(path)
-        directory, name = os.path.split(os.path.abspath(path))
-        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-        data = (self.to_json() + "\n").encode("utf-8")
-        # os.open (rather than tempfile) so that the umask sets the mode, as for
-        # a file written with open().
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        files.atomic_write(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Genotype:

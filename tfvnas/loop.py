@@ -27,13 +27,13 @@ import threading
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tfvnas import config as config_lib
+from tfvnas import choices
 from tfvnas import data as data_lib
+from tfvnas import files
 
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+STRATEGIES = choices.STRATEGIES
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
@@ -303,7 +303,7 @@ class Loop:
                 f"({n_replicas}). Received: batch_size={cfg.batch_size}"
             )
 
-    def _epoch_data(self, epoch, skip=0):
+    def epoch_data(self, epoch, skip=0):
         """The distributed batches of one epoch, a pure function of (seed, epoch)."""
         cfg = self.config
         parts = {}
@@ -364,7 +364,7 @@ class Loop:
             per = strategy.run(tf.identity, args=(flag,))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None)
 
-        self._train_step = train_step
+        self.train_step = train_step
         self._eval_step = eval_step
         self._workers_stopping = workers_stopping
 
@@ -390,12 +390,6 @@ class Loop:
         n = max(totals["count"], 1.0)
         return totals["loss_sum"] / n, totals["correct"] / n
 
-    def run_one_step(self, epoch=0):
-        """Runs one training step on the first batch of `epoch` (benchmarks, tests)."""
-        batches = next(iter(self._epoch_data(epoch)))
-        stats = self._train_step(batches, tf.constant(self.beta(0), tf.float32))
-        return {k: float(v) for k, v in stats.items()}
-
     # -- checkpoints ------------------------------------------------------
 
     def checkpoint_path(self):
@@ -415,9 +409,7 @@ class Loop:
             os.makedirs(directory, exist_ok=True)
             state = {"position": self.position, "history": self.history, "config": self.config.to_dict(),
                      "extra": self.checkpoint_state()}
-            config_lib._atomic_write(
-                os.path.join(directory, f"state-{number}.json"), json.dumps(state) + "\n"
-            )
+            files.write_json(os.path.join(directory, f"state-{number}.json"), state, indent=None)
         else:
             # Every worker takes part in the save (reading distributed
             # variables can be a collective operation); only the chief's copy
@@ -532,9 +524,9 @@ class Loop:
         self.begin_epoch(epoch)
         status = self.progress_status()
         stats = {}
-        for i, batches in enumerate(self._epoch_data(epoch, skip), start=skip):
+        for i, batches in enumerate(self.epoch_data(epoch, skip), start=skip):
             beta = self.beta(self.position["step"])
-            stats = {k: float(v) for k, v in self._train_step(batches, tf.constant(beta, tf.float32)).items()}
+            stats = {k: float(v) for k, v in self.train_step(batches, tf.constant(beta, tf.float32)).items()}
             if not math.isfinite(stats["loss"]):
                 last = self.checkpoint_path()
                 if bar is not None:
@@ -677,17 +669,3 @@ def check_resume_config(saved, requested, checkpoint_dir):
             f"(fields differ: {', '.join(diff)}). Resume with the configuration it was saved with."
         )
 
-
-def write_json(path, data):
-    """Writes `data` as indented JSON, atomically."""
-    config_lib._atomic_write(path, json.dumps(data, indent=1, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")

@@ -4,8 +4,9 @@
 each cell has and receives); `Cell` wires a DARTS cell from a list of edges,
 each computed by a layer that the caller's edge factory makes: a gated
 mixture of every candidate operation in the supernet
-(`tfvnas.supernet.MixedEdge`), a single operation in the final network
-(`Network`, built from a `Genotype`).
+(`tfvnas.mixed_edge.MixedEdge`, passed in by `tfvnas.supernet`), a single
+operation in the final network (`discrete_edge`; `Network`, built from a
+`Genotype`).
 
 References:
     - Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search." ICLR 2019.
@@ -14,7 +15,6 @@ References:
 import dataclasses
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfvnas import checks
@@ -79,16 +79,19 @@ class Cell(keras.layers.Layer):
     """A DARTS cell: two preprocessed inputs, intermediate nodes, a concat.
 
     Node i sums its incoming edges; edge `(node, input, op_names)` applies
-    `edge_factory(op_names, channels, strides)` to state `input` (states 0
-    and 1 are the preprocessed cell inputs, 2 + i is node i). The output is
-    the channel concatenation of the states in `concat`.
+    `edge_factory(op_names, channels, strides, seed=..., weight_vd=...,
+    affine=...)` to state `input` (states 0 and 1 are the preprocessed cell
+    inputs, 2 + i is node i). The output is the channel concatenation of the
+    states in `concat`.
 
     Args:
         plan: the cell's `CellPlan` (or its dict).
         edges: list of `(node, input, op_names)`.
         concat: state indices to concatenate.
-        mixed: whether an edge mixes all its ops with gates (supernet) or
-            applies a single op (final network).
+        edge_factory: makes the layer of an edge: `discrete_edge` (the
+            default: one op per edge) or a gated mixture of all its ops
+            (`tfvnas.mixed_edge.MixedEdge`, the supernet's). Not part of the
+            config: a supernet rebuilds its cells itself.
         weight_vd: variational convolution weights.
         affine: affine batch normalisation.
         seed: base seed of the cell's noise.
@@ -107,7 +110,7 @@ class Cell(keras.layers.Layer):
         plan,
         edges,
         concat,
-        mixed=False,
+        edge_factory=None,
         weight_vd=False,
         affine=True,
         seed=None,
@@ -118,7 +121,7 @@ class Cell(keras.layers.Layer):
         self.plan = plan if isinstance(plan, CellPlan) else CellPlan(**plan)
         self.edges = [(int(n), int(j), tuple(o)) for n, j, o in edges]
         self.concat = [int(c) for c in concat]
-        self.mixed = bool(mixed)
+        edge_factory = edge_factory or discrete_edge
         self.weight_vd = bool(weight_vd)
         self.affine = bool(affine)
         self.seed = seed
@@ -129,34 +132,22 @@ class Cell(keras.layers.Layer):
         kw = dict(weight_vd=self.weight_vd, affine=self.affine)
         if p.reduction_prev:
             self.preprocess0 = ops_lib.FactorizedReduce(
-                p.prev_prev_channels, 2, out_channels=c, seed=_seed(seed, 0), **kw
+                p.prev_prev_channels, 2, out_channels=c, seed=ops_lib.offset_seed(seed, 0), **kw
             )
         else:
             self.preprocess0 = ops_lib.ReLUConvBN(
-                p.prev_prev_channels, 1, out_channels=c, seed=_seed(seed, 0), **kw
+                p.prev_prev_channels, 1, out_channels=c, seed=ops_lib.offset_seed(seed, 0), **kw
             )
         self.preprocess1 = ops_lib.ReLUConvBN(
-            p.prev_channels, 1, out_channels=c, seed=_seed(seed, 10), **kw
+            p.prev_channels, 1, out_channels=c, seed=ops_lib.offset_seed(seed, 10), **kw
         )
         self.edge_layers = []
         for e, (node, inp, op_names) in enumerate(self.edges):
             strides = 2 if p.reduction and inp < 2 else 1
-            edge_seed = _seed(seed, 100 * (e + 1))
-            if self.mixed:
-                from tfvnas.supernet import MixedEdge
-
-                layer = MixedEdge(op_names, c, strides, seed=edge_seed, **kw)
-            else:
-                if len(op_names) != 1:
-                    raise ValueError(
-                        "A discrete cell edge must have exactly one op. "
-                        f"Received: {list(op_names)}"
-                    )
-                layer = ops_lib.make_op(op_names[0], c, strides, seed=edge_seed, **kw)
-            self.edge_layers.append(layer)
+            self.edge_layers.append(edge_factory(op_names, c, strides, seed=ops_lib.offset_seed(seed, 100 * (e + 1)), **kw))
 
     def build(self, input_shape):
-        self.built = True  # sublayers build on their first call (see ops._Chain)
+        self.built = True  # sublayers build on their first call (see ops.Chain)
 
     def call(self, inputs, gates=None, training=None, drop_path=None):
         s0, s1 = inputs
@@ -172,7 +163,7 @@ class Cell(keras.layers.Layer):
                 if n != node:
                     continue
                 layer = self.edge_layers[e]
-                if self.mixed:
+                if gates is not None:
                     theta, sigma2 = gates
                     out = layer(states[inp], theta[e], sigma2[e], training=training)
                 else:
@@ -189,7 +180,6 @@ class Cell(keras.layers.Layer):
             plan=dataclasses.asdict(self.plan),
             edges=[[n, j, list(o)] for n, j, o in self.edges],
             concat=self.concat,
-            mixed=self.mixed,
             weight_vd=self.weight_vd,
             affine=self.affine,
             seed=self.seed,
@@ -198,8 +188,11 @@ class Cell(keras.layers.Layer):
         return config
 
 
-def _seed(seed, offset):
-    return None if seed is None else int(seed) + offset
+def discrete_edge(op_names, channels, strides, **kwargs):
+    """The layer of a final network's edge: its one op (`tfvnas.ops.make_op`)."""
+    if len(op_names) != 1:
+        raise ValueError(f"A discrete cell edge must have exactly one op. Received: {list(op_names)}")
+    return ops_lib.make_op(op_names[0], channels, strides, **kwargs)
 
 
 def _drop_path(x, rate, seed_generator):
@@ -214,14 +207,14 @@ def _drop_path(x, rate, seed_generator):
 def stem_layers(channels, stem_multiplier, *, weight_vd, affine, seed):
     """3x3 conv + BN."""
     return [
-        ops_lib.conv2d(stem_multiplier * channels, 3, weight_vd=weight_vd, seed=_seed(seed, 7)),
+        ops_lib.conv2d(stem_multiplier * channels, 3, weight_vd=weight_vd, seed=ops_lib.offset_seed(seed, 7)),
         ops_lib.batch_norm(affine),
     ]
 
 
 def classifier_layer(num_classes, *, weight_vd, seed):
     if weight_vd:
-        return variational.VariationalDense(num_classes, seed=_seed(seed, 9))
+        return variational.VariationalDense(num_classes, seed=ops_lib.offset_seed(seed, 9))
     return keras.layers.Dense(num_classes)
 
 
@@ -237,7 +230,7 @@ def normalisation_layer(normalisation):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class AuxiliaryHead(ops_lib._Chain):
+class AuxiliaryHead(ops_lib.Chain):
     """Auxiliary classifier (DARTS), used only in training.
 
     ReLU, 5x5 average pooling (stride 3), 1x1 conv to 128 channels, BN, ReLU,

@@ -22,7 +22,8 @@ BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
 BN_EPSILON = 1e-5
 
 
-def _seed(seed, offset):
+def offset_seed(seed, offset):
+    """`seed + offset`, or None when `seed` is None (the layer then draws its own)."""
     return None if seed is None else int(seed) + offset
 
 
@@ -175,7 +176,7 @@ class BatchNorm(keras.layers.Layer):
             # BatchNormalization tracks the biased one, and so do we. The
             # count is a Python number when the shape is static (one op
             # instead of eight: a supernet step has hundreds of these).
-            n = _count_per_channel(inputs)
+            n = count_per_channel(inputs)
             if isinstance(n, int):
                 variance = variance * ((n - 1.0) / max(n, 1.0))
             else:
@@ -246,7 +247,7 @@ def apply_layer(layer, inputs, training=None):
     if kind in (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D) and layer.data_format == "channels_last":
         pool = tf.nn.max_pool2d if kind is keras.layers.MaxPooling2D else tf.nn.avg_pool2d
         return pool(inputs, layer.pool_size, layer.strides, layer.padding.upper())
-    if isinstance(layer, (BatchNorm, _Chain, variational.VariationalConv2D, variational.VariationalDepthwiseConv2D)):
+    if isinstance(layer, (BatchNorm, Chain, variational.VariationalConv2D, variational.VariationalDepthwiseConv2D)):
         return layer.call(inputs, training=training)
     return layer(inputs, training=training)
 
@@ -269,7 +270,7 @@ def _plain_conv(layer):
     )
 
 
-def _count_per_channel(x):
+def count_per_channel(x):
     """Elements per channel of an NHWC tensor: an int if the shape is static."""
     dims = x.shape[:-1]
     if all(d is not None for d in dims):
@@ -280,7 +281,7 @@ def _count_per_channel(x):
     return tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
 
 
-class _Chain(keras.layers.Layer):
+class Chain(keras.layers.Layer):
     """Applies `self.steps` in order; the steps are built in `__init__`."""
 
     steps = ()
@@ -298,7 +299,7 @@ class _Chain(keras.layers.Layer):
         return x
 
 
-class _Op(_Chain):
+class _Op(Chain):
     """Base of the registered operations: validates and records the arguments."""
 
     def __init__(self, channels, strides, weight_vd=False, affine=True, seed=None, **kwargs):
@@ -340,12 +341,12 @@ class SepConv(_Op):
         c, vd, s = self.channels, self.weight_vd, self.seed
         self.steps = [
             keras.layers.ReLU(),
-            *depthwise_conv2d(kernel_size, self.strides, weight_vd=vd, seed=_seed(s, 1)),
-            conv2d(c, 1, weight_vd=vd, seed=_seed(s, 2)),
+            *depthwise_conv2d(kernel_size, self.strides, weight_vd=vd, seed=offset_seed(s, 1)),
+            conv2d(c, 1, weight_vd=vd, seed=offset_seed(s, 2)),
             batch_norm(self.affine),
             keras.layers.ReLU(),
-            *depthwise_conv2d(kernel_size, 1, weight_vd=vd, seed=_seed(s, 3)),
-            conv2d(c, 1, weight_vd=vd, seed=_seed(s, 4)),
+            *depthwise_conv2d(kernel_size, 1, weight_vd=vd, seed=offset_seed(s, 3)),
+            conv2d(c, 1, weight_vd=vd, seed=offset_seed(s, 4)),
             batch_norm(self.affine),
         ]
 
@@ -364,8 +365,8 @@ class DilConv(_Op):
         c, vd, s = self.channels, self.weight_vd, self.seed
         self.steps = [
             keras.layers.ReLU(),
-            *depthwise_conv2d(kernel_size, self.strides, dilation_rate, weight_vd=vd, seed=_seed(s, 1)),
-            conv2d(c, 1, weight_vd=vd, seed=_seed(s, 2)),
+            *depthwise_conv2d(kernel_size, self.strides, dilation_rate, weight_vd=vd, seed=offset_seed(s, 1)),
+            conv2d(c, 1, weight_vd=vd, seed=offset_seed(s, 2)),
             batch_norm(self.affine),
         ]
 
@@ -416,10 +417,10 @@ class FactorizedReduce(_Op):
             )
         half, vd, s = self.out_channels // 2, self.weight_vd, self.seed
         self.relu = keras.layers.ReLU()
-        self.conv_a = conv2d(half, 1, strides=2, weight_vd=vd, seed=_seed(s, 1))
+        self.conv_a = conv2d(half, 1, strides=2, weight_vd=vd, seed=offset_seed(s, 1))
         self.shift = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))
         self.crop = keras.layers.Cropping2D(((1, 0), (1, 0)))
-        self.conv_b = conv2d(half, 1, strides=2, weight_vd=vd, seed=_seed(s, 2))
+        self.conv_b = conv2d(half, 1, strides=2, weight_vd=vd, seed=offset_seed(s, 2))
         self.concat = keras.layers.Concatenate()
         self.bn = batch_norm(self.affine)
 
@@ -469,7 +470,7 @@ class ReLUConvBN(_Op):
         )
         self.steps = [
             keras.layers.ReLU(),
-            conv2d(self.out_channels, 1, strides=self.strides, weight_vd=self.weight_vd, seed=_seed(self.seed, 1)),
+            conv2d(self.out_channels, 1, strides=self.strides, weight_vd=self.weight_vd, seed=offset_seed(self.seed, 1)),
             batch_norm(self.affine),
         ]
 

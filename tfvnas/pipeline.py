@@ -95,10 +95,9 @@ def run(
     Returns:
         A `RunResult`.
     """
-    # Functions, not modules: the package binds these names to functions.
-    from tfvnas.export import export as export_model, read_report
-    from tfvnas.search import search as run_search
-    from tfvnas.train import train as run_train
+    from tfvnas.exporting import export as export_model, read_report
+    from tfvnas.searching import search as run_search
+    from tfvnas.training import train as run_train
 
     if out_dir is None:
         out_dir = default_out_dir(dataset, preset)

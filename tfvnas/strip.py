@@ -39,6 +39,8 @@ STANDARD_LAYERS = (
     keras.layers.Cropping2D,
     keras.layers.GlobalAveragePooling2D,
     keras.layers.Dense,
+    keras.layers.Activation,
+    keras.layers.Identity,
 )
 
 
@@ -80,9 +82,15 @@ def strip(network, input_shape=None, name=None):
     return keras.Model(inputs, logits, name=name or f"{network.name}_stripped")
 
 
-def is_standard(model):
-    """Whether every layer of `model` is one of `STANDARD_LAYERS`."""
-    return all(type(layer) in STANDARD_LAYERS for layer in model.layers)
+def check_standard_layers(model):
+    """Raises `ValueError` naming the layers of `model` that are not `STANDARD_LAYERS`."""
+    unknown = sorted({type(l).__name__ for l in model.layers if type(l) not in STANDARD_LAYERS})
+    if unknown:
+        names = ", ".join(c.__name__ for c in STANDARD_LAYERS)
+        raise ValueError(
+            f"`model` must be a stripped model made of standard layers only ({names}). "
+            f"Received: a model with {', '.join(unknown)}"
+        )
 
 
 class _Builder:
@@ -122,7 +130,7 @@ class _Builder:
             if layer.strides > 1:
                 x = keras.layers.MaxPooling2D(1, strides=layer.strides, name=f"{name}_subsample")(x)
             return keras.layers.Rescaling(0.0, name=f"{name}_zero")(x)
-        if isinstance(layer, ops_lib._Chain):
+        if isinstance(layer, ops_lib.Chain):
             for i, step in enumerate(layer.steps):
                 x = self.apply(step, x, f"{name}_{i}")
             return x

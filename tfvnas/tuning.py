@@ -38,14 +38,16 @@ import typing
 
 import keras_tuner
 
+from tfvnas import choices
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
+from tfvnas import files
 from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
 from tfvnas import zoo
 
-MODES = ("train", "search")
-TUNERS = ("random", "bayesian", "hyperband")
+MODES = choices.TUNING_MODES
+TUNERS = choices.TUNERS
 OBJECTIVE = "val_accuracy"
 PROJECT_NAME = "study"
 STUDY_FILE = "study.json"
@@ -273,7 +275,7 @@ class TrainHyperModel(_ConfigHyperModel):
     def _run(self, cfg, trial_dir, verbose):
         from tfvnas import strip as strip_lib
         from tfvnas.export import count_parameters
-        from tfvnas.train import Trainer
+        from tfvnas.training import Trainer
 
         start = time.perf_counter()
         trainer = Trainer(self.genotype, cfg, self.dataset, strategy=self.strategy, verbose=verbose)
@@ -295,7 +297,7 @@ class TrainHyperModel(_ConfigHyperModel):
             metrics["weight_sparsity"] = last["weight_sparsity"]
         if trial_dir is not None:
             cfg.save(os.path.join(trial_dir, "train_config.json"))
-            loop_lib.write_json(os.path.join(trial_dir, "train_history.json"), {"epochs": history})
+            files.write_json(os.path.join(trial_dir, "train_history.json"), {"epochs": history})
             # Training state only: the study keeps the config, not the weights.
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         return metrics
@@ -326,7 +328,7 @@ class SearchHyperModel(_ConfigHyperModel):
     default_space = DEFAULT_SEARCH_SPACE
 
     def _run(self, cfg, trial_dir, verbose):
-        from tfvnas.search import Searcher
+        from tfvnas.searching import Searcher
 
         start = time.perf_counter()
         searcher = Searcher(cfg, self.dataset, strategy=self.strategy, verbose=verbose)
@@ -524,11 +526,11 @@ def write_reports(tuner):
     hypermodel = tuner.hypermodel
     out_dir = os.fspath(tuner.directory)
     records = trial_records(tuner)
-    loop_lib.write_json(os.path.join(out_dir, "trials.json"), {"objective": OBJECTIVE, "trials": records})
+    files.write_json(os.path.join(out_dir, "trials.json"), {"objective": OBJECTIVE, "trials": records})
     best = best_record(tuner, records)
     config_path = os.path.join(out_dir, "best_config.json")
     if best is None:
-        loop_lib.write_json(os.path.join(out_dir, "best.json"), {"trial_id": None, "reason": "no trial has completed"})
+        files.write_json(os.path.join(out_dir, "best.json"), {"trial_id": None, "reason": "no trial has completed"})
         if os.path.exists(config_path):
             os.remove(config_path)
         return records, None, None
@@ -553,7 +555,7 @@ def write_reports(tuner):
         if os.path.exists(genotype_path):
             report["genotype_file"] = genotype_path
             report["genotype"] = genotype_lib.Genotype.load(genotype_path).to_dict()
-    loop_lib.write_json(os.path.join(out_dir, "best.json"), report)
+    files.write_json(os.path.join(out_dir, "best.json"), report)
     return records, best, best_config
 
 
@@ -725,14 +727,14 @@ def tune(
     out_dir = os.fspath(out_dir)
 
     if mode == "train":
-        from tfvnas.train import resolve_config
+        from tfvnas.training import resolve_config
 
         cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
         if not isinstance(dataset, data_lib.Dataset):
             dataset = data_lib.load(dataset, seed=cfg.seed)
         hypermodel = TrainHyperModel(genotype, dataset, cfg, search_space, strategy=strategy)
     else:
-        from tfvnas.search import resolve_config
+        from tfvnas.searching import resolve_config
 
         cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
         if not isinstance(dataset, data_lib.Dataset):
@@ -762,7 +764,7 @@ def tune(
         if fresh:  # leave no half-made study behind a bad option
             shutil.rmtree(os.path.join(out_dir, PROJECT_NAME), ignore_errors=True)
         raise
-    loop_lib.write_json(os.path.join(out_dir, STUDY_FILE), study)
+    files.write_json(os.path.join(out_dir, STUDY_FILE), study)
     before = len(kt.oracle.end_order)
     try:
         kt.search(verbose=verbose)

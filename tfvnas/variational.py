@@ -17,11 +17,8 @@ References:
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from tfvnas import checks
-
-tfd = tfp.distributions
 
 DEFAULT_THRESHOLD = 3.0
 _EPS = 1e-8
@@ -61,6 +58,10 @@ def ard_kl(theta, log_sigma2):
     Returns:
         A tensor of the same shape with the KL of every element.
     """
+    # Imported on first use: TensorFlow Probability imports tf_keras with it.
+    import tensorflow_probability as tfp
+
+    tfd = tfp.distributions
     sigma2 = tf.exp(log_sigma2)
     q = tfd.Normal(loc=theta, scale=tf.sqrt(sigma2))
     p = tfd.Normal(loc=tf.zeros_like(theta), scale=tf.sqrt(tf.square(theta) + sigma2))

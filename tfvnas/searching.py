@@ -8,7 +8,6 @@ References:
 """
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -17,6 +16,7 @@ import tensorflow as tf
 
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
+from tfvnas import files
 from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
 from tfvnas import ops as ops_lib
@@ -302,9 +302,7 @@ def write_artefacts(result, out_dir):
         "threshold": result.config.threshold,
         "epochs": result.history,
     }
-    config_lib._atomic_write(
-        os.path.join(out_dir, "search_history.json"), json.dumps(history, indent=1) + "\n"
-    )
+    files.write_json(os.path.join(out_dir, "search_history.json"), history)
 
 
 def search(

@@ -24,7 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfvnas import config as config_lib
+from tfvnas import counting
 from tfvnas import data as data_lib
+from tfvnas import files
 from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
 from tfvnas import network as network_lib
@@ -48,7 +50,7 @@ class TrainResult:
         test_loss, test_accuracy: on the dataset's test split.
         parameters: `dense` and `nonzero` counts over every weight of the
             stripped network, and `kernel_dense`, `kernel_nonzero`,
-            `kernel_sparsity` over its kernels (`tfvnas.export.count_parameters`).
+            `kernel_sparsity` over its kernels (`tfvnas.counting.count_parameters`).
         layer_sparsity: per kernel layer `{"name", "type", "weight", "shape",
             "dense", "nonzero", "sparsity"}`.
         out_dir: where the artefacts were written (None if not written).
@@ -204,9 +206,7 @@ class Trainer(loop_lib.Loop):
                 print(f"Resuming from {path} (epoch {self.position['epoch'] + 1}, step {self.position['step']})")
         self.train(checkpoint_dir, tensorboard_dir)
         test_loss, test_acc = self.evaluate("test")
-        from tfvnas.export import count_parameters
-
-        counts = count_parameters(strip_lib.strip(self.model))
+        counts = counting.count_parameters(strip_lib.strip(self.model))
         layers = counts.pop("layers")
         parameters = counts
         result = TrainResult(
@@ -258,7 +258,7 @@ def write_artefacts(result, dataset, out_dir):
     os.replace(tmp, model_path)
     result.genotype.save(os.path.join(out_dir, "genotype.json"))
     result.config.save(os.path.join(out_dir, "train_config.json"))
-    loop_lib.write_json(
+    files.write_json(
         os.path.join(out_dir, "train_history.json"),
         {
             "dataset": dataset_info(dataset),

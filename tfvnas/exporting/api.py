@@ -1,0 +1,427 @@
+"""The public export functions: `export` (from a training folder) and `export_stripped`.
+
+`export_stripped()` takes the *stripped* model (a Keras 3 functional model of
+standard layers only, made by `tfvnas.strip`: its first layer `normalise`
+rescales raw pixels, its output is logits) and writes one folder:
+
+- `saved_model/`: a SavedModel with a `serving_default` signature.
+- `model_float.tflite` (sparse weight encoding) and `model_float_dense.tflite`.
+- `model_int8.tflite`: full-integer post-training quantization (optional).
+- `model_qat_int8.tflite`: int8 after pruning-preserving quantization-aware
+  fine-tuning with TF Model Optimization (optional).
+- `report.json`, `report.md`, `model_card.md`, `export_config.json`.
+
+`export()` is the `tfvnas export` entry point: it loads a `tfvnas train`
+folder (`load_trained`), strips the network (`tfvnas.strip.strip`) and calls
+`export_stripped`; `read_report()` reads a finished export's report.
+"""
+
+import datetime
+import gzip
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+
+from tfvnas import config as config_lib
+from tfvnas import counting
+from tfvnas import data as data_lib
+from tfvnas import files
+from tfvnas import network as network_lib
+from tfvnas import strip as strip_lib
+from tfvnas.exporting import qat, tflite, verify
+from tfvnas.exporting import report as report_lib
+from tfvnas.exporting.names import (FLOAT_DENSE_TFLITE, FLOAT_TFLITE, INT8_TFLITE, QAT_TFLITE, REPORT_JSON,
+                                    SAVED_MODEL_DIR, TRAIN_HISTORY, TRAIN_MODEL)
+from tfvnas.exporting.saved_model import image_shape, saved_model_logits, write_saved_model
+
+
+def _representative(dataset, config):
+    rng = np.random.default_rng(config.seed)
+    count = min(config.representative_samples, len(dataset.x_train))
+    return dataset.x_train[np.sort(rng.choice(len(dataset.x_train), count, replace=False))]
+
+
+def _check_arguments(model, dataset, out_dir, config, extra_report, overwrite):
+    if not isinstance(model, keras.Model) or not hasattr(model, "inputs") or not model.inputs:
+        raise ValueError(
+            f"`model` must be a functional Keras 3 model. Received: model={model!r}")
+    if not isinstance(dataset, data_lib.Dataset):
+        raise ValueError(
+            f"`dataset` must be a tfvnas.data.Dataset. Received: dataset={dataset!r}")
+    if not isinstance(config, config_lib.ExportConfig):
+        raise ValueError(
+            f"`config` must be an ExportConfig or None. Received: config={config!r}")
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"`out_dir` must be a path. Received: out_dir={out_dir!r}")
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"`overwrite` must be a bool. Received: overwrite={overwrite!r}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            "`model` must have one input and one output. Received: "
+            f"{len(model.inputs)} inputs, {len(model.outputs)} outputs")
+    strip_lib.check_standard_layers(model)
+    if image_shape(model) != dataset.image_shape:
+        raise ValueError(
+            f"`model` input shape must be the dataset's image shape {dataset.image_shape}. "
+            f"Received: model input shape={image_shape(model)}")
+    out_shape = tuple(model.outputs[0].shape[1:])
+    if out_shape != (dataset.num_classes,):
+        raise ValueError(
+            f"`model` must output ({dataset.num_classes},) logits per image. "
+            f"Received: output shape={out_shape}")
+    if extra_report is not None:
+        if not isinstance(extra_report, dict):
+            raise ValueError(
+                f"`extra_report` must be a dict or None. Received: extra_report={extra_report!r}")
+        try:
+            json.dumps(files.jsonable(extra_report), allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"`extra_report` must be JSON-serialisable. Received: {error}") from error
+    _check_out_dir(out_dir, overwrite)
+
+
+def _check_out_dir(out_dir, overwrite):
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(
+            f"`out_dir` must be a directory path. Received: out_dir={out_dir!r}, which is a file")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise ValueError(
+            "`out_dir` must not exist or be empty; pass overwrite=True (--overwrite) to replace it. "
+            f"Received: out_dir={out_dir!r}, which holds {len(os.listdir(out_dir))} entries"
+        )
+
+
+def _gzip_size(data):
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def _file_sizes(path):
+    """Raw and gzip-9 bytes of a file, or of a directory (sum over its files)."""
+    if os.path.isdir(path):
+        paths = sorted(
+            os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
+    else:
+        paths = [path]
+    raw = gz = 0
+    for name in paths:
+        with open(name, "rb") as f:
+            data = f.read()
+        raw += len(data)
+        gz += _gzip_size(data)
+    return {"bytes": raw, "gzip_bytes": gz}
+
+
+def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, overwrite=False,
+                    log=None):
+    """Exports a stripped model to SavedModel and TFLite, and verifies each file.
+
+    Everything is written into a temporary sibling folder
+    `out_dir + ".tmp-<pid>"`, renamed to `out_dir` only once every file and
+    check is done: a crash leaves neither `out_dir` nor the temporary
+    folder.
+
+    Files (see the module docstring for the input/output contract):
+    `saved_model/`, `model_float.tflite` (sparse encoding),
+    `model_float_dense.tflite`, `model_int8.tflite` (if `config.int8`),
+    `model_qat_int8.tflite` (if `config.qat`), `report.json`, `report.md`,
+    `model_card.md`, `export_config.json`.
+
+    Args:
+        model: The stripped Keras 3 functional model: standard layers only
+            (`STANDARD_LAYERS`), raw float32 pixels in, logits out.
+        dataset: The `tfvnas.data.Dataset` it was trained on. Its stored
+            dtype becomes the input dtype; the training split calibrates int8
+            and fine-tunes QAT; the test split measures parity and accuracy.
+        out_dir: The folder to create.
+        config: An `ExportConfig` (None: the defaults).
+        extra_report: Optional JSON-serialisable dict (e.g. the training
+            summary), stored under `"model"` in the report.
+        overwrite: Bool; replace a non-empty `out_dir`.
+        log: Optional callable taking a progress line (e.g. `print`).
+
+    Returns:
+        The report, as written to `report.json`.
+
+    Raises:
+        ValueError: If an argument is invalid, or `out_dir` exists and is not
+            empty while `overwrite` is False.
+        RuntimeError: If an int8 model loads in LiteRT in neither encoding.
+    """
+    config = config_lib.ExportConfig() if config is None else config
+    _check_arguments(model, dataset, out_dir, config, extra_report, overwrite)
+    log = log or (lambda line: None)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    try:
+        report = _export_into(model, dataset, tmp, config, log)
+        report["model"] = files.jsonable(extra_report) if extra_report is not None else None
+        report_lib.write_reports(report, tmp, config)
+        _check_out_dir(out_dir, overwrite)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"exported to {out_dir}")
+    return report
+
+
+def _export_into(model, dataset, folder, config, log):
+    input_dtype = np.dtype(dataset.x_train.dtype).name
+
+    def path(name):
+        return os.path.join(folder, name)
+
+    representative = _representative(dataset, config)
+
+    log("writing the SavedModel")
+    write_saved_model(model, path(SAVED_MODEL_DIR), input_dtype=input_dtype)
+    log("converting to TFLite (float, sparse and dense)")
+    for name, sparse in ((FLOAT_TFLITE, True), (FLOAT_DENSE_TFLITE, False)):
+        with open(path(name), "wb") as f:
+            f.write(tflite.tflite_convert(path(SAVED_MODEL_DIR), sparse=sparse))
+    encodings = {}
+    if config.int8:
+        log("converting to int8 TFLite (post-training quantization)")
+        encodings[INT8_TFLITE] = tflite.convert_loadable_int8(
+            path(SAVED_MODEL_DIR), path(INT8_TFLITE), representative, log)
+    qat_info = None
+    if config.qat:
+        log("quantization-aware fine-tuning (tf_keras, pruning-preserving)")
+        start = time.perf_counter()
+        qat_model, moved = qat.quantization_aware_finetune(
+            model, dataset.x_train, dataset.y_train, epochs=config.qat_epochs,
+            learning_rate=config.qat_lr, batch_size=config.qat_batch_size, seed=config.seed,
+            calibration=representative)
+        qat_keras_zeros = verify.qat_zero_pattern(model, qat_model)
+        qat_source = os.path.join(folder, ".qat_saved_model")
+        write_saved_model(qat_model, qat_source, input_dtype=input_dtype)
+        encodings[QAT_TFLITE] = tflite.convert_loadable_int8(
+            qat_source, path(QAT_TFLITE), representative, log)
+        shutil.rmtree(qat_source)
+        qat_info = {
+            "scheme": "Default8BitPrunePreserveQuantizeScheme",
+            "activation_ranges": ("started at the float model's output ranges on the "
+                                  f"{len(representative)} representative images"),
+            "epochs": config.qat_epochs,
+            "learning_rate": config.qat_lr,
+            "batch_size": config.qat_batch_size,
+            "training_examples": int(len(dataset.x_train)),
+            "seconds": round(time.perf_counter() - start, 2),
+            "zero_masks_reapplied": True,
+            "zeros_moved_by_scheme": moved,
+            "keras_zeros_by_type": qat_keras_zeros["by_type"],
+        }
+    tflite_files = [FLOAT_TFLITE, FLOAT_DENSE_TFLITE] + list(encodings)
+
+    log("verifying")
+    x, labels = dataset.x_test, dataset.y_test
+    batch = config.eval_batch_size
+    reference = verify.keras_logits(model, x, batch)
+    parity = {"split": "test", "examples": int(len(x)),
+              "keras": {"accuracy": float(np.mean(reference.argmax(1) == labels))}}
+    parity[SAVED_MODEL_DIR] = verify.parity(reference, saved_model_logits(path(SAVED_MODEL_DIR), x, batch),
+                                      labels)
+    tflite_entries = {}
+    latency = {}
+    for name in tflite_files:
+        xnnpack_error = tflite.load_error(path(name), "xnnpack")
+        delegate = "xnnpack" if xnnpack_error is None else "none"
+        logits = tflite.run_tflite(path(name), x, delegate=delegate, batch_size=batch)["logits"]
+        parity[name] = {**verify.parity(reference, logits, labels), "delegate": delegate}
+        latency[name] = tflite.tflite_latency(path(name), x[0], runs=config.latency_runs, delegate=delegate)
+        tflite_entries[name] = {
+            **tflite.tflite_io(path(name)),
+            "encoding": encodings.get(name, {}).get(
+                "encoding", "sparse" if name == FLOAT_TFLITE else "dense"),
+            "loads_with_xnnpack": xnnpack_error is None,
+            "xnnpack_error": xnnpack_error,
+        }
+    for name, entry in encodings.items():
+        drop = parity["keras"]["accuracy"] - parity[name]["accuracy"]
+        entry.update({
+            "accuracy_drop": float(drop),
+            "tolerance": config.int8_tolerance,
+            "within_tolerance": bool(drop <= config.int8_tolerance + 1e-12),
+        })
+
+    zeros = {SAVED_MODEL_DIR: verify.zero_pattern(model, saved_model=path(SAVED_MODEL_DIR))}
+    for name in tflite_files:
+        zeros[name] = verify.zero_pattern(model, tflite=path(name))
+
+    sizes = {name: _file_sizes(path(name)) for name in [SAVED_MODEL_DIR] + tflite_files}
+    sparse, dense = sizes[FLOAT_TFLITE], sizes[FLOAT_DENSE_TFLITE]
+    report = {
+        "format": "tfvnas-export/1",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {"name": dataset.name, "num_classes": dataset.num_classes,
+                    "test_examples": int(len(dataset.x_test))},
+        "input": report_lib.input_report(model, dataset),
+        "outputs": {
+            "logits": f"float32 ({dataset.num_classes},) per image",
+            "probabilities": "softmax of the logits",
+        },
+        "parameters": counting.count_parameters(model),
+        "files": sizes,
+        "float_sparse_to_dense_ratio": {
+            "bytes": sparse["bytes"] / dense["bytes"],
+            "gzip_bytes": sparse["gzip_bytes"] / dense["gzip_bytes"],
+        },
+        "tflite": tflite_entries,
+        "parity": parity,
+        "latency": latency,
+        "zero_pattern": zeros,
+        "int8": encodings.get(INT8_TFLITE),
+        "qat": None if qat_info is None else {**qat_info, **encodings[QAT_TFLITE],
+                                              "zeros_by_type": zeros[QAT_TFLITE]["by_type"]},
+        "config": config.to_dict(),
+        "versions": report_lib.versions(),
+    }
+    return files.jsonable(report)
+
+
+
+
+def load_trained(model_dir):
+    """Loads what `tfvnas train` wrote: the trained network and its summary.
+
+    Args:
+        model_dir: The output folder of `tfvnas train` (`model.keras`,
+            `train_history.json`).
+
+    Returns:
+        A tuple `(network, history)`: the `tfvnas.network.Network` and the
+        parsed `train_history.json`.
+
+    Raises:
+        ValueError: If the folder does not hold both files or they cannot be
+            read.
+    """
+    model_dir = os.fspath(model_dir)
+    model_path = os.path.join(model_dir, TRAIN_MODEL)
+    history_path = os.path.join(model_dir, TRAIN_HISTORY)
+    if not (os.path.isfile(model_path) and os.path.isfile(history_path)):
+        held = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else "not a folder"
+        raise ValueError(
+            f"`model` must be the output folder of `tfvnas train` (holding {TRAIN_MODEL} and "
+            f"{TRAIN_HISTORY}). Received: {model_dir!r} ({held})"
+        )
+    try:
+        network = keras.models.load_model(model_path, compile=False)
+    except Exception as error:  # noqa: BLE001 - zip, JSON and Keras errors alike
+        raise ValueError(f"Cannot load the trained model in {model_dir!r}: {error}") from error
+    if not isinstance(network, network_lib.Network):
+        raise ValueError(
+            f"`model` must hold a tfvnas Network in {TRAIN_MODEL}. "
+            f"Received: {type(network).__name__} in {model_dir!r}"
+        )
+    try:
+        with open(history_path, encoding="utf-8") as f:
+            history = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"Cannot read {history_path!r}: {error}") from error
+    if not isinstance(history, dict):
+        raise ValueError(
+            f"{history_path!r} must hold a JSON object. Received: {type(history).__name__}")
+    return network, history
+
+
+def _export_config(config, int8, qat):
+    if config is None:
+        config = config_lib.ExportConfig()
+    elif isinstance(config, dict):
+        config = config_lib.ExportConfig.from_dict(config)
+    elif isinstance(config, (str, os.PathLike)):
+        config = config_lib.ExportConfig.load(config)
+    elif not isinstance(config, config_lib.ExportConfig):
+        raise ValueError(
+            "`config` must be an ExportConfig, a dict of fields, a JSON/YAML path or None. "
+            f"Received: config={config!r}")
+    # The flags only switch options on: False (a flag left off) keeps the config's value.
+    return config.replace(int8=True if int8 else None, qat=True if qat else None)
+
+
+def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None,
+           overwrite=False, verbose=1):
+    """Strips the network trained in `model_dir` and exports it (`tfvnas export`).
+
+    Loads `model.keras` and `train_history.json` (`load_trained`), strips the
+    network into standard layers (`tfvnas.strip.strip`) and runs
+    `export_stripped` with the training summary (all of `train_history.json`
+    but the per-epoch records) under `"model"` in the report.
+
+    Args:
+        model_dir: The output folder of `tfvnas train`.
+        out_dir: The folder to create (see `export_stripped`).
+        dataset: A `tfvnas.data.Dataset`, a name or a path for
+            `tfvnas.data.load`; None: the dataset named in the training
+            summary.
+        config: An `ExportConfig`, a dict of its fields, a JSON/YAML file, or
+            None (the defaults).
+        int8, qat: True switches the option on over `config`.
+        overwrite: Bool; replace a non-empty `out_dir`.
+        verbose: 0 silent, 1 one line per step.
+
+    Returns:
+        The report (`report.json`).
+
+    Raises:
+        ValueError: If the folder is not a training output, the data does not
+            fit the model, or an argument is invalid.
+    """
+    config = _export_config(config, int8, qat)
+    _check_out_dir(out_dir, overwrite)
+    network, history = load_trained(model_dir)
+    info = history.get("dataset") or {}
+    if dataset is None:
+        if not info.get("name"):
+            raise ValueError(
+                "`dataset` must be given: the training summary names none. Received: dataset=None")
+        dataset = info["name"]
+    if not isinstance(dataset, data_lib.Dataset):
+        dataset = data_lib.load(dataset)
+    shape = tuple(info.get("image_shape") or network.input_shape_built or dataset.image_shape)
+    classes = int(info.get("num_classes") or network.num_classes)
+    if tuple(dataset.image_shape) != shape or dataset.num_classes != classes:
+        raise ValueError(
+            f"The model takes images of shape {shape} with {classes} classes. Received: dataset "
+            f"{dataset.name!r} with images of shape {dataset.image_shape} and "
+            f"{dataset.num_classes} classes."
+        )
+    stripped = strip_lib.strip(network, input_shape=shape)
+    summary = {key: value for key, value in history.items() if key != "epochs"}
+    summary["epochs_trained"] = len(history.get("epochs") or [])
+    # Relative to the export folder, so a moved or shipped pair of folders
+    # still points at its training run (and no machine path is published).
+    train_dir, export_dir = os.path.abspath(os.fspath(model_dir)), os.path.abspath(os.fspath(out_dir))
+    try:
+        summary["train_dir"] = os.path.relpath(train_dir, export_dir)
+    except ValueError:  # Windows, different drives: no relative path exists
+        summary["train_dir"] = train_dir
+    log = (lambda line: print(f"export: {line}", flush=True)) if verbose else None
+    return export_stripped(stripped, dataset, out_dir, config, extra_report=summary,
+                           overwrite=overwrite, log=log)
+
+
+def read_report(out_dir):
+    """Reads the `report.json` of an export folder.
+
+    Raises:
+        ValueError: If the folder holds no readable report.
+    """
+    path = os.path.join(os.fspath(out_dir), REPORT_JSON)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"Cannot read the export report {path!r}: {error}") from error

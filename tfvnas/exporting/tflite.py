@@ -1,0 +1,412 @@
+"""TFLite: conversion, running, latency, and reading the weights back with LiteRT.
+
+Converted from the SavedModel the export writes, so every artefact shares one
+serving function. `tflite_weights` reads every constant tensor back through
+LiteRT's own interpreter: a sparse-encoded tensor is expanded by the
+runtime's own DENSIFY kernel, whose output the interpreter keeps
+(`experimental_preserve_all_tensors`), so what is checked is what a phone
+computes with.
+"""
+
+import dataclasses
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from tfvnas import checks
+from tfvnas.exporting.names import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE_KEY
+from tfvnas.exporting.saved_model import input_dtype_name, write_saved_model
+
+# Latency is measured single-threaded: what one phone core does, and stable
+# on shared machines.
+LATENCY_THREADS = 1
+LATENCY_WARMUP = 5
+DELEGATES = ("xnnpack", "none")
+
+
+def tflite_convert(model, *, sparse, int8=False, representative=None, input_dtype="float32"):
+    """Converts a model to a TFLite flatbuffer with the serving signature.
+
+    Args:
+        model: A Keras 3 model, a tf_keras model (e.g. quantization-aware),
+            or the path of a SavedModel written by `write_saved_model`.
+        sparse: Bool; encode weights sparsely
+            (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`): only non-zeros are
+            stored, and a DENSIFY op expands them at load time.
+        int8: Bool; full-integer quantization: int8 weights and activations
+            (`TFLITE_BUILTINS_INT8` only) and int8 outputs. The input keeps
+            `input_dtype` (cast and quantized inside).
+        representative: Images `(N, H, W, C)` calibrating the int8
+            activation ranges; required when `int8` (a quantization-aware
+            model takes its ranges from its fake-quant ops and uses these only
+            for layers without them).
+        input_dtype: `"uint8"` or `"float32"`; dtype of the `images` input
+            (ignored for a SavedModel path, which fixes it).
+
+    Returns:
+        The `.tflite` file contents, bytes.
+
+    Raises:
+        ValueError: If an argument is invalid.
+    """
+    for name, value in (("sparse", sparse), ("int8", int8)):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    if int8 and representative is None:
+        raise ValueError(
+            "`representative` must be an array of images when int8=True. "
+            "Received: representative=None"
+        )
+    dtype = input_dtype_name(input_dtype)
+    with tempfile.TemporaryDirectory(prefix="tfvnas-tflite-") as tmp:
+        from_path = isinstance(model, (str, os.PathLike))
+        if from_path:
+            source = os.fspath(model)
+        else:
+            source = os.path.join(tmp, SAVED_MODEL_DIR)
+            write_saved_model(model, source, input_dtype=dtype)
+        converter = tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=[SIGNATURE_KEY])
+        optimizations = []
+        if int8:
+            optimizations.append(tf.lite.Optimize.DEFAULT)
+            images = np.asarray(representative)
+            if from_path:
+                signature = tf.saved_model.load(source).signatures[SIGNATURE_KEY]
+                rep_dtype = signature.structured_input_signature[1][INPUT_NAME].dtype.as_numpy_dtype
+            else:
+                rep_dtype = np.dtype(dtype)
+
+            def dataset():
+                for i in range(len(images)):
+                    yield {INPUT_NAME: images[i : i + 1].astype(rep_dtype)}
+
+            converter.representative_dataset = dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_output_type = tf.int8
+        if sparse:
+            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+        converter.optimizations = optimizations
+        with warnings.catch_warnings():
+            # Calibration runs the deprecated tf.lite.Interpreter internally.
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            return converter.convert()
+
+
+def _resolver(delegate):
+    if delegate not in DELEGATES:
+        raise ValueError(
+            f"`delegate` must be one of {', '.join(repr(d) for d in DELEGATES)}. "
+            f"Received: delegate={delegate!r}"
+        )
+    if delegate == "xnnpack":
+        return OpResolverType.AUTO  # built-in ops plus the default XNNPACK delegate
+    return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
+def _interpreter(path, delegate, num_threads=None):
+    return Interpreter(
+        model_path=os.fspath(path),
+        num_threads=num_threads,
+        experimental_op_resolver_type=_resolver(delegate),
+    )
+
+
+def _to_input(x, detail):
+    """Casts (or, for a quantized input, quantizes) raw images for `detail`."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if scale and np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        q = np.round(np.asarray(x, np.float32) / scale + zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def _from_output(y, detail):
+    scale, zero_point = detail["quantization"]
+    if scale and np.issubdtype(np.asarray(y).dtype, np.integer):
+        return ((np.asarray(y, np.float32) - zero_point) * scale).astype(np.float32)
+    return np.asarray(y, np.float32)
+
+
+def run_tflite(path, x, *, delegate="xnnpack", batch_size=256, num_threads=None):
+    """Runs a `.tflite` file's serving signature on a batch of images.
+
+    Args:
+        path: A `.tflite` file with the `serving_default` signature.
+        x: Raw images `(N, H, W, C)`; cast to the input dtype (or quantized,
+            should the input be quantized).
+        delegate: `"xnnpack"` (the default delegate, as on a phone) or
+            `"none"` (built-in kernels only,
+            `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`).
+        batch_size: Positive int; images per invocation.
+        num_threads: Interpreter threads (None: the runtime's default).
+
+    Returns:
+        A dict from output name to a float32 array; quantized outputs are
+        dequantised with their scale and zero point.
+
+    Raises:
+        ValueError: If `delegate` or `batch_size` is invalid.
+        RuntimeError: If the interpreter cannot load or run the file.
+    """
+    batch_size = checks.check_positive_int("batch_size", batch_size)
+    runner = _interpreter(path, delegate, num_threads).get_signature_runner(SIGNATURE_KEY)
+    in_detail = runner.get_input_details()[INPUT_NAME]
+    out_details = runner.get_output_details()
+    outputs = {name: [] for name in out_details}
+    for start in range(0, len(x), batch_size):
+        result = runner(**{INPUT_NAME: _to_input(x[start : start + batch_size], in_detail)})
+        for name, detail in out_details.items():
+            outputs[name].append(_from_output(result[name], detail))
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}
+
+
+def load_error(path, delegate):
+    """None if the file loads and runs one image with `delegate`, else the error."""
+    try:
+        interpreter = _interpreter(path, delegate)
+        runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+        detail = runner.get_input_details()[INPUT_NAME]
+        shape = [1] + [int(d) for d in detail["shape_signature"][1:]]
+        runner(**{INPUT_NAME: np.zeros(shape, detail["dtype"])})
+    except (RuntimeError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def loads_with_xnnpack(path):
+    """Whether a `.tflite` file loads and runs with the default XNNPACK delegate.
+
+    Tries `Interpreter(path)` with the default op resolver (which applies
+    XNNPACK), `allocate_tensors()` and one `invoke()` on a zero image.
+
+    Args:
+        path: A `.tflite` file with the `serving_default` signature.
+
+    Returns:
+        Bool.
+    """
+    return load_error(path, "xnnpack") is None
+
+
+def tflite_io(path):
+    """The serving signature's input and outputs of a `.tflite` file.
+
+    Returns:
+        A dict: `input` (name, dtype, shape with -1 for the batch,
+        quantization `[scale, zero_point]` or None) and `outputs` (name ->
+        dtype and quantization).
+    """
+    runner = _interpreter(path, "none").get_signature_runner(SIGNATURE_KEY)
+
+    def describe(detail):
+        scale, zero_point = detail["quantization"]
+        return {
+            "dtype": np.dtype(detail["dtype"]).name,
+            "shape": [int(d) for d in detail["shape_signature"]],
+            "quantization": [float(scale), int(zero_point)] if scale else None,
+        }
+
+    return {
+        "input": {"name": INPUT_NAME, **describe(runner.get_input_details()[INPUT_NAME])},
+        "outputs": {n: describe(d) for n, d in sorted(runner.get_output_details().items())},
+    }
+
+
+def tflite_latency(path, image, *, runs, delegate="xnnpack", num_threads=LATENCY_THREADS,
+                   warmup=LATENCY_WARMUP):
+    """Times single-image invocations of a `.tflite` file.
+
+    Args:
+        path: A `.tflite` file with the `serving_default` signature.
+        image: One raw image `(H, W, C)` or a batch of one.
+        runs: Positive int; timed invocations after `warmup` untimed ones.
+        delegate: `"xnnpack"` or `"none"`, as in `run_tflite`.
+        num_threads: Interpreter threads.
+        warmup: Non-negative int.
+
+    Returns:
+        A dict: `median_ms`, `p90_ms`, `mean_ms`, `runs`, `num_threads`,
+        `delegate`.
+    """
+    interpreter = _interpreter(path, delegate, num_threads)
+    # The serving signature has one input; a signature runner would resize
+    # and re-allocate on every call, which is not what a phone app times.
+    detail = interpreter.get_input_details()[0]
+    x = _to_input(np.asarray(image).reshape((1,) + tuple(np.shape(image)[-3:])), detail)
+    interpreter.resize_tensor_input(detail["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {
+        "median_ms": float(np.median(times)),
+        "p90_ms": float(np.percentile(times, 90)),
+        "mean_ms": float(np.mean(times)),
+        "runs": int(runs),
+        "num_threads": num_threads,
+        "delegate": delegate,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Reading constant tensors back
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TFLiteConstant:
+    """A constant tensor of a `.tflite` file, densified.
+
+    Attributes:
+        index: Tensor index in the main subgraph (for a sparse tensor, the
+            index of its stored values).
+        name: Tensor name given by the converter.
+        shape: Tuple of ints (the dense shape).
+        dtype: NumPy dtype name of the stored values (e.g. `"int8"`).
+        raw: The dense stored values (zeros filled in for a sparse tensor).
+        values: `raw` dequantised to float32 for a quantized tensor, else `raw`.
+        sparse: Whether the tensor is stored with sparse encoding.
+        stored: Number of values stored in the file.
+    """
+
+    index: int
+    name: str
+    shape: tuple
+    dtype: str
+    raw: np.ndarray
+    values: np.ndarray
+    sparse: bool
+    stored: int
+
+
+def tflite_weights(path):
+    """Reads every constant tensor of a `.tflite` file, sparse ones densified by LiteRT.
+
+    The file is loaded with built-in kernels only and every tensor kept
+    (`experimental_preserve_all_tensors`); one invocation on a zero image
+    runs each DENSIFY op, whose output is the dense form of its sparse
+    input, zeros included.
+
+    Args:
+        path: A `.tflite` file.
+
+    Returns:
+        A list of `TFLiteConstant`, in tensor order: the main subgraph's
+        tensors that no op computes and that hold data (weights, biases,
+        shapes and other constants).
+    """
+    interpreter = Interpreter(
+        model_path=os.fspath(path),
+        experimental_op_resolver_type=_resolver("none"),
+        experimental_preserve_all_tensors=True,
+    )
+    interpreter.allocate_tensors()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    stored = {}
+    for index, detail in details.items():
+        try:
+            stored[index] = np.array(interpreter.get_tensor(index))
+        except ValueError:  # a tensor without data (an intermediate before invoke)
+            continue
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - LiteRT's only op-graph view
+    computed = {int(t) for op in ops for t in op["outputs"]}
+    densified = {int(op["inputs"][0]): int(op["outputs"][0]) for op in ops if op["op_name"] == "DENSIFY"}
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
+    inputs = {d["index"] for d in interpreter.get_input_details()}
+    constants = []
+    for index in sorted(stored):
+        if index in computed or index in inputs or stored[index].size == 0:
+            continue
+        detail = details[index]
+        sparse = index in densified
+        raw = np.array(interpreter.get_tensor(densified[index])) if sparse else stored[index]
+        constants.append(TFLiteConstant(
+            index=index,
+            name=detail["name"],
+            shape=tuple(int(d) for d in raw.shape),
+            dtype=np.dtype(raw.dtype).name,
+            raw=raw,
+            values=_dequantize(raw, detail["quantization_parameters"]),
+            sparse=sparse,
+            stored=int(stored[index].size),
+        ))
+    return constants
+
+
+def _dequantize(raw, quantization):
+    scale = np.asarray(quantization["scales"], np.float32)
+    if scale.size == 0 or not np.issubdtype(raw.dtype, np.integer):
+        return raw
+    zero_point = np.asarray(quantization["zero_points"], np.float32)
+    if scale.size > 1:
+        shape = [1] * raw.ndim
+        shape[quantization["quantized_dimension"]] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# An int8 file that loads
+
+
+def convert_loadable_int8(source, path, representative, log):
+    """Writes an int8 file at `path` that loads, preferring sparse with XNNPACK.
+
+    Returns the report entry: the kept `encoding`, why, and each attempt's
+    size and load results.
+    """
+    attempts = {}
+    candidates = {}
+    for encoding in ("sparse", "dense"):
+        candidate = f"{path}.{encoding}"
+        with open(candidate, "wb") as f:
+            f.write(tflite_convert(source, sparse=encoding == "sparse", int8=True,
+                                   representative=representative))
+        candidates[encoding] = candidate
+        xnnpack_error = load_error(candidate, "xnnpack")
+        attempts[encoding] = {
+            "bytes": os.path.getsize(candidate),
+            "loads_with_xnnpack": xnnpack_error is None,
+            "xnnpack_error": xnnpack_error,
+            "loads_without_delegates": load_error(candidate, "none") is None,
+        }
+        if xnnpack_error is None:
+            break
+        log(f"{os.path.basename(path)}: {encoding} encoding does not load with XNNPACK")
+    if attempts["sparse"]["loads_with_xnnpack"]:
+        kept, reason = "sparse", "the sparse int8 file loads with the default XNNPACK delegate"
+    elif attempts["dense"]["loads_with_xnnpack"]:
+        kept = "dense"
+        reason = ("the sparse int8 file fails to load with the default XNNPACK delegate "
+                  f"({attempts['sparse']['xnnpack_error']}); the dense int8 file loads")
+    elif attempts["sparse"]["loads_without_delegates"]:
+        kept = "sparse"
+        reason = ("neither encoding loads with XNNPACK; the sparse file loads with "
+                  "built-in kernels only (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)")
+    elif attempts["dense"]["loads_without_delegates"]:
+        kept = "dense"
+        reason = ("neither encoding loads with XNNPACK; the dense file loads with "
+                  "built-in kernels only (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)")
+    else:
+        raise RuntimeError(
+            f"The int8 model {os.path.basename(path)} does not load in LiteRT in either "
+            f"encoding. Sparse: {attempts['sparse']['xnnpack_error']}; dense: "
+            f"{attempts['dense']['xnnpack_error']}")
+    os.replace(candidates[kept], path)
+    for candidate in candidates.values():
+        if os.path.exists(candidate):
+            os.remove(candidate)
+    return {"encoding": kept, "reason": reason, "attempts": attempts}
