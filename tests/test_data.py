@@ -311,6 +311,58 @@ def test_directory_with_val_folder(tmp_path):
     np.testing.assert_array_equal(ds.x_val[:, 0, 0, 0], ds.y_val)
 
 
+@pytest.mark.parametrize(
+    "mode, channels, suffix",
+    [
+        ("L", 1, "png"),
+        ("LA", 2, "png"),
+        ("RGB", 3, "png"),
+        ("RGBA", 4, "png"),
+        ("L", 1, "bmp"),  # TensorFlow decodes BMPs to 1 channel only unasked
+    ],
+)
+def test_directory_matches_pil(tmp_path, mode, channels, suffix):
+    image_lib = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    root = tmp_path / "pil"
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (5, 4, channels), dtype=np.uint8)
+            image_lib.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(
+                root / name / f"{i}.{suffix}"
+            )
+    files = sorted(root.glob(f"*/*.{suffix}"))
+    expected_x = np.stack(
+        [np.asarray(image_lib.open(f)).reshape(5, 4, channels) for f in files]
+    )
+    expected_y = np.array(["abc".index(f.parent.name) for f in files])
+
+    ds = data.load(root)
+    x = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    assert x.dtype == np.uint8
+    assert ds.image_shape == (5, 4, channels)
+    # The splits are shuffled: compare in the order of the (distinct) images.
+    order = sorted(range(len(x)), key=lambda i: x[i].tobytes())
+    expected = sorted(range(len(x)), key=lambda i: expected_x[i].tobytes())
+    np.testing.assert_array_equal(x[order], expected_x[expected])
+    np.testing.assert_array_equal(y[order], expected_y[expected])
+
+
+def test_directory_reads_class_subfolders(tmp_path):
+    # As keras.utils.image_dataset_from_directory lists them.
+    root = tmp_path / "nested"
+    for label, name in enumerate(["a", "b"]):
+        _write_png(root / name / "0.png", _image(label, (3, 3, 1)))
+        _write_png(root / name / "more" / "1.png", _image(label, (3, 3, 1)))
+    ds = data.load(root)
+    assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 4
+    for split in ("train", "val", "test"):
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        np.testing.assert_array_equal(x[:, 0, 0, 0], y)
+
+
 # ---------------------------------------------------------------------------
 # keras.datasets
 

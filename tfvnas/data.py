@@ -15,6 +15,19 @@ as NumPy arrays (NHWC images, int32 labels), whatever the source:
 Images are kept unnormalised (uint8 stays uint8); models that want
 normalised inputs use `Dataset.normalisation()` inside the model, so exported
 models take raw pixels.
+
+Image directories are read by `keras.utils.image_dataset_from_directory`
+(labels in sorted class-folder order, every image at its own size, uint8).
+Two checks of our own come first, because Keras would not make them: it
+resizes every image to one `image_size` without a word, so the shape of
+every image is decoded first and images of different shapes are refused,
+naming two of the files; and it reads a class folder without images as a
+class without examples, which is refused too. What Keras lists is what is
+read: images in sub-folders of a class folder count, and so do files whose
+names start with a dot. Keras has no two-channel
+colour mode, so grey + alpha images are read as RGBA and cut back to two
+channels; nor does TensorFlow decode a BMP to one channel on request, so a
+grey split holding BMPs is read as RGB and cut back to one.
 """
 
 import dataclasses
@@ -27,7 +40,17 @@ import tensorflow as tf
 
 _BUNDLED = {"mnist-5k": ("tfvnas.datasets", "mnist_5k.npz")}
 _KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+# The formats keras.utils.image_dataset_from_directory reads.
 _IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+# Image channels -> the Keras `color_mode` that reads them, and the channels
+# of its result to keep. Keras has no two-channel mode: grey + alpha images
+# are read as RGBA, whose red and alpha channels are the grey and alpha ones.
+_COLOR_MODES = {
+    1: ("grayscale", None),
+    2: ("rgba", [0, 3]),
+    3: ("rgb", None),
+    4: ("rgba", None),
+}
 _REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _SPLITS = ("train", "val", "test")
 # Share of a directory without train/ and test/ sub-folders held out as test.
@@ -192,8 +215,9 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
       `(N, H, W)` (given a channel axis); labels are integers of shape `(N,)`
       or `(N, 1)`.
     - A path to a directory with one sub-folder of images (png, jpg, jpeg,
-      bmp, gif) per class; class names sorted alphabetically give the label
-      indices. If it has `train/` and `test/` sub-folders (and optionally
+      bmp, gif) per class, read by `keras.utils.image_dataset_from_directory`
+      (so images in sub-folders of a class folder count too); class names
+      sorted alphabetically give the label indices. If it has `train/` and `test/` sub-folders (and optionally
       `val/`), each holding class folders, those are the splits; otherwise a
       seeded stratified 20% of the images is the test split.
     - `"mnist"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"` through
@@ -421,6 +445,11 @@ def _load_keras(name):
 
 
 def _class_folders(path):
+    """The class folders of `path` as Keras infers them: sorted, not hidden.
+
+    Needed before Keras reads anything, to tell a directory of class folders
+    from one of split folders and to check the class folders of the splits.
+    """
     return sorted(
         entry.name
         for entry in os.scandir(path)
@@ -438,7 +467,7 @@ def _load_directory(path, rng):
         and bool(_class_folders(train_dir))
         and bool(_class_folders(test_dir))
     )
-    reference = {}  # first decoded image's shape and file, for messages
+    reference = {}  # first image's shape and file, for every split
     if has_splits:
         class_names = _class_folders(train_dir)
         split_dirs = {"train": train_dir, "test": test_dir}
@@ -486,51 +515,128 @@ def _load_directory(path, rng):
 
 
 def _read_class_folders(path, class_names, reference):
-    """Decodes every image under `path/<class>/`; all must share one shape."""
-    images, labels = [], []
-    for label, class_name in enumerate(class_names):
-        folder = os.path.join(path, class_name)
-        if not os.path.isdir(folder):
-            continue  # a class absent from this split
-        files = sorted(
-            entry.path
-            for entry in os.scandir(folder)
-            if entry.is_file()
-            and not entry.name.startswith(".")
-            and entry.name.lower().endswith(_IMAGE_EXTENSIONS)
-        )
-        if not files:
+    """Reads the images under `path/<class>/` with Keras.
+
+    `keras.utils.image_dataset_from_directory` lists and decodes the images;
+    the checks before it are the ones it does not make (see the module
+    docstring).
+
+    Args:
+        path: A folder of class folders.
+        class_names: The class names the labels index, those of the train
+            split; `path` may lack some of them.
+        reference: Dict, empty or holding the `shape` and `file` of the
+            first image read (of the train split); filled on first use.
+
+    Returns:
+        A tuple `(x, y)`: uint8 images `(N, H, W, C)` in Keras' order (class
+        by class, files sorted) and their int32 labels.
+    """
+    try:
+        # Keras lists the files when it makes the dataset and decodes them
+        # only when it is iterated: this first call just lists them.
+        files = _image_dataset(path, (1, 1), "rgb").file_paths
+    except ValueError as error:
+        # It refuses a folder without any image; the check below names it.
+        if not str(error).startswith("No images found"):
+            raise
+        files = []
+    found = {os.path.relpath(file, path).split(os.sep)[0] for file in files}
+    for class_name in _class_folders(path):
+        if class_name not in found:
             raise ValueError(
                 "Every class folder must hold at least one image "
                 f"({', '.join(_IMAGE_EXTENSIONS)}). Received: no images in "
-                f"{folder}"
+                f"{os.path.join(path, class_name)}"
             )
-        for file in files:
-            image = _decode(file)
-            if not reference:
-                reference.update(shape=image.shape, file=file)
-            elif image.shape != reference["shape"]:
-                raise ValueError(
-                    "All images must have the same (H, W, C) shape. "
-                    f"Received: {image.shape} for {file}, but "
-                    f"{reference['shape']} for {reference['file']}"
-                )
-            images.append(image)
-            labels.append(label)
-    return np.stack(images), np.asarray(labels, dtype=np.int32)
-
-
-def _decode(file):
-    try:
-        image = tf.io.decode_image(
-            tf.io.read_file(file), expand_animations=False
+    shapes, is_bmp = _image_shapes(files)
+    if not reference:
+        reference.update(shape=tuple(shapes[0].tolist()), file=files[0])
+    differ = np.flatnonzero(np.any(shapes != reference["shape"], axis=1))
+    if differ.size:
+        raise ValueError(
+            "All images must have the same (H, W, C) shape. "
+            f"Received: {tuple(shapes[differ[0]].tolist())} for "
+            f"{files[differ[0]]}, but "
+            f"{reference['shape']} for {reference['file']}"
         )
-    except (tf.errors.OpError, ValueError) as error:
+    height, width, channels = reference["shape"]
+    color_mode, keep = _COLOR_MODES[channels]
+    if channels == 1 and is_bmp.any():
+        # TensorFlow decodes a BMP to 3 or 4 channels when asked for a
+        # number of them; the three channels of a grey BMP are equal.
+        color_mode, keep = "rgb", [0]
+    dataset = _image_dataset(path, (height, width), color_mode)
+    x, y = next(dataset.batch(len(files)).as_numpy_iterator())
+    if keep is not None:
+        x = x[..., keep]
+    labels = np.array(
+        [class_names.index(name) for name in dataset.class_names],
+        dtype=np.int32,
+    )
+    return x.astype(np.uint8, copy=False), labels[y]
+
+
+def _image_dataset(path, image_size, color_mode):
+    """Keras' `image_dataset_from_directory` of `path`, one image at a time."""
+    return keras.utils.image_dataset_from_directory(
+        path,
+        labels="inferred",
+        label_mode="int",
+        color_mode=color_mode,
+        batch_size=None,
+        image_size=image_size,
+        shuffle=False,
+        # Every image already has `image_size`, so nothing is resized;
+        # "nearest" also keeps the decoded uint8.
+        interpolation="nearest",
+        data_format="channels_last",
+        verbose=False,
+    )
+
+
+def _image_shapes(files):
+    """Returns the shapes `tf.io.decode_image` gives `files`, and which are BMPs.
+
+    A check of our own: Keras decodes with the same function but resizes
+    every image to one `image_size` without a word, so images of different
+    shapes must be caught before it reads them. It decodes every image a
+    second time, in a parallel `tf.data` pass: 0.12 s for 3,000 32x32 PNGs
+    on two cores, against 0.28 s for Keras' own read of them.
+
+    Returns:
+        A tuple `(shapes, is_bmp)`: an `(N, 3)` int array of `(H, W, C)`
+        rows and an `(N,)` bool array.
+
+    Raises:
+        ValueError: If a file cannot be read or decoded.
+    """
+
+    def describe(index, file):
+        contents = tf.io.read_file(file)
+        image = tf.io.decode_image(contents, expand_animations=False)
+        # The signature tf.io.decode_image tells BMPs by.
+        bmp = tf.strings.substr(contents, 0, 2) == "BM"
+        return index, tf.shape(image), bmp
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((np.arange(len(files)), files))
+        .map(describe, num_parallel_calls=tf.data.AUTOTUNE)
+        # An unreadable file drops out; its missing index names it below.
+        .ignore_errors()
+    )
+    shapes = np.full((len(files), 3), -1, dtype=np.int64)
+    is_bmp = np.zeros(len(files), dtype=bool)
+    for index, shape, bmp in dataset.batch(4096).as_numpy_iterator():
+        shapes[index], is_bmp[index] = shape, bmp
+    unreadable = np.flatnonzero(shapes[:, 0] < 0)
+    if unreadable.size:
         raise ValueError(
             "Every image file must be a readable png, jpeg, bmp or gif "
-            f"image. Received: {file}, which could not be decoded"
-        ) from error
-    return image.numpy()
+            f"image. Received: {files[unreadable[0]]}, which could not be "
+            "decoded"
+        )
+    return shapes, is_bmp
 
 
 # ---------------------------------------------------------------------------
