@@ -199,6 +199,62 @@ def test_npz_tiny_val_keeps_every_class_in_train(tmp_path):
     assert ds.y_val[0] in (1, 2)
 
 
+def _val_of(tmp_path, y, seed, val_fraction):
+    path = _save_npz(
+        tmp_path / "s.npz",
+        x_train=_indexed_images(len(y), shape=(1, 1)),
+        y_train=y,
+        x_test=_indexed_images(1, shape=(1, 1)),
+        y_test=np.array([0]),
+    )
+    ds = data.load(path, val_fraction=val_fraction, seed=seed)
+    return ds, ds.x_val[:, 0, 0, 0].astype(int)
+
+
+def test_stratified_val_keeps_class_proportions_and_follows_seed(tmp_path):
+    counts = np.array([7, 13, 25, 55])
+    y = np.repeat(np.arange(4), counts)
+    held = {}
+    for seed in range(5):
+        ds, held[seed] = _val_of(tmp_path, y, seed, val_fraction=0.15)
+        assert (len(ds.x_train), len(ds.x_val)) == (85, 15)
+        # Each class gives its share of the 15, within one example.
+        assert np.all(np.abs(np.bincount(ds.y_val, minlength=4) - counts * 0.15) < 1)
+        np.testing.assert_array_equal(ds.y_val, y[held[seed]])
+    _, again = _val_of(tmp_path, y, 0, val_fraction=0.15)
+    np.testing.assert_array_equal(again, held[0])
+    assert len({tuple(np.sort(h)) for h in held.values()}) == 5
+
+
+def test_stratified_val_with_a_single_example_class(tmp_path):
+    # scikit-learn cannot stratify a class of one: it stays in train, and
+    # the other classes are stratified.
+    y = np.repeat(np.arange(4), [1, 30, 30, 30])
+    vals = []
+    for seed in (0, 1):
+        ds, held = _val_of(tmp_path, y, seed, val_fraction=0.1)
+        assert (len(ds.x_train), len(ds.x_val)) == (82, 9)
+        np.testing.assert_array_equal(np.bincount(ds.y_val, minlength=4), [0, 3, 3, 3])
+        assert 0 in ds.y_train
+        vals.append(np.sort(held))
+    np.testing.assert_array_equal(_val_of(tmp_path, y, 1, 0.1)[1], held)
+    assert not np.array_equal(vals[0], vals[1])
+
+
+def test_val_smaller_than_the_number_of_classes(tmp_path):
+    # Too few held-out examples to stratify: a seeded random draw that
+    # leaves every class an example in train.
+    y = np.repeat(np.arange(4), 2)
+    vals = set()
+    for seed in range(6):
+        ds, held = _val_of(tmp_path, y, seed, val_fraction=0.25)
+        assert len(ds.x_val) == 2
+        assert set(ds.y_train) == {0, 1, 2, 3}
+        np.testing.assert_array_equal(_val_of(tmp_path, y, seed, 0.25)[1], held)
+        vals.add(tuple(np.sort(held)))
+    assert len(vals) > 1
+
+
 def test_npz_nhwc_float_with_val_and_column_labels(tmp_path):
     rng = np.random.default_rng(0)
     x_train = rng.normal(size=(12, 5, 6, 2)).astype(np.float32)
@@ -278,6 +334,8 @@ def test_directory_without_splits_rgb(tmp_path):
     )
     again = data.load(root, seed=1)  # pathlib.Path works too
     np.testing.assert_array_equal(again.x_test, ds.x_test)
+    other = data.load(root, seed=2)
+    assert not np.array_equal(other.x_test, ds.x_test)
 
 
 def test_directory_with_train_test_grayscale(tmp_path):

@@ -223,10 +223,10 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
     - `"mnist"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"` through
       `keras.datasets` (downloaded on first use).
 
-    When the source has no validation split, a seeded, stratified (as far as
-    class counts allow) `val_fraction` of the training examples, at least
-    one, becomes the validation split; the remaining training examples keep
-    their order.
+    When the source has no validation split, a seeded, stratified (by
+    `sklearn.model_selection.train_test_split`, as far as class counts allow)
+    `val_fraction` of the training examples, at least one, becomes the
+    validation split; the remaining training examples keep their order.
 
     Images are returned as stored: uint8 stays uint8, other integer images
     with values in [0, 255] become uint8, everything else float32.
@@ -785,41 +785,53 @@ def _check_lengths(x, y, x_arg, y_arg):
 
 
 def _holdout_size(n, fraction):
-    """At least one held-out example and at least one kept."""
+    """`round(fraction * n)` examples, at least one held out and one kept.
+
+    Passed to scikit-learn as a count: given the fraction itself, it rounds
+    the held-out size up (`ceil`), which gives other sizes (10 of 91 rather
+    than 9 at 0.1).
+    """
     return int(min(max(1, round(fraction * n)), n - 1))
 
 
 def _stratified_holdout(y, n_holdout, rng):
-    """Splits indices of `y` into kept and held-out, stratified by class.
+    """Splits the indices of `y` into kept and held-out ones, by class.
 
-    Each class gives `n_holdout * count / n` examples (largest remainders
-    round up) while keeping at least one of its examples, unless that makes
-    `n_holdout` unreachable. Returns both index arrays in ascending order, so
-    the kept examples keep their original order.
+    `sklearn.model_selection.train_test_split(..., stratify=...)` draws the
+    split, with a `random_state` drawn from `rng`: each class gives its share
+    of the `n_holdout` examples, within one. A class with a single example
+    cannot be stratified; its example stays kept. Where scikit-learn cannot
+    stratify the other classes either (fewer held-out or kept examples than
+    classes), the hold-out is drawn at random, except that one example of
+    each class is held out only when no other is left, so every class keeps
+    an example while the sizes allow (our own rule: scikit-learn refuses
+    these cases).
+
+    Returns:
+        A tuple `(keep, held)` of index arrays in ascending order, so the
+        kept examples keep their order.
     """
-    classes, inverse, counts = np.unique(
-        y, return_inverse=True, return_counts=True
-    )
-    ideal = counts * (n_holdout / len(y))
-    take = np.minimum(np.floor(ideal).astype(np.int64), counts - 1)
-    tiebreak = rng.permutation(len(classes))
-    for cap in (counts - 1, counts):
-        while take.sum() < n_holdout:
-            open_ = take < cap
-            if not open_.any():
-                break
-            # Largest unmet share first; random order among equals.
-            need = np.where(open_, ideal - take, -np.inf)
-            best = np.flatnonzero(need == need.max())
-            take[best[np.argmin(tiebreak[best])]] += 1
-    held = []
-    for c in range(len(classes)):
-        members = np.flatnonzero(inverse == c)
-        held.append(rng.permutation(members)[: take[c]])
-    held = np.sort(np.concatenate(held))
-    mask = np.ones(len(y), dtype=bool)
-    mask[held] = False
-    return np.flatnonzero(mask), held
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    shared = index[counts[inverse] > 1]
+    n_shared_classes = int(np.sum(counts > 1))
+    # scikit-learn's conditions for a stratified split.
+    if 0 < n_shared_classes <= min(n_holdout, len(shared) - n_holdout):
+        _, held = train_test_split(
+            shared,
+            test_size=n_holdout,
+            random_state=int(rng.integers(2**32)),
+            stratify=y[shared],
+        )
+    else:
+        order = rng.permutation(len(y))
+        last = np.zeros(len(y), dtype=bool)
+        last[np.unique(y[order], return_index=True)[1]] = True
+        held = np.concatenate([order[~last], order[last]])[:n_holdout]
+    held = np.sort(held)
+    return np.setdiff1d(index, held, assume_unique=True), held
 
 
 def _is_int(value):
