@@ -16,17 +16,9 @@ Images are kept unnormalised (uint8 stays uint8); models that want
 normalised inputs use `Dataset.normalisation()` inside the model, so exported
 models take raw pixels.
 
-Image directories are read by `keras.utils.image_dataset_from_directory`
-(labels in sorted class-folder order, every image at its own size, uint8).
-Two checks of our own come first, because Keras would not make them: it
-resizes every image to one `image_size` without a word, so the shape of
-every image is decoded first and images of different shapes are refused,
-naming two of the files; and it reads a class folder without images as a
-class without examples, which is refused too. What Keras lists is what is
-read: images in sub-folders of a class folder count, and so do files whose
-names start with a dot. Keras has no two-channel colour mode, nor will
-TensorFlow decode a BMP to one channel when asked, so grey + alpha images
-are read as RGBA and grey BMPs as RGB, then cut back to their channels.
+Image directories are read by `tfvnas.image_folders` (through
+`keras.utils.image_dataset_from_directory`, with the checks Keras lacks);
+the splits are drawn here.
 """
 
 import dataclasses
@@ -37,19 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvnas import image_folders
+
 _BUNDLED = {"mnist-5k": ("tfvnas.datasets", "mnist_5k.npz")}
 _KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-# The formats keras.utils.image_dataset_from_directory reads.
-_IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-# Image channels -> the Keras `color_mode` that reads them, and the channels
-# of its result to keep. Keras has no two-channel mode: grey + alpha images
-# are read as RGBA, whose red and alpha channels are the grey and alpha ones.
-_COLOR_MODES = {
-    1: ("grayscale", None),
-    2: ("rgba", [0, 3]),
-    3: ("rgb", None),
-    4: ("rgba", None),
-}
 _REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _SPLITS = ("train", "val", "test")
 # Share of a directory without train/ and test/ sub-folders held out as test.
@@ -443,18 +426,6 @@ def _load_keras(name):
     }
 
 
-def _class_folders(path):
-    """The class folders of `path` as Keras infers them: sorted, not hidden.
-
-    Needed before Keras reads anything, to tell split folders from classes.
-    """
-    return sorted(
-        entry.name
-        for entry in os.scandir(path)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-
-
 def _load_directory(path, rng):
     """Loads a directory of class folders, with or without split folders."""
     train_dir = os.path.join(path, "train")
@@ -462,38 +433,42 @@ def _load_directory(path, rng):
     has_splits = (
         os.path.isdir(train_dir)
         and os.path.isdir(test_dir)
-        and bool(_class_folders(train_dir))
-        and bool(_class_folders(test_dir))
+        and bool(image_folders.class_folders(train_dir))
+        and bool(image_folders.class_folders(test_dir))
     )
     reference = {}  # first image's shape and file, for every split
     if has_splits:
-        class_names = _class_folders(train_dir)
+        class_names = image_folders.class_folders(train_dir)
         split_dirs = {"train": train_dir, "test": test_dir}
         val_dir = os.path.join(path, "val")
-        if os.path.isdir(val_dir) and _class_folders(val_dir):
+        if os.path.isdir(val_dir) and image_folders.class_folders(val_dir):
             split_dirs["val"] = val_dir
         arrays = {}
         for split, split_dir in split_dirs.items():
-            unknown = sorted(set(_class_folders(split_dir)) - set(class_names))
+            unknown = sorted(
+                set(image_folders.class_folders(split_dir)) - set(class_names)
+            )
             if unknown:
                 raise ValueError(
                     f"Class folders of {split}/ must also exist in train/ "
                     f"(which has {class_names}). Received: {unknown} in "
                     f"{split_dir}"
                 )
-            x, y = _read_class_folders(split_dir, class_names, reference)
+            x, y = image_folders.read_class_folders(
+                split_dir, class_names, reference
+            )
             order = rng.permutation(len(x))
             arrays[f"x_{split}"], arrays[f"y_{split}"] = x[order], y[order]
         return arrays
 
-    class_names = _class_folders(path)
+    class_names = image_folders.class_folders(path)
     if not class_names:
         raise ValueError(
             "An image directory must hold one sub-folder of images per class "
             "(or train/ and test/ sub-folders of those). Received: no class "
             f"sub-folders in {path}"
         )
-    x, y = _read_class_folders(path, class_names, reference)
+    x, y = image_folders.read_class_folders(path, class_names, reference)
     if len(x) < 3:
         raise ValueError(
             "An image directory without train/ and test/ sub-folders must "
@@ -512,115 +487,6 @@ def _load_directory(path, rng):
     }
 
 
-def _read_class_folders(path, class_names, reference):
-    """Reads `path/<class>/` images with Keras, after the checks it lacks.
-
-    Returns uint8 images in Keras' order (class by class, files sorted) and
-    int32 labels indexing `class_names` (the train split's; `path` may lack
-    some). `reference` holds the first image's `shape` and `file` across
-    splits; it is filled on first use.
-    """
-    try:
-        # Keras lists the files when it makes the dataset and decodes them
-        # only when it is iterated: this first call just lists them.
-        files = _image_dataset(path, (1, 1), "rgb").file_paths
-    except ValueError as error:
-        # It refuses a folder without any image; the check below names it.
-        if not str(error).startswith("No images found"):
-            raise
-        files = []
-    found = {os.path.relpath(file, path).split(os.sep)[0] for file in files}
-    for class_name in _class_folders(path):
-        if class_name not in found:
-            raise ValueError(
-                "Every class folder must hold at least one image "
-                f"({', '.join(_IMAGE_EXTENSIONS)}). Received: no images in "
-                f"{os.path.join(path, class_name)}"
-            )
-    shapes, is_bmp = _image_shapes(files)
-    if not reference:
-        reference.update(shape=tuple(shapes[0].tolist()), file=files[0])
-    differ = np.flatnonzero(np.any(shapes != reference["shape"], axis=1))
-    if differ.size:
-        raise ValueError(
-            "All images must have the same (H, W, C) shape. "
-            f"Received: {tuple(shapes[differ[0]].tolist())} for "
-            f"{files[differ[0]]}, but "
-            f"{reference['shape']} for {reference['file']}"
-        )
-    height, width, channels = reference["shape"]
-    color_mode, keep = _COLOR_MODES[channels]
-    if channels == 1 and is_bmp.any():
-        # TensorFlow decodes a BMP to 3 or 4 channels when asked for a
-        # number of them; the three channels of a grey BMP are equal.
-        color_mode, keep = "rgb", [0]
-    dataset = _image_dataset(path, (height, width), color_mode)
-    x, y = next(dataset.batch(len(files)).as_numpy_iterator())
-    if keep is not None:
-        x = x[..., keep]
-    labels = np.array(
-        [class_names.index(name) for name in dataset.class_names],
-        dtype=np.int32,
-    )
-    return x.astype(np.uint8, copy=False), labels[y]
-
-
-def _image_dataset(path, image_size, color_mode):
-    """Keras' `image_dataset_from_directory` of `path`, one image at a time."""
-    return keras.utils.image_dataset_from_directory(
-        path,
-        labels="inferred",
-        label_mode="int",
-        color_mode=color_mode,
-        batch_size=None,
-        image_size=image_size,
-        shuffle=False,
-        # Every image already has `image_size`, so nothing is resized;
-        # "nearest" also keeps the decoded uint8.
-        interpolation="nearest",
-        data_format="channels_last",
-        verbose=False,
-    )
-
-
-def _image_shapes(files):
-    """Returns the `(N, 3)` shapes `tf.io.decode_image` gives `files`, and
-    an `(N,)` bool array of which are BMPs; raises for an unreadable file.
-
-    A check of our own: Keras decodes with the same function but resizes
-    every image to one `image_size` without a word. It decodes every image a
-    second time, in a parallel `tf.data` pass: 0.12 s for 3,000 32x32 PNGs
-    on two cores, against 0.28 s for Keras' own read of them.
-    """
-
-    def describe(index, file):
-        contents = tf.io.read_file(file)
-        image = tf.io.decode_image(contents, expand_animations=False)
-        # The signature tf.io.decode_image tells BMPs by.
-        bmp = tf.strings.substr(contents, 0, 2) == "BM"
-        return index, tf.shape(image), bmp
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((np.arange(len(files)), files))
-        .map(describe, num_parallel_calls=tf.data.AUTOTUNE)
-        # An unreadable file drops out; its missing index names it below.
-        .ignore_errors()
-    )
-    shapes = np.full((len(files), 3), -1, dtype=np.int64)
-    is_bmp = np.zeros(len(files), dtype=bool)
-    for index, shape, bmp in dataset.batch(4096).as_numpy_iterator():
-        shapes[index], is_bmp[index] = shape, bmp
-    unreadable = np.flatnonzero(shapes[:, 0] < 0)
-    if unreadable.size:
-        raise ValueError(
-            "Every image file must be a readable png, jpeg, bmp or gif "
-            f"image. Received: {files[unreadable[0]]}, which could not be "
-            "decoded"
-        )
-    return shapes, is_bmp
-
-
-# ---------------------------------------------------------------------------
 # Validation and splitting
 
 
