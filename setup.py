@@ -31,6 +31,8 @@ setup(
         # tfp.distributions, but the import must resolve.
         "tf-keras==2.21.*",
         "keras-tuner[bayesian]==1.4.*",
+        # Stratified splits in tfvnas.data (also a dependency of the above).
+        "scikit-learn>=1.3",
         # tf.summary writes through it (TensorFlow 2.21 no longer installs it).
         "tensorboard==2.21.*",
         # Export: pruning-preserving QAT (on tf_keras) and the LiteRT interpreter.

@@ -199,6 +199,62 @@ def test_npz_tiny_val_keeps_every_class_in_train(tmp_path):
     assert ds.y_val[0] in (1, 2)
 
 
+def _val_of(tmp_path, y, seed, val_fraction):
+    path = _save_npz(
+        tmp_path / "s.npz",
+        x_train=_indexed_images(len(y), shape=(1, 1)),
+        y_train=y,
+        x_test=_indexed_images(1, shape=(1, 1)),
+        y_test=np.array([0]),
+    )
+    ds = data.load(path, val_fraction=val_fraction, seed=seed)
+    return ds, ds.x_val[:, 0, 0, 0].astype(int)
+
+
+def test_stratified_val_keeps_class_proportions_and_follows_seed(tmp_path):
+    counts = np.array([7, 13, 25, 55])
+    y = np.repeat(np.arange(4), counts)
+    held = {}
+    for seed in range(5):
+        ds, held[seed] = _val_of(tmp_path, y, seed, val_fraction=0.15)
+        assert (len(ds.x_train), len(ds.x_val)) == (85, 15)
+        # Each class gives its share of the 15, within one example.
+        assert np.all(np.abs(np.bincount(ds.y_val, minlength=4) - counts * 0.15) < 1)
+        np.testing.assert_array_equal(ds.y_val, y[held[seed]])
+    _, again = _val_of(tmp_path, y, 0, val_fraction=0.15)
+    np.testing.assert_array_equal(again, held[0])
+    assert len({tuple(np.sort(h)) for h in held.values()}) == 5
+
+
+def test_stratified_val_with_a_single_example_class(tmp_path):
+    # scikit-learn cannot stratify a class of one: it stays in train, and
+    # the other classes are stratified.
+    y = np.repeat(np.arange(4), [1, 30, 30, 30])
+    vals = []
+    for seed in (0, 1):
+        ds, held = _val_of(tmp_path, y, seed, val_fraction=0.1)
+        assert (len(ds.x_train), len(ds.x_val)) == (82, 9)
+        np.testing.assert_array_equal(np.bincount(ds.y_val, minlength=4), [0, 3, 3, 3])
+        assert 0 in ds.y_train
+        vals.append(np.sort(held))
+    np.testing.assert_array_equal(_val_of(tmp_path, y, 1, 0.1)[1], held)
+    assert not np.array_equal(vals[0], vals[1])
+
+
+def test_val_smaller_than_the_number_of_classes(tmp_path):
+    # Too few held-out examples to stratify: a seeded random draw that
+    # leaves every class an example in train.
+    y = np.repeat(np.arange(4), 2)
+    vals = set()
+    for seed in range(6):
+        ds, held = _val_of(tmp_path, y, seed, val_fraction=0.25)
+        assert len(ds.x_val) == 2
+        assert set(ds.y_train) == {0, 1, 2, 3}
+        np.testing.assert_array_equal(_val_of(tmp_path, y, seed, 0.25)[1], held)
+        vals.add(tuple(np.sort(held)))
+    assert len(vals) > 1
+
+
 def test_npz_nhwc_float_with_val_and_column_labels(tmp_path):
     rng = np.random.default_rng(0)
     x_train = rng.normal(size=(12, 5, 6, 2)).astype(np.float32)
@@ -278,6 +334,8 @@ def test_directory_without_splits_rgb(tmp_path):
     )
     again = data.load(root, seed=1)  # pathlib.Path works too
     np.testing.assert_array_equal(again.x_test, ds.x_test)
+    other = data.load(root, seed=2)
+    assert not np.array_equal(other.x_test, ds.x_test)
 
 
 def test_directory_with_train_test_grayscale(tmp_path):
@@ -309,6 +367,58 @@ def test_directory_with_val_folder(tmp_path):
     ds = data.load(str(root))
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (6, 2, 4)
     np.testing.assert_array_equal(ds.x_val[:, 0, 0, 0], ds.y_val)
+
+
+@pytest.mark.parametrize(
+    "mode, channels, suffix",
+    [
+        ("L", 1, "png"),
+        ("LA", 2, "png"),
+        ("RGB", 3, "png"),
+        ("RGBA", 4, "png"),
+        ("L", 1, "bmp"),  # TensorFlow decodes BMPs to 1 channel only unasked
+    ],
+)
+def test_directory_matches_pil(tmp_path, mode, channels, suffix):
+    image_lib = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    root = tmp_path / "pil"
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (5, 4, channels), dtype=np.uint8)
+            image_lib.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(
+                root / name / f"{i}.{suffix}"
+            )
+    files = sorted(root.glob(f"*/*.{suffix}"))
+    expected_x = np.stack(
+        [np.asarray(image_lib.open(f)).reshape(5, 4, channels) for f in files]
+    )
+    expected_y = np.array(["abc".index(f.parent.name) for f in files])
+
+    ds = data.load(root)
+    x = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    assert x.dtype == np.uint8
+    assert ds.image_shape == (5, 4, channels)
+    # The splits are shuffled: compare in the order of the (distinct) images.
+    order = sorted(range(len(x)), key=lambda i: x[i].tobytes())
+    expected = sorted(range(len(x)), key=lambda i: expected_x[i].tobytes())
+    np.testing.assert_array_equal(x[order], expected_x[expected])
+    np.testing.assert_array_equal(y[order], expected_y[expected])
+
+
+def test_directory_reads_class_subfolders(tmp_path):
+    # As keras.utils.image_dataset_from_directory lists them.
+    root = tmp_path / "nested"
+    for label, name in enumerate(["a", "b"]):
+        _write_png(root / name / "0.png", _image(label, (3, 3, 1)))
+        _write_png(root / name / "more" / "1.png", _image(label, (3, 3, 1)))
+    ds = data.load(root)
+    assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 4
+    for split in ("train", "val", "test"):
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        np.testing.assert_array_equal(x[:, 0, 0, 0], y)
 
 
 # ---------------------------------------------------------------------------

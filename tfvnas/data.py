@@ -15,6 +15,10 @@ as NumPy arrays (NHWC images, int32 labels), whatever the source:
 Images are kept unnormalised (uint8 stays uint8); models that want
 normalised inputs use `Dataset.normalisation()` inside the model, so exported
 models take raw pixels.
+
+Image directories are read by `tfvnas.image_folders` (through
+`keras.utils.image_dataset_from_directory`, with the checks Keras lacks);
+the splits are drawn here.
 """
 
 import dataclasses
@@ -25,9 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvnas import image_folders
+
 _BUNDLED = {"mnist-5k": ("tfvnas.datasets", "mnist_5k.npz")}
 _KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-_IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _SPLITS = ("train", "val", "test")
 # Share of a directory without train/ and test/ sub-folders held out as test.
@@ -192,17 +197,18 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
       `(N, H, W)` (given a channel axis); labels are integers of shape `(N,)`
       or `(N, 1)`.
     - A path to a directory with one sub-folder of images (png, jpg, jpeg,
-      bmp, gif) per class; class names sorted alphabetically give the label
-      indices. If it has `train/` and `test/` sub-folders (and optionally
+      bmp, gif) per class, read by `keras.utils.image_dataset_from_directory`
+      (so images in sub-folders of a class folder count too); class names
+      sorted alphabetically give the label indices. If it has `train/` and `test/` sub-folders (and optionally
       `val/`), each holding class folders, those are the splits; otherwise a
       seeded stratified 20% of the images is the test split.
     - `"mnist"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"` through
       `keras.datasets` (downloaded on first use).
 
-    When the source has no validation split, a seeded, stratified (as far as
-    class counts allow) `val_fraction` of the training examples, at least
-    one, becomes the validation split; the remaining training examples keep
-    their order.
+    When the source has no validation split, a seeded, stratified (by
+    `sklearn.model_selection.train_test_split`, as far as class counts allow)
+    `val_fraction` of the training examples, at least one, becomes the
+    validation split; the remaining training examples keep their order.
 
     Images are returned as stored: uint8 stays uint8, other integer images
     with values in [0, 255] become uint8, everything else float32.
@@ -420,14 +426,6 @@ def _load_keras(name):
     }
 
 
-def _class_folders(path):
-    return sorted(
-        entry.name
-        for entry in os.scandir(path)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-
-
 def _load_directory(path, rng):
     """Loads a directory of class folders, with or without split folders."""
     train_dir = os.path.join(path, "train")
@@ -435,38 +433,42 @@ def _load_directory(path, rng):
     has_splits = (
         os.path.isdir(train_dir)
         and os.path.isdir(test_dir)
-        and bool(_class_folders(train_dir))
-        and bool(_class_folders(test_dir))
+        and bool(image_folders.class_folders(train_dir))
+        and bool(image_folders.class_folders(test_dir))
     )
-    reference = {}  # first decoded image's shape and file, for messages
+    reference = {}  # first image's shape and file, for every split
     if has_splits:
-        class_names = _class_folders(train_dir)
+        class_names = image_folders.class_folders(train_dir)
         split_dirs = {"train": train_dir, "test": test_dir}
         val_dir = os.path.join(path, "val")
-        if os.path.isdir(val_dir) and _class_folders(val_dir):
+        if os.path.isdir(val_dir) and image_folders.class_folders(val_dir):
             split_dirs["val"] = val_dir
         arrays = {}
         for split, split_dir in split_dirs.items():
-            unknown = sorted(set(_class_folders(split_dir)) - set(class_names))
+            unknown = sorted(
+                set(image_folders.class_folders(split_dir)) - set(class_names)
+            )
             if unknown:
                 raise ValueError(
                     f"Class folders of {split}/ must also exist in train/ "
                     f"(which has {class_names}). Received: {unknown} in "
                     f"{split_dir}"
                 )
-            x, y = _read_class_folders(split_dir, class_names, reference)
+            x, y = image_folders.read_class_folders(
+                split_dir, class_names, reference
+            )
             order = rng.permutation(len(x))
             arrays[f"x_{split}"], arrays[f"y_{split}"] = x[order], y[order]
         return arrays
 
-    class_names = _class_folders(path)
+    class_names = image_folders.class_folders(path)
     if not class_names:
         raise ValueError(
             "An image directory must hold one sub-folder of images per class "
             "(or train/ and test/ sub-folders of those). Received: no class "
             f"sub-folders in {path}"
         )
-    x, y = _read_class_folders(path, class_names, reference)
+    x, y = image_folders.read_class_folders(path, class_names, reference)
     if len(x) < 3:
         raise ValueError(
             "An image directory without train/ and test/ sub-folders must "
@@ -485,55 +487,6 @@ def _load_directory(path, rng):
     }
 
 
-def _read_class_folders(path, class_names, reference):
-    """Decodes every image under `path/<class>/`; all must share one shape."""
-    images, labels = [], []
-    for label, class_name in enumerate(class_names):
-        folder = os.path.join(path, class_name)
-        if not os.path.isdir(folder):
-            continue  # a class absent from this split
-        files = sorted(
-            entry.path
-            for entry in os.scandir(folder)
-            if entry.is_file()
-            and not entry.name.startswith(".")
-            and entry.name.lower().endswith(_IMAGE_EXTENSIONS)
-        )
-        if not files:
-            raise ValueError(
-                "Every class folder must hold at least one image "
-                f"({', '.join(_IMAGE_EXTENSIONS)}). Received: no images in "
-                f"{folder}"
-            )
-        for file in files:
-            image = _decode(file)
-            if not reference:
-                reference.update(shape=image.shape, file=file)
-            elif image.shape != reference["shape"]:
-                raise ValueError(
-                    "All images must have the same (H, W, C) shape. "
-                    f"Received: {image.shape} for {file}, but "
-                    f"{reference['shape']} for {reference['file']}"
-                )
-            images.append(image)
-            labels.append(label)
-    return np.stack(images), np.asarray(labels, dtype=np.int32)
-
-
-def _decode(file):
-    try:
-        image = tf.io.decode_image(
-            tf.io.read_file(file), expand_animations=False
-        )
-    except (tf.errors.OpError, ValueError) as error:
-        raise ValueError(
-            "Every image file must be a readable png, jpeg, bmp or gif "
-            f"image. Received: {file}, which could not be decoded"
-        ) from error
-    return image.numpy()
-
-
-# ---------------------------------------------------------------------------
 # Validation and splitting
 
 
@@ -679,41 +632,53 @@ def _check_lengths(x, y, x_arg, y_arg):
 
 
 def _holdout_size(n, fraction):
-    """At least one held-out example and at least one kept."""
+    """`round(fraction * n)` examples, at least one held out and one kept.
+
+    Passed to scikit-learn as a count: given the fraction itself, it rounds
+    the held-out size up (`ceil`), which gives other sizes (10 of 91 rather
+    than 9 at 0.1).
+    """
     return int(min(max(1, round(fraction * n)), n - 1))
 
 
 def _stratified_holdout(y, n_holdout, rng):
-    """Splits indices of `y` into kept and held-out, stratified by class.
+    """Splits the indices of `y` into kept and held-out ones, by class.
 
-    Each class gives `n_holdout * count / n` examples (largest remainders
-    round up) while keeping at least one of its examples, unless that makes
-    `n_holdout` unreachable. Returns both index arrays in ascending order, so
-    the kept examples keep their original order.
+    `sklearn.model_selection.train_test_split(..., stratify=...)` draws the
+    split, with a `random_state` drawn from `rng`: each class gives its share
+    of the `n_holdout` examples, within one. A class with a single example
+    cannot be stratified; its example stays kept. Where scikit-learn cannot
+    stratify the other classes either (fewer held-out or kept examples than
+    classes), the hold-out is drawn at random, except that one example of
+    each class is held out only when no other is left, so every class keeps
+    an example while the sizes allow (our own rule: scikit-learn refuses
+    these cases).
+
+    Returns:
+        A tuple `(keep, held)` of index arrays in ascending order, so the
+        kept examples keep their order.
     """
-    classes, inverse, counts = np.unique(
-        y, return_inverse=True, return_counts=True
-    )
-    ideal = counts * (n_holdout / len(y))
-    take = np.minimum(np.floor(ideal).astype(np.int64), counts - 1)
-    tiebreak = rng.permutation(len(classes))
-    for cap in (counts - 1, counts):
-        while take.sum() < n_holdout:
-            open_ = take < cap
-            if not open_.any():
-                break
-            # Largest unmet share first; random order among equals.
-            need = np.where(open_, ideal - take, -np.inf)
-            best = np.flatnonzero(need == need.max())
-            take[best[np.argmin(tiebreak[best])]] += 1
-    held = []
-    for c in range(len(classes)):
-        members = np.flatnonzero(inverse == c)
-        held.append(rng.permutation(members)[: take[c]])
-    held = np.sort(np.concatenate(held))
-    mask = np.ones(len(y), dtype=bool)
-    mask[held] = False
-    return np.flatnonzero(mask), held
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    shared = index[counts[inverse] > 1]
+    n_shared_classes = int(np.sum(counts > 1))
+    # scikit-learn's conditions for a stratified split.
+    if 0 < n_shared_classes <= min(n_holdout, len(shared) - n_holdout):
+        _, held = train_test_split(
+            shared,
+            test_size=n_holdout,
+            random_state=int(rng.integers(2**32)),
+            stratify=y[shared],
+        )
+    else:
+        order = rng.permutation(len(y))
+        last = np.zeros(len(y), dtype=bool)
+        last[np.unique(y[order], return_index=True)[1]] = True
+        held = np.concatenate([order[~last], order[last]])[:n_holdout]
+    held = np.sort(held)
+    return np.setdiff1d(index, held, assume_unique=True), held
 
 
 def _is_int(value):
