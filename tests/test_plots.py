@@ -1,15 +1,17 @@
-"""Pictures: well-formed SVG, decodable PNG, a layout without overlaps, `show` and `tfvnas show`."""
+"""Pictures: valid PNG and SVG files, labelled cells without overlaps, charts, `show` and `tfvnas show`."""
 
+import itertools
 import json
 import os
 import stat
-import struct
 import sys
 import xml.etree.ElementTree as ET
-import zlib
 
+import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
 
 from tfvnas import plots
 from tfvnas.genotype import Genotype, edge_list
@@ -50,61 +52,26 @@ DENSE = Genotype(
     reduce=_dense_cell(5, 1),
     reduce_concat=[2, 3, 4, 5, 6],
 )
+CELLS = [(name, zoo_entry(name)[0]) for name in zoo_names()] + [("dense", DENSE)]
 
 
 # ---------------------------------------------------------------------------
 # Helpers.
 
 
-def _decode_png(data):
-    """A minimal PNG reader (8-bit RGB, any filter): returns an (H, W, 3) uint8 array."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert zlib.crc32(tag + body) & 0xFFFFFFFF == crc, tag
-        chunks.append((tag, body))
-        pos += 12 + length
-    assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
-    w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, color, interlace) == (8, 2, 0)
-    raw = zlib.decompress(b"".join(body for tag, body in chunks if tag == b"IDAT"))
-    assert len(raw) == h * (1 + 3 * w)
-    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + 3 * w)
-    out = np.zeros((h, 3 * w), np.int32)
-    for y in range(h):
-        f, line = rows[y, 0], rows[y, 1:].astype(np.int32)
-        prev = out[y - 1] if y else np.zeros(3 * w, np.int32)
-        if f == 0:
-            out[y] = line
-        elif f == 2:
-            out[y] = (line + prev) % 256
-        else:  # the writer never uses the other filters
-            raise AssertionError(f"unexpected filter {f}")
-    return out.reshape(h, w, 3).astype(np.uint8)
-
-
-def _check_picture(png_path, min_colors=4):
-    with open(png_path, "rb") as f:
-        img = _decode_png(f.read())
-    h, w, _ = img.shape
+def _check_png(path, min_colors=4):
+    """A real PNG (by its magic and matplotlib's reader), neither blank nor a solid block."""
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    img = matplotlib.image.imread(path)
+    h, w = img.shape[:2]
     assert h > 50 and w > 50
-    ink = (img < 250).any(axis=2).mean()
-    assert 0.01 < ink < 0.9, ink  # neither blank nor a solid block
-    packed = (img[..., 0].astype(np.int32) << 16) | (img[..., 1].astype(np.int32) << 8) | img[..., 2]
+    rgb = img[..., :3]
+    ink = (rgb < 0.98).any(axis=2).mean()
+    assert 0.01 < ink < 0.9, ink
+    packed = (np.round(rgb * 255).astype(np.uint32) * np.array([1 << 16, 1 << 8, 1], np.uint32)).sum(axis=2)
     assert len(np.unique(packed)) >= min_colors
     return img
-
-
-def _densify(points, step=1.0):
-    """Points every `step` pixels along a polyline."""
-    out = [points[:1]]
-    for p, q in zip(points[:-1], points[1:]):
-        n = max(int(np.ceil(np.hypot(*(q - p)) / step)), 1)
-        out.append(p + (q - p) * np.linspace(0, 1, n + 1)[1:, None])
-    return np.concatenate(out)
 
 
 def _svg(text):
@@ -113,12 +80,16 @@ def _svg(text):
     return root
 
 
-def _by_class(root, tag, cls):
-    return [e for e in root.iter(f"{SVG}{tag}") if e.get("class") == cls]
-
-
 def _texts(root):
-    return [e.text for e in root.iter(f"{SVG}text")]
+    return ["".join(e.itertext()) for e in root.iter(f"{SVG}text")]
+
+
+def _ids(root):
+    return [e.get("id") for e in root.iter() if e.get("id")]
+
+
+def _by_gid(artists, prefix):
+    return [a for a in artists if (a.get_gid() or "").startswith(prefix)]
 
 
 def _history(epochs=3, nodes=2, threshold=3.0):
@@ -145,6 +116,9 @@ def _history(epochs=3, nodes=2, threshold=3.0):
                 "weight_sparsity": None,
                 "log_alpha": log_alpha,
                 "active": active,
+                # Keys the plots do not use.
+                "pruned_at": {"normal": [], "reduce": []},
+                "genotype": DARTS_V2.to_dict(),
             }
         )
     return {"dataset": "tiny", "op_names": OPS, "edges": [list(e) for e in edges], "threshold": threshold,
@@ -153,10 +127,10 @@ def _history(epochs=3, nodes=2, threshold=3.0):
 
 LAYERS = [
     {"name": "stem/conv", "type": "Conv2D", "dense": 432, "nonzero": 400},
-    {"name": "cell_0/sep_conv_3x3/depthwise", "type": "DepthwiseConv2D", "dense": 144, "nonzero": 20},
+    {"name": "cell_0/a_rather_long_layer_name/sep_conv_3x3/depthwise", "type": "DepthwiseConv2D", "dense": 144,
+     "nonzero": 20},
     {"name": "head/dense", "type": "Dense", "dense": 1000, "nonzero": 0},
 ]
-
 
 def _search_dir(path, history=None):
     path.mkdir(parents=True, exist_ok=True)
@@ -167,88 +141,101 @@ def _search_dir(path, history=None):
     return path
 
 
+@pytest.fixture
+def no_dot(monkeypatch):
+    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+
+
 # ---------------------------------------------------------------------------
 # Cells.
 
 
 @pytest.mark.parametrize("genotype", [DARTS_V2, DENSE], ids=["darts_v2", "dense"])
 @pytest.mark.parametrize("cell_type", ["normal", "reduce"])
-def test_layout_has_no_overlapping_boxes(genotype, cell_type):
-    layout = plots.cell_layout(genotype, cell_type)
-    boxes = layout.boxes
+def test_cell_svg_names_every_op_and_state(genotype, cell_type):
+    root = _svg(plots.cell_svg(genotype, cell_type))
     cell = getattr(genotype, cell_type)
-    assert sum(b.kind == "op" for b in boxes) == sum(len(node) for node in cell)
-    assert sum(b.kind == "node" for b in boxes) == len(cell)
-    assert [b.text for b in boxes if b.kind in ("input", "output")] == ["c_{k-2}", "c_{k-1}", "c_{k}"]
-    for i, a in enumerate(boxes):
-        assert 0 <= a.x and a.x + a.w <= layout.width and 0 <= a.y and a.y + a.h <= layout.height, a
-        for b in boxes[i + 1 :]:
-            assert not a.overlaps(b, margin=2), (a, b)
+    concat = getattr(genotype, f"{cell_type}_concat")
+    texts = _texts(root)
+    for op in {op for node in cell for op, _ in node}:
+        # Once per use on an edge, once in the legend.
+        assert texts.count(op) == 1 + sum(o == op for node in cell for o, _ in node)
+    states = ["c_{k-2}", "c_{k-1}", *(str(2 + i) for i in range(len(cell))), "c_{k}"]
+    for name in states:
+        assert texts.count(name) == 1
+    ids = _ids(root)
+    assert [i for i in ids if i.startswith("state:")] == [f"state:{name}" for name in states]
+    assert sum(i.startswith("edge:") for i in ids) == sum(len(node) for node in cell) + len(concat)
+    assert f"{cell_type} cell: {len(cell)} nodes, {sum(len(node) for node in cell)} ops" in texts
+
+
+def _overlap(a, b):
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("name,genotype", CELLS, ids=[name for name, _ in CELLS])
+@pytest.mark.parametrize("cell_type", ["normal", "reduce"])
+def test_labels_and_boxes_do_not_overlap(name, genotype, cell_type):
+    fig = plots.cell_figure(genotype, cell_type)
+    assert isinstance(fig, Figure)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    (ax,) = fig.axes
+    labels = _by_gid(ax.texts, "op:")
+    states = _by_gid(ax.patches, "state:")
+    cell = getattr(genotype, cell_type)
+    assert sorted(t.get_text() for t in labels) == sorted(op for node in cell for op, _ in node)
+    assert len(states) == len(cell) + 3
+    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in labels]
+    boxes += [p.get_window_extent(renderer) for p in states]
+    boxes += [ax.get_legend().get_window_extent(renderer), _by_gid(ax.texts, "title")[0].get_window_extent(renderer)]
+    for a, b in itertools.combinations(boxes, 2):
+        assert not _overlap(a, b), (a, b)
+    for box in boxes:
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
 
 
 @pytest.mark.parametrize("genotype", [DARTS_V2, DENSE], ids=["darts_v2", "dense"])
-def test_edges_cross_no_box_but_their_label(genotype):
-    layout = plots.cell_layout(genotype, "normal")
-    states = {b.text: b for b in layout.boxes if b.kind in ("input", "node", "output")}
-    assert len(layout.edges) == sum(len(n) for n in genotype.normal) + len(genotype.normal_concat)
-    for edge in layout.edges:
-        points = np.concatenate([_densify(line) for line in plots._flatten(edge.commands)])
-        entered = set()
-        for k, box in enumerate(layout.boxes):
-            inside = (
-                (points[:, 0] > box.x + 0.5)
-                & (points[:, 0] < box.x + box.w - 0.5)
-                & (points[:, 1] > box.y + 0.5)
-                & (points[:, 1] < box.y + box.h - 0.5)
-            )
-            if inside.any():
-                entered.add(k)
-        if edge.op is None:
-            assert not entered
-        else:
-            assert len(entered) == 1
-            (label,) = (layout.boxes[k] for k in entered)
-            assert (label.kind, label.text) == ("op", edge.op)
-        # Starts on the source's right side, ends (arrow tip) on the target's left side.
-        source = states[plots._state_name(edge.source)]
-        target = states[plots._state_name(edge.target)]
-        assert points[0, 0] == pytest.approx(source.x + source.w)
-        assert source.y < points[0, 1] < source.y + source.h
-        assert points[-1, 0] == pytest.approx(target.x)
-        assert target.y < points[-1, 1] < target.y + target.h
+def test_arrows_run_from_source_to_target_around_other_boxes(genotype):
+    fig = plots.cell_figure(genotype, "normal")
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    (ax,) = fig.axes
+    states = {p.get_gid()[len("state:"):]: p.get_window_extent(renderer) for p in _by_gid(ax.patches, "state:")}
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == sum(len(n) for n in genotype.normal) + len(genotype.normal_concat)
+    for arrow in arrows:
+        source, target = arrow.get_gid().split(":", 2)[2].split("->")
+        points = np.concatenate(arrow.get_path().transformed(arrow.get_transform()).to_polygons(closed_only=False))
+        src, dst = states[source], states[target]
+        assert points[0, 0] == pytest.approx(src.x1, abs=1) and src.y0 < points[0, 1] < src.y1
+        # The arrowhead's stroke, not its outline, reaches the box.
+        assert points[:, 0].max() == pytest.approx(dst.x0, abs=4) and points[:, 0].max() <= dst.x0
+        for name, box in states.items():
+            if name not in (source, target):
+                inside = (points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0) & (
+                    points[:, 1] < box.y1)
+                assert not inside.any(), (arrow.get_gid(), name)
 
 
-@pytest.mark.parametrize("genotype", [DARTS_V2, DENSE], ids=["darts_v2", "dense"])
-def test_cell_svg_is_well_formed_and_labelled(genotype):
-    for cell_type in ("normal", "reduce"):
-        root = _svg(plots.cell_svg(genotype, cell_type))
-        cell = getattr(genotype, cell_type)
-        texts = _texts(root)
-        for op in {op for node in cell for op, _ in node}:
-            # Once per use on an edge, once in the legend.
-            assert texts.count(op) == 1 + sum(o == op for node in cell for o, _ in node)
-        for name in ["c_{k-2}", "c_{k-1}", "c_{k}", *(str(2 + i) for i in range(len(cell)))]:
-            assert name in texts
-        assert len(_by_class(root, "rect", "op")) == sum(len(node) for node in cell)
-        assert len(_by_class(root, "path", "edge")) == len(_by_class(root, "polygon", "arrow"))
-
-
-def test_cell_png_decodes_and_matches_the_svg_size(tmp_path):
+def test_cell_png_is_an_image_of_the_figure_size(tmp_path):
     path = plots.cell_png(DENSE, "normal", tmp_path / "sub" / "normal.png")
-    img = _check_picture(path, min_colors=20)
-    root = _svg(plots.cell_svg(DENSE, "normal"))
-    assert img.shape[:2] == (int(root.get("height")), int(root.get("width")))
+    assert path == str(tmp_path / "sub" / "normal.png")
+    img = _check_png(path, min_colors=20)
+    w, h = plots.cell_figure(DENSE, "normal").get_size_inches() * plots.DPI
+    assert img.shape[0] == pytest.approx(h, abs=1) and img.shape[1] == pytest.approx(w, abs=1)
 
 
-def test_draw_genotype_writes_both_cells(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
-    paths = plots.draw_genotype(DARTS_V2, tmp_path, prefix="x_")
-    assert [os.path.basename(p) for p in paths] == ["x_normal.svg", "x_normal.png", "x_reduce.svg", "x_reduce.png"]
-    for p in paths:
-        if p.endswith(".png"):
-            _check_picture(p)
-        else:
-            _svg(open(p, encoding="utf-8").read())
+def test_draw_genotype_writes_both_cells(tmp_path, no_dot):
+    for engine in ("auto", "matplotlib"):
+        paths = plots.draw_genotype(DARTS_V2, tmp_path / engine, prefix="x_", engine=engine)
+        assert [os.path.basename(p) for p in paths] == ["x_normal.svg", "x_normal.png", "x_reduce.svg",
+                                                        "x_reduce.png"]
+        for p in paths:
+            if p.endswith(".png"):
+                _check_png(p)
+            else:
+                assert "c_{k-2}" in _texts(_svg(open(p, encoding="utf-8").read()))
 
 
 def _fake_dot(tmp_path, monkeypatch, exit_code=0):
@@ -272,20 +259,34 @@ def _fake_dot(tmp_path, monkeypatch, exit_code=0):
 
 def test_draw_genotype_uses_dot_when_installed(tmp_path, monkeypatch):
     _fake_dot(tmp_path, monkeypatch)
-    paths = plots.draw_genotype(DARTS_V2, tmp_path / "out", formats=["svg"])
-    assert [os.path.basename(p) for p in paths] == ["normal.svg", "reduce.svg"]
-    text = open(paths[0], encoding="utf-8").read()
-    assert text.startswith("-Tsvg\n") and text.endswith(plots.cell_dot(DARTS_V2, "normal"))
+    for engine in ("auto", "dot"):
+        paths = plots.draw_genotype(DARTS_V2, tmp_path / engine, formats=["svg"], engine=engine)
+        assert [os.path.basename(p) for p in paths] == ["normal.svg", "reduce.svg"]
+        text = open(paths[0], encoding="utf-8").read()
+        assert text.startswith("-Tsvg\n") and text.endswith(plots.cell_dot(DARTS_V2, "normal"))
+    # engine="matplotlib" ignores it.
+    (path, _) = plots.draw_genotype(DARTS_V2, tmp_path / "mpl", formats=["svg"], engine="matplotlib")
+    _svg(open(path, encoding="utf-8").read())
 
 
 def test_failing_dot_warns_and_falls_back(tmp_path, monkeypatch):
     _fake_dot(tmp_path, monkeypatch, exit_code=3)
-    with pytest.warns(UserWarning, match="graphviz failed, using the built-in renderer instead"):
+    with pytest.warns(UserWarning) as record:
         paths = plots.draw_genotype(DARTS_V2, tmp_path / "out", formats=["svg"])
-    _svg(open(paths[0], encoding="utf-8").read())
+    assert [str(w.message) for w in record] == [
+        "graphviz failed, drawing with matplotlib instead: graphviz `dot -Tsvg` failed with exit status 3. "
+        "Received: stderr='syntax error'"
+    ]
+    assert "c_{k-2}" in _texts(_svg(open(paths[0], encoding="utf-8").read()))
     with pytest.raises(RuntimeError) as e:
         plots.draw_genotype(DARTS_V2, tmp_path / "out", formats=["svg"], engine="dot")
     assert str(e.value) == "graphviz `dot -Tsvg` failed with exit status 3. Received: stderr='syntax error'"
+
+
+def test_dot_engine_needs_dot(tmp_path, no_dot):
+    with pytest.raises(RuntimeError) as e:
+        plots.draw_genotype(DARTS_V2, tmp_path, engine="dot")
+    assert str(e.value) == "`engine='dot'` needs graphviz's `dot` on PATH. Received: no `dot` found on PATH"
 
 
 def test_cell_dot_lists_every_pair():
@@ -293,28 +294,53 @@ def test_cell_dot_lists_every_pair():
     assert text.startswith('digraph "normal" {') and text.rstrip().endswith("}")
     for i, node in enumerate(DENSE.normal):
         for op, inp in node:
-            source = plots._state_name(inp)
+            source = {0: "c_{k-2}", 1: "c_{k-1}"}.get(inp, str(inp))
             assert f'"{source}" -> "{2 + i}" [label="{op}", color="{plots.op_color(op)}"' in text
     for c in DENSE.normal_concat:
         assert f'"{c}" -> "c_{{k}}"' in text
 
 
-def test_cell_errors():
+def test_cell_errors(tmp_path):
     with pytest.raises(ValueError) as e:
         plots.cell_svg(DARTS_V2, "normals")
     assert str(e.value) == "`cell_type` must be one of ['normal', 'reduce']. Received: cell_type='normals'"
     bad = Genotype(normal=[[("sep_conv_3x3", 2)]], normal_concat=[2], reduce=[[("skip_connect", 0)]], reduce_concat=[2])
-    with pytest.raises(ValueError, match=r"the input of node 2 .* must be an earlier state"):
-        plots.cell_svg(bad, "normal")
     with pytest.raises(ValueError) as e:
-        plots.draw_genotype(DARTS_V2, "unused", formats=["jpg"])
+        plots.cell_figure(bad, "normal")
+    assert str(e.value) == (
+        "In the normal cell, the input of node 2 (`normal[0][0]`) must be an earlier state, an int in [0, 1]. "
+        "Received: input=2"
+    )
+    with pytest.raises(ValueError) as e:
+        plots.cell_png("darts_v2", "normal", tmp_path / "x.png")
+    assert str(e.value) == (
+        "`genotype` must be a tfvnas.Genotype (use Genotype.load(path) for a JSON file). Received: genotype='darts_v2'"
+    )
+    with pytest.raises(ValueError) as e:
+        plots.draw_genotype(DARTS_V2, tmp_path, formats=["jpg"])
     assert str(e.value) == "`formats` must be a non-empty subset of ['svg', 'png']. Received: formats=('jpg',)"
+    with pytest.raises(ValueError) as e:
+        plots.draw_genotype(DARTS_V2, tmp_path, engine="builtin")
+    assert str(e.value) == "`engine` must be one of ['auto', 'dot', 'matplotlib']. Received: engine='builtin'"
 
 
 def test_op_colors_are_stable_and_distinct():
     colors = [plots.op_color(op) for op in OPS]
     assert len(set(colors)) == len(OPS)
+    assert plots.op_color("sep_conv_3x3") == "#1f77b4" and plots.op_color("skip_connect") == "#616a6b"
     assert plots.op_color("my_new_op") == plots.op_color("my_new_op")
+    # The cell drawing uses them.
+    (ax,) = plots.cell_figure(DARTS_V2, "reduce").axes
+    (label,) = [t for t in _by_gid(ax.texts, "op:") if t.get_text() == "max_pool_3x3"][:1]
+    assert label.get_bbox_patch().get_edgecolor()[:3] == pytest.approx(
+        [int(plots.op_color("max_pool_3x3")[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+
+
+def test_unknown_ops_are_drawn():
+    genotype = Genotype(normal=[[("my_op", 0), ("other_op", 1)]], normal_concat=[2],
+                        reduce=[[("my_op", 1)]], reduce_concat=[2])
+    texts = _texts(_svg(plots.cell_svg(genotype, "normal")))
+    assert texts.count("my_op") == 2 and texts.count("other_op") == 2
 
 
 # ---------------------------------------------------------------------------
@@ -323,37 +349,37 @@ def test_op_colors_are_stable_and_distinct():
 
 def test_log_alpha_plot_has_a_line_per_gate_and_the_threshold():
     history = _history()
-    root = _svg(plots.log_alpha_svg(history, "normal"))
-    gates = _by_class(root, "polyline", "gate")
-    n_edges = len(history["edges"])
-    assert len(gates) == n_edges * len(OPS)
-    assert {(g.get("data-edge"), g.get("data-op")) for g in gates} == {
-        (f"{node},{inp}", op) for node, inp in history["edges"] for op in OPS
-    }
-    assert all(len(g.get("points").split()) == 3 for g in gates)
-    (threshold,) = _by_class(root, "polyline", "threshold")
-    assert threshold.get("data-value") == "3" and threshold.get("stroke-dasharray")
+    fig = plots.log_alpha_figure(history, "normal")
+    (ax,) = fig.axes
+    gates = _by_gid(ax.lines, "gate:")
+    assert {g.get_gid() for g in gates} == {f"gate:{node},{inp}:{op}" for node, inp in history["edges"] for op in OPS}
+    assert len(gates) == len(history["edges"]) * len(OPS)
+    assert all(list(g.get_xdata()) == [1, 2, 3] for g in gates)
+    for g in gates:
+        assert g.get_color() == plots.op_color(g.get_gid().rsplit(":", 1)[1])
+    (threshold,) = _by_gid(ax.lines, "threshold")
+    assert list(threshold.get_ydata()) == [3.0, 3.0] and threshold.get_linestyle() == "--"
     # The climbing gate is marked at epoch 2, where it first became inactive.
-    pruned = _by_class(root, "path", "pruned")
-    expected = sum(
-        1 for e in range(n_edges) for k in range(len(OPS)) if not history["epochs"][-1]["active"]["normal"][e][k]
-    )
+    pruned = _by_gid(ax.lines, "pruned:")
+    expected = sum(not a for row in history["epochs"][-1]["active"]["normal"] for a in row)
     assert len(pruned) == expected >= 1
-    marks = [p for p in pruned if (p.get("data-edge"), p.get("data-op")) == ("0,0", OPS[0])]
-    assert [m.get("data-epoch") for m in marks] == ["2"]
-    (climber,) = [g for g in gates if (g.get("data-edge"), g.get("data-op")) == ("0,0", OPS[0])]
-    assert climber.get("data-pruned") == "2" and climber.get("stroke-dasharray")
-    assert {"epoch", "log_alpha", "threshold", *OPS} <= set(_texts(root))
+    (mark,) = [p for p in pruned if p.get_gid() == f"pruned:0,0:{OPS[0]}"]
+    assert list(mark.get_xdata()) == [2.0] and list(mark.get_ydata()) == [3.5]
+    (climber,) = [g for g in gates if g.get_gid() == f"gate:0,0:{OPS[0]}"]
+    assert climber.get_linestyle() == "--"
+    texts = _texts(_svg(plots.log_alpha_svg(history, "normal")))
+    assert {"epoch", "log_alpha", "threshold", "pruned here", *OPS} <= set(texts)
+    assert "normal cell: log_alpha of 35 gates, 1 pruned" in texts and "dataset tiny, threshold 3" in texts
 
 
 def test_log_alpha_without_active_uses_the_threshold(tmp_path):
     history = _history(epochs=1)
     for record in history["epochs"]:
         del record["active"]
-    root = _svg(plots.log_alpha_svg(history, "reduce"))
-    assert len(_by_class(root, "polyline", "gate")) == len(history["edges"]) * len(OPS)
+    (ax,) = plots.log_alpha_figure(history, "reduce").axes
+    assert len(_by_gid(ax.lines, "gate:")) == len(history["edges"]) * len(OPS)
     path = plots.log_alpha_png(_history(), "reduce", tmp_path / "la.png")
-    _check_picture(path, min_colors=10)
+    _check_png(path, min_colors=10)
 
 
 def test_log_alpha_errors():
@@ -366,11 +392,19 @@ def test_log_alpha_errors():
     history = _history()
     history["epochs"][1]["log_alpha"]["normal"] = [[0.0]]
     with pytest.raises(ValueError) as e:
-        plots.log_alpha_svg(history, "normal")
+        plots.log_alpha_figure(history, "normal")
     assert str(e.value) == (
         "`history['epochs'][1]['log_alpha']['normal']` must have shape (5, 7) (edges, op_names). "
         "Received: shape=(1, 1)"
     )
+    history = _history()
+    history["threshold"] = "3"
+    with pytest.raises(ValueError) as e:
+        plots.log_alpha_figure(history, "normal")
+    assert str(e.value) == "`history['threshold']` must be a finite number. Received: threshold='3'"
+    with pytest.raises(ValueError) as e:
+        plots.log_alpha_figure(_history(), "both")
+    assert str(e.value) == "`cell_type` must be one of ['normal', 'reduce']. Received: cell_type='both'"
 
 
 # ---------------------------------------------------------------------------
@@ -378,15 +412,17 @@ def test_log_alpha_errors():
 
 
 def test_sparsity_bars(tmp_path):
-    root = _svg(plots.sparsity_svg(LAYERS))
-    bars = _by_class(root, "rect", "bar")
-    assert [b.get("data-layer") for b in bars] == [r["name"] for r in LAYERS]
-    fractions = [float(b.get("data-fraction")) for b in bars]
-    assert fractions == pytest.approx([400 / 432, 20 / 144, 0.0])
-    tracks = _by_class(root, "rect", "track")
-    assert float(bars[0].get("width")) == pytest.approx(400 / 432 * float(tracks[0].get("width")), abs=0.01)
-    assert "non-zero weights per layer: 420 of 1,576 (26.6%)" in _texts(root)
-    _check_picture(plots.sparsity_png(LAYERS, tmp_path / "s.png"))
+    fig = plots.sparsity_figure(LAYERS)
+    ax = fig.axes[0]
+    bars = _by_gid(ax.patches, "bar:")
+    assert [b.get_gid() for b in bars] == [f"bar:{r['name']}" for r in LAYERS]
+    assert [b.get_width() for b in bars] == pytest.approx([400 / 432, 20 / 144, 0.0])
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names[0] == "stem/conv" and len(names[1]) == 40 and "..." in names[1]
+    texts = _texts(_svg(plots.sparsity_svg(LAYERS)))
+    assert "non-zero weights per layer: 420 of 1,576 (26.6%)" in texts
+    assert {"92.6%  400/432", "Conv2D", "DepthwiseConv2D", "Dense", names[1]} <= set(texts)
+    _check_png(plots.sparsity_png(LAYERS, tmp_path / "s.png"))
 
 
 def test_sparsity_errors():
@@ -397,8 +433,12 @@ def test_sparsity_errors():
         "'dense' and 'nonzero' (ints, 0 <= nonzero <= dense). "
         "Received: {'name': 'a', 'type': 'Dense', 'dense': 3, 'nonzero': 5}"
     )
-    with pytest.raises(ValueError, match=r"^`layer_sparsity` must be a non-empty list"):
-        plots.sparsity_svg([])
+    with pytest.raises(ValueError) as e:
+        plots.sparsity_figure([])
+    assert str(e.value) == (
+        "`layer_sparsity` must be a non-empty list of dicts with keys 'name' (str), 'type' (str), "
+        "'dense' and 'nonzero' (ints, 0 <= nonzero <= dense). Received: []"
+    )
 
 
 def test_summary_text():
@@ -411,11 +451,10 @@ def test_summary_text():
 
 
 # ---------------------------------------------------------------------------
-# show and the CLI.
+# show, TensorBoard and the CLI.
 
 
-def test_show_search_dir(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+def test_show_search_dir(tmp_path, no_dot, capsys):
     run = _search_dir(tmp_path / "run")
     result = plots.show(run)
     names = [os.path.relpath(p, run) for p in result["files"]]
@@ -431,14 +470,16 @@ def test_show_search_dir(tmp_path, monkeypatch, capsys):
     assert "3 epochs; val_accuracy 0.7000" in out
     for p in result["files"]:
         if p.endswith(".png"):
-            _check_picture(p)
+            _check_png(p)
+        else:
+            _svg(open(p, encoding="utf-8").read())
 
 
-def test_show_train_history(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+def test_show_train_history(tmp_path, no_dot):
     (tmp_path / "train_history.json").write_text(json.dumps({"epochs": [{"epoch": 1}, {"layer_sparsity": LAYERS}]}))
     result = plots.show(tmp_path, tmp_path / "pics", verbose=False)
     assert [os.path.basename(p) for p in result["files"]] == ["sparsity.svg", "sparsity.png"]
+    assert result["summary"] == "== train_history.json ==\n3 layers, 420 of 1,576 weights non-zero (26.6%)"
     # No layer sparsity yet: nothing to draw, and said so.
     (tmp_path / "train_history.json").write_text(json.dumps([{"epoch": 1, "loss": 2.0}]))
     DARTS_V2.save(tmp_path / "genotype.json")
@@ -448,8 +489,7 @@ def test_show_train_history(tmp_path, monkeypatch):
     assert result["skipped"] == {"sparsity": f"{history!r} has no 'layer_sparsity' records"}
 
 
-def test_show_genotype_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+def test_show_genotype_file(tmp_path, no_dot):
     path = tmp_path / "zoo" / "darts_v2.json"
     path.parent.mkdir()
     DENSE.save(path)
@@ -458,8 +498,7 @@ def test_show_genotype_file(tmp_path, monkeypatch):
                                for f in ("svg", "png")]
 
 
-def test_show_zoo_name_and_zoo_file(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+def test_show_zoo_name_and_zoo_file(tmp_path, no_dot, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     genotype, source = zoo_entry("pc_darts")
     result = plots.show("PC-DARTS", formats=["svg"])
@@ -509,13 +548,34 @@ def test_show_errors(tmp_path):
     (run / "search_history.json").write_text('{"epochs": 3}')
     with pytest.raises(ValueError) as e:
         plots.show(run, verbose=False)
-    assert str(e.value).startswith(f"Invalid search history {str(run / 'search_history.json')!r}: `history` must")
+    assert str(e.value) == (
+        f"Invalid search history {str(run / 'search_history.json')!r}: `history` must have the keys 'op_names', "
+        "'edges', 'threshold' and 'epochs' of a search_history.json. Received keys: ['epochs'] "
+        "(missing: ['op_names', 'edges', 'threshold'])"
+    )
 
 
-def test_cli_show(tmp_path, monkeypatch, capsys):
+def test_tensorboard_logs_cell_images(tmp_path):
+    import tensorflow as tf
+
+    from tfvnas.tensorboard import EpochSummaries
+
+    summaries = EpochSummaries(tmp_path)
+    summaries.genotype_images(DARTS_V2, step=3)
+    summaries.close()
+    (event_file,) = tmp_path.iterdir()
+    tags = {}
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+        for value in event.summary.value:
+            tags[value.tag] = tf.make_ndarray(value.tensor)
+    assert sorted(tags) == ["cell/normal", "cell/reduce"]
+    width, height, png = tags["cell/normal"]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int(width) > 300 and int(height) > 100
+
+
+def test_cli_show(tmp_path, no_dot, capsys):
     from tfvnas.cli import main
 
-    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
     run = _search_dir(tmp_path / "run")
     assert main(["show", str(run), "--out", str(tmp_path / "pics")]) == 0
     out = capsys.readouterr().out

@@ -45,7 +45,7 @@ class EpochSummaries:
             self.writer.flush()
 
     def genotype_images(self, genotype, step, prefix="cell"):
-        """A PNG drawing of each cell of `genotype` (built-in renderer)."""
+        """A PNG drawing of each cell of `genotype` (`tfvnas.plots.cell_png`, matplotlib)."""
         from tfvnas import plots
 
         with tempfile.TemporaryDirectory() as tmp:
