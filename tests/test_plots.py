@@ -132,6 +132,26 @@ LAYERS = [
     {"name": "head/dense", "type": "Dense", "dense": 1000, "nonzero": 0},
 ]
 
+POINTS = [
+    {"label": "vinnas seed 0", "group": "vinnas", "nonzero_params": 61_000, "accuracy": 0.91,
+     "accuracy_std": 0.01, "params_std": 4_000.0},
+    {"label": "vinnas seed 1", "group": "vinnas", "nonzero_params": 70_000, "accuracy": 0.92},
+    {"label": "darts seed 0", "group": "darts", "nonzero_params": 150_000, "accuracy": 0.90},
+    {"label": "DARTS V2", "group": "zoo", "nonzero_params": 300_000, "accuracy": 0.93},
+]
+
+
+def _run(shares, skips):
+    return [{"epoch": e + 1, "parameter_free_share": s, "skip_count": k} for e, (s, k) in enumerate(zip(shares, skips))]
+
+
+SERIES = {
+    "vinnas": [_run([0.3, 0.35, 0.4], [0, 1, 1]), _run([0.25, 0.3, 0.3], [0, 0, 1])],
+    "darts": [_run([0.4, 0.7, 0.9], [1, 3, 5]), _run([0.5, 0.6], [1, 2])],
+}
+BAND = {"parameter_free_share": (0.43, 0.1), "skip_count": (1.2, 0.9)}
+
+
 def _search_dir(path, history=None):
     path.mkdir(parents=True, exist_ok=True)
     DARTS_V2.save(path / "genotype.json")
@@ -448,6 +468,78 @@ def test_summary_text():
     assert "reduce: 8 ops, 8 parameter-free (100%); inputs per node: 2, 2, 2, 2" in text
     assert "  max_pool_3x3   5 #####  (parameter-free)" in text
     assert "  sep_conv_3x3   5 #####\n" in text
+
+
+# ---------------------------------------------------------------------------
+# Pareto and collapse charts.
+
+
+def test_pareto_has_a_marker_style_per_group(tmp_path):
+    fig = plots.pareto_figure(POINTS)
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    assert len(ax.containers) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vinnas", "darts", "zoo"]
+    markers = [c.lines[0].get_marker() for c in ax.containers]
+    colors = [c.lines[0].get_color() for c in ax.containers]
+    assert len(set(markers)) == 3 and len(set(colors)) == 3
+    vinnas, darts, _ = ax.containers
+    assert vinnas.has_xerr and vinnas.has_yerr and not darts.has_xerr and not darts.has_yerr
+    assert list(vinnas.lines[0].get_xdata()) == [61_000, 70_000]
+    texts = _texts(_svg(plots.pareto_svg(POINTS)))
+    assert {"vinnas seed 0", "darts seed 0", "DARTS V2", "non-zero parameters", "accuracy"} <= set(texts)
+    _check_png(plots.pareto_png(POINTS, tmp_path / "p.png"))
+
+
+def test_pareto_errors():
+    with pytest.raises(ValueError) as e:
+        plots.pareto_figure([{**POINTS[0], "nonzero_params": 0}])
+    assert str(e.value) == (
+        "`points[0]` must be a dict with 'label' (str), 'group' (str), 'nonzero_params' (a positive int), "
+        "'accuracy' (a number) and optionally 'accuracy_std' and 'params_std' (non-negative numbers). "
+        f"Received: {dict(POINTS[0], nonzero_params=0)!r}"
+    )
+    with pytest.raises(ValueError, match=r"^`points` must be a non-empty list of dicts with .* Received: points=\[\]$"):
+        plots.pareto_figure([])
+
+
+def test_collapse_has_mean_and_range_per_method_and_the_band(tmp_path):
+    fig = plots.collapse_figure(SERIES, BAND)
+    top, bottom = fig.axes
+    for ax, key in ((top, "parameter_free_share"), (bottom, "skip_count")):
+        assert [line.get_gid() for line in _by_gid(ax.lines, "mean:")] == [f"mean:vinnas:{key}", f"mean:darts:{key}"]
+        assert len(_by_gid(ax.collections, "range:")) == 2
+        assert len(_by_gid(ax.patches, "band:")) == 1
+    (vinnas, darts) = _by_gid(top.lines, "mean:")
+    assert list(vinnas.get_ydata()) == pytest.approx([0.275, 0.325, 0.35])
+    # Epoch 3 has one darts run only.
+    assert list(darts.get_xdata()) == [1, 2, 3] and list(darts.get_ydata()) == pytest.approx([0.45, 0.65, 0.9])
+    assert [t.get_text() for t in top.get_legend().get_texts()] == ["vinnas", "darts", "random cells (mean ± std)"]
+    assert bottom.get_legend() is None and top.get_shared_x_axes().joined(top, bottom)
+    texts = _texts(_svg(plots.collapse_svg(SERIES, BAND)))
+    assert {"vinnas", "darts", "random cells (mean ± std)", "epoch", "skip connections"} <= set(texts)
+    _check_png(plots.collapse_png(SERIES, tmp_path / "c.png", band=BAND))
+    # Without a band: no band, no legend entry for it.
+    (top, bottom) = plots.collapse_figure(SERIES).axes
+    assert not _by_gid(top.patches, "band:") and len(top.get_legend().get_texts()) == 2
+
+
+def test_collapse_errors():
+    with pytest.raises(ValueError) as e:
+        plots.collapse_figure({"vinnas": [[{"epoch": 1, "parameter_free_share": 0.5}]]})
+    assert str(e.value) == (
+        "`series['vinnas']` must be a non-empty list of runs, each a non-empty list of dicts with 'epoch' (int), "
+        "'parameter_free_share' (number) and 'skip_count' (int). "
+        "Received: [[{'epoch': 1, 'parameter_free_share': 0.5}]]"
+    )
+    with pytest.raises(ValueError) as e:
+        plots.collapse_figure(SERIES, {"skips": (1, 1)})
+    assert str(e.value) == (
+        "`band` must be None or a dict with keys among ['parameter_free_share', 'skip_count'], each a (mean, std) "
+        "pair of numbers. Received: band={'skips': (1, 1)}"
+    )
+    with pytest.raises(ValueError, match=r"^`series` must be a non-empty dict of method name -> "):
+        plots.collapse_figure({})
 
 
 # ---------------------------------------------------------------------------

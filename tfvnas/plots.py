@@ -1,4 +1,4 @@
-"""Pictures of a search: cells, gate trajectories, weight sparsity.
+"""Pictures of a search: cells, gate trajectories, sparsity, method comparisons.
 
 matplotlib draws every picture (graphviz's `dot` draws the cells when it is
 on `PATH`), imported inside the functions that draw so that `import tfvnas`
@@ -11,6 +11,8 @@ SVG keeps text as text, so labels can be found in the file.
   `search_history.json`.
 - `sparsity_figure`: the non-zero fraction of every layer's weights, from a
   `train_history.json`.
+- `pareto_figure`: accuracy against non-zero parameters, per group.
+- `collapse_figure`: parameter-free share and skip count per search epoch.
 - `summary_text` and `show` (what `tfvnas show` runs).
 
 References:
@@ -40,8 +42,9 @@ from tfvnas.genotype import CELL_TYPES, Genotype
 from tfvnas.zoo import canonical_name, load_genotype, zoo_entry, zoo_names
 
 __all__ = [
-    "cell_dot", "cell_figure", "cell_png", "cell_svg", "draw_genotype", "log_alpha_figure", "log_alpha_png",
-    "log_alpha_svg", "op_color", "show", "sparsity_figure", "sparsity_png", "sparsity_svg", "summary_text",
+    "cell_dot", "cell_figure", "cell_png", "cell_svg", "collapse_figure", "collapse_png", "collapse_svg",
+    "draw_genotype", "log_alpha_figure", "log_alpha_png", "log_alpha_svg", "op_color", "pareto_figure",
+    "pareto_png", "pareto_svg", "show", "sparsity_figure", "sparsity_png", "sparsity_svg", "summary_text",
 ]
 
 FORMATS = ("svg", "png")
@@ -56,9 +59,10 @@ _OP_COLORS = {
 # Other ops: a colour chosen by a hash of the name, the same in every run.
 _EXTRA_COLORS = ("#b03a2e", "#2874a6", "#1e8449", "#b7950b", "#6c3483",
                  "#117a65", "#a04000", "#5d6d7e", "#c0392b", "#7d3c98")
-# Layer types, in order of appearance (matplotlib's tab10).
+# Groups, methods and layer types, in order of appearance (matplotlib's tab10).
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
             "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _TEXT, _GREY, _GRID = "#1b1b1b", "#7f8c8d", "#e5e8e8"
 _STATE_STYLE = {"input": ("#d5ecd4", "#3d7a4a"), "node": ("#dbe7f3", "#3f5f80"), "output": ("#f6edc4", "#8a7428")}
 # Text stays text in SVG; fixed ids and no date make the files reproducible.
@@ -696,6 +700,155 @@ def sparsity_svg(layer_sparsity: Sequence[Mapping[str, Any]]) -> str:
 def sparsity_png(layer_sparsity: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
     """Writes `sparsity_figure(layer_sparsity)` as a PNG file; returns `path`."""
     return _write_figure(sparsity_figure(layer_sparsity), path, "png")
+
+
+# ---------------------------------------------------------------------------
+# Method comparisons.
+
+
+def pareto_figure(points: Sequence[Mapping[str, Any]]):
+    """Plots accuracy against non-zero parameters (log scale), one marker per group.
+
+    Every point is labelled; error bars show `accuracy_std` and `params_std`
+    where given. One errorbar container per group (`ax.containers`), in order
+    of first appearance, and a legend by group.
+
+    Args:
+        points: Dicts with `label` (str), `group` (str, e.g. the method),
+            `nonzero_params` (int > 0), `accuracy` (number) and optionally
+            `accuracy_std` and `params_std` (non-negative numbers).
+
+    Returns:
+        A `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: If `points` is empty or a point is malformed.
+    """
+    keys = ("'label' (str), 'group' (str), 'nonzero_params' (a positive int), 'accuracy' (a number) and "
+            "optionally 'accuracy_std' and 'params_std' (non-negative numbers)")
+    if not isinstance(points, (list, tuple)) or not points:
+        raise ValueError(f"`points` must be a non-empty list of dicts with {keys}. Received: points={points!r:.200}")
+    for i, p in enumerate(points):
+        if not (isinstance(p, Mapping) and isinstance(p.get("label"), str) and isinstance(p.get("group"), str)
+                and _is_int(p.get("nonzero_params")) and p["nonzero_params"] > 0 and _is_number(p.get("accuracy"))
+                and all(_is_number(p[k]) and p[k] >= 0 for k in ("accuracy_std", "params_std")
+                        if p.get(k) is not None)):
+            raise ValueError(f"`points[{i}]` must be a dict with {keys}. Received: {p!r:.200}")
+    fig = _figure(7.5, 5)
+    ax = fig.add_subplot()
+    for g, group in enumerate(dict.fromkeys(p["group"] for p in points)):
+        mine = [p for p in points if p["group"] == group]
+        x, y = (np.array([p[k] for p in mine], float) for k in ("nonzero_params", "accuracy"))
+        err = {k: np.array([np.nan if p.get(k) is None else p[k] for p in mine], float)
+               for k in ("accuracy_std", "params_std") if any(p.get(k) is not None for p in mine)}
+        xerr = np.stack([np.minimum(err["params_std"], 0.9 * x), err["params_std"]]) if "params_std" in err else None
+        c = _PALETTE[g % len(_PALETTE)]  # the log axis has no room below zero, hence the clipped xerr
+        ax.errorbar(x, y, yerr=err.get("accuracy_std"), xerr=xerr, ls="none", marker=_MARKERS[g % len(_MARKERS)],
+                    ms=7, color=c, elinewidth=1.2, capsize=3, label=group, zorder=3)
+        for p in mine:
+            ax.annotate(p["label"], (p["nonzero_params"], p["accuracy"]), xytext=(5, 4), textcoords="offset points",
+                        fontsize=8, color=_TEXT)
+    ax.set(xscale="log", xlabel="non-zero parameters", ylabel="accuracy")
+    ax.margins(0.08)
+    ax.grid(color=_GRID, lw=0.8, which="both")
+    ax.set_title("accuracy against non-zero parameters", loc="left", fontsize=11)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def pareto_svg(points: Sequence[Mapping[str, Any]]) -> str:
+    """Returns `pareto_figure(points)` as SVG text."""
+    return _svg_text(pareto_figure(points))
+
+
+def pareto_png(points: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Writes `pareto_figure(points)` as a PNG file; returns `path`."""
+    return _write_figure(pareto_figure(points), path, "png")
+
+
+_COLLAPSE = {"parameter_free_share": "parameter-free share", "skip_count": "skip connections"}
+
+
+def collapse_figure(series: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], band: Mapping | None = None):
+    """Plots the parameter-free share and the skip count of the derived cell per search epoch.
+
+    Two panels sharing the epoch axis. Per method, the mean over its runs is
+    a line (id `"mean:<method>:<key>"`) and the range from the lowest run to
+    the highest a shaded area (`"range:<method>:<key>"`); an epoch counts the
+    runs that reached it. `band` adds a grey band at mean ± std, labelled
+    "random cells (mean ± std)".
+
+    Args:
+        series: Method name -> list of runs; a run is a list of per-epoch
+            dicts with `epoch` (int), `parameter_free_share` (number, 0 to 1)
+            and `skip_count` (int).
+        band: None or `{"parameter_free_share": (mean, std), "skip_count":
+            (mean, std)}`; either key may be left out.
+
+    Returns:
+        A `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: If `series` or `band` is malformed.
+    """
+    from matplotlib.patches import Patch  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: PLC0415
+
+    runs_spec = ("a non-empty list of runs, each a non-empty list of dicts with 'epoch' (int), "
+                 "'parameter_free_share' (number) and 'skip_count' (int)")
+    if not isinstance(series, Mapping) or not series or not all(isinstance(m, str) for m in series):
+        raise ValueError(f"`series` must be a non-empty dict of method name -> {runs_spec}. "
+                         f"Received: series={series!r:.200}")
+    for method, runs in series.items():
+        if not (isinstance(runs, (list, tuple)) and runs and all(isinstance(run, (list, tuple)) and run and all(
+                isinstance(r, Mapping) and _is_int(r.get("epoch")) and _is_number(r.get("parameter_free_share"))
+                and _is_int(r.get("skip_count")) for r in run) for run in runs)):
+            raise ValueError(f"`series[{method!r}]` must be {runs_spec}. Received: {runs!r:.200}")
+    if band is not None and not (isinstance(band, Mapping) and band and set(band) <= set(_COLLAPSE) and all(
+            isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v)) for v in band.values())):
+        raise ValueError(f"`band` must be None or a dict with keys among {list(_COLLAPSE)}, each a (mean, std) "
+                         f"pair of numbers. Received: band={band!r:.200}")
+    fig = _figure(9, 6)
+    axes, handles = fig.subplots(2, 1, sharex=True), []
+    for m, (method, runs) in enumerate(series.items()):
+        epochs = sorted({r["epoch"] for run in runs for r in run})
+        for ax, key in zip(axes, _COLLAPSE):
+            per_epoch = collections.defaultdict(list)
+            for r in (r for run in runs for r in run):
+                per_epoch[r["epoch"]].append(float(r[key]))
+            v = [np.array(per_epoch[e]) for e in epochs]
+            (line,) = ax.plot(epochs, [a.mean() for a in v], color=_PALETTE[m % len(_PALETTE)], lw=2, marker="o",
+                              ms=3.5, label=method, zorder=3, gid=f"mean:{method}:{key}")
+            ax.fill_between(epochs, [a.min() for a in v], [a.max() for a in v], color=line.get_color(), alpha=0.2,
+                            lw=0, zorder=2, gid=f"range:{method}:{key}")
+        handles.append(line)
+    for ax, (key, name) in zip(axes, _COLLAPSE.items()):
+        if band and key in band:
+            mean, std = band[key]
+            ax.axhspan(mean - std, mean + std, color=_GREY, alpha=0.22, lw=0, zorder=1, gid=f"band:{key}")
+            ax.axhline(mean, color=_GREY, lw=1.2, ls=(0, (4, 3)), zorder=1)
+        ax.set_ylabel(name)
+        ax.grid(color=_GRID, lw=0.8)
+    if band:
+        handles.append(Patch(color=_GREY, alpha=0.35, label="random cells (mean ± std)"))
+    axes[0].set_ylim(0, 1)
+    axes[0].yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes[1].set(ylim=(0, None), xlabel="epoch")
+    for axis in (axes[1].yaxis, axes[1].xaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    fig.suptitle("derived cell per search epoch: parameter-free ops and skip connections", fontsize=11)
+    return fig
+
+
+def collapse_svg(series: Mapping[str, Any], band: Mapping | None = None) -> str:
+    """Returns `collapse_figure(series, band)` as SVG text."""
+    return _svg_text(collapse_figure(series, band))
+
+
+def collapse_png(series: Mapping[str, Any], path: str | os.PathLike, band: Mapping | None = None) -> str:
+    """Writes `collapse_figure(series, band)` as a PNG file; returns `path`."""
+    return _write_figure(collapse_figure(series, band), path, "png")
 
 
 # ---------------------------------------------------------------------------
