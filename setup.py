@@ -39,6 +39,8 @@ setup(
         "tensorflow-model-optimization==0.8.*",
         "ai-edge-litert==2.3.*",
         "numpy>=1.26,<3",
+        # Pictures (tfvnas show, TensorBoard cell images); graphviz's `dot` is used when installed.
+        "matplotlib>=3.8",
         "pyyaml>=6",
         # The export report and model card are Jinja2 templates.
         "jinja2>=3.1",

@@ -2,12 +2,14 @@
 
 The logical devices must be configured before TensorFlow initialises its
 context, hence at import time of this conftest, before any test module.
+The `no_dot` fixture hides graphviz's `dot` from the picture tests.
 """
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
@@ -37,3 +39,11 @@ def summary_events(log_dir):
                 plugin = value.metadata.plugin_data.plugin_name
                 found.setdefault(value.tag, []).append((event.step, plugin, tf.make_ndarray(value.tensor)))
     return found
+
+
+@pytest.fixture
+def no_dot(monkeypatch):
+    """`shutil.which` finds no `dot`, so the cells are drawn with matplotlib."""
+    from tfvnas import cell_drawing
+
+    monkeypatch.setattr(cell_drawing.shutil, "which", lambda name: None)

@@ -256,8 +256,8 @@ def _add_show_parser(subparsers):
         help="draw the cells, gate trajectories and sparsity of a result",
         description=(
             "Print a summary and draw SVG and PNG pictures of a genotype JSON file or of a search/train "
-            "output folder: the normal and reduction cells (graphviz when `dot` is installed, a built-in "
-            "renderer otherwise), log_alpha of every gate over the search epochs, and per-layer weight sparsity."
+            "output folder: the normal and reduction cells (graphviz when `dot` is installed, matplotlib "
+            "otherwise), log_alpha of every gate over the search epochs, and per-layer weight sparsity."
         ),
     )
     show.add_argument("target", metavar="GENOTYPE_OR_DIR", help="a genotype JSON file or an output folder")

@@ -4,7 +4,7 @@ Scalars: every numeric field of the epoch record (losses, accuracies, KL
 terms, beta, learning rate, weight sparsity; `active_ops/normal` and
 `active_ops/reduce` for a search). A search also writes a histogram of every
 cell type's `log_alpha` (the gates not yet pruned) and a picture of the cell
-derived so far (`tfvnas.plots`), so the cell can be watched as it forms.
+derived so far (`tfvnas.cell_drawing`), so the cell can be watched as it forms.
 
     tfvnas search --preset quick --out runs/q --tensorboard runs/q/tb
     tensorboard --logdir runs/q/tb
@@ -45,12 +45,12 @@ class EpochSummaries:
             self.writer.flush()
 
     def genotype_images(self, genotype, step, prefix="cell"):
-        """A PNG drawing of each cell of `genotype` (built-in renderer)."""
-        from tfvnas import plots
+        """A PNG drawing of each cell of `genotype` (`tfvnas.cell_drawing.cell_png`, matplotlib)."""
+        from tfvnas import cell_drawing
 
         with tempfile.TemporaryDirectory() as tmp:
             for cell_type in ("normal", "reduce"):
-                path = plots.cell_png(genotype, cell_type, os.path.join(tmp, f"{cell_type}.png"))
+                path = cell_drawing.cell_png(genotype, cell_type, os.path.join(tmp, f"{cell_type}.png"))
                 image = tf.io.decode_png(tf.io.read_file(path), channels=3)
                 with self.writer.as_default(step=step):
                     tf.summary.image(f"{prefix}/{cell_type}", image[None])
