@@ -127,13 +127,25 @@ class SearchConfig(_Config):
         optimization: 'bilevel' (first-order, weights and gates on two halves
             of the training data, alternating) or 'joint' (all data, both at once).
         weight_lr, weight_lr_min, momentum, weight_decay: SGD with cosine decay.
-        arch_lr, arch_beta1: Adam for the gates.
+        decay_variational_means: weight decay also on the means (`theta`) of
+            variational weights (never on their `log_sigma2`).
+        arch_lr, arch_beta1, arch_weight_decay: Adam for the gates (weight
+            decay as an L2 term on the gradient, as in DARTS). None: the
+            method's own (`ARCH_OPTIMIZERS`; DARTS: 3e-4, 0.5, 1e-3).
         grad_clip: global gradient-norm clip for the weights.
         kl_warmup: fraction of the search over which beta goes from 0 to `kl_weight`.
         kl_weight: final beta.
-        threshold: prune at `log_alpha >= threshold`.
-        gate_theta_init: initial gate mean (None: 1 / number of ops).
-        gate_log_sigma2_init: initial gate log variance.
+        threshold: a gate is pruned when its `log_alpha` is at or above this
+            at `prune_patience` consecutive checks, one every `prune_every`
+            steps (and one at the end of every epoch).
+        prune_every, prune_patience: see `threshold`.
+        gate_theta_init: initial gate mean, the same whatever the op set.
+        gate_log_alpha_init: initial gate log dropout rate.
+        stop_when_stable: stop once the `top_k` genotype has not changed for
+            this many epochs (0: run every epoch).
+        resolution: search on images resized to `resolution` x
+            `resolution` (area interpolation; a proxy, as lower resolution is
+            the field's standard one); None: the data's own size.
         top_k: inputs per node of the `top_k` genotype.
         seed: seed of initialisation, data order and noise.
         limit: use only the first `limit` training examples (None: all).
@@ -164,14 +176,20 @@ class SearchConfig(_Config):
     weight_lr_min: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 3e-4
-    arch_lr: float = 0.01
-    arch_beta1: float = 0.5
+    decay_variational_means: bool = False
+    arch_lr: typing.Optional[float] = None
+    arch_beta1: typing.Optional[float] = None
+    arch_weight_decay: typing.Optional[float] = None
     grad_clip: float = 5.0
     kl_warmup: float = 0.3
     kl_weight: float = 1.0
     threshold: float = 3.0
-    gate_theta_init: typing.Optional[float] = None
-    gate_log_sigma2_init: float = -6.0
+    prune_every: int = 10
+    prune_patience: int = 3
+    gate_theta_init: float = 1.0
+    gate_log_alpha_init: float = -3.0
+    stop_when_stable: int = 0
+    resolution: typing.Optional[int] = None
     top_k: int = 2
     seed: int = 0
     limit: typing.Optional[int] = None
@@ -181,18 +199,22 @@ class SearchConfig(_Config):
 
     def validate(self):
         _non_negative("retrace_cost_steps", self.retrace_cost_steps)
-        for name in ("layers", "channels", "nodes", "stem_multiplier", "epochs", "batch_size", "top_k"):
+        for name in ("layers", "channels", "nodes", "stem_multiplier", "epochs", "batch_size", "top_k",
+                     "prune_every", "prune_patience"):
             _positive(name, getattr(self, name))
-        for name in ("weight_lr", "arch_lr", "grad_clip"):
+        for name in ("weight_lr", "grad_clip", "gate_theta_init"):
             _positive(name, getattr(self, name))
-        for name in ("weight_lr_min", "momentum", "weight_decay", "kl_weight"):
+        for name in ("weight_lr_min", "momentum", "weight_decay", "kl_weight", "stop_when_stable"):
             _non_negative(name, getattr(self, name))
+        for name in ("arch_lr", "arch_beta1", "arch_weight_decay", "resolution"):
+            if getattr(self, name) is not None:
+                (_non_negative if name == "arch_weight_decay" else _positive)(name, getattr(self, name))
+        if self.arch_beta1 is not None and not self.arch_beta1 < 1:
+            raise ValueError(f"`arch_beta1` must be below 1. Received: arch_beta1={self.arch_beta1!r}")
         if not 0 <= self.kl_warmup <= 1:
             raise ValueError(f"`kl_warmup` must be in [0, 1]. Received: kl_warmup={self.kl_warmup!r}")
         if self.limit is not None:
             _positive("limit", self.limit)
-        if self.gate_theta_init is not None:
-            _positive("gate_theta_init", self.gate_theta_init)
         _one_of("optimization", self.optimization, ("bilevel", "joint"))
         _one_of("method", self.method, choices.METHODS)
         ops_lib.resolve_op_set(self.op_set, self.ops)
@@ -201,16 +223,36 @@ class SearchConfig(_Config):
     def op_names(self):
         return ops_lib.resolve_op_set(self.op_set, self.ops)
 
+    @property
+    def arch_optimizer(self):
+        """`{"lr", "beta_1", "weight_decay"}` of the gates' Adam: the fields, or the method's own."""
+        own = ARCH_OPTIMIZERS[self.method]
+        return {
+            "lr": own["lr"] if self.arch_lr is None else self.arch_lr,
+            "beta_1": own["beta_1"] if self.arch_beta1 is None else self.arch_beta1,
+            "weight_decay": own["weight_decay"] if self.arch_weight_decay is None else self.arch_weight_decay,
+        }
+
+
+# Each method's architecture optimiser (Adam, beta_2 = 0.999), used where a
+# SearchConfig leaves `arch_lr`, `arch_beta1`, `arch_weight_decay` unset.
+ARCH_OPTIMIZERS = {
+    # From the study in docs/search.md (validation split of mnist-5k).
+    "vinnas": {"lr": 0.03, "beta_1": 0.5, "weight_decay": 0.0},
+    # DARTS' own (Liu et al., 2019): Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3.
+    "darts": {"lr": 3e-4, "beta_1": 0.5, "weight_decay": 1e-3},
+}
+
 
 PRESETS = {
     # Seconds: for tests and a first look; tiny supernet, little data.
     "smoke": SearchConfig(
-        layers=3, channels=4, nodes=2, epochs=2, batch_size=32, limit=256,
-        arch_lr=0.05, kl_warmup=0.0,
+        layers=3, channels=4, nodes=2, epochs=2, batch_size=32, limit=256, kl_warmup=0.0,
+        prune_every=4, prune_patience=1,
     ),
     # Minutes on a 2-core CPU: the newcomer's default on the bundled data.
     "quick": SearchConfig(
-        layers=4, channels=8, nodes=4, epochs=5, batch_size=64, limit=1600, arch_lr=0.05,
+        layers=4, channels=8, nodes=4, epochs=5, batch_size=64, limit=1600,
         kl_warmup=0.2,
     ),
     # The DARTS-scale setting (meant for a GPU).
@@ -258,6 +300,8 @@ class TrainConfig(_Config):
         cutout: side of the square cut out of each training image (0: off).
         epochs, batch_size: the global batch size, split over replicas.
         lr, lr_min, momentum, weight_decay, grad_clip: SGD with cosine decay.
+        decay_variational_means: weight decay also on the means (`theta`) of
+            variational weights (never on their `log_sigma2`).
         kl_warmup, kl_weight: KL schedule of the variational weights.
         threshold: a weight is zero at `log_alpha >= threshold`.
         seed: seed of initialisation, data order and noise.
@@ -279,6 +323,7 @@ class TrainConfig(_Config):
     lr_min: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 3e-4
+    decay_variational_means: bool = False
     grad_clip: float = 5.0
     kl_warmup: float = 0.3
     kl_weight: float = 1.0

@@ -2,6 +2,10 @@
 
 Training reports these counts for the stripped network and the export report
 repeats them, so they live here, apart from the export (which needs LiteRT).
+
+"Parameters" are the trainable weights: kernels, biases, batch-norm scale
+and shift. Batch-norm moving statistics are weights of the model but not
+parameters; they are counted apart (`moving_statistics`).
 """
 
 import dataclasses
@@ -41,11 +45,13 @@ def count_parameters(model):
         model: A Keras 3 model.
 
     Returns:
-        A dict: `dense` and `nonzero` over every weight of the model
-        (kernels, biases, BatchNormalization parameters and statistics);
-        `kernel_dense`, `kernel_nonzero` and `kernel_sparsity` over the
-        kernels only; and `layers`, one dict per kernel-bearing layer with
-        `name`, `type`, `weight`, `shape`, `dense`, `nonzero`, `sparsity`.
+        A dict: `dense` and `nonzero` over the trainable weights of the model
+        (kernels, biases, BatchNormalization scale and shift);
+        `moving_statistics`, the number of non-trainable values
+        (BatchNormalization moving means and variances); `kernel_dense`,
+        `kernel_nonzero` and `kernel_sparsity` over the kernels only; and
+        `layers`, one dict per kernel-bearing layer with `name`, `type`,
+        `weight`, `shape`, `dense`, `nonzero`, `sparsity`.
     """
     rows = []
     for kernel in kernels(model):
@@ -60,12 +66,13 @@ def count_parameters(model):
             "nonzero": nonzero,
             "sparsity": sparsity(dense, nonzero),
         })
-    weights = model.get_weights()
+    trainable = [np.asarray(w.numpy()) for w in model.trainable_weights]
     kernel_dense = sum(r["dense"] for r in rows)
     kernel_nonzero = sum(r["nonzero"] for r in rows)
     return {
-        "dense": int(sum(w.size for w in weights)),
-        "nonzero": int(sum(np.count_nonzero(w) for w in weights)),
+        "dense": int(sum(w.size for w in trainable)),
+        "nonzero": int(sum(np.count_nonzero(w) for w in trainable)),
+        "moving_statistics": int(sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)),
         "kernel_dense": kernel_dense,
         "kernel_nonzero": kernel_nonzero,
         "kernel_sparsity": sparsity(kernel_dense, kernel_nonzero),

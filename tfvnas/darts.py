@@ -23,12 +23,12 @@ from tfvnas import checks
 class SoftmaxGates(keras.layers.Layer):
     """A table of DARTS architecture logits, one per (edge, op).
 
-    It has the interface of `tfvnas.variational.GaussianGates`, so the
-    supernet and the search treat both alike: calling it returns
-    `(weights, zeros)` (softmax over each edge's ops, and zero variance; the
-    supernet's edges then mix without drawing noise); `log_alpha()` returns the derivation score
-    `-softmax(alpha)` (lower is stronger, always below any threshold); `kl()`
-    is zero and `prune()` prunes nothing.
+    It has the interface of `tfvnas.gates.GaussianGates`, so the supernet
+    and the search treat both alike: calling it returns `(weights, zeros)`
+    (softmax over each edge's ops, and zero variance; the supernet's edges
+    then mix without drawing noise); `derivation_log_alpha()` returns the
+    derivation score `-softmax(alpha)` (lower is stronger, always below any
+    threshold); `kl()` is zero and `update_evidence()` prunes nothing.
 
     Args:
         num_edges: number of edges (rows).
@@ -59,13 +59,13 @@ class SoftmaxGates(keras.layers.Layer):
         """The derivation score `-softmax(alpha)` (recorded in the history)."""
         return -self.weights_()
 
-    def log_alpha(self):
+    def derivation_log_alpha(self):
         return self.raw_log_alpha()
 
     def kl(self):
         return tf.constant(0.0)
 
-    def prune(self, threshold=None):
+    def update_evidence(self, threshold=None, patience=1):
         return 0
 
     def call(self, training=None):

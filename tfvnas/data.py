@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvnas import image_folders
+from tfvnas import checks, image_folders
 
 _BUNDLED = {"mnist-5k": ("tfvnas.datasets", "mnist_5k.npz")}
 _KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -175,6 +175,32 @@ class Dataset:
             squares += np.square(centred).sum(axis=(0, 1, 2))
         std = np.maximum(np.sqrt(squares / count), 1e-6)
         return [float(m) for m in mean], [float(s) for s in std]
+
+    def resized(self, size):
+        """The same dataset with every image resized to `size` x `size` (area interpolation).
+
+        A search proxy: lower resolution is the standard way to make an
+        architecture search cheaper. uint8 images stay uint8 (rounded).
+
+        Raises:
+            ValueError: if `size` is not a positive int.
+        """
+        size = checks.check_positive_int("size", size)
+        if self.image_shape[:2] == (size, size):
+            return self
+
+        def resize(x):
+            out = []
+            for start in range(0, len(x), 4096):
+                block = tf.image.resize(x[start : start + 4096], (size, size), method="area").numpy()
+                out.append(np.round(block).astype(np.uint8) if x.dtype == np.uint8 else block.astype(np.float32))
+            return np.concatenate(out)
+
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}@{size}x{size}",
+            **{f"x_{split}": resize(getattr(self, f"x_{split}")) for split in _SPLITS},
+        )
 
     def summary(self):
         """Returns a one-line description: name, split shapes, classes."""

@@ -608,8 +608,9 @@ def _node_edges(table: np.ndarray, node: int) -> np.ndarray:
 
 def _fallback(rows: np.ndarray, allowed: list[int]) -> tuple[int, int]:
     # Best (input, op) pair ignoring the threshold; ties -> lower input, then
-    # lower op index. May pick a +inf entry if everything is pruned: a node
-    # needs an input, and this is the least bad one.
+    # lower op index. Pruned gates carry the log_alpha they were pruned at, so
+    # a node whose gates are all pruned keeps the one pruned with the least
+    # evidence: a node needs an input, and this is the least bad one.
     best = min((rows[j, k], j, k) for j in range(rows.shape[0]) for k in allowed)
     return best[1], best[2]
 
@@ -656,7 +657,8 @@ def derive_top_k(
     Args:
         log_alpha: Maps `"normal"` and `"reduce"` to float arrays of shape
             `(num_edges(nodes), len(op_names))`, rows in `edge_list` order.
-            `+inf` marks an op that is already pruned.
+            A pruned op carries the `log_alpha` it was pruned at (at or
+            above the threshold).
         op_names: Names of the ops, in column order.
         nodes: Number of intermediate nodes per cell.
         threshold: Ops with `log_alpha >= threshold` are pruned.
@@ -710,7 +712,8 @@ def derive_threshold(
     Args:
         log_alpha: Maps `"normal"` and `"reduce"` to float arrays of shape
             `(num_edges(nodes), len(op_names))`, rows in `edge_list` order.
-            `+inf` marks an op that is already pruned.
+            A pruned op carries the `log_alpha` it was pruned at (at or
+            above the threshold).
         op_names: Names of the ops, in column order.
         nodes: Number of intermediate nodes per cell.
         threshold: Ops with `log_alpha >= threshold` are pruned.

@@ -32,6 +32,7 @@ import tensorflow as tf
 from tfvnas import choices
 from tfvnas import data as data_lib
 from tfvnas import files
+from tfvnas import variational
 
 STRATEGIES = choices.STRATEGIES
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -281,6 +282,13 @@ class Loop:
         """Called after the last step of an epoch; returns extra record fields."""
         return {}
 
+    def after_step(self, sums):
+        """Called after every step, with the epoch's running sums (saved with checkpoints)."""
+
+    def finished(self):
+        """Whether the run is done before its last epoch (checked between epochs; default: never)."""
+        return False
+
     def augment(self, batch, seed):
         """Training-time augmentation of one `(x, y)` batch (default: none)."""
         return batch
@@ -491,7 +499,7 @@ class Loop:
             self.summaries = EpochSummaries(tensorboard_dir)
         previous = self._install_signal_handlers()
         try:
-            while self.position["epoch"] < self.config.epochs:
+            while self.position["epoch"] < self.config.epochs and not self.finished():
                 self._run_epoch()
         finally:
             for sig, h in previous.items():
@@ -526,6 +534,8 @@ class Loop:
         stats = {}
         for i, batches in enumerate(self.epoch_data(epoch, skip), start=skip):
             beta = self.beta(self.position["step"])
+            # The model's KL weight, read by every KL layer (tfvnas.variational).
+            self.model.kl_weight.assign(variational.kl_weight(beta, self.n_train))
             stats = {k: float(v) for k, v in self.train_step(batches, tf.constant(beta, tf.float32)).items()}
             if not math.isfinite(stats["loss"]):
                 last = self.checkpoint_path()
@@ -544,6 +554,7 @@ class Loop:
                 if k in stats:
                     sums[k] += stats[k]
             self.position.update(step=self.position["step"] + 1, step_in_epoch=i + 1, sums=sums)
+            self.after_step(sums)
             if bar is not None:
                 seen = sums["seen"]
                 bar.update(

@@ -16,6 +16,7 @@ References:
 import keras
 import tensorflow as tf
 
+from tfvnas import gates as gates_lib
 from tfvnas import ops as ops_lib
 from tfvnas import variational
 
@@ -24,10 +25,10 @@ from tfvnas import variational
 class MixedEdge(keras.layers.Layer):
     """An edge computing `sum_k z_k * op_k(x)` with Gaussian gates z_k.
 
-    Training draws the output with the local reparameterisation trick
-    (`variational.gate_mixture_moments`, then one noise sample per
-    element); inference returns the mean. Gates the caller passes as zero
-    (pruned) contribute exactly zero.
+    Training draws every gate once per example (`tfvnas.gates.gate_mixture`:
+    noise of shape (batch, K), the same at every position and channel of an
+    op's output); inference uses the gate means. Gates the caller passes as
+    zero (pruned) contribute exactly zero.
 
     Args:
         op_names: the candidate operations.
@@ -80,20 +81,21 @@ class MixedEdge(keras.layers.Layer):
             self._keep_skipped_in_the_objective(computed)
         if not computed:
             x = inputs[:, :: self.strides, :: self.strides, :] if self.strides > 1 else inputs
-            mean = var = tf.zeros_like(x)
-        else:
-            if self._fusable():
-                groups = fused_outputs(self, inputs, computed, training)
-                mean, var = grouped_mixture_moments(groups, theta, sigma2)
-            else:
-                outputs = [ops_lib.apply_layer(self.candidates[k], inputs, training) for k in computed]
-                if len(computed) < len(self.candidates):
-                    index = list(computed)
-                    theta, sigma2 = tf.gather(theta, index), tf.gather(sigma2, index)
-                mean, var = variational.gate_mixture_moments(tf.stack(outputs, axis=0), theta, sigma2)
+            return tf.zeros_like(x)
+        eps = None
         if training and self.noisy:
-            return variational.sample_lrt(mean, var, self.seed_generator)
-        return mean
+            # Drawn for every op, computed or not, so the random stream does
+            # not depend on what the step computes.
+            shape = [tf.shape(inputs)[0], len(self.op_names)]
+            eps = variational.standard_normal(shape, self.seed_generator, inputs.dtype)
+        if self._fusable():
+            return grouped_mixture(fused_outputs(self, inputs, computed, training), theta, sigma2, eps)
+        outputs = [ops_lib.apply_layer(self.candidates[k], inputs, training) for k in computed]
+        if len(computed) < len(self.candidates):
+            index = list(computed)
+            theta, sigma2 = tf.gather(theta, index), tf.gather(sigma2, index)
+            eps = None if eps is None else tf.gather(eps, index, axis=1)
+        return gates_lib.gate_mixture(tf.stack(outputs, axis=0), theta, sigma2, eps)
 
     def _keep_skipped_in_the_objective(self, computed):
         """Keeps the objective and the gradients what they were when pruned ops were computed.
@@ -111,7 +113,7 @@ class MixedEdge(keras.layers.Layer):
                 continue
             vd_layers = variational.variational_layers(op)
             for layer in vd_layers:
-                self.add_loss(layer.kl())
+                self.add_loss(layer.kl() * layer.kl_scale(layer.theta.dtype))
             covered = {id(v) for l in vd_layers for v in l.trainable_weights}
             zero += [tf.reduce_sum(v) for v in op.trainable_weights if id(v) not in covered]
         if zero:
@@ -232,38 +234,43 @@ def fused_outputs(edge, x, computed, training):
     return groups
 
 
-def grouped_mixture_moments(groups, theta, sigma2):
-    """`variational.gate_mixture_moments` over the channel blocks `fused_outputs` returns.
+def grouped_mixture(groups, theta, sigma2, eps):
+    """`tfvnas.gates.gate_mixture` over the channel blocks `fused_outputs` returns.
 
     A group of S blocks of C channels is mixed by one matrix product with
-    the (S*C, C) matrix that stacks `theta[slot] * I_C` per block (and one
-    with `sigma2[slot] * I_C` on the squared outputs): the weighted sum over
-    the blocks in one kernel, forward and backward, instead of a broadcast
-    multiplication, a reshape and a reduction over a tensor S times the
-    output.
+    the (S*C, C) matrix that stacks `z[slot] * I_C` per block: the weighted
+    sum over the blocks in one kernel, forward and backward, instead of a
+    broadcast multiplication, a reshape and a reduction over a tensor S
+    times the output. With noise (`eps` of shape (B, K)) every example has
+    its own gate values, so the product is a batched one with one such
+    matrix per example; without, the gate means are shared by the batch.
     """
-    zero = tf.zeros([1], theta.dtype)
-    theta_ext, sigma2_ext = tf.concat([theta, zero], 0), tf.concat([sigma2, zero], 0)
-    none = int(theta.shape[0])
-    means, variances = [], []
+    shared = eps is None
+    if shared:
+        weights = tf.concat([theta, tf.zeros([1], theta.dtype)], 0)  # (K + 1,)
+    else:
+        z = gates_lib.example_gates(theta, sigma2, eps)
+        weights = tf.concat([z, tf.zeros_like(z[:, :1])], 1)  # (B, K + 1)
+    none = int(theta.shape[0])  # the slot of a `none` op: weight 0
+    out = []
     for y, slots in groups:
         index = [none if k is None else k for k in slots]
         if len(slots) == 1:
-            t, v = theta_ext[index[0]], sigma2_ext[index[0]]
-            means.append(t * y)
-            variances.append(v * tf.square(y))
+            w = weights[index[0]] if shared else weights[:, index[0]][:, None, None, None]
+            out.append(w * y)
             continue
         channels = int(y.shape[-1]) // len(slots)
         eye = tf.eye(channels, dtype=y.dtype)
-
-        def mix(values, weights):
+        shape = tf.shape(y)
+        if shared:
             matrix = tf.reshape(tf.gather(weights, index)[:, None, None] * eye, [len(slots) * channels, channels])
-            flat = tf.reshape(values, [-1, len(slots) * channels])
-            return tf.reshape(tf.matmul(flat, matrix), tf.concat([tf.shape(values)[:-1], [channels]], 0))
-
-        means.append(mix(y, theta_ext))
-        variances.append(mix(tf.square(y), sigma2_ext))
-    return tf.add_n(means), tf.add_n(variances)
+            mixed = tf.matmul(tf.reshape(y, [-1, len(slots) * channels]), matrix)
+        else:
+            per_example = tf.gather(weights, index, axis=1)[:, :, None, None] * eye  # (B, S, C, C)
+            matrix = tf.reshape(per_example, [-1, len(slots) * channels, channels])
+            mixed = tf.matmul(tf.reshape(y, [shape[0], -1, len(slots) * channels]), matrix)
+        out.append(tf.reshape(mixed, tf.concat([shape[:-1], [channels]], 0)))
+    return tf.add_n(out)
 
 
 def _grouped_depthwise(edge, x, layers, strides, dilation, training, repeat=True):
@@ -321,7 +328,7 @@ def _grouped_conv(edge, x, layers, conv, training):
     if not isinstance(layers[0], variational.VariationalLayer):
         return conv(x, [l.kernel for l in layers])
     for layer in layers:
-        edge.add_loss(layer.kl())
+        edge.add_loss(layer.kl() * layer.kl_scale(layer.theta.dtype))
     if not training:
         return conv(x, [l.masked_kernel() for l in layers])
     mean = conv(x, [l.theta for l in layers])

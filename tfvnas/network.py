@@ -204,6 +204,41 @@ def _drop_path(x, rate, seed_generator):
     return x * tf.cast(u < keep, x.dtype) / keep
 
 
+def own_kl_weight(model, kl_weight):
+    """Creates `model`'s KL weight variable and binds every KL layer of the model to it.
+
+    The one variable the loops (and `variational.KLSchedule` under `fit`)
+    set to `beta / N_train`; see `tfvnas.variational`.
+    """
+    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or kl_weight < 0:
+        raise ValueError(f"`kl_weight` must be a non-negative number. Received: kl_weight={kl_weight!r}")
+    variable = model.add_weight(
+        name="kl_weight", shape=(), initializer=keras.initializers.Constant(float(kl_weight)), trainable=False
+    )
+    variational.bind_kl_weight(model, variable)
+    return variable
+
+
+def as_images(inputs, image_shape):
+    """`inputs` as an NHWC batch: NHW becomes NHW1 when the model takes one channel.
+
+    Raises:
+        ValueError: for any other rank, or NHW images given to a model of
+            several channels, naming the shape expected.
+    """
+    rank = inputs.shape.rank
+    if rank == 4:
+        return inputs
+    expected = "(batch, H, W, C)" if image_shape is None else f"(batch, {', '.join(map(str, image_shape))})"
+    if rank == 3 and (image_shape is None or image_shape[-1] == 1):
+        return inputs[..., None]
+    raise ValueError(
+        f"The model takes images of shape {expected}"
+        + (" or, for one channel, (batch, H, W)" if image_shape is None or image_shape[-1] == 1 else "")
+        + f". Received: images of shape {tuple(inputs.shape)}"
+    )
+
+
 def stem_layers(channels, stem_multiplier, *, weight_vd, affine, seed):
     """3x3 conv + BN."""
     return [
@@ -278,9 +313,14 @@ class Network(keras.Model):
         threshold: a weight is zero at `log_alpha >= threshold`.
         normalisation: `(mean, std)` per channel of the raw input.
         seed: base seed of all noise.
+        kl_weight: the weight of the KL in the model's `losses`, held in the
+            variable `kl_weight` that every variational layer reads:
+            `beta / N_train` for the ELBO. `tfvnas.train` sets it every step;
+            under `fit`, pass `1 / len(x_train)` or use the
+            `tfvnas.variational.KLSchedule` callback.
 
     Call arguments:
-        inputs: raw images, NHWC.
+        inputs: raw images, NHWC (or NHW for one-channel images).
         training: training flag.
         return_aux: also return the auxiliary logits (None without a head).
 
@@ -302,6 +342,7 @@ class Network(keras.Model):
         threshold=variational.DEFAULT_THRESHOLD,
         normalisation=((0.0,), (1.0,)),
         seed=0,
+        kl_weight=1.0,
         **kwargs,
     ):
         from tfvnas import genotype as genotype_lib
@@ -363,6 +404,7 @@ class Network(keras.Model):
         if self.weight_vd:
             for layer in variational.variational_layers(self):
                 layer.threshold = self.threshold
+        self.kl_weight = own_kl_weight(self, kl_weight)
 
     def build(self, input_shape):
         # One eager forward pass creates every weight (see Supernet.build).
@@ -372,7 +414,7 @@ class Network(keras.Model):
         self.built = True
 
     def call(self, inputs, training=None, return_aux=False):
-        x = self.normalise(tf.cast(inputs, self.compute_dtype))
+        x = self.normalise(tf.cast(as_images(inputs, self.input_shape_built), self.compute_dtype))
         for layer in self.stem:
             x = layer(x, training=training)
         drop_path = self.drop_path * self.drop_path_progress if self.drop_path > 0 else None
@@ -399,6 +441,7 @@ class Network(keras.Model):
             "threshold": self.threshold,
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
+            "kl_weight": float(self.kl_weight.numpy()),
         }
 
 

@@ -495,8 +495,29 @@ OPS = {
     "dil_conv_5x5": lambda c, s, **kw: DilConv(c, s, kernel_size=5, **kw),
 }
 
-# Operations without weights: what "parameter-free" counts.
+# Operations without weights at stride 1: what "parameter-free" counts. At
+# stride 2 `skip_connect` is a FactorizedReduce (two 1x1 convolutions).
 PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
+
+
+def is_parameter_free(name, strides=1):
+    """Whether operation `name` has no weights at `strides` (`skip_connect` at stride 2 has)."""
+    if name == "skip_connect":
+        return strides == 1
+    return name in PARAMETER_FREE
+
+
+def cell_op_counts(genotype, cell_type):
+    """`(parameter_free, skips, total)` over the (op, input) pairs of one cell of `genotype`.
+
+    An edge from a cell input (0 or 1) of a reduction cell has stride 2, so
+    its `skip_connect` is a FactorizedReduce: a skip, but not parameter-free.
+    """
+    cell = genotype.normal if cell_type == "normal" else genotype.reduce
+    pairs = [(op, 2 if cell_type == "reduce" and inp < 2 else 1) for node in cell for op, inp in node]
+    free = sum(is_parameter_free(op, s) for op, s in pairs)
+    skips = sum(op == "skip_connect" for op, _ in pairs)
+    return free, skips, len(pairs)
 
 OP_SETS = {
     "darts": (

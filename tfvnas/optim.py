@@ -128,7 +128,12 @@ class _Fused(tf.Module):
 
 
 class SGD(_Fused):
-    """SGD with momentum, Keras-style decoupled weight decay and a global-norm clip."""
+    """SGD with momentum, Keras-style decoupled weight decay and a global-norm clip.
+
+    `exclude_from_weight_decay(var_list)` keeps the decay off some variables
+    (as Keras' optimizers do): the search and the training exclude the
+    variational layers' `log_sigma2` (`variational.weight_decay_exclusions`).
+    """
 
     slot_names = ("momentums",)
 
@@ -136,12 +141,17 @@ class SGD(_Fused):
         super().__init__(learning_rate, global_clipnorm=global_clipnorm, name=name)
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay or 0.0)
+        self._no_decay = _Targets(set())
+
+    def exclude_from_weight_decay(self, var_list):
+        """Keeps weight decay off the variables of `var_list`."""
+        self._no_decay.variables |= {id(_tf_variable(v)) for v in var_list}
 
     def apply(self, grads):
         updates, lr = self._prepare(grads)
         momentum = tf.constant(self.momentum, tf.float32)
         for variable, (slot,), grad in updates:
-            if self.weight_decay:
+            if self.weight_decay and id(variable) not in self._no_decay.variables:
                 tf.raw_ops.AssignSubVariableOp(
                     resource=variable.handle, value=variable * (lr * self.weight_decay)
                 )
@@ -152,13 +162,20 @@ class SGD(_Fused):
 
 
 class Adam(_Fused):
-    """Adam (Keras 3 arithmetic, no weight decay)."""
+    """Adam (Keras 3 arithmetic), with optional L2 weight decay.
+
+    `weight_decay` adds `weight_decay * w` to each gradient before the
+    update, as `torch.optim.Adam(weight_decay=...)` does: the architecture
+    optimiser of DARTS (Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3).
+    """
 
     slot_names = ("m", "v")
 
-    def __init__(self, learning_rate, *, beta_1=0.9, beta_2=0.999, epsilon=1e-7, global_clipnorm=None, name="Adam"):
+    def __init__(self, learning_rate, *, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0,
+                 global_clipnorm=None, name="Adam"):
         super().__init__(learning_rate, global_clipnorm=global_clipnorm, name=name)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.weight_decay = float(weight_decay or 0.0)
 
     def apply(self, grads):
         updates, lr = self._prepare(grads)
@@ -167,6 +184,8 @@ class Adam(_Fused):
         beta_1_power, beta_2_power = tf.pow(beta_1, t), tf.pow(beta_2, t)
         epsilon = tf.constant(self.epsilon)
         for variable, (m, v), grad in updates:
+            if self.weight_decay:
+                grad = grad + self.weight_decay * variable.read_value()
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
                 beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=grad,

@@ -25,6 +25,10 @@ __all__ = ["show", "summary_text"]
 def summary_text(genotype: Genotype) -> str:
     """Describes both cells, the op histogram and the share of parameter-free ops.
 
+    A reduction cell's `skip_connect` from a cell input is a FactorizedReduce
+    (two 1x1 convolutions), so it does not count as parameter-free there; the
+    histogram tags an op parameter-free when it is at stride 1.
+
     Args:
         genotype: A `Genotype`.
 
@@ -33,22 +37,20 @@ def summary_text(genotype: Genotype) -> str:
         node and parameter-free share, and the op histogram of both cells.
     """
     genotype = check_genotype(genotype)
-    # The parameter-free set lives with the op registry (one place); importing
-    # it here is free since `import tfvnas` already loads TensorFlow.
-    from tfvnas.ops import PARAMETER_FREE  # noqa: PLC0415
+    # The parameter-free rule lives with the op registry (one place).
+    from tfvnas import ops as ops_lib  # noqa: PLC0415
 
     lines = [genotype.summary()]
     for cell_type in CELL_TYPES:
         cell = getattr(genotype, cell_type)
-        ops = [op for node in cell for op, _ in node]
-        free = sum(op in PARAMETER_FREE for op in ops)
-        lines.append(f"{cell_type}: {len(ops)} ops, {free} parameter-free ({100 * free / len(ops):.0f}%); "
+        free, _, total = ops_lib.cell_op_counts(genotype, cell_type)
+        lines.append(f"{cell_type}: {total} ops, {free} parameter-free ({100 * free / total:.0f}%); "
                      f"inputs per node: {', '.join(str(len(node)) for node in cell)}")
     hist = genotype.op_histogram()
     width = max(len(op) for op in hist)
     lines.append("op histogram (both cells):")
     for op, count in sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])):
-        tag = "  (parameter-free)" if op in PARAMETER_FREE else ""
+        tag = "  (parameter-free)" if op in ops_lib.PARAMETER_FREE else ""
         lines.append(f"  {op:<{width}} {count:>3} {'#' * count}{tag}")
     return "\n".join(lines)
 

@@ -26,6 +26,11 @@ from tfvnas import variational
 
 ARTEFACTS = ("genotype.json", "genotype_threshold.json", "search_config.json", "search_history.json")
 
+# What "converged" means (`SearchResult.converged`): this share of each gate
+# table pruned, and the top_k genotype unchanged over this many epochs.
+CONVERGED_PRUNED = 0.5
+CONVERGED_STABLE = 2
+
 
 @dataclasses.dataclass
 class SearchResult:
@@ -36,7 +41,9 @@ class SearchResult:
         genotype_threshold: the cell by the `threshold` rule.
         config: the `SearchConfig` used.
         history: one dict per epoch (losses, accuracies, KL, active ops,
-            weight sparsity, every gate's log_alpha and active flag).
+            pruned share per gate table, the `top_k` genotype and for how
+            many epochs it has been unchanged, weight sparsity, every gate's
+            log_alpha and active flag).
         out_dir: where the artefacts were written (None if not written).
         model: the trained `Supernet`.
     """
@@ -49,6 +56,32 @@ class SearchResult:
     model: supernet_lib.Supernet = None
     dataset: str = ""
 
+    def converged(self, min_pruned=CONVERGED_PRUNED, stable_epochs=CONVERGED_STABLE):
+        """Whether the search converged: at least `min_pruned` of each gate table pruned, and the
+        `top_k` genotype unchanged over the last `stable_epochs` epochs."""
+        if not self.history:
+            return False
+        last = self.history[-1]
+        if last.get("stable_epochs") is None:  # DARTS prunes nothing: only the genotype counts
+            return False
+        pruned_enough = self.config.method == "darts" or min(last["pruned_share"].values()) >= min_pruned
+        return pruned_enough and last["stable_epochs"] >= stable_epochs
+
+    def convergence_line(self):
+        """One line: whether the search converged, and the numbers that say so."""
+        if not self.history:
+            return "not converged: no epoch ran"
+        last = self.history[-1]
+        share = last["pruned_share"]
+        facts = (
+            f"pruned normal {share['normal']:.0%}, reduce {share['reduce']:.0%}; top_k genotype unchanged "
+            f"for the last {last['stable_epochs']} epoch{'' if last['stable_epochs'] == 1 else 's'}"
+        )
+        if self.converged():
+            return f"converged: {facts}"
+        return (f"not converged ({facts}; converged means at least {CONVERGED_PRUNED:.0%} of each gate "
+                f"table pruned and the genotype unchanged for {CONVERGED_STABLE} epochs)")
+
     def summary(self):
         last = self.history[-1] if self.history else {}
         lines = [
@@ -57,6 +90,7 @@ class SearchResult:
             f"active ops normal {last.get('active_ops', {}).get('normal')} / "
             f"reduce {last.get('active_ops', {}).get('reduce')} "
             f"of {last.get('total_ops')} each",
+            "  " + self.convergence_line(),
         ]
         if last.get("weight_sparsity") is not None:
             lines.append(f"  weight sparsity {last['weight_sparsity']:.3f}")
@@ -90,6 +124,11 @@ class Searcher(loop_lib.Loop):
     nan_hint = "Lower `weight_lr` or `arch_lr`, or check the data."
     progress_names = ("loss", "acc", "kl", "beta", "active_ops", "w_sparsity")
 
+    def __init__(self, config, dataset, **kwargs):
+        if config.resolution is not None:
+            dataset = dataset.resized(config.resolution)
+        super().__init__(config, dataset, **kwargs)
+
     def training_parts(self):
         cfg, ds = self.config, self.dataset
         x, y = ds.x_train, ds.y_train
@@ -114,13 +153,16 @@ class Searcher(loop_lib.Loop):
             stem_multiplier=cfg.stem_multiplier,
             weight_vd=cfg.weight_vd,
             threshold=cfg.threshold,
-            gate_theta_init=cfg.gate_theta_init or 1.0 / len(cfg.op_names),
-            gate_log_sigma2_init=cfg.gate_log_sigma2_init,
+            gate_theta_init=cfg.gate_theta_init,
+            gate_log_alpha_init=cfg.gate_log_alpha_init,
             normalisation=ds.normalisation(),
             seed=cfg.seed,
             method=cfg.method,
         )
         model.build((None,) + tuple(ds.image_shape))
+        # The op set the first trace computes: every op. Pruning between
+        # traces masks ops to zero; `end_epoch` decides when to trace anew.
+        model.step_ops = model.computed_ops()
         return model
 
     def build_optimizers(self, total_steps):
@@ -133,7 +175,13 @@ class Searcher(loop_lib.Loop):
             weight_decay=cfg.weight_decay or None,
             global_clipnorm=cfg.grad_clip,
         )
-        self.arch_optimizer = optim.Adam(cfg.arch_lr, beta_1=cfg.arch_beta1, beta_2=0.999)
+        self.weight_optimizer.exclude_from_weight_decay(
+            variational.weight_decay_exclusions(model, include_means=cfg.decay_variational_means)
+        )
+        arch = cfg.arch_optimizer
+        self.arch_optimizer = optim.Adam(
+            arch["lr"], beta_1=arch["beta_1"], beta_2=0.999, weight_decay=arch["weight_decay"]
+        )
         return {
             "weight_optimizer": (self.weight_optimizer, model.weight_variables),
             "arch_optimizer": (self.arch_optimizer, model.arch_variables),
@@ -145,9 +193,7 @@ class Searcher(loop_lib.Loop):
         logits = self.model(x, training=True)
         losses = self.model.losses
         kl = tf.add_n(losses) if losses else tf.constant(0.0)
-        loss, _, _ = variational.elbo_loss(
-            y, logits, kl, n_train=self.n_train, beta=beta, global_batch_size=self.config.batch_size
-        )
+        loss, _, _ = variational.elbo_loss(y, logits, kl, global_batch_size=self.config.batch_size)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         return loss, {"loss": loss, "correct": correct, "kl": kl}
 
@@ -187,10 +233,17 @@ class Searcher(loop_lib.Loop):
             status.append(("w_sparsity", self.history[-1]["weight_sparsity"]))
         return status
 
+    def after_step(self, sums):
+        # A pruning check every `prune_every` steps of the whole search (the
+        # same steps on every worker, rerun and resume).
+        if self.position["step"] % self.config.prune_every == 0:
+            sums["pruned"] = sums.get("pruned", 0) + self.model.update_evidence(
+                self.config.threshold, self.config.prune_patience
+            )
+
     def end_epoch(self, epoch):
         model = self.model
-        traced = model.step_ops or model.computed_ops()
-        pruned = model.prune(self.config.threshold)
+        traced = model.step_ops
         current = model.computed_ops()
         if current != traced:
             # Pruned ops leave the computation when the steps are traced anew
@@ -204,9 +257,11 @@ class Searcher(loop_lib.Loop):
             if gone * steps_left >= self.config.retrace_cost_steps:
                 model.step_ops = current
                 self._build_steps()
-            else:
-                model.step_ops = traced
-        return {"pruned_this_epoch": pruned}
+        return {}
+
+    def finished(self):
+        patience = self.config.stop_when_stable
+        return bool(patience and self.history and self.history[-1]["stable_epochs"] >= patience)
 
     def checkpoint_state(self):
         ops = self.model.step_ops
@@ -220,6 +275,9 @@ class Searcher(loop_lib.Loop):
         model, cfg = self.model, self.config
         pruned_w, total_w = variational.weight_sparsity(model)
         arch_seen = sums["seen"] if cfg.optimization == "bilevel" else 0
+        genotype = model.derive("top_k", k=cfg.top_k)
+        previous = self.history[-1] if self.history else None
+        stable = previous["stable_epochs"] + 1 if previous and previous["genotype_hash"] == genotype.hash() else 0
         record.update(
             weight_lr=float(self.weight_optimizer.learning_rate),
             arch_loss=sums["arch_loss"] / arch_seen if arch_seen else None,
@@ -228,6 +286,11 @@ class Searcher(loop_lib.Loop):
             kl_weights=float(model.weight_kl()),
             active_ops=model.active_ops(),
             total_ops=self.total_ops,
+            pruned_this_epoch=int(sums.get("pruned", 0)),
+            pruned_share=model.pruned_share(),
+            genotype=genotype.to_dict(),
+            genotype_hash=genotype.hash(),
+            stable_epochs=stable,
             weight_sparsity=pruned_w / total_w if total_w else None,
             log_alpha={t: g.raw_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
             active={t: g.active.numpy().astype(int).tolist() for t, g in model.gates.items()},
@@ -240,10 +303,11 @@ class Searcher(loop_lib.Loop):
 
     def epoch_line(self, record):
         sparsity = record["weight_sparsity"]
+        share = record["pruned_share"]
         return (
-            f"val_acc {record['val_accuracy']:.4f}  active ops normal {record['active_ops']['normal']}"
-            f"/{self.total_ops} reduce {record['active_ops']['reduce']}/{self.total_ops}"
-            f"  pruned {record['pruned_this_epoch']}"
+            f"val_acc {record['val_accuracy']:.4f}  pruned normal {share['normal']:.0%} reduce {share['reduce']:.0%}"
+            f" (+{record['pruned_this_epoch']})  top_k {record['genotype_hash'][:8]} "
+            f"unchanged for {record['stable_epochs']} epoch{'' if record['stable_epochs'] == 1 else 's'}"
             + (f"  weight sparsity {sparsity:.3f}" if sparsity is not None else "")
         )
 
@@ -251,7 +315,7 @@ class Searcher(loop_lib.Loop):
         super().write_summaries(record)
         step = record["epoch"]
         for cell_type, gates in self.model.gates.items():
-            self.summaries.histogram(f"log_alpha/{cell_type}", gates.log_alpha().numpy(), step)
+            self.summaries.histogram(f"log_alpha/{cell_type}", gates.derivation_log_alpha().numpy(), step)
         self.summaries.genotype_images(self.model.derive("top_k", k=self.config.top_k), step)
 
     def run(self, out_dir=None, resume=False, tensorboard_dir=None):

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfvnas import checks, choices
 from tfvnas import darts as darts_lib
+from tfvnas import gates as gates_lib
 from tfvnas import genotype as genotype_lib
 from tfvnas import mixed_edge
 from tfvnas import network
@@ -22,9 +23,11 @@ from tfvnas import variational
 class Supernet(keras.Model):
     """A DARTS supernet with ARD-gated mixed edges.
 
-    The gates of each cell type are one `GaussianGates` table shared by all
-    cells of that type (rows: edges in `genotype.edge_list` order, columns:
-    `op_names`). The model normalises raw pixels itself.
+    The gates of each cell type are one `tfvnas.gates.GaussianGates` table
+    shared by all cells of that type (rows: edges in `genotype.edge_list`
+    order, columns: `op_names`). The model normalises raw pixels itself, and
+    owns the KL weight (`kl_weight`, a variable every KL layer reads; see
+    `tfvnas.variational`).
 
     Args:
         num_classes: number of classes.
@@ -35,14 +38,18 @@ class Supernet(keras.Model):
         stem_multiplier: stem width multiplier.
         weight_vd: sparse variational weights in every convolution and the
             classifier.
-        threshold: pruning threshold on `log_alpha`.
+        threshold: pruning threshold on `log_alpha`, of the gates and of the
+            variational weights.
         gate_theta_init: initial gate mean.
-        gate_log_sigma2_init: initial gate log variance.
+        gate_log_alpha_init: initial gate log dropout rate.
         normalisation: `(mean, std)` per channel of the raw input.
         seed: base seed of all noise.
+        method: 'vinnas' or 'darts' (softmax gates, `tfvnas.darts`).
+        kl_weight: initial KL weight (`beta / N_train`; the search sets it
+            every step).
 
     Call arguments:
-        inputs: raw images, NHWC.
+        inputs: raw images, NHWC (or NHW for one-channel images).
         training: training flag.
 
     Returns:
@@ -60,10 +67,11 @@ class Supernet(keras.Model):
         weight_vd=False,
         threshold=variational.DEFAULT_THRESHOLD,
         gate_theta_init=1.0,
-        gate_log_sigma2_init=-6.0,
+        gate_log_alpha_init=-3.0,
         normalisation=((0.0,), (1.0,)),
         seed=0,
         method="vinnas",
+        kl_weight=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,7 +89,7 @@ class Supernet(keras.Model):
         self.weight_vd = bool(weight_vd)
         self.threshold = float(threshold)
         self.gate_theta_init = float(gate_theta_init)
-        self.gate_log_sigma2_init = float(gate_log_sigma2_init)
+        self.gate_log_alpha_init = float(gate_log_alpha_init)
         self.normalisation = (list(normalisation[0]), list(normalisation[1]))
         self.seed = int(seed)
 
@@ -89,7 +97,7 @@ class Supernet(keras.Model):
         num_edges = len(edge_list)
         gate_kw = dict(
             theta_init=self.gate_theta_init,
-            log_sigma2_init=self.gate_log_sigma2_init,
+            log_alpha_init=self.gate_log_alpha_init,
             threshold=self.threshold,
         )
         if self.method == "darts":
@@ -100,8 +108,8 @@ class Supernet(keras.Model):
                 num_edges, len(self.op_names), seed=self.seed + 1, name="reduce_gates"
             )
         else:
-            self.normal_gates = variational.GaussianGates(num_edges, len(self.op_names), name="normal_gates", **gate_kw)
-            self.reduce_gates = variational.GaussianGates(num_edges, len(self.op_names), name="reduce_gates", **gate_kw)
+            self.normal_gates = gates_lib.GaussianGates(num_edges, len(self.op_names), name="normal_gates", **gate_kw)
+            self.reduce_gates = gates_lib.GaussianGates(num_edges, len(self.op_names), name="reduce_gates", **gate_kw)
 
         self.normalise = network.normalisation_layer(self.normalisation)
         self.stem = network.stem_layers(
@@ -138,12 +146,17 @@ class Supernet(keras.Model):
         # pays (`Searcher.end_epoch`); pruned ops still in it are masked to
         # exactly zero.
         self.step_ops = None
+        for layer in variational.variational_layers(self):
+            layer.threshold = self.threshold
+        self.kl_weight = network.own_kl_weight(self, kl_weight)
+        self.input_shape_built = None
 
     def build(self, input_shape):
         # One eager forward pass creates every weight; Keras' default (a
         # symbolic trace of `call`) costs as much as tracing a whole step.
         with tf.init_scope():
             self.call(tf.zeros((1,) + tuple(input_shape[1:])), training=False)
+        self.input_shape_built = tuple(int(d) for d in input_shape[1:])
         self.built = True
 
     @property
@@ -167,7 +180,7 @@ class Supernet(keras.Model):
         for cell in self.cells:
             for edge, ops in zip(cell.edge_layers, computed[cell.plan.cell_type]):
                 edge.computed = ops
-        x = self.normalise(tf.cast(inputs, self.compute_dtype))
+        x = self.normalise(tf.cast(network.as_images(inputs, self.input_shape_built), self.compute_dtype))
         for layer in self.stem:
             x = ops_lib.apply_layer(layer, x, training)
         gate_values = {t: g(training=training) for t, g in self.gates.items()}
@@ -180,7 +193,7 @@ class Supernet(keras.Model):
 
     @property
     def arch_variables(self):
-        """The gate parameters of both cell types (theta and log_sigma2; DARTS: alpha)."""
+        """The gate parameters of both cell types (theta and log_alpha; DARTS: alpha)."""
         return [v for g in self.gates.values() for v in g.trainable_weights]
 
     @property
@@ -192,12 +205,20 @@ class Supernet(keras.Model):
     # -- gates ------------------------------------------------------------
 
     def log_alpha(self):
-        """`{"normal": array, "reduce": array}` of shape (edges, ops); +inf where pruned."""
-        return {t: g.log_alpha().numpy() for t, g in self.gates.items()}
+        """`{"normal": array, "reduce": array}` of shape (edges, ops), as the derivation reads them.
 
-    def prune(self, threshold=None):
-        """Prunes gates at `log_alpha >= threshold`; returns how many were newly pruned."""
-        return sum(g.prune(threshold) for g in self.gates.values())
+        Active gates give their current `log_alpha`, pruned ones the value
+        they had when they were pruned (at or above the threshold).
+        """
+        return {t: g.derivation_log_alpha().numpy() for t, g in self.gates.items()}
+
+    def update_evidence(self, threshold=None, patience=1):
+        """One pruning check of both gate tables (`GaussianGates.update_evidence`); returns how many were pruned."""
+        return sum(g.update_evidence(threshold, patience) for g in self.gates.values())
+
+    def pruned_share(self):
+        """`{"normal": share, "reduce": share}` of each gate table pruned."""
+        return {t: float(1.0 - np.mean(g.active.numpy())) for t, g in self.gates.items()}
 
     def active_ops(self):
         """`{"normal": n, "reduce": m}` gates still active."""
@@ -234,8 +255,9 @@ class Supernet(keras.Model):
             "weight_vd": self.weight_vd,
             "threshold": self.threshold,
             "gate_theta_init": self.gate_theta_init,
-            "gate_log_sigma2_init": self.gate_log_sigma2_init,
+            "gate_log_alpha_init": self.gate_log_alpha_init,
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
             "method": self.method,
+            "kl_weight": float(self.kl_weight.numpy()),
         }

@@ -144,6 +144,9 @@ class Trainer(loop_lib.Loop):
             weight_decay=cfg.weight_decay or None,
             global_clipnorm=cfg.grad_clip,
         )
+        self.optimizer.exclude_from_weight_decay(
+            variational.weight_decay_exclusions(self.model, include_means=cfg.decay_variational_means)
+        )
         return {"optimizer": (self.optimizer, self.model.trainable_variables)}
 
     def augment(self, batch, seed):
@@ -160,9 +163,7 @@ class Trainer(loop_lib.Loop):
         with tf.GradientTape() as tape:
             logits, aux = model(x, training=True, return_aux=True)
             kl = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
-            loss, _, _ = variational.elbo_loss(
-                y, logits, kl, n_train=self.n_train, beta=beta, global_batch_size=cfg.batch_size
-            )
+            loss, _, _ = variational.elbo_loss(y, logits, kl, global_batch_size=cfg.batch_size)
             if aux is not None:
                 aux_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=aux)
                 loss += cfg.auxiliary_weight * tf.nn.compute_average_loss(

@@ -1,9 +1,19 @@
-"""Variational building blocks: ARD gates and sparse variational layers.
+"""Sparse variational layers, the ARD KL and the one objective (`elbo_loss`).
 
-The math lives in small pure functions (`log_alpha`, `ard_kl`, `keep_mask`,
-`lrt_conv2d`, `gate_mixture_moments`, `elbo_loss`); the layers are thin
-wrappers that own weights and randomness and switch on the call-time
-`training` flag.
+The math lives in small pure functions (`log_alpha`, `ard_kl`,
+`ard_kl_of_log_alpha`, `keep_mask`, `lrt_conv2d`, `elbo_loss`); the layers
+are thin wrappers that own weights and randomness and switch on the
+call-time `training` flag. The architecture gates are in `tfvnas.gates`.
+
+**The KL weight.** Every layer with a KL term (`KLTerm`: these layers and
+the gates) adds `KL * kl_weight` to its `losses`, as TensorFlow
+Probability's layers do with `kernel_divergence_fn = KL / N`: what a layer
+adds is already the objective's term, so a Keras `compile`/`fit` trains the
+same ELBO as tfvnas' own loops. The weight is `beta / N_train` (`beta` the
+KL warm-up factor). A tfvnas model owns one variable for it and binds it to
+all its layers (`bind_kl_weight`); its loops set it every step, and so does
+the `KLSchedule` callback under `fit`. A layer used on its own takes its
+`kl_weight` argument (e.g. `1 / len(x_train)`).
 
 References:
     - Ferianc, Fan, Rodrigues. "VINNAS: Variational Inference-based Neural
@@ -68,28 +78,21 @@ def ard_kl(theta, log_sigma2):
     return tfd.kl_divergence(q, p)
 
 
+def ard_kl_of_log_alpha(log_alpha_value):
+    """`ard_kl` of a Gaussian given by its log dropout rate alone: 0.5 * softplus(-log_alpha).
+
+    The ARD KL is invariant to the scale of theta, so it is computed (with
+    `tfp.distributions`, as `ard_kl`) for theta = 1 and sigma^2 = alpha.
+    `log_alpha` is clipped to [-20, 20] first, where the KL's gradient has
+    vanished to 1e-9 either way, so alpha stays finite in float32.
+    """
+    la = tf.clip_by_value(tf.convert_to_tensor(log_alpha_value), -20.0, 20.0)
+    return ard_kl(tf.ones_like(la), la)
+
+
 def keep_mask(log_alpha_value, threshold=DEFAULT_THRESHOLD, dtype="float32"):
     """1 where an element is kept (`log_alpha < threshold`), else 0."""
     return tf.cast(log_alpha_value < threshold, dtype)
-
-
-def gate_mixture_moments(outputs, theta, sigma2):
-    """Mean and variance of `sum_k z_k * outputs[k]` for independent z_k ~ N(theta_k, sigma2_k).
-
-    This is the local reparameterisation trick applied to an edge's gate
-    mixture: mean = sum_k theta_k o_k, var = sum_k sigma2_k o_k^2.
-
-    Args:
-        outputs: tensor of shape (K, ...) stacking the K operation outputs.
-        theta: tensor of shape (K,).
-        sigma2: tensor of shape (K,).
-
-    Returns:
-        `(mean, var)`, each of shape `outputs.shape[1:]`.
-    """
-    mean = tf.tensordot(theta, outputs, axes=1)
-    var = tf.tensordot(sigma2, tf.square(outputs), axes=1)
-    return mean, var
 
 
 def strided_dilated_as_plain(x, kernel_size, strides, dilation_rate):
@@ -167,18 +170,19 @@ def lrt_dense(x, theta, sigma2):
     return tf.matmul(x, theta), tf.matmul(tf.square(x), sigma2)
 
 
-def elbo_loss(labels, logits, kl, *, n_train, beta, global_batch_size):
-    """The one search/training objective: cross-entropy + beta * KL / N_train.
+def elbo_loss(labels, logits, kl_term, *, global_batch_size):
+    """The one search/training objective: mean cross-entropy + the model's KL term.
 
-    Per-replica values are scaled so that summing them over replicas gives
-    the global mean cross-entropy plus the KL term once.
+    `kl_term` is what the model's layers added to `losses`: each KL times
+    the model's KL weight `beta / N_train` (see the module docstring), so
+    the objective per batch is `CE + beta * KL / N_train`. Per-replica
+    values are scaled so that summing them over replicas gives the global
+    mean cross-entropy plus the KL term once.
 
     Args:
         labels: int labels, shape (B,).
         logits: shape (B, classes).
-        kl: scalar, the raw KL of all variational parameters of the model.
-        n_train: number of training examples (the KL is per dataset).
-        beta: KL weight (warm-up factor).
+        kl_term: scalar, the sum of the model's `losses`.
         global_batch_size: batch size summed over replicas.
 
     Returns:
@@ -189,10 +193,13 @@ def elbo_loss(labels, logits, kl, *, n_train, beta, global_batch_size):
         labels=tf.cast(labels, tf.int32), logits=logits
     )
     ce = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
-    kl_term = tf.nn.scale_regularization_loss(
-        tf.cast(beta, kl.dtype) * kl / tf.cast(n_train, kl.dtype)
-    )
+    kl_term = tf.nn.scale_regularization_loss(tf.cast(kl_term, ce.dtype))
     return ce + kl_term, ce, kl_term
+
+
+def kl_weight(beta, n_train):
+    """The KL weight of the ELBO: `beta / n_train` (the KL is per data set)."""
+    return float(beta) / float(checks.check_positive_int("n_train", n_train))
 
 
 def replica_seed(seed_generator):
@@ -244,124 +251,104 @@ def _kernel_size(value):
     return _positive_int("kernel_size", value)
 
 
-@keras.saving.register_keras_serializable(package="tfvnas")
-class GaussianGates(keras.layers.Layer):
-    """A table of ARD-gated Gaussian gates z ~ N(theta, sigma^2), one per (edge, op).
+class _Shared:
+    """A variable another object owns, held outside Keras' attribute tracking."""
 
-    The layer owns `theta`, `log_sigma2` (trainable) and `active`
-    (non-trainable 0/1: gates pruned by `prune` stay pruned). Calling it
-    returns the effective `(theta, sigma2)` with pruned gates exactly zero,
-    and adds the raw ARD KL of the active gates with `add_loss`.
+    __slots__ = ("variable",)
 
-    Args:
-        num_edges: number of edges (rows).
-        num_ops: number of candidate operations (columns).
-        theta_init: initial gate mean.
-        log_sigma2_init: initial gate log variance.
-        threshold: default pruning threshold on `log_alpha`.
+    def __init__(self, variable):
+        self.variable = variable
 
-    Call arguments:
-        training: unused; the gates are the same in both modes (noise is
-            drawn by the mixed edges with the local reparameterisation trick).
 
-    Returns:
-        `(theta, sigma2)`, each of shape `(num_edges, num_ops)`.
+class KLTerm:
+    """Mixin of the layers that add a KL term: the KL weight they scale it by.
+
+    `kl_weight` (a float, in the config) is used until a model binds its own
+    variable with `bind_kl_weight`; then every layer reads that one variable.
     """
 
-    def __init__(
-        self,
-        num_edges,
-        num_ops,
-        theta_init=1.0,
-        log_sigma2_init=-6.0,
-        threshold=DEFAULT_THRESHOLD,
-        **kwargs,
-    ):
-        self.num_edges = _positive_int("num_edges", num_edges)
-        self.num_ops = _positive_int("num_ops", num_ops)
-        self.theta_init = float(theta_init)
-        self.log_sigma2_init = float(log_sigma2_init)
-        self.threshold = float(threshold)
-        super().__init__(**kwargs)
-        shape = (self.num_edges, self.num_ops)
-        self.theta = self.add_weight(
-            name="theta",
-            shape=shape,
-            initializer=keras.initializers.Constant(self.theta_init),
-        )
-        self.log_sigma2 = self.add_weight(
-            name="log_sigma2",
-            shape=shape,
-            initializer=keras.initializers.Constant(self.log_sigma2_init),
-        )
-        self.active = self.add_weight(
-            name="active", shape=shape, initializer="ones", trainable=False
-        )
-        self.built = True
+    def init_kl_weight(self, kl_weight):
+        if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or kl_weight < 0:
+            raise ValueError(f"`kl_weight` must be a non-negative number. Received: kl_weight={kl_weight!r}")
+        self.kl_weight = float(kl_weight)
+        self._bound_kl_weight = None
 
-    def raw_log_alpha(self):
-        """Log dropout rates of every gate, pruned or not."""
-        return log_alpha(self.theta, self.log_sigma2)
-
-    def log_alpha(self):
-        """Log dropout rates, with +inf where a gate is pruned."""
-        la = self.raw_log_alpha()
-        return tf.where(self.active > 0, la, tf.constant(float("inf"), la.dtype))
-
-    def kl(self):
-        """Raw ARD KL summed over the active gates."""
-        kl = ard_kl(self.theta, self.log_sigma2)
-        return tf.reduce_sum(tf.where(self.active > 0, kl, tf.zeros_like(kl)))
-
-    def prune(self, threshold=None):
-        """Permanently switch off gates with `log_alpha >= threshold`.
-
-        Returns:
-            The number of gates pruned by this call.
-        """
-        threshold = self.threshold if threshold is None else float(threshold)
-        keep = keep_mask(log_alpha(self.theta, self.log_sigma2), threshold) * self.active
-        newly = int(tf.reduce_sum(self.active - keep).numpy())
-        self.active.assign(keep)
-        return newly
-
-    def call(self, training=None):
-        self.add_loss(self.kl())
-        # tf.where, not a product: a pruned gate is exactly zero even if its
-        # variance overflowed to inf.
-        on = self.active > 0
-        theta = tf.where(on, self.theta, tf.zeros_like(self.theta))
-        sigma2 = tf.where(on, tf.exp(self.log_sigma2), tf.zeros_like(self.theta))
-        return theta, sigma2
-
-    def compute_output_spec(self, training=None):
-        shape = (self.num_edges, self.num_ops)
-        return (keras.KerasTensor(shape), keras.KerasTensor(shape))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_edges=self.num_edges,
-            num_ops=self.num_ops,
-            theta_init=self.theta_init,
-            log_sigma2_init=self.log_sigma2_init,
-            threshold=self.threshold,
-        )
-        return config
+    def kl_scale(self, dtype="float32"):
+        """The weight of this layer's KL in `losses` (the bound variable, or `kl_weight`)."""
+        bound = self._bound_kl_weight
+        if bound is None:
+            return tf.constant(self.kl_weight, dtype)
+        return tf.cast(tf.convert_to_tensor(bound.variable), dtype)
 
 
-class VariationalLayer(keras.layers.Layer):
+def kl_layers(model):
+    """Every layer of `model` (itself included) that adds a KL term."""
+    return [layer for layer in model._flatten_layers(include_self=True, recursive=True) if isinstance(layer, KLTerm)]
+
+
+def bind_kl_weight(model, variable):
+    """Makes every KL layer of `model` scale its KL by `variable` (a scalar variable); returns how many."""
+    layers = kl_layers(model)
+    for layer in layers:
+        layer._bound_kl_weight = _Shared(variable)
+    return len(layers)
+
+
+class KLSchedule(keras.callbacks.Callback):
+    """Sets the KL weight to `beta(step) / n_train` before every batch of `fit`.
+
+    `beta` warms up linearly from 0 to `final` over `warmup_steps` steps
+    (0: `final` from the start), as in tfvnas' own loops. The model's own KL
+    weight variable is used when it has one (`Network`, `Supernet`);
+    otherwise the callback creates one and binds it to every KL layer of the
+    model (a plain Keras model of `VariationalConv2D` / `VariationalDense`).
+
+    Args:
+        n_train: number of training examples.
+        warmup_steps: steps of the linear warm-up.
+        final: beta after the warm-up.
+    """
+
+    def __init__(self, n_train, warmup_steps=0, final=1.0):
+        super().__init__()
+        self.n_train = checks.check_positive_int("n_train", n_train)
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"`warmup_steps` must be a non-negative int. Received: warmup_steps={warmup_steps!r}")
+        self.warmup_steps = warmup_steps
+        self.final = float(final)
+        self.step = 0
+        self.variable = None
+
+    def beta(self, step):
+        if self.warmup_steps == 0:
+            return self.final
+        return self.final * min(1.0, step / self.warmup_steps)
+
+    def on_train_begin(self, logs=None):
+        variable = getattr(self.model, "kl_weight", None)
+        if not isinstance(variable, keras.Variable):
+            variable = keras.Variable(0.0, trainable=False, name="kl_weight")
+            bind_kl_weight(self.model, variable)
+        self.variable = variable
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.variable.assign(kl_weight(self.beta(self.step), self.n_train))
+        self.step += 1
+
+
+class VariationalLayer(keras.layers.Layer, KLTerm):
     """Shared machinery of the sparse variational layers.
 
     Subclasses create `self.theta` and `self.log_sigma2` in `build` and define
     `_moments(x, theta, sigma2)` (training) and `_apply(x, kernel)` (inference).
     """
 
-    def __init__(self, threshold=DEFAULT_THRESHOLD, log_sigma2_init=-10.0, seed=None, **kwargs):
+    def __init__(self, threshold=DEFAULT_THRESHOLD, log_sigma2_init=-10.0, seed=None, kl_weight=1.0, **kwargs):
         self.threshold = float(threshold)
         self.log_sigma2_init = float(log_sigma2_init)
         self.seed = seed
         super().__init__(**kwargs)
+        self.init_kl_weight(kl_weight)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _add_kernel(self, shape, initializer):
@@ -386,11 +373,11 @@ class VariationalLayer(keras.layers.Layer):
         return self.theta * self.kernel_mask()
 
     def kl(self):
-        """Raw ARD KL summed over all weights."""
+        """Unscaled ARD KL summed over all weights."""
         return tf.reduce_sum(ard_kl(self.theta, self.log_sigma2))
 
     def call(self, inputs, training=None):
-        self.add_loss(self.kl())
+        self.add_loss(self.kl() * self.kl_scale(self.theta.dtype))
         if training:
             mean, var = self._moments(inputs, self.theta, tf.exp(self.log_sigma2))
             out = sample_lrt(mean, var, self.seed_generator)
@@ -407,6 +394,7 @@ class VariationalLayer(keras.layers.Layer):
             log_sigma2_init=self.log_sigma2_init,
             seed=self.seed,
             use_bias=self.use_bias,
+            kl_weight=self.kl_weight,
         )
         return config
 
@@ -596,3 +584,19 @@ def weight_sparsity(model):
         total += mask.size
         pruned += int(mask.size - mask.sum())
     return pruned, total
+
+
+def weight_decay_exclusions(model, include_means=False):
+    """The variables of `model` that weight decay must not touch.
+
+    Decay is a Gaussian prior on a weight; on a variational layer's
+    `log_sigma2` it would be a prior outside the ELBO (which already has the
+    ARD prior), and on its `theta` a second prior on top of the ARD one.
+    Both are excluded, `theta` unless `include_means`.
+    """
+    excluded = []
+    for layer in variational_layers(model):
+        excluded.append(layer.log_sigma2)
+        if not include_means:
+            excluded.append(layer.theta)
+    return excluded

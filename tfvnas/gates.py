@@ -1,0 +1,187 @@
+"""VINNAS' architecture gates: a table of ARD Gaussian gates, their per-example mixture, pruning by evidence.
+
+Every (edge, op) of a cell type has one scalar gate z ~ N(theta, sigma^2),
+parameterised by its mean `theta` and its log dropout rate `log_alpha`:
+sigma^2 = alpha * theta^2. The ARD KL depends on `log_alpha` only
+(`variational.ard_kl_of_log_alpha`), and so does the pruning decision, so
+theta passing near zero is not evidence (with the additive parameterisation
+`log_alpha = log_sigma2 - log(theta^2)` jumps to large values whenever
+theta crosses zero, whatever the data say).
+
+A gate is one scalar, so it is sampled once per example: the edge output of
+example b is `sum_k (theta_k + sigma_k * eps_bk) * o_k(x_b)` with
+eps of shape (batch, K) (`gate_mixture`). Drawing the noise per element of
+the output instead would be Gaussian dropout on activations, a different
+model whose noise averages out downstream.
+
+A gate is pruned only when the evidence holds: its `log_alpha` is at or
+above the threshold at `patience` consecutive checks (`GaussianGates.
+update_evidence`). Pruning is permanent, and the gate's `log_alpha` at that
+moment is kept for the derivation.
+
+References:
+    - Ferianc, Fan, Rodrigues. "VINNAS: Variational Inference-based Neural
+      Network Architecture Search." arXiv:2007.06103.
+    - Kingma, Salimans, Welling. "Variational Dropout and the Local
+      Reparameterization Trick." NeurIPS 2015 (the log_alpha
+      parameterisation of Gaussian dropout).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfvnas import checks
+from tfvnas import variational
+
+
+def gate_mixture(outputs, theta, sigma2, eps):
+    """`sum_k z_k * outputs[k]` with z_bk = theta_k + sqrt(sigma2_k) * eps_bk, one draw per example.
+
+    Args:
+        outputs: tensor `(K, B, ...)` stacking the K operation outputs.
+        theta: gate means, shape `(K,)`.
+        sigma2: gate variances, shape `(K,)`.
+        eps: standard normal noise of shape `(B, K)`, or None for the mean
+            `sum_k theta_k * outputs[k]`.
+
+    Returns:
+        A tensor of shape `outputs.shape[1:]`.
+    """
+    if eps is None:
+        return tf.tensordot(theta, outputs, axes=1)
+    z = example_gates(theta, sigma2, eps)  # (B, K)
+    shape = tf.shape(outputs)
+    flat = tf.reshape(outputs, [shape[0], shape[1], -1])  # (K, B, rest)
+    mixed = tf.einsum("bk,kbr->br", z, flat)
+    return tf.reshape(mixed, shape[1:])
+
+
+def example_gates(theta, sigma2, eps):
+    """The gate values of every example: `theta + sqrt(sigma2) * eps`, shape `(B, K)`."""
+    return theta[None, :] + tf.sqrt(sigma2)[None, :] * eps
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class GaussianGates(keras.layers.Layer, variational.KLTerm):
+    """A table of ARD-gated Gaussian gates z ~ N(theta, alpha * theta^2), one per (edge, op).
+
+    The layer owns `theta` and `log_alpha` (trainable), and three
+    non-trainable tables: `active` (0/1: pruned gates stay pruned),
+    `streak` (consecutive checks each gate has read `log_alpha >=
+    threshold`) and `pruned_log_alpha` (each pruned gate's `log_alpha` when
+    it was pruned). Calling it returns the effective `(theta, sigma2)` with
+    pruned gates exactly zero, and adds the KL of the active gates, times
+    the model's KL weight, with `add_loss`.
+
+    Args:
+        num_edges: number of edges (rows).
+        num_ops: number of candidate operations (columns).
+        theta_init: initial gate mean (the same for every op set size).
+        log_alpha_init: initial log dropout rate.
+        threshold: pruning threshold on `log_alpha`.
+        kl_weight: the weight of the KL in `losses` when no model binds its
+            own (`variational.bind_kl_weight`).
+
+    Call arguments:
+        training: unused; the gates are the same in both modes (the mixed
+            edges draw the noise, once per example).
+
+    Returns:
+        `(theta, sigma2)`, each of shape `(num_edges, num_ops)`.
+    """
+
+    def __init__(
+        self,
+        num_edges,
+        num_ops,
+        theta_init=1.0,
+        log_alpha_init=-3.0,
+        threshold=variational.DEFAULT_THRESHOLD,
+        kl_weight=1.0,
+        **kwargs,
+    ):
+        self.num_edges = checks.check_positive_int("num_edges", num_edges)
+        self.num_ops = checks.check_positive_int("num_ops", num_ops)
+        self.theta_init = float(theta_init)
+        self.log_alpha_init = float(log_alpha_init)
+        self.threshold = float(threshold)
+        super().__init__(**kwargs)
+        self.init_kl_weight(kl_weight)
+        shape = (self.num_edges, self.num_ops)
+        self.theta = self.add_weight(
+            name="theta", shape=shape, initializer=keras.initializers.Constant(self.theta_init)
+        )
+        self.log_alpha = self.add_weight(
+            name="log_alpha", shape=shape, initializer=keras.initializers.Constant(self.log_alpha_init)
+        )
+        self.active = self.add_weight(name="active", shape=shape, initializer="ones", trainable=False)
+        self.streak = self.add_weight(name="streak", shape=shape, initializer="zeros", trainable=False)
+        self.pruned_log_alpha = self.add_weight(
+            name="pruned_log_alpha", shape=shape, initializer="zeros", trainable=False
+        )
+        self.built = True
+
+    def raw_log_alpha(self):
+        """Log dropout rates of every gate, pruned or not."""
+        return tf.convert_to_tensor(self.log_alpha)
+
+    def derivation_log_alpha(self):
+        """What the derivation reads: `log_alpha` of active gates, the value at pruning of pruned ones."""
+        return tf.where(self.active > 0, self.raw_log_alpha(), tf.convert_to_tensor(self.pruned_log_alpha))
+
+    def kl(self):
+        """Unscaled ARD KL summed over the active gates."""
+        kl = variational.ard_kl_of_log_alpha(self.log_alpha)
+        return tf.reduce_sum(tf.where(self.active > 0, kl, tf.zeros_like(kl)))
+
+    def update_evidence(self, threshold=None, patience=1):
+        """One check: counts each gate's streak at `log_alpha >= threshold`, prunes at `patience`.
+
+        A gate's streak grows by one at every check that reads its
+        `log_alpha` at or above the threshold and falls back to zero at any
+        check below it; a gate whose streak reaches `patience` is pruned
+        for good, and its `log_alpha` of that check kept in
+        `pruned_log_alpha`. With `patience=1` this is a plain threshold.
+
+        Returns:
+            The number of gates pruned by this check.
+        """
+        threshold = self.threshold if threshold is None else float(threshold)
+        patience = checks.check_positive_int("patience", patience)
+        la = self.log_alpha.numpy()
+        active = self.active.numpy() > 0
+        over = active & (la >= threshold)
+        streak = np.where(over, self.streak.numpy() + 1, 0).astype("float32")
+        newly = over & (streak >= patience)
+        self.streak.assign(np.where(newly, 0.0, streak).astype("float32"))
+        if newly.any():
+            self.pruned_log_alpha.assign(np.where(newly, la, self.pruned_log_alpha.numpy()).astype("float32"))
+            self.active.assign(np.where(newly, 0.0, self.active.numpy()).astype("float32"))
+        return int(newly.sum())
+
+    def call(self, training=None):
+        self.add_loss(self.kl() * self.kl_scale(self.theta.dtype))
+        # tf.where, not a product: a pruned gate is exactly zero even if its
+        # variance overflowed to inf.
+        on = self.active > 0
+        zeros = tf.zeros_like(self.theta)
+        theta = tf.where(on, self.theta, zeros)
+        sigma2 = tf.where(on, tf.exp(self.log_alpha) * tf.square(self.theta), zeros)
+        return theta, sigma2
+
+    def compute_output_spec(self, training=None):
+        shape = (self.num_edges, self.num_ops)
+        return (keras.KerasTensor(shape), keras.KerasTensor(shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_edges=self.num_edges,
+            num_ops=self.num_ops,
+            theta_init=self.theta_init,
+            log_alpha_init=self.log_alpha_init,
+            threshold=self.threshold,
+            kl_weight=self.kl_weight,
+        )
+        return config
