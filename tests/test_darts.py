@@ -22,8 +22,8 @@ def test_softmax_gates_are_a_softmax_with_the_gate_interface():
     expected = np.exp(alpha) / np.exp(alpha).sum(-1, keepdims=True)
     np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
     np.testing.assert_array_equal(var.numpy(), np.zeros((3, 4)))
-    np.testing.assert_allclose(gates.log_alpha().numpy(), -expected, rtol=1e-6)
-    assert gates.prune(-10.0) == 0 and float(gates.kl()) == 0.0
+    np.testing.assert_allclose(gates.derivation_log_alpha().numpy(), -expected, rtol=1e-6)
+    assert gates.update_evidence(-10.0, patience=1) == 0 and float(gates.kl()) == 0.0
     assert [v.path for v in gates.trainable_weights] == [gates.alpha.path]
     clone = darts.SoftmaxGates.from_config(json.loads(json.dumps(gates.get_config())))
     assert clone.get_config() == gates.get_config()
@@ -82,3 +82,15 @@ def test_darts_search_runs_end_to_end(tmp_path):
         assert all(op != "none" for node in cell for op, _ in node)
     saved = json.loads((tmp_path / "darts" / "search_config.json").read_text())
     assert saved["method"] == "darts"
+    # DARTS' own architecture optimiser: Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3.
+    assert result.config.arch_optimizer == {"lr": 3e-4, "beta_1": 0.5, "weight_decay": 1e-3}
+
+
+def test_darts_gets_its_own_architecture_optimiser_by_default():
+    for preset in ("smoke", "quick", "paper"):
+        cfg = config_lib.preset(preset).replace(method="darts")
+        assert cfg.arch_optimizer == {"lr": 3e-4, "beta_1": 0.5, "weight_decay": 1e-3}, preset
+    # Fields the user sets win over the method's own.
+    cfg = config_lib.SearchConfig(method="darts", arch_lr=1e-3, arch_weight_decay=0.0)
+    assert cfg.arch_optimizer == {"lr": 1e-3, "beta_1": 0.5, "weight_decay": 0.0}
+    assert config_lib.SearchConfig().arch_optimizer == config_lib.ARCH_OPTIMIZERS["vinnas"]

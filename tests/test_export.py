@@ -416,7 +416,12 @@ def test_count_parameters(model):
     kernels = [k for _, _, k in _keras_kernels(model)]
     assert counts["kernel_dense"] == sum(k.size for k in kernels)
     assert counts["kernel_nonzero"] == sum(np.count_nonzero(k) for k in kernels)
-    assert counts["dense"] == sum(np.size(w) for w in model.get_weights())
+    # Parameters are the trainable weights; batch-norm moving statistics are apart.
+    assert counts["dense"] == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert counts["nonzero"] == sum(int(np.count_nonzero(w.numpy())) for w in model.trainable_weights)
+    bn = [l for l in model.layers if isinstance(l, L.BatchNormalization)]
+    assert bn and counts["moving_statistics"] == sum(2 * l.moving_mean.shape[0] for l in bn)
+    assert counts["dense"] + counts["moving_statistics"] == sum(np.size(w) for w in model.get_weights())
     row = next(r for r in counts["layers"] if r["name"] == "head_conv")
     assert row["shape"] == [3, 3, 48, 16] and row["type"] == "Conv2D"
 

@@ -187,3 +187,57 @@ def test_synchronize_batch_norm_reaches_every_batch_norm(images):
     assert n == len(bns) > 10 and all(l.synchronized and l.get_config()["synchronized"] for l in bns)
     # Inference (moving statistics) is unchanged; without replicas training is too.
     np.testing.assert_array_equal(net(images).numpy(), before)
+
+
+def _digits(n, seed=0):
+    from tfvnas import data as data_lib
+
+    ds = data_lib.load("mnist-5k").resized(12)
+    return ds.x_train[:n], ds.y_train[:n]
+
+
+def test_keras_fit_trains_the_elbo_tfvnas_trains():
+    # The KL a variational layer adds is already scaled (the model's
+    # kl_weight, beta / N): Keras' compiled loss plus the model's losses is
+    # tfvnas' ELBO on the same batch.
+    x, y = _digits(64)
+    net = _network(kl_weight=1.0 / 512)
+    _scramble(net)
+    net.compile(optimizer=keras.optimizers.SGD(0.01),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    logits = net(x, training=False)
+    elbo, ce, kl_term = variational.elbo_loss(y, logits, tf.add_n(net.losses), global_batch_size=len(x))
+    assert float(kl_term) == pytest.approx(
+        sum(float(l.kl()) for l in variational.kl_layers(net)) / 512, rel=1e-5)
+    keras_loss = net.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["loss"]
+    assert keras_loss == pytest.approx(float(elbo), rel=1e-5)
+
+
+def test_keras_fit_with_the_kl_schedule_learns_and_sparsifies():
+    x, y = _digits(512)
+    net = _network()
+    net.compile(optimizer=keras.optimizers.Adam(3e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    schedule = variational.KLSchedule(n_train=len(x), warmup_steps=8)
+    history = net.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[schedule])
+    assert float(net.kl_weight.numpy()) == pytest.approx(1.0 / len(x))
+    # With the KL scaled as the ELBO needs (beta / N), the network learns
+    # (unscaled, the KL of ~10k weights crushed it), and its weights sparsify.
+    assert history.history["accuracy"][-1] > 0.6
+    pruned, total = variational.weight_sparsity(net)
+    assert pruned > 0
+
+
+def test_saved_network_predicts_the_shapes_the_loaders_give(tmp_path):
+    net = _network(weight_vd=False)
+    path = tmp_path / "net.keras"
+    net.save(path)
+    loaded = keras.models.load_model(path)
+    x, _ = _digits(4)
+    nhwc = loaded.predict(x, verbose=0)
+    np.testing.assert_allclose(loaded.predict(x[..., 0], verbose=0), nhwc, rtol=1e-6)
+    np.testing.assert_allclose(nhwc, net(x, training=False), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=re.escape(
+            "The model takes images of shape (batch, 12, 12, 1) or, for one channel, (batch, H, W). "
+            "Received: images of shape (4, 12)")):
+        loaded(x[:, :, :, 0][:, :, 0], training=False)

@@ -602,3 +602,23 @@ def test_synchronized_batch_norm_uses_the_global_batch():
     out = local_step(next(iter(data)))
     per_replica = np.concatenate([t.numpy() for t in strategy.experimental_local_results(out)], axis=0)
     assert np.abs(per_replica - expected).max() > 0.1
+
+
+def test_skip_connect_is_parameter_free_only_at_stride_one():
+    from tfvnas.genotype import Genotype
+
+    assert ops.is_parameter_free("skip_connect", 1) and not ops.is_parameter_free("skip_connect", 2)
+    assert ops.is_parameter_free("max_pool_3x3", 2) and not ops.is_parameter_free("sep_conv_3x3", 1)
+    # Weights counted from the layers themselves: a stride-2 skip has two 1x1 convolutions.
+    op = ops.make_op("skip_connect", 4, 2, affine=True)
+    op(tf.zeros((1, 6, 6, 4)))
+    assert op.count_params() > 0
+    genotype = Genotype(
+        normal=[[("skip_connect", 0), ("skip_connect", 1)], [("max_pool_3x3", 2), ("sep_conv_3x3", 0)]],
+        normal_concat=[2, 3],
+        reduce=[[("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 2), ("avg_pool_3x3", 0)]],
+        reduce_concat=[2, 3],
+    )
+    assert ops.cell_op_counts(genotype, "normal") == (3, 2, 4)
+    # Reduction cell: skips from inputs 0 and 1 are FactorizedReduce; from node 2 an identity.
+    assert ops.cell_op_counts(genotype, "reduce") == (2, 3, 4)

@@ -149,3 +149,60 @@ def test_mirrored_sums_replica_gradients_and_keeps_copies_identical():
     steps = [int(c.numpy()) for c in strategy.experimental_local_results(opt.iterations)]
     assert steps == [3, 3]
 
+
+
+def test_weight_decay_skips_the_excluded_variables_like_keras():
+    # Keras' own exclude_from_weight_decay is the reference.
+    reference, fused = _variables(2), _variables(2)
+    keras_opt = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.5)
+    keras_opt.exclude_from_weight_decay(var_list=[reference[1]])
+    fused_opt = optim.SGD(0.1, momentum=0.9, weight_decay=0.5)
+    fused_opt.exclude_from_weight_decay([fused[1]])
+    keras_opt.build(reference)
+    fused_opt.build(fused)
+    for step in range(3):
+        grads = _grads(step)
+        keras_opt.apply_gradients(zip(grads, reference))
+        fused_opt.apply(grads)
+        for r, f in zip(reference, fused):
+            np.testing.assert_allclose(f.numpy(), r.numpy(), rtol=1e-5, atol=5e-6)
+
+
+def test_no_data_no_decay_of_log_sigma2():
+    # The bug this pins: decay on every variable moved a variational layer's
+    # log_sigma2 from -10 towards 0 with zero gradients (no data at all).
+    from tfvnas import variational
+
+    layer = variational.VariationalConv2D(2, 3, seed=0)
+    model = keras.Sequential([keras.Input((5, 5, 1)), layer])
+    opt = optim.SGD(0.1, momentum=0.9, weight_decay=3e-2)
+    opt.exclude_from_weight_decay(variational.weight_decay_exclusions(model))
+    opt.build(model.trainable_variables)
+    theta = layer.theta.numpy()
+    for _ in range(50):
+        opt.apply([tf.zeros_like(v) for v in model.trainable_variables])
+    np.testing.assert_array_equal(layer.log_sigma2.numpy(), np.full(layer.log_sigma2.shape, -10.0))
+    np.testing.assert_array_equal(layer.theta.numpy(), theta)
+    # A config field asks for decay on the means: then theta decays, log_sigma2 still not.
+    opt = optim.SGD(0.1, weight_decay=3e-2)
+    opt.exclude_from_weight_decay(variational.weight_decay_exclusions(model, include_means=True))
+    opt.build(model.trainable_variables)
+    opt.apply([tf.zeros_like(v) for v in model.trainable_variables])
+    np.testing.assert_allclose(layer.theta.numpy(), theta * (1 - 0.1 * 3e-2), rtol=1e-6)
+    np.testing.assert_array_equal(layer.log_sigma2.numpy(), np.full(layer.log_sigma2.shape, -10.0))
+
+
+def test_adam_weight_decay_is_l2_on_the_gradient():
+    # torch.optim.Adam(weight_decay=wd) adds wd * w to the gradient: Keras'
+    # Adam on that gradient is the reference.
+    reference, fused = _variables(3), _variables(3)
+    keras_opt = keras.optimizers.Adam(3e-2, beta_1=0.5, beta_2=0.999)
+    fused_opt = optim.Adam(3e-2, beta_1=0.5, beta_2=0.999, weight_decay=1e-1)
+    keras_opt.build(reference)
+    fused_opt.build(fused)
+    for step in range(4):
+        grads = _grads(step)
+        keras_opt.apply_gradients([(g + 1e-1 * v, v) for g, v in zip(grads, reference)])
+        fused_opt.apply(grads)
+        for r, f in zip(reference, fused):
+            np.testing.assert_allclose(f.numpy(), r.numpy(), rtol=1e-5, atol=5e-6)

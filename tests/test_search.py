@@ -21,6 +21,7 @@ HISTORY_FIELDS = {
     "epoch", "step", "beta", "weight_lr", "train_loss", "train_accuracy", "arch_loss",
     "arch_accuracy", "val_loss", "val_accuracy", "kl_arch", "kl_weights", "active_ops",
     "total_ops", "pruned_this_epoch", "weight_sparsity", "log_alpha", "active", "time_s",
+    "pruned_share", "genotype", "genotype_hash", "stable_epochs",
 }
 
 
@@ -102,8 +103,9 @@ def test_cli_search_history_and_pruning(cli_run):
         after = np.array(last["active"][t])
         assert (after <= before).all()  # pruning is permanent
         la = np.array(last["log_alpha"][t])
-        # Every gate still active is below the threshold now.
-        assert (la[after == 1] < cfg.threshold).all()
+        # Every pruned gate was pruned at or above the threshold (its value then is kept).
+        assert (la[after == 0] >= cfg.threshold).all()
+        assert last["pruned_share"][t] == pytest.approx(1 - after.mean())
 
 
 def test_genotype_matches_history(cli_run):
@@ -112,16 +114,23 @@ def test_genotype_matches_history(cli_run):
     history = _read(out / "search_history.json")
     cfg = config_lib.preset("smoke")
     last = history["epochs"][-1]
-    log_alpha = {
-        t: np.where(np.array(last["active"][t]) == 1, np.array(last["log_alpha"][t]), np.inf)
-        for t in ("normal", "reduce")
-    }
+    log_alpha = {t: np.array(last["log_alpha"][t]) for t in ("normal", "reduce")}
     expected_top = genotype_lib.derive_top_k(
         log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold, k=cfg.top_k
     )
     expected_thr = genotype_lib.derive_threshold(log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold)
     assert genotype_lib.Genotype.load(out / "genotype.json") == expected_top
     assert genotype_lib.Genotype.load(out / "genotype_threshold.json") == expected_thr
+    # Each epoch records the top_k genotype of its gates, and for how long it has not changed.
+    stable = 0
+    for i, record in enumerate(history["epochs"]):
+        genotype = genotype_lib.Genotype.from_dict(record["genotype"])
+        assert genotype.hash() == record["genotype_hash"]
+        if i:
+            same = record["genotype_hash"] == history["epochs"][i - 1]["genotype_hash"]
+            stable = stable + 1 if same else 0
+        assert record["stable_epochs"] == stable
+    assert genotype_lib.Genotype.from_dict(last["genotype"]) == expected_top
 
 
 def test_mirrored_search_keeps_gates_identical(mirrored_run):
@@ -189,13 +198,14 @@ def test_batch_larger_than_data_half():
 
 
 def _prune(model, cell_type, count, rng):
-    """Prunes `count` more ops of a cell type's table (log_sigma2 far above any threshold)."""
+    """Prunes `count` more ops of a cell type's table (log_alpha far above any threshold)."""
     gates = model.gates[cell_type]
     shape = tuple(gates.theta.shape)
-    log_sigma2 = gates.log_sigma2.numpy().reshape(-1)
+    log_alpha = gates.log_alpha.numpy().reshape(-1)
     alive = np.flatnonzero(gates.active.numpy().reshape(-1) > 0)
-    log_sigma2[rng.choice(alive, count, replace=False)] = 30.0
-    gates.log_sigma2.assign(log_sigma2.reshape(shape))
+    log_alpha[rng.choice(alive, count, replace=False)] = 30.0
+    gates.log_alpha.assign(log_alpha.reshape(shape))
+    assert model.update_evidence(patience=1) == count
 
 
 def test_retrace_when_pruned_share_times_steps_left_pays():
@@ -204,17 +214,17 @@ def test_retrace_when_pruned_share_times_steps_left_pays():
     model, rng = searcher.model, np.random.default_rng(0)
     every_op = model.computed_ops()
     traced = sum(len(r) for rows in every_op.values() for r in rows)
-    assert searcher.total_steps == 8 and traced == 28 and model.step_ops is None
+    assert searcher.total_steps == 8 and traced == 28 and model.step_ops == every_op
     first = searcher.train_step
     # 1 of 28 traced ops gone x 8 steps left < 2: the step keeps its graph
     # (the pruned op is masked to zero) and the traced set is pinned.
     _prune(model, "normal", 1, rng)
-    assert searcher.end_epoch(0) == {"pruned_this_epoch": 1}
+    assert searcher.end_epoch(0) == {}
     assert searcher.train_step is first and model.step_ops == every_op
     assert model.computed_ops() != every_op
     # 15 of 28 gone x 8 steps left >= 2: traced anew without them.
     _prune(model, "reduce", 14, rng)
-    assert searcher.end_epoch(0) == {"pruned_this_epoch": 14}
+    assert searcher.end_epoch(0) == {}
     assert searcher.train_step is not first and model.step_ops == model.computed_ops()
     assert sum(len(r) for rows in model.step_ops.values() for r in rows) == 13
     # The traced set is part of the checkpoint state, so a resumed run traces
@@ -229,6 +239,49 @@ def test_retrace_when_pruned_share_times_steps_left_pays():
     _prune(model, "normal", 12, rng)
     searcher.end_epoch(1)
     assert searcher.train_step is second and model.step_ops == pinned
+
+
+def test_pruning_is_checked_every_prune_every_steps_with_patience():
+    cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, epochs=1, prune_every=3, prune_patience=2)
+    searcher = search_lib.Searcher(cfg, data_lib.load("mnist-5k", seed=0), verbose=0)
+    gates = searcher.model.normal_gates
+    la = np.full(gates.theta.shape, -1.0, "float32")
+    la[0, 0] = 5.0
+    gates.log_alpha.assign(la)
+    sums = {}
+    for step in range(1, 7):
+        searcher.position["step"] = step
+        searcher.after_step(sums)
+        # Checks at steps 3 and 6 only; the second one prunes (patience 2).
+        assert gates.streak.numpy()[0, 0] == (1.0 if step in (3, 4, 5) else 0.0)
+        assert gates.active.numpy()[0, 0] == (0.0 if step == 6 else 1.0)
+    assert sums == {"pruned": 1}
+
+
+def test_the_search_stops_once_the_genotype_is_stable():
+    cfg = config_lib.preset("smoke").replace(stop_when_stable=2)
+    searcher = search_lib.Searcher.__new__(search_lib.Searcher)
+    searcher.config = cfg
+    for stable, done in ((0, False), (1, False), (2, True), (3, True)):
+        searcher.history = [{"stable_epochs": stable}]
+        assert searcher.finished() is done
+    searcher.config = cfg.replace(stop_when_stable=0)
+    assert searcher.finished() is False
+
+
+def test_convergence_is_stated_with_its_numbers():
+    cfg = config_lib.preset("smoke")
+    result = search_lib.SearchResult(genotype=None, genotype_threshold=None, config=cfg, history=[
+        {"pruned_share": {"normal": 0.6, "reduce": 0.5}, "stable_epochs": 2},
+    ])
+    assert result.converged()
+    assert result.convergence_line() == (
+        "converged: pruned normal 60%, reduce 50%; top_k genotype unchanged for the last 2 epochs")
+    result.history[-1]["pruned_share"]["reduce"] = 0.45
+    assert not result.converged()
+    assert result.convergence_line().startswith("not converged (pruned normal 60%, reduce 45%;")
+    result.history[-1].update(pruned_share={"normal": 0.9, "reduce": 0.9}, stable_epochs=1)
+    assert not result.converged()
 
 
 def test_beta_warms_up_linearly():

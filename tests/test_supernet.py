@@ -1,6 +1,7 @@
 """Supernet structure, gate semantics and serialisation (tiny, eager)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def test_arch_and_weight_variables_are_disjoint_and_complete(model):
     arch = model.arch_variables
     weights = model.weight_variables
     assert len(arch) == 4
-    assert {v.path.split("/")[-1] for v in arch} == {"theta", "log_sigma2"}
+    assert {v.path.split("/")[-1] for v in arch} == {"theta", "log_alpha"}
     arch_ids, weight_ids = {id(v) for v in arch}, {id(v) for v in weights}
     assert not arch_ids & weight_ids
     assert arch_ids | weight_ids == {id(v) for v in model.trainable_variables}
@@ -67,7 +68,7 @@ def test_inference_is_deterministic_training_is_noisy(model):
 
 
 def test_losses_are_the_gate_and_weight_kl():
-    model = _model(weight_vd=True)
+    model = _model(weight_vd=True)  # kl_weight 1: the losses are the KL itself
     model(_images(), training=True)
     total = float(tf.add_n(model.losses))
     assert total == pytest.approx(float(model.arch_kl()) + float(model.weight_kl()), rel=1e-5)
@@ -109,12 +110,11 @@ def test_derive_uses_the_gates(model):
     rng = np.random.default_rng(2)
     for gates in model.gates.values():
         gates.theta.assign(rng.uniform(0.05, 1.0, gates.theta.shape).astype("float32"))
-        gates.log_sigma2.assign(rng.uniform(-6, 2, gates.theta.shape).astype("float32"))
+        gates.log_alpha.assign(rng.uniform(-6, 5, gates.theta.shape).astype("float32"))
         gates.active.assign(np.ones(gates.active.shape, "float32"))
     la = model.log_alpha()
     for t, gates in model.gates.items():
-        theta, ls2 = gates.theta.numpy(), gates.log_sigma2.numpy()
-        np.testing.assert_allclose(la[t], ls2 - np.log(theta**2 + 1e-8), rtol=1e-5)
+        np.testing.assert_array_equal(la[t], gates.log_alpha.numpy())
     expected = genotype_lib.derive_top_k(la, OPS, nodes=2, threshold=model.threshold, k=2)
     assert model.derive("top_k") == expected
     expected_thr = genotype_lib.derive_threshold(la, OPS, nodes=2, threshold=model.threshold)
@@ -126,16 +126,42 @@ def test_derive_uses_the_gates(model):
 def test_prune_counts_and_is_permanent():
     model = _model()
     gates = model.normal_gates
-    theta = np.full(gates.theta.shape, 0.5, "float32")
-    ls2 = np.full(gates.theta.shape, -6.0, "float32")
-    ls2[0, 0] = 10.0  # log_alpha = 10 - log(0.25) > 3
-    gates.theta.assign(theta)
-    gates.log_sigma2.assign(ls2)
-    assert model.prune() == 1
+    la = np.full(gates.theta.shape, -6.0, "float32")
+    la[0, 0] = 10.0
+    gates.log_alpha.assign(la)
+    assert model.update_evidence() == 1
     assert model.active_ops()["normal"] == gates.theta.shape[0] * gates.theta.shape[1] - 1
-    gates.log_sigma2.assign(np.full(gates.theta.shape, -6.0, "float32"))
-    assert model.prune() == 0
-    assert np.isinf(model.log_alpha()["normal"][0, 0])
+    assert model.pruned_share() == {"normal": pytest.approx(1 / la.size), "reduce": 0.0}
+    gates.log_alpha.assign(np.full(gates.theta.shape, -6.0, "float32"))
+    assert model.update_evidence() == 0
+    assert model.log_alpha()["normal"][0, 0] == 10.0  # the value at pruning
+
+
+def test_variational_weights_take_the_supernet_threshold():
+    model = _model(weight_vd=True, threshold=1.5)
+    layers = vd_lib.variational_layers(model)
+    assert layers and {layer.threshold for layer in layers} == {1.5}
+    assert {g.threshold for g in model.gates.values()} == {1.5}
+
+
+def test_the_kl_weight_is_one_model_variable_every_kl_layer_reads():
+    model = _model(weight_vd=True, kl_weight=0.0)
+    model(_images(), training=True)
+    assert float(tf.add_n(model.losses)) == 0.0
+    model.kl_weight.assign(0.5)
+    model(_images(), training=True)
+    total = float(tf.add_n(model.losses))
+    assert total == pytest.approx(0.5 * (float(model.arch_kl()) + float(model.weight_kl())), rel=1e-5)
+    assert {id(layer._bound_kl_weight.variable) for layer in vd_lib.kl_layers(model)} == {id(model.kl_weight)}
+
+
+def test_one_channel_images_may_come_without_a_channel_axis(model):
+    x = _images()
+    np.testing.assert_allclose(model(x[..., 0], training=False), model(x, training=False), rtol=1e-6)
+    with pytest.raises(ValueError, match=re.escape(
+            "The model takes images of shape (batch, 6, 6, 1) or, for one channel, (batch, H, W). "
+            "Received: images of shape (4, 6)")):
+        model(x[:, :, 0, 0], training=False)
 
 
 def test_config_round_trip_gives_the_same_network(model):
@@ -234,3 +260,18 @@ def test_pruned_ops_leave_the_computation_with_the_same_outputs():
     masked = model(x, training=False).numpy()
     np.testing.assert_allclose(skipped, masked, rtol=1e-5, atol=1e-6)
     assert depthwise_convs(model) > pruned_convs
+
+
+def test_a_node_whose_gates_are_all_pruned_keeps_the_least_pruned_one():
+    model = _model()
+    for gates in model.gates.values():
+        la = np.full(gates.theta.shape, -2.0, "float32")
+        la[2:5] = 6.0  # node 1 (edges 2, 3, 4): every gate pruned ...
+        la[4, OPS.index("skip_connect")] = 3.2  # ... this one with the least evidence
+        gates.log_alpha.assign(la)
+        gates.active.assign(np.ones(gates.active.shape, "float32"))
+    model.update_evidence(patience=1)
+    assert model.active_ops()["normal"] == 2 * len(OPS)
+    genotype = model.derive("top_k")
+    assert genotype.normal[1] == (("skip_connect", 2),)  # not input 0 with the first op
+    assert model.derive("threshold").normal[1] == (("skip_connect", 2),)

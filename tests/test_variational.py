@@ -242,18 +242,6 @@ def test_lrt_dense_moments_match_monte_carlo(mode):
     _assert_moments(samples, mean, var)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_gate_mixture_moments_match_monte_carlo(mode):
-    rng = _rng(12)
-    outputs = rng.normal(size=(3, 2, 4)).astype("float32")  # K = 3 fixed op outputs
-    theta = np.array([0.7, -1.2, 0.3], "float32")
-    sigma2 = np.array([0.4, 0.1, 0.9], "float32")
-    mean, var = _run(mode, vd.gate_mixture_moments, outputs, theta, sigma2)
-    z = _sample_weights(rng, theta, sigma2)  # (S, K)
-    samples = np.einsum("sk,k...->s...", z, outputs.astype("float64"))
-    _assert_moments(samples, mean, var)
-
-
 def _ref_moments(layer, x):
     """NumPy mean/var of a variational layer's pre-sampling output (bias included in the mean)."""
     theta = layer.theta.numpy()
@@ -489,6 +477,60 @@ def test_layer_adds_its_kl_with_add_loss(case, training):
     assert kl == pytest.approx(expected, rel=1e-5)
 
 
+def test_layer_kl_is_scaled_by_its_weight_or_the_bound_variable():
+    rng = _rng(51)
+    layer = vd.VariationalDense(3, kl_weight=0.01, seed=1)
+    x = rng.normal(size=(2, 4)).astype("float32")
+    layer(x, training=True)
+    kl = float(layer.kl())
+    assert float(layer.losses[0]) == pytest.approx(0.01 * kl, rel=1e-6)
+    weight = keras.Variable(0.25, trainable=False)
+    model = keras.Sequential([keras.Input((4,)), layer])
+    assert vd.bind_kl_weight(model, weight) == 1
+    layer(x, training=True)
+    assert float(layer.losses[0]) == pytest.approx(0.25 * kl, rel=1e-6)
+    weight.assign(0.5)  # read at every call, also inside a traced function
+    call = tf.function(lambda t: (layer(t, training=True), layer.losses[0])[1])
+    assert float(call(tf.constant(x))) == pytest.approx(0.5 * kl, rel=1e-6)
+    weight.assign(0.125)
+    assert float(call(tf.constant(x))) == pytest.approx(0.125 * kl, rel=1e-6)
+
+
+def test_kl_schedule_warms_up_the_weight_under_fit():
+    rng = _rng(52)
+    layer = vd.VariationalDense(2, seed=2)
+    model = keras.Sequential([keras.Input((3,)), layer])
+    schedule = vd.KLSchedule(n_train=40, warmup_steps=4)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(schedule.variable.numpy()))
+
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = rng.normal(size=(40, 3)).astype("float32"), rng.integers(0, 2, 40)
+    model.fit(x, y, batch_size=10, epochs=2, verbose=0, callbacks=[schedule, Record()])
+    np.testing.assert_allclose(seen, [0.0, 0.25 / 40, 0.5 / 40, 0.75 / 40, 1 / 40, 1 / 40, 1 / 40, 1 / 40], rtol=1e-6)
+    assert layer._bound_kl_weight.variable is schedule.variable
+
+
+def test_weight_decay_exclusions_are_the_variances_and_by_default_the_means():
+    model, conv, dense = _two_layer_model()
+    ids = lambda vs: {id(v) for v in vs}  # noqa: E731
+    assert ids(vd.weight_decay_exclusions(model)) == ids([conv.theta, conv.log_sigma2, dense.theta, dense.log_sigma2])
+    assert ids(vd.weight_decay_exclusions(model, include_means=True)) == ids([conv.log_sigma2, dense.log_sigma2])
+
+
+def test_ard_kl_of_log_alpha_is_the_kl_of_any_theta():
+    la = np.array([-20.0, -4.0, -0.5, 0.0, 2.0, 7.0, 20.0], "float32")
+    got = vd.ard_kl_of_log_alpha(la).numpy().astype("float64")
+    np.testing.assert_allclose(got, 0.5 * np.log1p(np.exp(-la.astype("float64"))), rtol=1e-5, atol=1e-7)
+    theta = np.float32(0.3)
+    np.testing.assert_allclose(got, vd.ard_kl(np.full_like(la, theta), la + np.log(theta**2)).numpy(), rtol=1e-4)
+    # Clipped beyond +-20, where the gradient has vanished: finite, never NaN.
+    assert np.all(np.isfinite(vd.ard_kl_of_log_alpha(np.array([-200.0, 200.0], "float32")).numpy()))
+
+
 def test_variational_kl_inside_a_model_sums_the_layers():
     model, conv, dense = _two_layer_model()
     model(np.zeros((2, 5, 5, 2), "float32"), training=True)
@@ -503,10 +545,6 @@ def test_variational_kl_inside_a_model_sums_the_layers():
 
 def _registered_layers():
     return {
-        "GaussianGates": (
-            lambda: vd.GaussianGates(3, 2, theta_init=0.5, log_sigma2_init=-4.0, threshold=2.5, name="gates"),
-            None,
-        ),
         "VariationalConv2D": (
             lambda: vd.VariationalConv2D(
                 3, 3, strides=2, use_bias=True, threshold=2.0, log_sigma2_init=-8.0, seed=4,
@@ -532,8 +570,6 @@ def _json(obj):
 
 
 def _outputs(layer, x, training):
-    if isinstance(layer, vd.GaussianGates):
-        return tuple(t.numpy() for t in layer(training=training))
     return (layer(x, training=training).numpy(),)
 
 
@@ -582,101 +618,6 @@ def test_layers_are_registered_under_tfvnas(name):
 
 
 # ---------------------------------------------------------------------------
-# 7. GaussianGates
-# ---------------------------------------------------------------------------
-
-
-def _gates():
-    gates = vd.GaussianGates(3, 4, threshold=3.0)
-    theta = np.array(
-        [[1.0, 0.5, -0.8, 1.0], [1.0, -1.2, 0.3, 0.9], [1.0, 2.0, -0.4, 0.6]], "float32"
-    )
-    # Row 0: theta = 1, so log_alpha = log_sigma2 exactly; 3.0 sits on the threshold.
-    log_sigma2 = np.array(
-        [[3.0, -6.0, 5.0, 2.999], [-4.0, 4.0, -2.0, 7.0], [6.0, -1.0, 1.5, -3.0]], "float32"
-    )
-    gates.theta.assign(theta)
-    gates.log_sigma2.assign(log_sigma2)
-    return gates, theta, log_sigma2
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_gates_call_returns_theta_and_sigma2_times_active(mode):
-    gates, theta, log_sigma2 = _gates()
-    active = np.ones_like(theta)
-    active[1, 2] = active[2, 0] = 0.0
-    gates.active.assign(active)
-    got_theta, got_sigma2 = _run(mode, lambda: gates(training=True))
-    np.testing.assert_allclose(got_theta, theta * active, rtol=1e-6)
-    np.testing.assert_allclose(got_sigma2, np.exp(log_sigma2.astype("float64")) * active, rtol=1e-5)
-    assert got_theta[1, 2] == 0.0 and got_sigma2[1, 2] == 0.0
-    assert got_theta[2, 0] == 0.0 and got_sigma2[2, 0] == 0.0
-    assert got_theta.shape == got_sigma2.shape == (3, 4)
-
-
-def test_gates_prune_is_exact_and_permanent():
-    gates, theta, log_sigma2 = _gates()
-    la = _np_log_alpha(theta, log_sigma2)
-    expected_active = (la < 3.0).astype("float32")
-    assert expected_active[0, 0] == 0.0 and expected_active[0, 3] == 1.0  # the boundary pair
-    n_pruned = int(expected_active.size - expected_active.sum())
-    assert n_pruned == 6
-
-    assert gates.prune(3.0) == n_pruned
-    np.testing.assert_array_equal(gates.active.numpy(), expected_active)
-
-    # log_alpha(): +inf exactly on pruned gates, the raw value elsewhere.
-    got_la = gates.log_alpha().numpy()
-    assert np.all(np.isposinf(got_la[expected_active == 0]))
-    np.testing.assert_allclose(got_la[expected_active == 1], la[expected_active == 1], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gates.raw_log_alpha().numpy(), la, rtol=1e-5, atol=1e-5)
-
-    # Pruned gates give exact zeros and no KL.
-    g_theta, g_sigma2 = (t.numpy() for t in gates())
-    assert np.all(g_theta[expected_active == 0] == 0.0)
-    assert np.all(g_sigma2[expected_active == 0] == 0.0)
-    kl_active = float(np.sum(_np_kl(theta, log_sigma2) * expected_active))
-    assert float(gates.kl()) == pytest.approx(kl_active, rel=1e-5)
-    assert len(gates.losses) == 1
-    assert float(gates.losses[0]) == pytest.approx(kl_active, rel=1e-5)
-
-    # Permanent: lowering every log_alpha does not revive anything.
-    gates.log_sigma2.assign(np.full_like(log_sigma2, -10.0))
-    assert gates.prune(3.0) == 0
-    np.testing.assert_array_equal(gates.active.numpy(), expected_active)
-    assert np.all(np.isposinf(gates.log_alpha().numpy()[expected_active == 0]))
-    g_theta, g_sigma2 = (t.numpy() for t in gates())
-    assert np.all(g_theta[expected_active == 0] == 0.0)
-    assert np.all(g_sigma2[expected_active == 0] == 0.0)
-
-    # A lower threshold prunes more, and counts only the new ones.
-    gates.log_sigma2.assign(log_sigma2)
-    la_now = _np_log_alpha(theta, log_sigma2)
-    newly = int(np.sum((la_now >= 1.0) & (expected_active == 1)))
-    assert newly > 0
-    assert gates.prune(1.0) == newly
-    np.testing.assert_array_equal(gates.active.numpy(), ((la_now < 1.0) & (expected_active == 1)).astype("float32"))
-
-
-def test_gates_prune_defaults_to_the_layer_threshold():
-    gates = vd.GaussianGates(1, 3, threshold=2.0)
-    gates.theta.assign(np.ones((1, 3), "float32"))
-    gates.log_sigma2.assign(np.array([[1.5, 2.0, 2.5]], "float32"))
-    assert gates.prune() == 2
-    np.testing.assert_array_equal(gates.active.numpy(), [[1, 0, 0]])
-
-
-def test_gates_initial_values_and_kl():
-    gates = vd.GaussianGates(2, 3, theta_init=0.5, log_sigma2_init=-4.0)
-    np.testing.assert_array_equal(gates.theta.numpy(), np.full((2, 3), 0.5))
-    np.testing.assert_array_equal(gates.log_sigma2.numpy(), np.full((2, 3), -4.0))
-    np.testing.assert_array_equal(gates.active.numpy(), np.ones((2, 3)))
-    assert not gates.active.trainable
-    assert {v.name for v in gates.trainable_weights} == {"theta", "log_sigma2"}
-    assert float(gates.kl()) == pytest.approx(6 * float(_np_kl(0.5, -4.0)), rel=1e-5)
-
-
-# ---------------------------------------------------------------------------
 # 8. elbo_loss
 # ---------------------------------------------------------------------------
 
@@ -701,7 +642,7 @@ def test_elbo_loss_one_replica(scale, mode):
     gbs = scale * len(labels)
     loss, ce, kl_term = _run(
         mode,
-        lambda y, z, k: vd.elbo_loss(y, z, k, n_train=n_train, beta=beta, global_batch_size=gbs),
+        lambda y, z, k: vd.elbo_loss(y, z, k * vd.kl_weight(beta, n_train), global_batch_size=gbs),
         labels,
         logits,
         tf.constant(kl),
@@ -730,7 +671,8 @@ def test_elbo_loss_sums_to_the_global_value_over_replicas(mode):
 
     def step(y, z):
         return strategy.run(
-            lambda a, b: vd.elbo_loss(a, b, tf.constant(kl), n_train=n_train, beta=beta, global_batch_size=len(labels)),
+            lambda a, b: vd.elbo_loss(a, b, tf.constant(kl) * vd.kl_weight(beta, n_train),
+                                      global_batch_size=len(labels)),
             args=(y, z),
         )
 
@@ -785,8 +727,7 @@ def test_elbo_loss_sums_to_the_global_value_over_replicas(mode):
         ),
         (lambda: vd.VariationalDense(0), "`units` must be a positive int. Received: units=0"),
         (lambda: vd.VariationalDense(-4), "`units` must be a positive int. Received: units=-4"),
-        (lambda: vd.GaussianGates(0, 3), "`num_edges` must be a positive int. Received: num_edges=0"),
-        (lambda: vd.GaussianGates(2, -1), "`num_ops` must be a positive int. Received: num_ops=-1"),
+        (lambda: vd.VariationalDense(3, kl_weight=-1.0), "`kl_weight` must be a non-negative number. Received: kl_weight=-1.0"),
     ],
 )
 def test_invalid_arguments_raise_keras_style_errors(make, message):

@@ -292,7 +292,8 @@ class Searcher(loop_lib.Loop):
             genotype_hash=genotype.hash(),
             stable_epochs=stable,
             weight_sparsity=pruned_w / total_w if total_w else None,
-            log_alpha={t: g.raw_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
+            # Pruned gates at the value they were pruned at: what the derivation reads.
+            log_alpha={t: g.derivation_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
             active={t: g.active.numpy().astype(int).tolist() for t, g in model.gates.items()},
         )
         return record

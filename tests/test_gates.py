@@ -1,0 +1,189 @@
+"""tfvnas.gates against independent references: NumPy, closed forms, Monte Carlo."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvnas import gates as gates_lib
+from tfvnas import ops as ops_lib
+from tfvnas import variational as vd
+from tfvnas.mixed_edge import MixedEdge
+
+MODES = ("eager", "function")
+
+
+def _run(mode, fn, *args):
+    if mode == "function":
+        fn = tf.function(fn)
+    return tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+
+
+def _gates(log_alpha, theta=None, threshold=3.0):
+    log_alpha = np.asarray(log_alpha, "float32")
+    gates = gates_lib.GaussianGates(*log_alpha.shape, threshold=threshold)
+    gates.log_alpha.assign(log_alpha)
+    if theta is not None:
+        gates.theta.assign(np.asarray(theta, "float32"))
+    return gates
+
+
+# ---------------------------------------------------------------------------
+# The table
+
+
+def test_initial_values_do_not_depend_on_the_number_of_ops():
+    small, large = gates_lib.GaussianGates(2, 3), gates_lib.GaussianGates(2, 8)
+    for gates in (small, large):
+        assert np.all(gates.theta.numpy() == 1.0) and np.all(gates.log_alpha.numpy() == -3.0)
+        np.testing.assert_array_equal(gates.active.numpy(), 1.0)
+        np.testing.assert_array_equal(gates.streak.numpy(), 0.0)
+        assert {v.name for v in gates.trainable_weights} == {"theta", "log_alpha"}
+        assert not gates.active.trainable and not gates.streak.trainable and not gates.pruned_log_alpha.trainable
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_call_gives_theta_and_alpha_theta_squared_with_pruned_gates_zero(mode):
+    theta = np.array([[1.0, 0.5, -0.8], [2.0, -1.2, 0.3]], "float32")
+    la = np.array([[0.0, -2.0, 1.0], [-4.0, 2.5, 0.5]], "float32")
+    gates = _gates(la, theta)
+    active = np.ones_like(theta)
+    active[1, 2] = 0.0
+    gates.active.assign(active)
+    got_theta, got_sigma2 = _run(mode, lambda: gates(training=True))
+    np.testing.assert_allclose(got_theta, theta * active, rtol=1e-6)
+    np.testing.assert_allclose(got_sigma2, np.exp(la.astype("float64")) * theta.astype("float64") ** 2 * active,
+                               rtol=1e-5)
+    assert got_theta[1, 2] == 0.0 and got_sigma2[1, 2] == 0.0
+
+
+def test_kl_is_the_closed_form_of_log_alpha_over_active_gates_times_the_weight():
+    la = np.array([[-3.0, 0.0, 4.0], [1.0, -1.0, 7.0]], "float32")
+    gates = _gates(la, theta=[[0.01, -2.0, 3.0], [1.0, 0.2, -0.7]])  # theta does not enter the ARD KL
+    gates.active.assign(np.array([[1, 1, 0], [1, 1, 1]], "float32"))
+    closed = 0.5 * np.log1p(np.exp(-la.astype("float64")))
+    expected = float(np.sum(closed * gates.active.numpy()))
+    assert float(gates.kl()) == pytest.approx(expected, rel=1e-5)
+    gates.kl_weight = 0.02
+    gates(training=True)
+    assert float(gates.losses[0]) == pytest.approx(0.02 * expected, rel=1e-5)
+
+
+def test_a_single_spike_does_not_prune_and_a_sustained_rise_does():
+    # Constructed log_alpha trajectories, one gate each, checked 6 times with patience 3.
+    trajectories = np.array([
+        [-2.0, 8.0, -1.0, 9.0, 0.0, 2.0],  # spikes, never 3 in a row: kept
+        [0.0, 3.0, 3.5, 4.0, 4.0, 4.0],  # sustained from check 2: pruned at check 4
+        [3.0, 3.0, 2.99, 3.0, 3.0, 3.0],  # interrupted once: pruned at check 6
+        [2.5, 2.9, 2.99, 2.0, 1.0, 0.0],  # close, never at the threshold: kept
+    ], "float32")
+    gates = _gates(trajectories[:, :1].T)
+    pruned_at = {}
+    for check in range(trajectories.shape[1]):
+        gates.log_alpha.assign(trajectories[:, check][None, :])
+        before = gates.active.numpy()[0].copy()
+        newly = gates.update_evidence(3.0, patience=3)
+        for g in np.flatnonzero(before > gates.active.numpy()[0]):
+            pruned_at[int(g)] = check + 1
+        assert newly == sum(1 for at in pruned_at.values() if at == check + 1)
+    assert pruned_at == {1: 4, 2: 6}
+    np.testing.assert_array_equal(gates.active.numpy(), [[1, 0, 0, 1]])
+    # The value at pruning is kept for the derivation; active gates read their own.
+    np.testing.assert_allclose(gates.derivation_log_alpha().numpy(), [[2.0, 4.0, 3.0, 0.0]])
+    # Permanent: a pruned gate does not come back, whatever its log_alpha does.
+    gates.log_alpha.assign(np.full((1, 4), -10.0, "float32"))
+    assert gates.update_evidence(3.0, patience=3) == 0
+    np.testing.assert_array_equal(gates.active.numpy(), [[1, 0, 0, 1]])
+    np.testing.assert_allclose(gates.derivation_log_alpha().numpy(), [[-10.0, 4.0, 3.0, -10.0]])
+
+
+def test_theta_crossing_zero_is_not_evidence():
+    # log_alpha is a parameter of its own: theta at zero leaves it, and the KL, as they are.
+    gates = _gates([[-1.0, -1.0]], theta=[[1e-8, -1e-8]])
+    assert gates.update_evidence(3.0, patience=1) == 0
+    np.testing.assert_allclose(gates.raw_log_alpha().numpy(), [[-1.0, -1.0]])
+
+
+def test_patience_one_is_a_plain_threshold_and_the_layer_threshold_is_the_default():
+    gates = _gates([[1.5, 2.0, 2.5]], threshold=2.0)
+    assert gates.update_evidence() == 2
+    np.testing.assert_array_equal(gates.active.numpy(), [[1, 0, 0]])
+    with pytest.raises(ValueError, match=r"^`patience` must be a positive int. Received: patience=0$"):
+        gates.update_evidence(patience=0)
+
+
+def test_config_round_trip():
+    gates = gates_lib.GaussianGates(3, 2, theta_init=0.5, log_alpha_init=-4.0, threshold=2.5, kl_weight=0.1)
+    clone = gates_lib.GaussianGates.from_config(json.loads(json.dumps(gates.get_config())))
+    assert clone.get_config() == gates.get_config()
+    np.testing.assert_array_equal(clone.log_alpha.numpy(), np.full((3, 2), -4.0))
+
+
+# ---------------------------------------------------------------------------
+# The per-example mixture against Monte Carlo
+
+
+def _mixture_samples(outputs, theta, sigma2, draws, seed=0):
+    rng = np.random.default_rng(seed)
+    eps = rng.normal(size=(draws, outputs.shape[1], len(theta))).astype("float32")
+    fn = tf.function(lambda e: gates_lib.gate_mixture(tf.constant(outputs), tf.constant(theta), tf.constant(sigma2), e))
+    return np.stack([fn(tf.constant(e)).numpy() for e in eps]).astype("float64")
+
+
+def test_gate_mixture_moments_and_the_correlation_across_positions_match_the_model():
+    rng = np.random.default_rng(3)
+    outputs = rng.normal(size=(3, 2, 2, 2, 1)).astype("float32")  # K=3 ops, B=2, 2x2 positions, 1 channel
+    theta = np.array([0.7, -1.2, 0.3], "float32")
+    sigma2 = np.array([0.4, 0.1, 0.9], "float32")
+    samples = _mixture_samples(outputs, theta, sigma2, draws=4000)  # (S, B, 2, 2, 1)
+    o = outputs.astype("float64")
+    mean = np.tensordot(theta.astype("float64"), o, axes=1)
+    var = np.tensordot(sigma2.astype("float64"), o**2, axes=1)
+    se = np.sqrt(var / len(samples))
+    assert np.all(np.abs(samples.mean(0) - mean) < 5 * se + 1e-6)
+    np.testing.assert_allclose(samples.var(0), var, rtol=0.15, atol=1e-3)
+    # One gate per example: positions p, q of one example covary by
+    # sum_k sigma2_k o_k[p] o_k[q] (per-element noise would give 0).
+    flat = samples.reshape(len(samples), 2, -1) - mean.reshape(1, 2, -1)
+    for b in range(2):
+        cov = flat[:, b].T @ flat[:, b] / len(samples)
+        ob = o[:, b].reshape(3, -1)
+        expected = np.einsum("k,kp,kq->pq", sigma2.astype("float64"), ob, ob)
+        np.testing.assert_allclose(cov, expected, rtol=0.2, atol=0.03)
+        assert np.max(np.abs(expected[~np.eye(4, dtype=bool)])) > 0.3  # per-element noise would fail it
+    # Different examples draw independent gates.
+    across = (flat[:, 0, 0] * flat[:, 1, 0]).mean()
+    assert abs(across) < 5 * np.sqrt(var[0, 0, 0, 0] * var[1, 0, 0, 0] / len(samples))
+
+
+def test_gate_mixture_without_noise_is_the_mean():
+    rng = np.random.default_rng(4)
+    outputs = rng.normal(size=(3, 2, 4, 4, 2)).astype("float32")
+    theta = np.array([0.5, 0.0, -2.0], "float32")
+    got = gates_lib.gate_mixture(outputs, theta, np.ones(3, "float32"), None).numpy()
+    np.testing.assert_allclose(got, np.tensordot(theta, outputs, axes=1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_mixed_edge_draws_one_noise_per_example_and_op(fused, monkeypatch):
+    names = ops_lib.OP_SETS["darts"]
+    edge = MixedEdge(names, 3, 1, seed=0)
+    x = tf.constant(np.random.default_rng(5).normal(size=(4, 5, 5, 3)), tf.float32)
+    theta = tf.fill([len(names)], 0.5)
+    sigma2 = tf.fill([len(names)], 0.2)
+    edge(x, theta, sigma2, training=False)
+    if not fused:
+        monkeypatch.setattr(edge, "_fusable", lambda: False)
+    shapes = []
+    real = vd.standard_normal
+
+    def spy(shape, seed_generator, dtype):
+        if seed_generator is edge.seed_generator:
+            shapes.append([int(d) for d in shape])
+        return real(shape, seed_generator, dtype)
+
+    monkeypatch.setattr(vd, "standard_normal", spy)
+    y = edge(x, theta, sigma2, training=True)
+    assert shapes == [[4, len(names)]]
+    assert y.shape == (4, 5, 5, 3)
