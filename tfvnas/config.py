@@ -248,7 +248,7 @@ PRESETS = {
     # Seconds: for tests and a first look; tiny supernet, little data.
     "smoke": SearchConfig(
         layers=3, channels=4, nodes=2, epochs=2, batch_size=32, limit=256, kl_warmup=0.0,
-        prune_every=2, prune_patience=1, gate_log_alpha_init=2.8, arch_lr=0.05,
+        prune_every=2, prune_patience=1, gate_log_alpha_init=2.9,
     ),
     # Minutes on a 2-core CPU: the newcomer's default on the bundled data.
     "quick": SearchConfig(
