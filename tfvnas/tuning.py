@@ -274,7 +274,7 @@ class TrainHyperModel(_ConfigHyperModel):
 
     def _run(self, cfg, trial_dir, verbose):
         from tfvnas import strip as strip_lib
-        from tfvnas.export import count_parameters
+        from tfvnas.counting import count_parameters
         from tfvnas.training import Trainer
 
         start = time.perf_counter()
