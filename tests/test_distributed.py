@@ -391,7 +391,7 @@ def test_two_workers_stop_together_resume_and_end_identical(tmp_path, config_fil
     final = [np.load(tmp_path / f"final{i}.npz") for i in range(2)]
     assert final[0].files == final[1].files and len(final[0].files) > 40
     names = {k.split(":", 1)[1] for k in final[0].files}
-    assert {f"{t}_gates/{v}" for t in ("normal", "reduce") for v in ("theta", "log_alpha", "streak", "pruned_log_alpha")} <= names
+    assert {f"{t}_gates/{v}" for t in ("normal", "reduce") for v in ("log_theta", "log_sigma2", "streak", "pruned_log_alpha")} <= names
     for key in final[0].files:
         np.testing.assert_array_equal(final[0][key], final[1][key], err_msg=key)
     info = [_read(tmp_path / f"final{i}.json") for i in range(2)]
@@ -416,7 +416,8 @@ def test_two_workers_stop_together_resume_and_end_identical(tmp_path, config_fil
     gates = {k.split(":", 1)[1]: final[0][k] for k in final[0].files if "_gates/" in k}
     for t in ("normal", "reduce"):
         active = gates[f"{t}_gates/active"] > 0
-        expected = np.where(active, gates[f"{t}_gates/log_alpha"], gates[f"{t}_gates/pruned_log_alpha"])
+        log_alpha = gates[f"{t}_gates/log_sigma2"] - 2 * gates[f"{t}_gates/log_theta"]
+        expected = np.where(active, log_alpha, gates[f"{t}_gates/pruned_log_alpha"])
         np.testing.assert_array_equal(history[-1]["log_alpha"][t], np.round(expected, 4))
 # -- determinism --------------------------------------------------------
 

@@ -323,7 +323,7 @@ def test_report_has_every_field(exported):
         "normalisation": report["input"]["normalisation"]}
     assert report["input"]["normalisation"]["layer"] == "normalise"
     assert set(report["parameters"]) == {
-        "dense", "nonzero", "kernel_dense", "kernel_nonzero", "kernel_sparsity", "layers"}
+        "dense", "nonzero", "moving_statistics", "kernel_dense", "kernel_nonzero", "kernel_sparsity", "layers"}
     assert set(report["parameters"]["layers"][0]) == {
         "name", "type", "weight", "shape", "dense", "nonzero", "sparsity"}
     tflite_files = ["model_float.tflite", "model_float_dense.tflite", "model_int8.tflite",

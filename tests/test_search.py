@@ -200,11 +200,11 @@ def test_batch_larger_than_data_half():
 def _prune(model, cell_type, count, rng):
     """Prunes `count` more ops of a cell type's table (log_alpha far above any threshold)."""
     gates = model.gates[cell_type]
-    shape = tuple(gates.theta.shape)
-    log_alpha = gates.log_alpha.numpy().reshape(-1)
+    shape = tuple(gates.shape)
+    log_alpha = gates.raw_log_alpha().numpy().reshape(-1)
     alive = np.flatnonzero(gates.active.numpy().reshape(-1) > 0)
     log_alpha[rng.choice(alive, count, replace=False)] = 30.0
-    gates.log_alpha.assign(log_alpha.reshape(shape))
+    gates.set_log_alpha(log_alpha.reshape(shape))
     assert model.update_evidence(patience=1) == count
 
 
@@ -245,9 +245,9 @@ def test_pruning_is_checked_every_prune_every_steps_with_patience():
     cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, epochs=1, prune_every=3, prune_patience=2)
     searcher = search_lib.Searcher(cfg, data_lib.load("mnist-5k", seed=0), verbose=0)
     gates = searcher.model.normal_gates
-    la = np.full(gates.theta.shape, -1.0, "float32")
+    la = np.full(gates.shape, -1.0, "float32")
     la[0, 0] = 5.0
-    gates.log_alpha.assign(la)
+    gates.set_log_alpha(la)
     sums = {}
     for step in range(1, 7):
         searcher.position["step"] = step

@@ -37,13 +37,13 @@ def test_arch_and_weight_variables_are_disjoint_and_complete(model):
     arch = model.arch_variables
     weights = model.weight_variables
     assert len(arch) == 4
-    assert {v.path.split("/")[-1] for v in arch} == {"theta", "log_alpha"}
+    assert {v.path.split("/")[-1] for v in arch} == {"log_theta", "log_sigma2"}
     arch_ids, weight_ids = {id(v) for v in arch}, {id(v) for v in weights}
     assert not arch_ids & weight_ids
     assert arch_ids | weight_ids == {id(v) for v in model.trainable_variables}
     n_edges = genotype_lib.num_edges(2)
     for gates in model.gates.values():
-        assert tuple(gates.theta.shape) == (n_edges, len(OPS))
+        assert tuple(gates.shape) == (n_edges, len(OPS))
         assert id(gates.active) not in {id(v) for v in model.trainable_variables}
 
 
@@ -109,12 +109,13 @@ def test_mixed_edge_is_the_gate_weighted_sum():
 def test_derive_uses_the_gates(model):
     rng = np.random.default_rng(2)
     for gates in model.gates.values():
-        gates.theta.assign(rng.uniform(0.05, 1.0, gates.theta.shape).astype("float32"))
-        gates.log_alpha.assign(rng.uniform(-6, 5, gates.theta.shape).astype("float32"))
+        gates.set_theta(rng.uniform(0.05, 1.0, gates.shape).astype("float32"))
+        gates.set_log_alpha(rng.uniform(-6, 5, gates.shape).astype("float32"))
         gates.active.assign(np.ones(gates.active.shape, "float32"))
     la = model.log_alpha()
     for t, gates in model.gates.items():
-        np.testing.assert_array_equal(la[t], gates.log_alpha.numpy())
+        np.testing.assert_array_equal(la[t], gates.raw_log_alpha().numpy())
+        np.testing.assert_allclose(la[t], gates.log_sigma2.numpy() - 2 * gates.log_theta.numpy(), rtol=1e-6)
     expected = genotype_lib.derive_top_k(la, OPS, nodes=2, threshold=model.threshold, k=2)
     assert model.derive("top_k") == expected
     expected_thr = genotype_lib.derive_threshold(la, OPS, nodes=2, threshold=model.threshold)
@@ -126,13 +127,13 @@ def test_derive_uses_the_gates(model):
 def test_prune_counts_and_is_permanent():
     model = _model()
     gates = model.normal_gates
-    la = np.full(gates.theta.shape, -6.0, "float32")
+    la = np.full(gates.shape, -6.0, "float32")
     la[0, 0] = 10.0
-    gates.log_alpha.assign(la)
+    gates.set_log_alpha(la)
     assert model.update_evidence() == 1
-    assert model.active_ops()["normal"] == gates.theta.shape[0] * gates.theta.shape[1] - 1
+    assert model.active_ops()["normal"] == gates.shape[0] * gates.shape[1] - 1
     assert model.pruned_share() == {"normal": pytest.approx(1 / la.size), "reduce": 0.0}
-    gates.log_alpha.assign(np.full(gates.theta.shape, -6.0, "float32"))
+    gates.set_log_alpha(np.full(gates.shape, -6.0, "float32"))
     assert model.update_evidence() == 0
     assert model.log_alpha()["normal"][0, 0] == 10.0  # the value at pruning
 
@@ -265,10 +266,10 @@ def test_pruned_ops_leave_the_computation_with_the_same_outputs():
 def test_a_node_whose_gates_are_all_pruned_keeps_the_least_pruned_one():
     model = _model()
     for gates in model.gates.values():
-        la = np.full(gates.theta.shape, -2.0, "float32")
+        la = np.full(gates.shape, -2.0, "float32")
         la[2:5] = 6.0  # node 1 (edges 2, 3, 4): every gate pruned ...
         la[4, OPS.index("skip_connect")] = 3.2  # ... this one with the least evidence
-        gates.log_alpha.assign(la)
+        gates.set_log_alpha(la)
         gates.active.assign(np.ones(gates.active.shape, "float32"))
     model.update_evidence(patience=1)
     assert model.active_ops()["normal"] == 2 * len(OPS)

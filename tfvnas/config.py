@@ -141,6 +141,9 @@ class SearchConfig(_Config):
         prune_every, prune_patience: see `threshold`.
         gate_theta_init: initial gate mean, the same whatever the op set.
         gate_log_alpha_init: initial gate log dropout rate.
+        gate_parameterisation: 'positive' (theta = exp(log_theta), and
+            log_sigma2) or 'log_alpha' (theta and log_alpha); see
+            `tfvnas.gates`.
         stop_when_stable: stop once the `top_k` genotype has not changed for
             this many epochs (0: run every epoch).
         resolution: search on images resized to `resolution` x
@@ -188,6 +191,7 @@ class SearchConfig(_Config):
     prune_patience: int = 3
     gate_theta_init: float = 1.0
     gate_log_alpha_init: float = -3.0
+    gate_parameterisation: str = "positive"
     stop_when_stable: int = 0
     resolution: typing.Optional[int] = None
     top_k: int = 2
@@ -217,6 +221,7 @@ class SearchConfig(_Config):
             _positive("limit", self.limit)
         _one_of("optimization", self.optimization, ("bilevel", "joint"))
         _one_of("method", self.method, choices.METHODS)
+        _one_of("gate_parameterisation", self.gate_parameterisation, ("positive", "log_alpha"))
         ops_lib.resolve_op_set(self.op_set, self.ops)
 
     @property

@@ -1,12 +1,21 @@
 """VINNAS' architecture gates: a table of ARD Gaussian gates, their per-example mixture, pruning by evidence.
 
-Every (edge, op) of a cell type has one scalar gate z ~ N(theta, sigma^2),
-parameterised by its mean `theta` and its log dropout rate `log_alpha`:
-sigma^2 = alpha * theta^2. The ARD KL depends on `log_alpha` only
-(`variational.ard_kl_of_log_alpha`), and so does the pruning decision, so
-theta passing near zero is not evidence (with the additive parameterisation
-`log_alpha = log_sigma2 - log(theta^2)` jumps to large values whenever
-theta crosses zero, whatever the data say).
+Every (edge, op) of a cell type has one scalar gate z ~ N(theta, sigma^2)
+with log dropout rate `log_alpha = log(sigma^2 / theta^2)`. The ARD KL
+depends on `log_alpha` only (`variational.ard_kl_of_log_alpha`), and so
+does the pruning decision. Two parameterisations keep theta from crossing
+zero, where the additive one (`theta`, `log_sigma2`) lets `log_alpha` jump
+to large values whatever the data say:
+
+- `positive` (the default): `theta = exp(log_theta) > 0` and `log_sigma2`.
+  A mixture weight has no use for a sign (every op ends in batch norm, or
+  is the identity or a pooling); the KL pulls `log_theta` down and
+  `log_sigma2` up, so an op the data do not defend fades and its dropout
+  rate rises, as with sparse variational dropout.
+- `log_alpha`: `theta` and `log_alpha` themselves, `sigma^2 = alpha *
+  theta^2`; the KL acts on `log_alpha` only.
+
+docs/search.md compares the two.
 
 A gate is one scalar, so it is sampled once per example: the edge output of
 example b is `sum_k (theta_k + sigma_k * eps_bk) * o_k(x_b)` with
@@ -33,6 +42,9 @@ import tensorflow as tf
 
 from tfvnas import checks
 from tfvnas import variational
+
+
+PARAMETERISATIONS = ("positive", "log_alpha")
 
 
 def gate_mixture(outputs, theta, sigma2, eps):
@@ -66,7 +78,8 @@ def example_gates(theta, sigma2, eps):
 class GaussianGates(keras.layers.Layer, variational.KLTerm):
     """A table of ARD-gated Gaussian gates z ~ N(theta, alpha * theta^2), one per (edge, op).
 
-    The layer owns `theta` and `log_alpha` (trainable), and three
+    The layer owns two trainable tables (`log_theta` and `log_sigma2`, or
+    `theta` and `log_alpha`: see `parameterisation`), and three
     non-trainable tables: `active` (0/1: pruned gates stay pruned),
     `streak` (consecutive checks each gate has read `log_alpha >=
     threshold`) and `pruned_log_alpha` (each pruned gate's `log_alpha` when
@@ -82,6 +95,7 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
         threshold: pruning threshold on `log_alpha`.
         kl_weight: the weight of the KL in `losses` when no model binds its
             own (`variational.bind_kl_weight`).
+        parameterisation: 'positive' or 'log_alpha' (the module docstring).
 
     Call arguments:
         training: unused; the gates are the same in both modes (the mixed
@@ -99,6 +113,7 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
         log_alpha_init=-3.0,
         threshold=variational.DEFAULT_THRESHOLD,
         kl_weight=1.0,
+        parameterisation="positive",
         **kwargs,
     ):
         self.num_edges = checks.check_positive_int("num_edges", num_edges)
@@ -106,25 +121,64 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
         self.theta_init = float(theta_init)
         self.log_alpha_init = float(log_alpha_init)
         self.threshold = float(threshold)
+        if parameterisation not in PARAMETERISATIONS:
+            raise ValueError(
+                f"`parameterisation` must be one of {', '.join(map(repr, PARAMETERISATIONS))}. "
+                f"Received: parameterisation={parameterisation!r}"
+            )
+        if parameterisation == "positive" and not self.theta_init > 0:
+            raise ValueError(f"`theta_init` must be positive. Received: theta_init={theta_init!r}")
+        self.parameterisation = parameterisation
         super().__init__(**kwargs)
         self.init_kl_weight(kl_weight)
-        shape = (self.num_edges, self.num_ops)
-        self.theta = self.add_weight(
-            name="theta", shape=shape, initializer=keras.initializers.Constant(self.theta_init)
-        )
-        self.log_alpha = self.add_weight(
-            name="log_alpha", shape=shape, initializer=keras.initializers.Constant(self.log_alpha_init)
-        )
-        self.active = self.add_weight(name="active", shape=shape, initializer="ones", trainable=False)
-        self.streak = self.add_weight(name="streak", shape=shape, initializer="zeros", trainable=False)
+        self.shape = (self.num_edges, self.num_ops)
+
+        def weight(name, value):
+            return self.add_weight(name=name, shape=self.shape, initializer=keras.initializers.Constant(value))
+
+        if parameterisation == "positive":
+            log_theta = float(np.log(self.theta_init))
+            self.log_theta = weight("log_theta", log_theta)
+            self.log_sigma2 = weight("log_sigma2", self.log_alpha_init + 2.0 * log_theta)
+        else:
+            self.theta = weight("theta", self.theta_init)
+            self.log_alpha = weight("log_alpha", self.log_alpha_init)
+        self.active = self.add_weight(name="active", shape=self.shape, initializer="ones", trainable=False)
+        self.streak = self.add_weight(name="streak", shape=self.shape, initializer="zeros", trainable=False)
         self.pruned_log_alpha = self.add_weight(
-            name="pruned_log_alpha", shape=shape, initializer="zeros", trainable=False
+            name="pruned_log_alpha", shape=self.shape, initializer="zeros", trainable=False
         )
         self.built = True
 
+    def theta_value(self):
+        """The gate means."""
+        if self.parameterisation == "positive":
+            return tf.exp(self.log_theta)
+        return tf.convert_to_tensor(self.theta)
+
     def raw_log_alpha(self):
         """Log dropout rates of every gate, pruned or not."""
+        if self.parameterisation == "positive":
+            return self.log_sigma2 - 2.0 * self.log_theta
         return tf.convert_to_tensor(self.log_alpha)
+
+    def set_theta(self, values):
+        """Sets the gate means, keeping each gate's `log_alpha`."""
+        values = np.asarray(values, "float32")
+        if self.parameterisation == "positive":
+            la = self.raw_log_alpha().numpy()
+            self.log_theta.assign(np.log(values))
+            self.log_sigma2.assign(la + 2.0 * np.log(values))
+        else:
+            self.theta.assign(values)
+
+    def set_log_alpha(self, values):
+        """Sets every gate's `log_alpha`, keeping its mean."""
+        values = np.broadcast_to(np.asarray(values, "float32"), self.shape)
+        if self.parameterisation == "positive":
+            self.log_sigma2.assign(values + 2.0 * self.log_theta.numpy())
+        else:
+            self.log_alpha.assign(values)
 
     def derivation_log_alpha(self):
         """What the derivation reads: `log_alpha` of active gates, the value at pruning of pruned ones."""
@@ -132,7 +186,7 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
 
     def kl(self):
         """Unscaled ARD KL summed over the active gates."""
-        kl = variational.ard_kl_of_log_alpha(self.log_alpha)
+        kl = variational.ard_kl_of_log_alpha(self.raw_log_alpha())
         return tf.reduce_sum(tf.where(self.active > 0, kl, tf.zeros_like(kl)))
 
     def update_evidence(self, threshold=None, patience=1):
@@ -149,7 +203,7 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
         """
         threshold = self.threshold if threshold is None else float(threshold)
         patience = checks.check_positive_int("patience", patience)
-        la = self.log_alpha.numpy()
+        la = self.raw_log_alpha().numpy()
         active = self.active.numpy() > 0
         over = active & (la >= threshold)
         streak = np.where(over, self.streak.numpy() + 1, 0).astype("float32")
@@ -161,14 +215,17 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
         return int(newly.sum())
 
     def call(self, training=None):
-        self.add_loss(self.kl() * self.kl_scale(self.theta.dtype))
+        self.add_loss(self.kl() * self.kl_scale(self.pruned_log_alpha.dtype))
         # tf.where, not a product: a pruned gate is exactly zero even if its
         # variance overflowed to inf.
         on = self.active > 0
-        zeros = tf.zeros_like(self.theta)
-        theta = tf.where(on, self.theta, zeros)
-        sigma2 = tf.where(on, tf.exp(self.log_alpha) * tf.square(self.theta), zeros)
-        return theta, sigma2
+        theta = self.theta_value()
+        if self.parameterisation == "positive":
+            sigma2 = tf.exp(self.log_sigma2)
+        else:
+            sigma2 = tf.exp(self.log_alpha) * tf.square(theta)
+        zeros = tf.zeros_like(theta)
+        return tf.where(on, theta, zeros), tf.where(on, sigma2, zeros)
 
     def compute_output_spec(self, training=None):
         shape = (self.num_edges, self.num_ops)
@@ -183,5 +240,6 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
             log_alpha_init=self.log_alpha_init,
             threshold=self.threshold,
             kl_weight=self.kl_weight,
+            parameterisation=self.parameterisation,
         )
         return config

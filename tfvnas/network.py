@@ -229,6 +229,10 @@ def as_images(inputs, image_shape):
     rank = inputs.shape.rank
     if rank == 4:
         return inputs
+    if rank is None and image_shape is not None:
+        # A trace relaxed to any rank (Keras' predict after NHWC and NHW
+        # batches): the reshape takes both, and checks the size when it runs.
+        return tf.reshape(inputs, (-1,) + tuple(image_shape)) if image_shape[-1] == 1 else inputs
     expected = "(batch, H, W, C)" if image_shape is None else f"(batch, {', '.join(map(str, image_shape))})"
     if rank == 3 and (image_shape is None or image_shape[-1] == 1):
         return inputs[..., None]

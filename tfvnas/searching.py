@@ -155,6 +155,7 @@ class Searcher(loop_lib.Loop):
             threshold=cfg.threshold,
             gate_theta_init=cfg.gate_theta_init,
             gate_log_alpha_init=cfg.gate_log_alpha_init,
+            gate_parameterisation=cfg.gate_parameterisation,
             normalisation=ds.normalisation(),
             seed=cfg.seed,
             method=cfg.method,
@@ -316,7 +317,8 @@ class Searcher(loop_lib.Loop):
         super().write_summaries(record)
         step = record["epoch"]
         for cell_type, gates in self.model.gates.items():
-            self.summaries.histogram(f"log_alpha/{cell_type}", gates.derivation_log_alpha().numpy(), step)
+            active = gates.active.numpy() > 0  # the gates still searched
+            self.summaries.histogram(f"log_alpha/{cell_type}", gates.raw_log_alpha().numpy()[active], step)
         self.summaries.genotype_images(self.model.derive("top_k", k=self.config.top_k), step)
 
     def run(self, out_dir=None, resume=False, tensorboard_dir=None):

@@ -42,6 +42,7 @@ class Supernet(keras.Model):
             variational weights.
         gate_theta_init: initial gate mean.
         gate_log_alpha_init: initial gate log dropout rate.
+        gate_parameterisation: 'positive' or 'log_alpha' (`tfvnas.gates`).
         normalisation: `(mean, std)` per channel of the raw input.
         seed: base seed of all noise.
         method: 'vinnas' or 'darts' (softmax gates, `tfvnas.darts`).
@@ -68,6 +69,7 @@ class Supernet(keras.Model):
         threshold=variational.DEFAULT_THRESHOLD,
         gate_theta_init=1.0,
         gate_log_alpha_init=-3.0,
+        gate_parameterisation="positive",
         normalisation=((0.0,), (1.0,)),
         seed=0,
         method="vinnas",
@@ -90,6 +92,7 @@ class Supernet(keras.Model):
         self.threshold = float(threshold)
         self.gate_theta_init = float(gate_theta_init)
         self.gate_log_alpha_init = float(gate_log_alpha_init)
+        self.gate_parameterisation = gate_parameterisation
         self.normalisation = (list(normalisation[0]), list(normalisation[1]))
         self.seed = int(seed)
 
@@ -98,6 +101,7 @@ class Supernet(keras.Model):
         gate_kw = dict(
             theta_init=self.gate_theta_init,
             log_alpha_init=self.gate_log_alpha_init,
+            parameterisation=self.gate_parameterisation,
             threshold=self.threshold,
         )
         if self.method == "darts":
@@ -256,6 +260,7 @@ class Supernet(keras.Model):
             "threshold": self.threshold,
             "gate_theta_init": self.gate_theta_init,
             "gate_log_alpha_init": self.gate_log_alpha_init,
+            "gate_parameterisation": self.gate_parameterisation,
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
             "method": self.method,
