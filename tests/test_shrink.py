@@ -311,38 +311,47 @@ def _edge(x, rng, name, dead=False):
     return y, bn
 
 
-def _after_node(node, rng, exact):
-    if exact:  # a ReLU and a 3x3 convolution: the node's value must be exact
+def _after_node(node, rng, after):
+    if after == "bn":  # a batch normalisation: it absorbs the offset in its moving mean
+        bn = L.BatchNormalization(name="out_bn")
+        y = bn(node)
+        _batch_norm(bn, rng)
+        return y
+    if after == "relu":  # a ReLU and a 3x3 convolution: the node's value must be exact
         node = L.ReLU(name="node_relu")(node)
         conv = L.Conv2D(3, 3, padding="same", use_bias=False, name="out_conv")
-    else:  # a 1x1 convolution: it absorbs the offset
+    else:  # a 1x1 convolution: it absorbs the offset in a bias
         conv = L.Conv2D(3, 1, use_bias=False, name="out_conv")
     y = conv(node)
     conv.set_weights([_random(conv.get_weights()[0].shape, rng)])
     return y
 
 
-@pytest.mark.parametrize("exact", [True, False])
-def test_a_dead_edge_leaves_the_sum_and_its_constant_is_folded(exact):
+@pytest.mark.parametrize("after", ["relu", "conv", "bn"])
+def test_a_dead_edge_leaves_the_sum_and_its_constant_is_folded(after):
     rng = np.random.default_rng(5)
     inputs = keras.Input((6, 6, 2))
     state, _, _ = _stem(inputs, 4, [], rng)
     live, live_bn = _edge(state, rng, "live")
     dead, dead_bn = _edge(state, rng, "dead", dead=True)
     node = L.Add(name="node")([live, dead])
-    model = keras.Model(inputs, _head(_after_node(node, rng, exact)))
+    model = keras.Model(inputs, _head(_after_node(node, rng, after)))
     shrunk = _check(model)
     names = [l.name for l in shrunk.layers]
     assert not [n for n in names if n.startswith("dead") or n == "node"], names
     assert not [n for n in names if n.endswith("_offset")], names
     _, constant = _affine(dead_bn)  # the dead edge outputs BN(0)
-    if exact:  # added into the live edge's batch normalisation: beta + constant
-        gamma, beta, mean, var = _layer(shrunk, "live_bn").get_weights()
-        np.testing.assert_allclose(beta, live_bn.get_weights()[1] + constant, rtol=1e-6, atol=1e-6)
-    else:  # absorbed by the 1x1 convolution after the sum
-        conv = _layer(shrunk, "out_conv")
+    beta = _layer(shrunk, "live_bn").get_weights()[1] - live_bn.get_weights()[1]
+    if after == "relu":  # added into the live edge's batch normalisation: beta + constant
+        np.testing.assert_allclose(beta, constant, rtol=1e-6, atol=1e-6)
+    elif after == "conv":  # absorbed by the 1x1 convolution after the sum
         expected = constant @ model.get_layer("out_conv").get_weights()[0][0, 0]
-        np.testing.assert_allclose(conv.get_weights()[1], expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(_layer(shrunk, "out_conv").get_weights()[1], expected, rtol=1e-6, atol=1e-6)
+    else:  # absorbed by the batch normalisation after the sum: its mean moves down
+        mean = model.get_layer("out_bn").get_weights()[2] - constant
+        np.testing.assert_allclose(_layer(shrunk, "out_bn").get_weights()[2], mean, rtol=1e-6, atol=1e-6)
+    if after != "relu":
+        np.testing.assert_array_equal(beta, 0.0)
 
 
 def test_an_offset_no_layer_can_take_gets_a_rescaling():
@@ -355,7 +364,7 @@ def test_an_offset_no_layer_can_take_gets_a_rescaling():
     dead, dead_bn = _edge(state, rng, "dead", dead=True)
     other, _ = _edge(state, rng, "other")
     node = L.Add(name="node")([pooled, dead])
-    out = L.Concatenate(name="concat")([_after_node(node, rng, exact=True), other])
+    out = L.Concatenate(name="concat")([_after_node(node, rng, "relu"), other])
     model = keras.Model(inputs, _head(out))
     shrunk = _check(model)
     offset = _layer(shrunk, "node_offset")
@@ -415,7 +424,7 @@ def test_shrink_summary_says_what_went():
     state, _, _ = _stem(inputs, 4, [], rng)
     live, _ = _edge(state, rng, "live")
     dead, _ = _edge(state, rng, "dead", dead=True)
-    model = keras.Model(inputs, _head(_after_node(L.Add(name="node")([live, dead]), rng, False)))
+    model = keras.Model(inputs, _head(_after_node(L.Add(name="node")([live, dead]), rng, "conv")))
     shrunk = shrinking.shrink(model)
     summary = shrinking.shrink_summary(model, shrunk)
     assert summary["macs"]["before"] == macs.count_macs(model)["total"]
