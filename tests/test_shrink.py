@@ -476,3 +476,19 @@ def test_shrink_rejects_what_it_cannot_walk():
         channel_plan.plan_channels(keras.Model(a, L.Dense(2)(a)), select="no")
     with pytest.raises(ValueError, match=re.escape("`shrink` must be a bool. Received: shrink=1")):
         strip_lib.strip(_network(EVERY_OP, 4, 1), shrink=1)
+
+
+def test_show_draws_the_per_layer_sparsity_of_a_shrunk_network(tmp_path):
+    # Training records the layer sparsity of the (now shrunk) stripped network.
+    import json
+
+    from tfvnas import counting, plots
+
+    shrunk = strip_lib.strip(_network(EVERY_OP, 4, 1))
+    counts = counting.count_parameters(shrunk)
+    history = tmp_path / "train_history.json"
+    history.write_text(json.dumps({"layer_sparsity": counts["layers"]}))
+    shown = plots.show(str(history), out_dir=str(tmp_path / "pictures"), formats=("svg",), verbose=False)
+    assert [p.endswith("sparsity.svg") for p in shown["files"]] == [True]
+    assert (f"{len(counts['layers'])} layers, {counts['kernel_nonzero']:,} of {counts['kernel_dense']:,} "
+            "weights non-zero") in shown["summary"]
