@@ -112,6 +112,7 @@ class _Builder:
         self.specs = {}
         self.tensor = {}  # original tensor -> spec name of its kept channels
         self.offset = {}  # original tensor -> offset on its kept channels (value = tensor + offset)
+        self.select_names = {}  # channel-wise layer -> the name of its selection
 
     def build(self, name):
         for node in self.graph.nodes.values():
@@ -217,9 +218,7 @@ class _Builder:
         self.tensor[node.name] = node.name
 
     def _opaque(self, node):
-        for name in node.inputs:
-            if self.offset[name].any():
-                self._materialise(name)
+        # Its inputs carry no offset: `_needs_exact` added them when they were built.
         self._copy(node, weights={f"w{i}": w for i, w in enumerate(node.layer.get_weights())})
 
     def _source(self, node):
@@ -246,7 +245,9 @@ class _Builder:
         return name, np.zeros(len(kept_out))
 
     def _select_name(self, node):
-        return f"{node.name}_select"
+        if node.name not in self.select_names:
+            self.select_names[node.name] = self._unique(f"{node.name}_select")
+        return self.select_names[node.name]
 
     def _conv(self, node):
         self._reader(node, "filters")

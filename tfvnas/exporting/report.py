@@ -100,9 +100,11 @@ def _limits(report):
     for key in ("int8", "qat"):
         entry = report.get(key)
         if entry and entry["encoding"] == "dense":
-            limits.append(
-                f"{INT8_TFLITE if key == 'int8' else QAT_TFLITE} uses dense weight encoding: "
-                "a sparse int8 model does not load with the default XNNPACK delegate.")
+            sparse = entry["attempts"]["sparse"]
+            why = ("its sparse encoding computed other logits than the dense one"
+                   if sparse["loads_with_xnnpack"] and not sparse.get("matches_dense", True)
+                   else "a sparse int8 model does not load with the default XNNPACK delegate")
+            limits.append(f"{INT8_TFLITE if key == 'int8' else QAT_TFLITE} uses dense weight encoding: {why}.")
     if report.get("qat"):
         lost = sorted({t for key in ("zeros_by_type", "keras_zeros_by_type")
                        for t, e in report["qat"][key].items() if not e["preserved"]})
