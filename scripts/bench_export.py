@@ -22,7 +22,7 @@ Writes `bench_export.json` and `bench_export.md` into `--out` and prints the
 Markdown. Nothing is timed in the test suite: this is the place for numbers.
 
 Usage:
-    python scripts/bench_export.py --train saved_models/example-mnist-5k/train --out /tmp/bench
+    python scripts/bench_export.py --train saved_models/example-mnist-5k/train --out runs/bench
     python scripts/bench_export.py --train runs/train --out runs/bench --rounds 8 --per-cell
 """
 
