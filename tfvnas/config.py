@@ -379,6 +379,15 @@ class ExportConfig(_Config):
         int8_tolerance: largest accepted accuracy drop of an int8 model
             against the float one on the test split.
         seed: seed of the sample choice.
+        shrink: remove dead channels and fold the constants they leave
+            before exporting (`tfvnas.shrinking.shrink`).
+        compare_unshrunk: also convert the unshrunk network (float, and
+            int8 with `int8`) to report what shrinking changed; those files
+            are measured, not shipped.
+        latency_rounds: rounds of `latency_runs` timed runs per file,
+            interleaved across files (the runs of all rounds are pooled).
+        latency_threads: interpreter thread counts the latency is measured
+            with.
     """
 
     int8: bool = False
@@ -391,6 +400,10 @@ class ExportConfig(_Config):
     eval_batch_size: int = 256
     int8_tolerance: float = 0.03
     seed: int = 0
+    shrink: bool = True
+    compare_unshrunk: bool = True
+    latency_rounds: int = 4
+    latency_threads: typing.Tuple[int, ...] = (1, 2)
 
     def validate(self):
         for name in ("qat_epochs", "qat_lr", "qat_batch_size", "representative_samples",
@@ -399,6 +412,13 @@ class ExportConfig(_Config):
         if not 0 <= self.int8_tolerance <= 1:
             raise ValueError(
                 f"`int8_tolerance` must be in [0, 1]. Received: int8_tolerance={self.int8_tolerance!r}"
+            )
+        _positive("latency_rounds", self.latency_rounds)
+        if not self.latency_threads or any(t <= 0 for t in self.latency_threads) \
+                or len(set(self.latency_threads)) != len(self.latency_threads):
+            raise ValueError(
+                "`latency_threads` must be distinct positive thread counts. "
+                f"Received: latency_threads={list(self.latency_threads)!r}"
             )
 
 
