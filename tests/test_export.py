@@ -27,6 +27,8 @@ from tfvnas import data as data_lib
 from tfvnas import macs, shrinking
 from tfvnas.exporting import api, qat, saved_model, tflite
 
+pytestmark = pytest.mark.slow  # one real export (SavedModel, TFLite, int8, QAT) serves the module
+
 
 SPARSITY = 0.8
 L = keras.layers

@@ -214,6 +214,7 @@ def test_keras_fit_trains_the_elbo_tfvnas_trains():
     assert keras_loss == pytest.approx(float(elbo), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_keras_fit_with_the_kl_schedule_learns_and_sparsifies():
     x, y = _digits(512)
     net = _network()

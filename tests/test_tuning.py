@@ -19,6 +19,8 @@ from tfvnas.config import SearchConfig, TrainConfig
 from tfvnas.training import Trainer
 from tfvnas.tuning import DEFAULT_TRAIN_SPACE, TrainHyperModel, normalise_space, tune
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 TINY_TRAIN = dict(layers=1, channels=4, epochs=1, limit=128, batch_size=32)
 TINY_SEARCH = dict(layers=1, channels=4, nodes=1, epochs=1, limit=128, batch_size=32, optimization="joint")
 
