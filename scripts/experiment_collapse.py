@@ -67,12 +67,13 @@ BUDGETS = {
         "random_cells": 1,
         "null_samples": 200,
         "zoo": ("darts_v2",),
-        "search": {"limit": 512, "epochs": 2, "layers": 3, "channels": 4, "batch_size": 32},
+        "search": {"limit": 512, "epochs": 2, "layers": 3, "channels": 4, "batch_size": 32, "nodes": 2},
         "train": {"layers": 3, "channels": 4, "epochs": 1, "batch_size": 64, "kl_warmup": 0.2, "resolution": 14,
                   "limit": 2000},
         "recipe_lrs": (0.05,),
         "recipe_cell": "darts_v2",
-        "collapse": {"layers": 2, "channels": 4, "batch_size": 32, "resolution": 8, "limit": 512, "epochs": 3},
+        "collapse": {"layers": 2, "channels": 4, "batch_size": 32, "resolution": 8, "limit": 512, "epochs": 3,
+                     "nodes": 2},
         "collapse_seeds": (0,),
     },
 }
@@ -152,7 +153,8 @@ def phase_null(out_dir, budget, cfg):
         return
     ops = config_lib.preset("quick").op_names
     rng = np.random.default_rng(12345)
-    stats = [cell_statistics(random_genotype(ops, nodes=4, rng=rng)) for _ in range(cfg["null_samples"])]
+    nodes = cfg["search"].get("nodes", 4)
+    stats = [cell_statistics(random_genotype(ops, nodes=nodes, rng=rng)) for _ in range(cfg["null_samples"])]
     record = {"kind": "null", "key": "null", "samples": len(stats)}
     for field in ("parameter_free_share", "distinct_ops", "normal_parameter_free_share", "normal_skips"):
         values = [s[field] for s in stats]
@@ -229,8 +231,9 @@ def _cells(out_dir, cfg):
     cells = [(r["key"], r["method"], Genotype.from_dict(r["genotype"]))
              for r in read_results(out_dir) if r["kind"] == "search"]
     ops = config_lib.preset("quick").op_names
+    nodes = cfg["search"].get("nodes", 4)
     for i in range(cfg["random_cells"]):
-        cells.append((f"random-{i}", "random", random_genotype(ops, nodes=4, rng=np.random.default_rng(1000 + i))))
+        cells.append((f"random-{i}", "random", random_genotype(ops, nodes=nodes, rng=np.random.default_rng(1000 + i))))
     cells += [(f"zoo-{name}", "zoo", zoo.load_genotype(name)) for name in cfg["zoo"]]
     return cells
 
