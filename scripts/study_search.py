@@ -81,8 +81,11 @@ def run_arm(name, changes, seed, out_dir):
 
     dataset = data_lib.load("mnist-5k", seed=seed)
     start = time.perf_counter()
+    arm_dir = os.path.join(out_dir, f"{name}-seed{seed}")
+    # An arm stopped part-way resumes from its last checkpoint.
+    resume = os.path.isfile(os.path.join(arm_dir, "checkpoints", "checkpoint"))
     result = search(dataset, preset="quick", config={**BASE, **changes}, seed=seed, verbose=0,
-                    out_dir=os.path.join(out_dir, f"{name}-seed{seed}"))
+                    out_dir=arm_dir, resume=resume)
     record = {"arm": name, "seed": seed, "changes": changes, "config": result.config.to_dict(),
               "search_s": round(time.perf_counter() - start, 1)}
     record.update(_search_record(result))
