@@ -99,7 +99,8 @@ class Cell(keras.layers.Layer):
     Call arguments:
         inputs: `[s0, s1]`, the outputs of the two previous cells.
         gates: for a mixed cell, `(theta, sigma2)` of shape
-            `(len(edges), num_ops)`; None otherwise.
+            `(len(edges), num_ops)`; edge e is called with row e of
+            each. None otherwise.
         training: training flag.
         drop_path: overrides the constructor's drop-path rate (a float or a
             scalar tensor, e.g. a rate ramped up during training).
@@ -157,6 +158,10 @@ class Cell(keras.layers.Layer):
             self.preprocess0(s0, training=training),
             self.preprocess1(s1, training=training),
         ]
+        if gates is not None:
+            # One row per edge, cut by one op per table (slicing row by row
+            # would give every edge its own constant index).
+            thetas, sigma2s = tf.unstack(gates[0]), tf.unstack(gates[1])
         for node in range(self.nodes):
             total = None
             for e, (n, inp, _) in enumerate(self.edges):
@@ -164,8 +169,7 @@ class Cell(keras.layers.Layer):
                     continue
                 layer = self.edge_layers[e]
                 if gates is not None:
-                    theta, sigma2 = gates
-                    out = layer(states[inp], theta[e], sigma2[e], training=training)
+                    out = layer(states[inp], thetas[e], sigma2s[e], training=training)
                 else:
                     out = layer(states[inp], training=training)
                     if use_drop_path and not isinstance(layer, ops_lib.Identity):
