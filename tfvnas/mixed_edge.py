@@ -90,7 +90,14 @@ class MixedEdge(keras.layers.Layer):
         self.shared_function = True
 
     def build(self, input_shape):
-        self.built = True  # sublayers build on their first call (see ops.Chain)
+        for op in self.candidates:
+            ops_lib.build_layer(op, input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        s = self.strides
+        spatial = [None if d is None else -(-int(d) // s) for d in input_shape[1:3]]
+        return (input_shape[0], *spatial, self.channels)
 
     def call(self, inputs, theta, sigma2, training=None):
         computed = self.computed
@@ -563,8 +570,10 @@ class _Run:
             second.append(self.pointwise(dw, [w[k][3] for k in seps]))
             norms += [(k, 1) for k in seps]
         for k in pools:
-            pool = tf.nn.max_pool2d if plan.op_names[k] == "max_pool_3x3" else tf.nn.avg_pool2d
-            second.append(pool(x, 3, s, "SAME"))  # average pooling excludes the padding
+            if plan.op_names[k] == "max_pool_3x3":
+                second.append(max_pool_3x3(x, s))
+            else:
+                second.append(tf.nn.avg_pool2d(x, 3, s, "SAME"))  # excludes the padding
             norms.append((k, 0))
         if second:
             h = tf.concat(second, axis=-1) if len(second) > 1 else second[0]
@@ -578,11 +587,39 @@ class _Run:
         return groups
 
     def factorized_reduce(self, x, entries, key):
-        """`ops.FactorizedReduce` (the strided skip): its two offset 1x1 convs as one grouped conv."""
+        """`ops.FactorizedReduce` (the strided skip): two offset strided 1x1 convs, one batch norm."""
         r = tf.nn.relu(x)
         shifted = tf.pad(r[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
-        h = tf.concat([r[:, ::2, ::2, :], shifted[:, ::2, ::2, :]], axis=-1)
-        return self.batch_norm(self.pointwise(h, list(entries)), [key])
+
+        def conv(inputs, kernels):
+            return tf.nn.conv2d(inputs, kernels[0], strides=2, padding="SAME")
+
+        a = self.conv(r, [entries[0]], conv)
+        b = self.conv(shifted, [entries[1]], conv)
+        return self.batch_norm(tf.concat([a, b], axis=-1), [key])
+
+
+def max_pool_3x3(x, strides):
+    """3x3 'same' max pooling whose gradient runs oneDNN's kernel inside a traced edge.
+
+    The gradient computes the pooling again: TensorFlow's oneDNN pass
+    replaces the generic MaxPoolGrad kernel (several times slower) only when
+    the pooling it differentiates is in the same graph, and the forward and
+    backward of a traced edge are two functions.
+    """
+    window, steps = [1, 3, 3, 1], [1, strides, strides, 1]
+
+    @tf.custom_gradient
+    def pool(inputs):
+        def grad(dy):
+            again = tf.nn.max_pool2d(inputs, 3, strides, "SAME")
+            return tf.raw_ops.MaxPoolGrad(
+                orig_input=inputs, orig_output=again, grad=dy, ksize=window, strides=steps, padding="SAME"
+            )
+
+        return tf.nn.max_pool2d(inputs, 3, strides, "SAME"), grad
+
+    return pool(x)
 
 
 def _output_shape(x, strides, channels):

@@ -148,7 +148,23 @@ class Cell(keras.layers.Layer):
             self.edge_layers.append(edge_factory(op_names, c, strides, seed=ops_lib.offset_seed(seed, 100 * (e + 1)), **kw))
 
     def build(self, input_shape):
-        self.built = True  # sublayers build on their first call (see ops.Chain)
+        """Builds every sublayer from the input shapes `[s0, s1]` (`ops.build_layer`), computing nothing."""
+        states = [
+            ops_lib.build_layer(self.preprocess0, input_shape[0]),
+            ops_lib.build_layer(self.preprocess1, input_shape[1]),
+        ]
+        for node in range(self.nodes):
+            for (n, inp, _), layer in zip(self.edges, self.edge_layers):
+                if n == node:
+                    shape = ops_lib.build_layer(layer, states[inp])
+            states.append(shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        s1 = input_shape[1]
+        strides = 2 if self.plan.reduction else 1
+        spatial = [None if d is None else -(-int(d) // strides) for d in s1[1:3]]
+        return (s1[0], *spatial, self.plan.channels * len(self.concat))
 
     def call(self, inputs, gates=None, training=None, drop_path=None):
         s0, s1 = inputs
