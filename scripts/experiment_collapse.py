@@ -1,24 +1,36 @@
-"""VINNAS against a DARTS baseline on the bundled data: cell diversity, accuracy, sparsity.
+"""The evidence study: does the VINNAS search beat random cells, avoid collapse, and save non-zero parameters?
 
-For every seed and method (`vinnas`, `darts`) it searches a cell, then trains the
-found cell under one recipe (sparse variational weights, the same for every cell);
-the published cells of the genotype zoo are trained under that recipe too, as
-reference points. Per run it records test accuracy, dense and non-zero
-parameters, the histogram of op types in the kept edges, the share of
-parameter-free ops (skip, pooling, none), and search and training time.
+On Fashion-MNIST (`../shared/data/fashion_mnist_50k_10k.npz`: 50,000 training
+images, of which a stratified 10% is the validation split, and 10,000 test
+images), it runs, in resumable units:
 
-    python scripts/experiment_collapse.py --quick --out runs/collapse-quick
-    python scripts/experiment_collapse.py --out runs/collapse
+1. `null`: the random-cell null: parameter-free share, distinct op types and
+   the normal cell's skip count of many genotypes drawn uniformly from the
+   space (`tfvnas.genotype.random_genotype`); no training.
+2. `recipe`: the training recipe's learning rate, chosen on the validation
+   split (one cell, each candidate rate).
+3. `search`: VINNAS and the DARTS baseline (its own architecture optimiser),
+   the same supernet, proxy and budget, several seeds each.
+4. `train`: every cell (the searched ones, random cells, the zoo cells)
+   trained under one recipe twice, with sparse variational weights and
+   dense; test accuracy, the per-image correctness, non-zero trainable
+   parameters.
+5. `collapse`: long searches at a small proxy (8x8 images), thousands of
+   architecture updates per method, recording each epoch's derived normal
+   cell.
 
-Runs can be split over processes (one core each) and their tables merged:
+`--report DOC` writes the tables, the paired bootstrap over the test images,
+the Pareto and collapse plots into DOC between `evidence:begin` and
+`evidence:end`. Every choice is made on the validation split; the test split
+is read once per trained cell, for the final table.
 
-    python scripts/experiment_collapse.py --methods vinnas --zoo darts_v1,darts_v2 --out runs/a &
-    python scripts/experiment_collapse.py --methods darts --zoo pc_darts,drnas --out runs/b
-    python scripts/experiment_collapse.py --summarise runs/a runs/b --out runs/collapse
+    python scripts/experiment_collapse.py --out runs/evidence                      # everything
+    python scripts/experiment_collapse.py --out runs/evidence --phases null,search # a part
+    python scripts/experiment_collapse.py --out runs/evidence --report docs/RESULTS.md --no-run
+    python scripts/experiment_collapse.py --quick --out runs/evidence-quick        # pipeline check
 
-`--out DIR` gets `results.json` (one record per run), `results.md` (the table,
-mean +- std over seeds) and each run's artefacts (`<method>-seed<k>/search`,
-`.../train`, `zoo-<name>/train`).
+Every finished unit is a line of `<out>/results.jsonl`; a unit already there
+is skipped, so the study runs in parts and resumes where it stopped.
 """
 
 import argparse
@@ -28,112 +40,282 @@ import statistics
 import sys
 import time
 
-SEARCH = {
-    # The `quick` search preset, for both methods.
-    "full": dict(layers=4, channels=8, nodes=4, epochs=5, batch_size=64, limit=1600),
-    # Minutes per run on 2 cores.
-    "quick": dict(layers=3, channels=6, nodes=4, epochs=3, batch_size=64, limit=800),
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "fashion_mnist_50k_10k.npz"))
+
+BUDGETS = {
+    "full": {
+        "seeds": (0, 1, 2),
+        "random_cells": 5,
+        "null_samples": 2000,
+        "zoo": ("darts_v1", "darts_v2", "pc_darts", "drnas"),
+        # The search: the `quick` preset's proxy (14x14 images) on a subset of the training split.
+        "search": {"limit": 3200},
+        # The training recipe every cell gets (lr chosen on the validation split).
+        "train": {"layers": 4, "channels": 8, "epochs": 3, "batch_size": 128, "kl_warmup": 0.2, "resolution": 14},
+        "recipe_lrs": (0.05, 0.1),
+        "recipe_cell": "darts_v2",
+        # Collapse: a small proxy and a long search.
+        "collapse": {"layers": 3, "channels": 4, "batch_size": 32, "resolution": 8, "limit": 1600,
+                     "epochs": 80},
+        "collapse_seeds": (0,),
+    },
+    "quick": {
+        "seeds": (0,),
+        "random_cells": 1,
+        "null_samples": 200,
+        "zoo": ("darts_v2",),
+        "search": {"limit": 512, "epochs": 2, "layers": 3, "channels": 4, "batch_size": 32, "nodes": 2},
+        "train": {"layers": 3, "channels": 4, "epochs": 1, "batch_size": 64, "kl_warmup": 0.2, "resolution": 14,
+                  "limit": 2000},
+        "recipe_lrs": (0.05,),
+        "recipe_cell": "darts_v2",
+        "collapse": {"layers": 2, "channels": 4, "batch_size": 32, "resolution": 8, "limit": 512, "epochs": 3,
+                     "nodes": 2},
+        "collapse_seeds": (0,),
+    },
 }
-TRAIN = {
-    "full": dict(layers=4, channels=8, epochs=8, batch_size=64, lr=0.05, kl_warmup=0.1),
-    "quick": dict(layers=3, channels=8, epochs=3, batch_size=64, lr=0.05, kl_warmup=0.1, limit=1500),
+METHOD_CONFIGS = {
+    # VINNAS: the `quick` preset's gates (docs/search.md).
+    "vinnas": {"method": "vinnas"},
+    # DARTS: its own architecture optimiser (Adam 3e-4, betas (0.5, 0.999), weight
+    # decay 1e-3) and op set with `none`; same supernet, proxy and budget.
+    "darts": {"method": "darts", "op_set": "darts_none"},
 }
-METHODS = {
-    "vinnas": dict(method="vinnas", arch_lr=0.05, kl_warmup=0.2),
-    # DARTS (first order): softmax mixing over the set with `none`, Adam 3e-4 on the
-    # architecture logits, top-2 derivation without `none`.
-    "darts": dict(method="darts", op_set="darts_none", arch_lr=3e-4, arch_beta1=0.5),
-}
+PHASES = ("null", "recipe", "search", "train", "collapse")
 
 
-def _parameter_free_share(genotype):
-    from tfvnas.ops import PARAMETER_FREE
-
-    hist = genotype.op_histogram()
-    total = sum(hist.values())
-    return sum(n for op, n in hist.items() if op in PARAMETER_FREE) / total if total else 0.0
+# ---------------------------------------------------------------------------
+# Results file
 
 
-def _train_record(genotype, dataset, recipe, out_dir, seed):
-    from tfvnas.training import train
+def read_results(out_dir):
+    path = os.path.join(out_dir, "results.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
-    start = time.perf_counter()
-    result = train(genotype, dataset, config=recipe, out_dir=out_dir, seed=seed, verbose=0)
+
+def _append(out_dir, record):
+    with open(os.path.join(out_dir, "results.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _done(out_dir, kind, key):
+    return any(r["kind"] == kind and r["key"] == key for r in read_results(out_dir))
+
+
+# ---------------------------------------------------------------------------
+# Cell statistics
+
+
+def cell_statistics(genotype):
+    """Parameter-free share of both cells, distinct op types, the normal cell's skips."""
+    from tfvnas import ops as ops_lib
+
+    free = total = 0
+    for cell_type in ("normal", "reduce"):
+        f, _, t = ops_lib.cell_op_counts(genotype, cell_type)
+        free, total = free + f, total + t
+    normal_free, normal_skips, normal_total = ops_lib.cell_op_counts(genotype, "normal")
     return {
-        "test_accuracy": result.test_accuracy,
-        "dense_params": result.parameters["dense"],
-        "nonzero_params": result.parameters["nonzero"],
-        "kernel_sparsity": result.parameters["kernel_sparsity"],
-        "train_s": round(time.perf_counter() - start, 1),
-    }
-
-
-def _cell_record(genotype):
-    return {
-        "genotype_hash": genotype.hash(),
+        "parameter_free_share": free / total,
+        "distinct_ops": len(genotype.op_histogram()),
+        "normal_parameter_free_share": normal_free / normal_total,
+        "normal_skips": normal_skips,
         "op_histogram": genotype.op_histogram(),
-        "parameter_free_share": _parameter_free_share(genotype),
-        "genotype": genotype.to_dict(),
     }
 
 
-def run(out_dir, seeds, budget, zoo, methods):
+def _dataset(budget):
     from tfvnas import data as data_lib
-    from tfvnas.zoo import load_genotype
+
+    if not os.path.isfile(DATA):
+        raise SystemExit(f"experiment_collapse: the Fashion-MNIST file is missing: {DATA}")
+    dataset = data_lib.load(DATA, seed=0)
+    return dataset
+
+
+# ---------------------------------------------------------------------------
+# Phases
+
+
+def phase_null(out_dir, budget, cfg):
+    from tfvnas import config as config_lib
+    from tfvnas.genotype import random_genotype
+
+    if _done(out_dir, "null", "null"):
+        return
+    ops = config_lib.preset("quick").op_names
+    rng = np.random.default_rng(12345)
+    nodes = cfg["search"].get("nodes", 4)
+    stats = [cell_statistics(random_genotype(ops, nodes=nodes, rng=rng)) for _ in range(cfg["null_samples"])]
+    record = {"kind": "null", "key": "null", "samples": len(stats)}
+    for field in ("parameter_free_share", "distinct_ops", "normal_parameter_free_share", "normal_skips"):
+        values = [s[field] for s in stats]
+        record[field] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    _append(out_dir, record)
+
+
+def _train_config(cfg, **changes):
+    from tfvnas import config as config_lib
+
+    fields = {k: v for k, v in cfg["train"].items() if k != "resolution"}
+    return config_lib.TrainConfig(**{**fields, **changes})
+
+
+def _resized(dataset, cfg):
+    size = cfg["train"].get("resolution")
+    return dataset.resized(size) if size else dataset
+
+
+def phase_recipe(out_dir, budget, cfg, dataset):
+    from tfvnas import zoo
+    from tfvnas.training import Trainer
+
+    genotype = zoo.load_genotype(cfg["recipe_cell"])
+    data = _resized(dataset, cfg)
+    for lr in cfg["recipe_lrs"]:
+        key = f"lr={lr}"
+        if _done(out_dir, "recipe", key):
+            continue
+        print(f"== recipe {key}", flush=True)
+        start = time.perf_counter()
+        trainer = Trainer(genotype, _train_config(cfg, lr=lr, seed=0), data, verbose=0)
+        trainer.train()
+        _, val = trainer.evaluate("val")  # the validation split only
+        _append(out_dir, {"kind": "recipe", "key": key, "lr": lr, "val_accuracy": val,
+                          "seconds": round(time.perf_counter() - start, 1)})
+
+
+def chosen_lr(out_dir):
+    recipes = [r for r in read_results(out_dir) if r["kind"] == "recipe"]
+    if not recipes:
+        raise SystemExit("experiment_collapse: run the recipe phase first (the learning rate is chosen there)")
+    return max(recipes, key=lambda r: r["val_accuracy"])["lr"]
+
+
+def phase_search(out_dir, budget, cfg, dataset, methods):
     from tfvnas.searching import search
 
-    dataset = data_lib.load("mnist-5k")
-    records = []
-    os.makedirs(out_dir, exist_ok=True)
-
-    def save():
-        save_records(records, out_dir)
-
-    for seed in seeds:
+    for seed in cfg["seeds"]:
         for method in methods:
-            run_dir = os.path.join(out_dir, f"{method}-seed{seed}")
-            print(f"== {method} seed {seed}", flush=True)
+            key = f"{method}-seed{seed}"
+            if _done(out_dir, "search", key):
+                continue
+            print(f"== search {key}", flush=True)
             start = time.perf_counter()
-            found = search(
-                dataset, config={**SEARCH[budget], **METHODS[method]}, out_dir=os.path.join(run_dir, "search"),
-                seed=seed, verbose=0,
-            )
-            search_s = round(time.perf_counter() - start, 1)
-            record = {"method": method, "seed": seed, "search_s": search_s,
-                      "search_val_accuracy": found.history[-1]["val_accuracy"], **_cell_record(found.genotype)}
-            record.update(_train_record(found.genotype, dataset, TRAIN[budget], os.path.join(run_dir, "train"), seed))
-            records.append(record)
-            save()
-            print(json.dumps({k: v for k, v in record.items() if k != "genotype"}), flush=True)
-    for name in zoo:
-        genotype = load_genotype(name)
-        print(f"== zoo {name}", flush=True)
-        record = {"method": f"zoo:{name}", "seed": seeds[0], "search_s": 0.0, "search_val_accuracy": None,
-                  **_cell_record(genotype)}
-        record.update(_train_record(genotype, dataset, TRAIN[budget], os.path.join(out_dir, f"zoo-{name}", "train"), seeds[0]))
-        records.append(record)
-        save()
-    write_table(records, out_dir)
-    return records
+            result = search(dataset, preset="quick", config={**cfg["search"], **METHOD_CONFIGS[method]},
+                            seed=seed, out_dir=os.path.join(out_dir, "search", key), verbose=0)
+            last = result.history[-1]
+            _append(out_dir, {
+                "kind": "search", "key": key, "method": method, "seed": seed,
+                "seconds": round(time.perf_counter() - start, 1), "epochs": len(result.history),
+                "steps": last["step"], "converged": result.converged(), "pruned_share": last["pruned_share"],
+                "stable_epochs": last["stable_epochs"], "genotype": result.genotype.to_dict(),
+                **cell_statistics(result.genotype),
+            })
 
 
-def save_records(records, out_dir):
-    """Writes `out_dir/results.json` atomically."""
-    tmp = os.path.join(out_dir, f".results-{os.getpid()}.json")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(records, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "results.json"))
+def _cells(out_dir, cfg):
+    """`(name, group, genotype)` of every cell the train phase trains."""
+    from tfvnas import config as config_lib
+    from tfvnas import zoo
+    from tfvnas.genotype import Genotype, random_genotype
+
+    cells = [(r["key"], r["method"], Genotype.from_dict(r["genotype"]))
+             for r in read_results(out_dir) if r["kind"] == "search"]
+    ops = config_lib.preset("quick").op_names
+    nodes = cfg["search"].get("nodes", 4)
+    for i in range(cfg["random_cells"]):
+        cells.append((f"random-{i}", "random", random_genotype(ops, nodes=nodes, rng=np.random.default_rng(1000 + i))))
+    cells += [(f"zoo-{name}", "zoo", zoo.load_genotype(name)) for name in cfg["zoo"]]
+    return cells
 
 
-def write_table(records, out_dir):
-    """Writes `out_dir/results.md` (the summary table) and prints it."""
-    table = summarise(records)
-    with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
-    print(table)
+def phase_train(out_dir, budget, cfg, dataset):
+    from tfvnas.training import train
+
+    lr = chosen_lr(out_dir)
+    data = _resized(dataset, cfg)
+    for name, group, genotype in _cells(out_dir, cfg):
+        for weights in ("sparse", "dense"):
+            key = f"{name}-{weights}"
+            if _done(out_dir, "train", key):
+                continue
+            print(f"== train {key}", flush=True)
+            start = time.perf_counter()
+            run_dir = os.path.join(out_dir, "train", key)
+            result = train(genotype, data, config=_train_config(cfg, lr=lr, weight_vd=weights == "sparse"),
+                           seed=0, out_dir=run_dir, verbose=0)
+            logits = result.model.predict(data.x_test, batch_size=500, verbose=0)
+            correct = np.argmax(logits, -1) == data.y_test
+            np.save(os.path.join(run_dir, "test_correct.npy"), np.packbits(correct))
+            p = result.parameters
+            _append(out_dir, {
+                "kind": "train", "key": key, "cell": name, "group": group, "weights": weights,
+                "genotype_hash": genotype.hash(), "seconds": round(time.perf_counter() - start, 1),
+                "test_accuracy": result.test_accuracy, "test_accuracy_check": float(correct.mean()),
+                "val_accuracy": result.history[-1]["val_accuracy"],
+                "nonzero_params": p["nonzero"], "dense_params": p["dense"],
+                "nonzero_params_shrunk": p["shrunk"]["nonzero"], "kernel_sparsity": p["kernel_sparsity"],
+                **cell_statistics(genotype),
+            })
 
 
-def _mean_std(values, fmt):
+def phase_collapse(out_dir, budget, cfg, dataset, methods):
+    from tfvnas.genotype import Genotype
+    from tfvnas.searching import search
+
+    for seed in cfg["collapse_seeds"]:
+        for method in methods:
+            key = f"{method}-seed{seed}"
+            if _done(out_dir, "collapse", key):
+                continue
+            print(f"== collapse {key}", flush=True)
+            start = time.perf_counter()
+            result = search(dataset, preset="quick", config={**cfg["collapse"], **METHOD_CONFIGS[method]},
+                            seed=seed, out_dir=os.path.join(out_dir, "collapse", key), verbose=0)
+            per_epoch = []
+            for record in result.history:
+                stats = cell_statistics(Genotype.from_dict(record["genotype"]))
+                per_epoch.append({"epoch": record["epoch"], "step": record["step"],
+                                  "parameter_free_share": stats["normal_parameter_free_share"],
+                                  "skip_count": stats["normal_skips"], "pruned_share": record["pruned_share"]})
+            _append(out_dir, {"kind": "collapse", "key": key, "method": method, "seed": seed,
+                              "seconds": round(time.perf_counter() - start, 1),
+                              "arch_updates": result.history[-1]["step"], "per_epoch": per_epoch})
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def _correct(out_dir, key):
+    return np.unpackbits(np.load(os.path.join(out_dir, "train", key, "test_correct.npy"))).astype(bool)
+
+
+def paired_bootstrap(a, b, samples=10000, seed=0):
+    """Mean accuracy of cells `a` minus that of cells `b`, resampling the test images (paired).
+
+    `a`, `b`: boolean arrays (cells, images) of per-image correctness. Returns
+    the observed difference, a 95% interval and the share of resamples at or
+    below zero (a one-sided p-value for "a is better").
+    """
+    rng = np.random.default_rng(seed)
+    n = a.shape[1]
+    per_image = a.mean(0) - b.mean(0)
+    diffs = np.array([per_image[rng.integers(0, n, n)].mean() for _ in range(samples)])
+    return {"difference": float(per_image.mean()), "low": float(np.percentile(diffs, 2.5)),
+            "high": float(np.percentile(diffs, 97.5)), "p_at_or_below_zero": float(np.mean(diffs <= 0))}
+
+
+def _ms(values, fmt="{:.4f}"):
     values = [v for v in values if v is not None]
     if not values:
         return "-"
@@ -142,71 +324,134 @@ def _mean_std(values, fmt):
     return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
 
 
-def summarise(records):
-    """A markdown table, mean ± std over seeds per method."""
-    groups = {}
-    for r in records:
-        groups.setdefault(r["method"], []).append(r)
-    lines = [
-        "| method | runs | test accuracy | non-zero params | dense params | kernel sparsity | "
-        "parameter-free ops | distinct op types | search s | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method, rs in groups.items():
-        lines.append(
-            f"| {method} | {len(rs)} | {_mean_std([r['test_accuracy'] for r in rs], '{:.4f}')} | "
-            f"{_mean_std([r['nonzero_params'] for r in rs], '{:,.0f}')} | "
-            f"{_mean_std([r['dense_params'] for r in rs], '{:,.0f}')} | "
-            f"{_mean_std([r['kernel_sparsity'] for r in rs], '{:.3f}')} | "
-            f"{_mean_std([r['parameter_free_share'] for r in rs], '{:.2f}')} | "
-            f"{_mean_std([len(r['op_histogram']) for r in rs], '{:.1f}')} | "
-            f"{_mean_std([r['search_s'] for r in rs], '{:.0f}')} | "
-            f"{_mean_std([r['train_s'] for r in rs], '{:.0f}')} |"
-        )
-    lines += ["", "Op histograms (kept edges, both cells):", ""]
-    for r in records:
-        hist = ", ".join(f"{k} {v}" for k, v in r["op_histogram"].items())
-        lines.append(f"- {r['method']} seed {r['seed']} ({r['genotype_hash']}): {hist}")
-    return "\n".join(lines)
+def report(out_dir, doc):
+    from tfvnas import charts
 
-
-def merge(folders, out_dir):
-    """Merges the `results.json` of `folders` into `out_dir` (results.json and results.md)."""
-    records = []
-    for folder in folders:
-        path = os.path.join(folder, "results.json")
-        if not os.path.isfile(path):
-            raise SystemExit(f"experiment_collapse: no results.json in {folder!r}")
-        with open(path, encoding="utf-8") as f:
-            records += json.load(f)
-    order = {"vinnas": 0, "darts": 1}
-    records.sort(key=lambda r: (order.get(r["method"], 2), r["method"], r["seed"]))
-    os.makedirs(out_dir, exist_ok=True)
-    save_records(records, out_dir)
-    write_table(records, out_dir)
-    return records
+    records = read_results(out_dir)
+    null = next(r for r in records if r["kind"] == "null")
+    trains = [r for r in records if r["kind"] == "train"]
+    searches = [r for r in records if r["kind"] == "search"]
+    lines = []
+    recipes = [r for r in records if r["kind"] == "recipe"]
+    if recipes:
+        lines += ["Training recipe, chosen on the validation split: "
+                  + "; ".join(f"lr {r['lr']}: val accuracy {r['val_accuracy']:.4f}" for r in recipes)
+                  + f" (kept lr {chosen_lr(out_dir)}).", ""]
+    lines += ["| group | weights | cells | test accuracy | non-zero params | after dead-channel elimination | "
+              "dense params | parameter-free share | distinct op types |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    groups = ("vinnas", "darts", "random", "zoo")
+    for group in groups:
+        for weights in ("sparse", "dense"):
+            rs = [r for r in trains if r["group"] == group and r["weights"] == weights]
+            if not rs:
+                continue
+            lines.append(
+                f"| {group} | {weights} | {len(rs)} | {_ms([r['test_accuracy'] for r in rs])} | "
+                f"{_ms([r['nonzero_params'] for r in rs], '{:,.0f}')} | "
+                f"{_ms([r['nonzero_params_shrunk'] for r in rs], '{:,.0f}')} | "
+                f"{_ms([r['dense_params'] for r in rs], '{:,.0f}')} | "
+                f"{_ms([r['parameter_free_share'] for r in rs], '{:.2f}')} | "
+                f"{_ms([r['distinct_ops'] for r in rs], '{:.1f}')} |")
+    p, d = null["parameter_free_share"], null["distinct_ops"]
+    lines += ["", f"Random null ({null['samples']} genotypes drawn uniformly, no training): parameter-free "
+              f"share {p['mean']:.2f} ± {p['std']:.2f}, distinct op types {d['mean']:.1f} ± {d['std']:.1f}, "
+              f"normal-cell skips {null['normal_skips']['mean']:.2f} ± {null['normal_skips']['std']:.2f}.", ""]
+    if searches:
+        lines += ["| search | seconds | architecture updates | converged | pruned normal / reduce | genotype |",
+                  "|---|---|---|---|---|---|"]
+        for r in searches:
+            share = r["pruned_share"]
+            lines.append(f"| {r['key']} | {r['seconds']:.0f} | {r['steps']} | {'yes' if r['converged'] else 'no'} | "
+                         f"{share['normal']:.0%} / {share['reduce']:.0%} | "
+                         + ", ".join(f"{k} {v}" for k, v in r["op_histogram"].items()) + " |")
+        lines.append("")
+    comparisons = []
+    for weights in ("sparse", "dense"):
+        vinnas = [r for r in trains if r["group"] == "vinnas" and r["weights"] == weights]
+        for other in ("random", "darts"):
+            rs = [r for r in trains if r["group"] == other and r["weights"] == weights]
+            if vinnas and rs:
+                boot = paired_bootstrap(np.stack([_correct(out_dir, r["key"]) for r in vinnas]),
+                                        np.stack([_correct(out_dir, r["key"]) for r in rs]))
+                comparisons.append((weights, other, boot))
+    if comparisons:
+        lines += ["Paired bootstrap over the test images (10,000 resamples), mean accuracy of the VINNAS cells "
+                  "minus that of the other group's cells:", "",
+                  "| weights | against | difference | 95% interval | resamples at or below 0 |", "|---|---|---|---|---|"]
+        lines += [f"| {w} | {o} | {b['difference']:+.4f} | [{b['low']:+.4f}, {b['high']:+.4f}] | "
+                  f"{b['p_at_or_below_zero']:.4f} |" for w, o, b in comparisons]
+        lines.append("")
+    pictures = os.path.join(os.path.dirname(doc), "results")
+    os.makedirs(pictures, exist_ok=True)
+    points = [{"label": r["cell"], "group": f"{r['group']} ({r['weights']})", "nonzero_params": r["nonzero_params"],
+               "accuracy": r["test_accuracy"]} for r in trains]
+    if points:
+        charts.pareto_png(points, os.path.join(pictures, "fashion_pareto.png"))
+        lines += ["![test accuracy against non-zero parameters](results/fashion_pareto.png)", ""]
+    collapses = [r for r in records if r["kind"] == "collapse"]
+    if collapses:
+        series = {}
+        for r in collapses:
+            series.setdefault(r["method"], []).append(
+                [{"epoch": e["epoch"], "parameter_free_share": e["parameter_free_share"],
+                  "skip_count": e["skip_count"]} for e in r["per_epoch"]])
+        band = {"parameter_free_share": (null["normal_parameter_free_share"]["mean"],
+                                         null["normal_parameter_free_share"]["std"]),
+                "skip_count": (null["normal_skips"]["mean"], null["normal_skips"]["std"])}
+        charts.collapse_png(series, os.path.join(pictures, "fashion_collapse.png"), band=band)
+        lines += ["| long search | architecture updates | seconds | last epoch's normal cell: parameter-free share, "
+                  "skips |", "|---|---|---|---|"]
+        lines += [f"| {r['key']} | {r['arch_updates']} | {r['seconds']:.0f} | "
+                  f"{r['per_epoch'][-1]['parameter_free_share']:.2f}, {r['per_epoch'][-1]['skip_count']} |"
+                  for r in collapses]
+        lines += ["", "![the derived normal cell per epoch of the long searches](results/fashion_collapse.png)", ""]
+    begin, end = "<!-- evidence:begin -->", "<!-- evidence:end -->"
+    with open(doc, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(doc, "w", encoding="utf-8") as f:
+        f.write(f"{head}{begin}\n\n" + "\n".join(lines) + f"\n{end}{tail}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small budget, 2 seeds, one zoo cell")
-    parser.add_argument("--out", default=None, help="output folder (default runs/collapse[-quick])")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1 quick, 0,1,2 full)")
+    parser.add_argument("--quick", action="store_true", help="a pipeline check in minutes (tiny budget)")
+    parser.add_argument("--out", default=None, help="output folder (default runs/evidence[-quick])")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, of: {', '.join(PHASES)}")
     parser.add_argument("--methods", default="vinnas,darts")
-    parser.add_argument("--zoo", default=None, help="comma-separated zoo cells (default darts_v2 quick, all full)")
-    parser.add_argument("--summarise", nargs="+", metavar="DIR", default=None,
-                        help="only merge the results.json of these folders into --out (no runs)")
+    parser.add_argument("--report", metavar="DOC", help="write the results section of DOC")
+    parser.add_argument("--no-run", action="store_true", help="only --report")
     args = parser.parse_args(argv)
-    if args.summarise:
-        if not args.out:
-            parser.error("--summarise needs --out (where the merged results.json and results.md go)")
-        merge(args.summarise, args.out)
-        return 0
     budget = "quick" if args.quick else "full"
-    seeds = [int(s) for s in (args.seeds or ("0,1" if args.quick else "0,1,2")).split(",")]
-    zoo = [z for z in (args.zoo if args.zoo is not None else ("darts_v2" if args.quick else "darts_v1,darts_v2,pc_darts,drnas")).split(",") if z]
-    out = args.out or os.path.join("runs", "collapse-quick" if args.quick else "collapse")
-    run(out, seeds, budget, zoo, [m for m in args.methods.split(",") if m])
+    cfg = BUDGETS[budget]
+    out = args.out or os.path.join("runs", "evidence-quick" if args.quick else "evidence")
+    os.makedirs(out, exist_ok=True)
+    methods = [m for m in args.methods.split(",") if m]
+    if not args.no_run:
+        phases = [p for p in args.phases.split(",") if p]
+        unknown = sorted(set(phases) - set(PHASES))
+        if unknown:
+            parser.error(f"unknown phases {unknown}; known: {', '.join(PHASES)}")
+        dataset = None if phases == ["null"] else _dataset(budget)
+        for phase in PHASES:
+            if phase not in phases:
+                continue
+            start = time.perf_counter()
+            if phase == "null":
+                phase_null(out, budget, cfg)
+            elif phase == "recipe":
+                phase_recipe(out, budget, cfg, dataset)
+            elif phase == "search":
+                phase_search(out, budget, cfg, dataset, methods)
+            elif phase == "train":
+                phase_train(out, budget, cfg, dataset)
+            else:
+                phase_collapse(out, budget, cfg, dataset, methods)
+            print(f"== phase {phase}: {time.perf_counter() - start:.0f} s", flush=True)
+    if args.report:
+        report(out, args.report)
     return 0
 
 

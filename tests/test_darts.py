@@ -70,6 +70,7 @@ def test_unknown_method_is_refused():
         config_lib.SearchConfig(method="enas")
 
 
+@pytest.mark.slow
 def test_darts_search_runs_end_to_end(tmp_path):
     cfg = config_lib.preset("smoke").replace(layers=1, nodes=2, epochs=1, limit=128)
     result = search("mnist-5k", config=cfg, method="darts", out_dir=tmp_path / "darts", verbose=0)

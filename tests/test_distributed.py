@@ -38,6 +38,8 @@ from tfvnas import searching as search_lib
 from tfvnas.searching import search as run_search
 
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"layers": 1, "nodes": 1, "epochs": 2}
 STEPS_PER_EPOCH = 4  # smoke: limit 256, bi-level halves of 128, batch 32

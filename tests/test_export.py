@@ -4,7 +4,9 @@ One module-scoped export (int8 and QAT on, tiny data) serves most tests; the
 references are independent of the code under test where it matters: a
 fresh Python process loads the SavedModel, the zero masks are compared with
 the test's own layout transposes, and the sparse file's weights, densified by
-LiteRT, against the dense file's.
+LiteRT, against the dense file's. The export shrinks the model first
+(dead channels out, `tfvnas.shrinking`); the files must hold exactly the
+shrunk model's kernels and compute the unshrunk model's logits.
 """
 
 import glob
@@ -22,7 +24,10 @@ import tensorflow as tf
 from tfvnas import config as config_lib
 from tfvnas import counting
 from tfvnas import data as data_lib
+from tfvnas import macs, shrinking
 from tfvnas.exporting import api, qat, saved_model, tflite
+
+pytestmark = pytest.mark.slow  # one real export (SavedModel, TFLite, int8, QAT) serves the module
 
 
 SPARSITY = 0.8
@@ -125,17 +130,25 @@ def exported(model, dataset, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("export") / "run"
     cfg = config_lib.ExportConfig(
         int8=True, qat=True, qat_epochs=1, qat_batch_size=64, representative_samples=64,
-        latency_runs=10, eval_batch_size=128, seed=0,
+        latency_runs=10, latency_rounds=1, eval_batch_size=128, seed=0,
     )
     report = api.export_stripped(model, dataset, out_dir, cfg,
                                         extra_report={"epochs": 20, "note": "test"})
     return out_dir, report
 
 
-def test_the_fixture_model_is_sparse_and_learnt(model, dataset, exported):
+@pytest.fixture(scope="module")
+def shrunk(model):
+    """What the export ships: shrinking is deterministic."""
+    return shrinking.shrink(model)
+
+
+def test_the_fixture_model_is_sparse_and_learnt(model, shrunk, dataset, exported):
     _, report = exported
+    assert 0.7 < counting.count_parameters(model)["kernel_sparsity"] < 0.9
     params = report["parameters"]
-    assert 0.7 < params["kernel_sparsity"] < 0.9
+    assert params == counting.count_parameters(shrunk)
+    assert params["kernel_dense"] < counting.count_parameters(model)["kernel_dense"]
     assert {r["type"] for r in params["layers"]} == {"Conv2D", "DepthwiseConv2D", "Dense"}
     assert report["parity"]["keras"]["accuracy"] > 0.3  # well above chance (0.1)
 
@@ -214,11 +227,11 @@ def _keras_kernels(model):
             if w.name == "kernel"]
 
 
-def test_saved_model_keeps_every_zero(model, exported):
+def test_saved_model_keeps_every_zero(shrunk, exported):
     out_dir, report = exported
     loaded = tf.saved_model.load(str(out_dir / "saved_model"))
     variables = {v.name: v.numpy() for v in loaded.variables}
-    for _, path, kernel in _keras_kernels(model):
+    for _, path, kernel in _keras_kernels(shrunk):
         np.testing.assert_array_equal(variables[f"{path}:0"] == 0, kernel == 0)
         np.testing.assert_array_equal(variables[f"{path}:0"], kernel)
     pattern = report["zero_pattern"]["saved_model"]
@@ -236,18 +249,18 @@ def _tflite_layout(layer, kernel):
 
 
 @pytest.mark.parametrize("name", ["model_float.tflite", "model_float_dense.tflite"])
-def test_float_tflite_keeps_every_zero(model, exported, name):
+def test_float_tflite_keeps_every_zero(shrunk, exported, name):
     out_dir, report = exported
     constants = tflite.tflite_weights(out_dir / name)
     if name == "model_float.tflite":
-        assert sum(c.sparse for c in constants) == len(_keras_kernels(model))
-    for layer, _, kernel in _keras_kernels(model):
+        assert sum(c.sparse for c in constants) == len(_keras_kernels(shrunk))
+    for layer, _, kernel in _keras_kernels(shrunk):
         mask = _tflite_layout(layer, kernel) != 0
         same = [c for c in constants if c.shape == mask.shape
                 and np.array_equal(c.values != 0, mask)]
         assert same, f"no constant of {name} has the zero mask of {layer.name}"
     # The classifier is not folded with anything: its values come back exactly.
-    dense = next(k for layer, _, k in _keras_kernels(model) if layer.name == "classifier")
+    dense = next(k for layer, _, k in _keras_kernels(shrunk) if layer.name == "classifier")
     assert any(c.shape == dense.T.shape and np.array_equal(c.values, dense.T)
                for c in constants)
     pattern = report["zero_pattern"][name]
@@ -276,8 +289,11 @@ def test_int8_accuracy_is_within_tolerance(model, dataset, exported):
         assert entry["accuracy_drop"] == pytest.approx(keras_accuracy - accuracy)
         assert entry["within_tolerance"] == bool(keras_accuracy - accuracy <= entry["tolerance"])
         assert entry["encoding"] in ("sparse", "dense") and entry["reason"]
+        sparse = entry["attempts"]["sparse"]
         if entry["encoding"] == "dense":
-            assert entry["attempts"]["sparse"]["loads_with_xnnpack"] is False
+            assert sparse["loads_with_xnnpack"] is False or sparse["matches_dense"] is False
+        else:
+            assert sparse["matches_dense"] is True and sparse["max_abs_diff_to_dense"] == 0
         io = tflite.tflite_io(out_dir / name)
         assert io["input"]["dtype"] == "uint8"
         assert io["outputs"]["logits"]["dtype"] == "int8"
@@ -286,7 +302,7 @@ def test_int8_accuracy_is_within_tolerance(model, dataset, exported):
     assert drop <= 0.03
 
 
-def test_qat_keeps_conv2d_and_dense_zeros(model, exported):
+def test_qat_keeps_conv2d_and_dense_zeros(shrunk, exported):
     out_dir, report = exported
     qat = report["qat"]
     # tfmot's prune-preserve scheme itself keeps Conv2D and Dense zeros ...
@@ -303,7 +319,7 @@ def test_qat_keeps_conv2d_and_dense_zeros(model, exported):
             assert qat[key][layer_type]["preserved"] is True
     # Independently: each zero is zero in some same-shaped int8 tensor of the file.
     constants = tflite.tflite_weights(out_dir / "model_qat_int8.tflite")
-    for layer, _, kernel in _keras_kernels(model):
+    for layer, _, kernel in _keras_kernels(shrunk):
         zeros = _tflite_layout(layer, kernel) == 0
         assert any(c.shape == zeros.shape and not np.any(c.values[zeros])
                    for c in constants), layer.name
@@ -314,8 +330,8 @@ def test_report_has_every_field(exported):
     report = json.loads((out_dir / "report.json").read_text())
     assert report == returned
     assert list(report) == [
-        "format", "created", "dataset", "input", "outputs", "parameters", "files",
-        "float_sparse_to_dense_ratio", "tflite", "parity", "latency", "zero_pattern",
+        "format", "created", "dataset", "input", "outputs", "parameters", "macs", "shrink", "files",
+        "float_sparse_to_dense_ratio", "tflite", "parity", "latency", "comparison", "zero_pattern",
         "int8", "qat", "config", "versions", "model"]
     assert report["input"] == {
         "name": "images", "shape": [None, 12, 12, 1], "dtype": "uint8", "range": [0.0, 255.0],
@@ -366,12 +382,14 @@ def test_markdown_report_and_model_card_state_the_input_contract(exported):
     assert "## Known limits" in card
 
 
-def test_to_tf_keras_computes_the_same_function(model, dataset):
-    tf_model = qat.to_tf_keras(model)
+@pytest.mark.parametrize("which", ["unshrunk", "shrunk"])
+def test_to_tf_keras_computes_the_same_function(model, shrunk, dataset, which):
+    source = shrunk if which == "shrunk" else model
+    tf_model = qat.to_tf_keras(source)
     x = dataset.x_test[:8].astype(np.float32)
     np.testing.assert_allclose(tf_model(x, training=False).numpy(),
                                model(x, training=False).numpy(), atol=1e-5)
-    assert [l.name for l in tf_model.layers] == [l.name for l in model.layers]
+    assert [l.name for l in tf_model.layers] == [l.name for l in source.layers]
 
 
 def test_sparse_weights_read_back_equal_the_dense_files(exported):
@@ -451,3 +469,127 @@ def test_a_crash_leaves_no_folder(model, dataset, tmp_path, monkeypatch):
         api.export_stripped(model, dataset, out_dir, config_lib.ExportConfig())
     assert not out_dir.exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_the_shrunk_export_computes_the_unshrunk_logits(model, shrunk, dataset, exported):
+    out_dir, report = exported
+    x = dataset.x_test
+    expected = model(x.astype(np.float32), training=False).numpy()
+    np.testing.assert_allclose(shrunk(x.astype(np.float32)).numpy(), expected, atol=1e-5)
+    parity = report["shrink"]["parity"]
+    assert parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-5
+    assert parity["examples"] == len(x)
+    # The files hold the shrunk model: fewer channels, and names kept.
+    assert macs.count_macs(shrunk)["total"] < macs.count_macs(model)["total"]
+    assert report["macs"] == macs.count_macs(shrunk)
+    summary = report["shrink"]
+    assert summary["enabled"] is True
+    assert summary["macs"] == {"before": macs.count_macs(model)["total"],
+                               "after": macs.count_macs(shrunk)["total"],
+                               "ratio": pytest.approx(macs.count_macs(model)["total"]
+                                                      / macs.count_macs(shrunk)["total"])}
+    # head_conv has an all-zero output column: it and the classifier row reading it go.
+    assert summary["channels"]["Conv2D"]["after"] < summary["channels"]["Conv2D"]["before"]
+    assert shrunk.get_layer("classifier").kernel.shape[0] < model.get_layer("classifier").kernel.shape[0]
+
+
+def test_the_comparison_table_puts_the_shipped_files_first(model, shrunk, dataset, exported):
+    out_dir, report = exported
+    table = report["comparison"]
+    assert table["latency"] == {"runs": 10, "rounds": 1, "threads": [1, 2], "image": "the first test image"}
+    rows = table["rows"]
+    shipped = ["model_float.tflite", "model_float_dense.tflite", "model_int8.tflite", "model_qat_int8.tflite"]
+    assert [(r["model"], r["file"], r["shipped"]) for r in rows] == (
+        [("shrunk", name, True) for name in shipped]
+        + [("unshrunk", name, False) for name in shipped[:3]])
+    counts = {"shrunk": (shrunk, macs.count_macs(shrunk)["total"]),
+              "unshrunk": (model, macs.count_macs(model)["total"])}
+    for row in rows:
+        keras_model, total = counts[row["model"]]
+        assert row["macs"] == total
+        params = counting.count_parameters(keras_model)
+        assert row["parameters"] == {"dense": params["dense"], "nonzero": params["nonzero"]}
+        assert set(row["latency"]) == {"1", "2"}
+        for entry in row["latency"].values():
+            assert 0 < entry["median_ms"] <= entry["p90_ms"]
+        assert 0 < row["gzip_bytes"] < row["bytes"]
+        if row["shipped"]:
+            assert row["bytes"] == report["files"][row["file"]]["bytes"]
+            assert row["accuracy"] == report["parity"][row["file"]]["accuracy"]
+            assert row["latency"]["1"]["median_ms"] == report["latency"][row["file"]]["median_ms"]
+    # Same predictions: the float files of both models have the Keras accuracy.
+    keras_accuracy = report["parity"]["keras"]["accuracy"]
+    assert [r["accuracy"] for r in rows if r["format"] == "float"] == [keras_accuracy] * 4
+    # The unshrunk files were measured and deleted.
+    assert not [p for p in os.listdir(out_dir) if p.startswith(".")]
+
+
+def test_the_model_card_gives_the_shrunk_numbers_first(exported):
+    out_dir, report = exported
+    card = (out_dir / "model_card.md").read_text()
+    report_md = (out_dir / "report.md").read_text()
+    assert card.index("## Size and speed") < card.index("## Accuracy and size")
+    assert f"This model (dead channels removed, constants folded): {report['macs']['total']:,} MACs" in card
+    table = card[card.index("| model | file | MACs"):card.index("LiteRT with XNNPACK")]
+    lines = [line for line in table.splitlines() if line.startswith("| shrunk") or line.startswith("| unshrunk")]
+    assert lines[0].startswith("| shrunk | model_float.tflite |")
+    assert lines[-1].startswith("| unshrunk (not shipped) | model_int8.tflite |")
+    assert "Removing dead channels cut the MACs per image" in card
+    assert "## Dead-channel elimination" in report_md and "## Size, speed and accuracy" in report_md
+    assert f"{report['shrink']['macs']['ratio']:.2f}x fewer" in report_md
+
+
+def test_no_shrink_exports_every_channel(model, dataset, tmp_path):
+    cfg = config_lib.ExportConfig(shrink=False, latency_runs=3, latency_rounds=1, latency_threads=(1,),
+                                  eval_batch_size=128)
+    report = api.export_stripped(model, dataset, tmp_path / "plain", cfg)
+    assert report["shrink"] == {"enabled": False}
+    assert report["parameters"] == counting.count_parameters(model)
+    assert report["macs"] == macs.count_macs(model)
+    assert [(r["model"], r["file"]) for r in report["comparison"]["rows"]] == [
+        ("unshrunk", "model_float.tflite"), ("unshrunk", "model_float_dense.tflite")]
+    assert report["zero_pattern"]["saved_model"]["identical_masks"] is True
+    card = (tmp_path / "plain" / "model_card.md").read_text()
+    assert "Dead channels were not removed (`--no-shrink`)" in card
+    assert config_lib.ExportConfig.load(tmp_path / "plain" / "export_config.json").shrink is False
+
+
+def test_export_config_checks_the_new_fields():
+    with pytest.raises(ValueError) as info:
+        config_lib.ExportConfig(latency_threads=(1, 1))
+    assert str(info.value) == (
+        "`latency_threads` must be distinct positive thread counts. Received: latency_threads=[1, 1]")
+    with pytest.raises(ValueError) as info:
+        config_lib.ExportConfig(latency_rounds=0)
+    assert str(info.value) == "`latency_rounds` must be positive. Received: latency_rounds=0"
+    with pytest.raises(ValueError) as info:
+        api.export("unused", "unused-out", shrink="no")
+    assert str(info.value) == "`shrink` must be a bool or None. Received: shrink='no'"
+
+
+def test_sparse_to_dense_expands_like_litert_densify(exported):
+    # Independent reference: LiteRT's own DENSIFY kernel, on the sparse float file.
+    from ai_edge_litert.interpreter import Interpreter
+
+    out_dir, _ = exported
+    path = str(out_dir / "model_float.tflite")
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    encoded = [c for c in tflite.tflite_weights(path) if c.sparse]
+    assert encoded
+    for constant in encoded:
+        detail = details[constant.index]
+        dense = tflite.sparse_to_dense(interpreter.get_tensor(constant.index), detail["sparsity_parameters"],
+                                       constant.shape)
+        np.testing.assert_array_equal(dense, constant.raw)
+
+
+def test_a_sparse_int8_file_that_lost_weights_is_not_shipped(exported):
+    # The shrunk classifier reads 15 features: the converter's 1x16 block-sparse
+    # int8 encoding of it loads with XNNPACK but drops weights.
+    _, report = exported
+    attempts = report["int8"]["attempts"]["sparse"]
+    assert attempts["loads_with_xnnpack"] is True and attempts["matches_dense"] is False
+    assert report["int8"]["encoding"] == "dense"
+    assert report["int8"]["reason"].startswith("the sparse int8 file computes other logits than the dense one")

@@ -854,3 +854,28 @@ def test_derive_errors(kwargs, message):
 def test_top_k_bad_k(k):
     with raises(f"`k` must be a positive int. Received: k={k!r}"):
         derive_top_k(TABLES2, OPS, nodes=2, k=k)
+
+
+def test_random_genotype_is_uniform_over_the_top_k_space():
+    from tfvnas.genotype import random_genotype
+
+    ops = ["none", "sep_conv_3x3", "max_pool_3x3", "skip_connect"]
+    draws = [random_genotype(ops, nodes=4, rng=np.random.default_rng(s)) for s in range(600)]
+    assert random_genotype(ops, nodes=4, rng=np.random.default_rng(3)) == draws[3]  # a function of the seed
+    counts = {op: 0 for op in ops}
+    first_inputs = np.zeros(5)
+    for g in draws:
+        for cell in (g.normal, g.reduce):
+            assert [len(node) for node in cell] == [2, 2, 2, 2]
+            for i, node in enumerate(cell):
+                inputs = [j for _, j in node]
+                assert len(set(inputs)) == 2 and all(0 <= j <= 1 + i for j in inputs)
+            for op, _ in (p for node in cell for p in node):
+                counts[op] += 1
+        first_inputs[[j for _, j in g.normal[3]]] += 1
+    assert counts["none"] == 0
+    total = sum(counts.values())
+    for op in ops[1:]:  # uniform over the three drawable ops: 1/3 each
+        assert abs(counts[op] / total - 1 / 3) < 0.02
+    # Node 5 (the fourth) picks 2 of its 5 inputs uniformly: each 2/5 of the time.
+    np.testing.assert_allclose(first_inputs / len(draws), 0.4, atol=0.05)

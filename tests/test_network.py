@@ -121,8 +121,9 @@ def test_drop_path_only_in_training_and_ramped(sparse_net, images):
     sparse_net.drop_path_progress.assign(0.0)
 
 
-def test_strip_matches_inference_and_uses_standard_layers(sparse_net, images):
-    stripped = strip_lib.strip(sparse_net)
+@pytest.mark.parametrize("shrink", [True, False])
+def test_strip_matches_inference_and_uses_standard_layers(sparse_net, images, shrink):
+    stripped = strip_lib.strip(sparse_net, shrink=shrink)
     strip_lib.check_standard_layers(stripped)
     assert stripped.input.name == "images" or stripped.inputs[0].name == "images"
     kinds = {type(l).__name__ for l in stripped.layers}
@@ -135,7 +136,7 @@ def test_strip_matches_inference_and_uses_standard_layers(sparse_net, images):
 
 
 def test_strip_keeps_exactly_the_pruned_zeros(sparse_net):
-    stripped = strip_lib.strip(sparse_net)
+    stripped = strip_lib.strip(sparse_net, shrink=False)
     pruned, total = variational.weight_sparsity(sparse_net)
     assert 0 < pruned < total
     kernels = [w.numpy() for l in stripped.layers for w in l.weights if w.path.endswith("kernel")]
@@ -213,6 +214,7 @@ def test_keras_fit_trains_the_elbo_tfvnas_trains():
     assert keras_loss == pytest.approx(float(elbo), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_keras_fit_with_the_kl_schedule_learns_and_sparsifies():
     x, y = _digits(512)
     net = _network()

@@ -17,6 +17,8 @@ from tfvnas.cli import main
 from tfvnas.exporting import load_trained
 from tfvnas.training import ARTEFACTS as TRAIN_ARTEFACTS
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 SEARCH_FILES = {"genotype.json", "genotype_threshold.json", "search_config.json", "search_history.json", "checkpoints"}
 TRAIN_FILES = set(TRAIN_ARTEFACTS) | {"checkpoints"}
 EXPORT_FILES = {

@@ -16,6 +16,8 @@ from tfvnas import genotype as genotype_lib
 from tfvnas import searching as search_lib
 from tfvnas.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 
 HISTORY_FIELDS = {
     "epoch", "step", "beta", "weight_lr", "train_loss", "train_accuracy", "arch_loss",

@@ -19,6 +19,8 @@ from tfvnas.config import SearchConfig, TrainConfig
 from tfvnas.training import Trainer
 from tfvnas.tuning import DEFAULT_TRAIN_SPACE, TrainHyperModel, normalise_space, tune
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 TINY_TRAIN = dict(layers=1, channels=4, epochs=1, limit=128, batch_size=32)
 TINY_SEARCH = dict(layers=1, channels=4, nodes=1, epochs=1, limit=128, batch_size=32, optimization="joint")
 
@@ -242,7 +244,7 @@ def test_search_mode(tmp_path, mnist):
     )
     (trial,) = _read(out / "trials.json")["trials"]
     assert trial["status"] == "COMPLETED" and 0.0 <= trial["val_accuracy"] <= 1.0
-    assert set(trial["hyperparameters"]) == {"kl_warmup", "arch_lr", "threshold"}
+    assert set(trial["hyperparameters"]) == {"kl_warmup", "arch_lr", "kl_weight", "threshold"}
     assert trial["total_ops"] == 2 * len(SearchConfig().op_names)  # one node: two edges
     assert trial["active_ops"] == trial["active_ops_normal"] + trial["active_ops_reduce"] <= 2 * trial["total_ops"]
     best = _read(out / "best.json")

@@ -43,6 +43,8 @@ _PUBLIC = {
     "train": "tfvnas.training",
     "export": "tfvnas.exporting",
     "export_stripped": "tfvnas.exporting",
+    "shrink": "tfvnas.shrinking",
+    "count_macs": "tfvnas.macs",
     "RunResult": "tfvnas.pipeline",
     "run": "tfvnas.pipeline",
 }

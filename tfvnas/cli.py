@@ -170,6 +170,10 @@ def _add_export_flags(parser):
         "--qat", action="store_true",
         help="also write an int8 .tflite after pruning-preserving quantization-aware fine-tuning",
     )
+    parser.add_argument(
+        "--no-shrink", dest="shrink", action="store_false", default=None,
+        help="export every channel: skip dead-channel elimination and constant folding",
+    )
 
 
 def _loop_kwargs(args):
@@ -225,6 +229,7 @@ def _export(args):
         config=args.config,
         int8=args.int8,
         qat=args.qat,
+        shrink=args.shrink,
         overwrite=args.overwrite,
     )
     return 0
@@ -244,6 +249,7 @@ def _run(args):
         seed=args.seed,
         int8=args.int8,
         qat=args.qat,
+        shrink=args.shrink,
         method=args.method,
         **_loop_kwargs(args),
     )
@@ -279,7 +285,7 @@ def _add_tune_parser(subparsers):
         description=(
             "Run a keras-tuner study (random, bayesian or hyperband) that maximises the validation accuracy. "
             "--mode train (default) tunes the training of --genotype: lr, weight_decay, drop_path, kl_weight, "
-            "threshold; --mode search tunes the search: kl_warmup, arch_lr, threshold. Writes study.json, "
+            "threshold; --mode search tunes the search: kl_warmup, arch_lr, kl_weight, threshold. Writes study.json, "
             "trials.json, best.json and best_config.json (for --config) to --out; running the same command "
             "again resumes the study, up to --max-trials trials in total."
         ),

@@ -243,7 +243,7 @@ class SearchConfig(_Config):
 # SearchConfig leaves `arch_lr`, `arch_beta1`, `arch_weight_decay` unset.
 ARCH_OPTIMIZERS = {
     # From the study in docs/search.md (validation split of mnist-5k).
-    "vinnas": {"lr": 0.03, "beta_1": 0.5, "weight_decay": 0.0},
+    "vinnas": {"lr": 0.3, "beta_1": 0.5, "weight_decay": 0.0},
     # DARTS' own (Liu et al., 2019): Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3.
     "darts": {"lr": 3e-4, "beta_1": 0.5, "weight_decay": 1e-3},
 }
@@ -255,10 +255,12 @@ PRESETS = {
         layers=3, channels=4, nodes=2, epochs=2, batch_size=32, limit=256, kl_warmup=0.0,
         prune_every=2, prune_patience=1, gate_log_alpha_init=2.9,
     ),
-    # Minutes on a 2-core CPU: the newcomer's default on the bundled data.
+    # Minutes on a 2-core CPU: the newcomer's default on the bundled data. A
+    # proxy (14x14 images, 1,600 training images) given the updates a search
+    # needs to converge; docs/search.md has the study behind every field.
     "quick": SearchConfig(
-        layers=4, channels=8, nodes=4, epochs=5, batch_size=64, limit=1600,
-        kl_warmup=0.2,
+        layers=4, channels=8, nodes=4, epochs=24, batch_size=64, limit=1600, resolution=14,
+        kl_warmup=0.2, kl_weight=16.0, gate_log_alpha_init=-1.0,
     ),
     # The DARTS-scale setting (meant for a GPU).
     "paper": SearchConfig(layers=8, channels=16, nodes=4, epochs=50, batch_size=64),
@@ -379,6 +381,15 @@ class ExportConfig(_Config):
         int8_tolerance: largest accepted accuracy drop of an int8 model
             against the float one on the test split.
         seed: seed of the sample choice.
+        shrink: remove dead channels and fold the constants they leave
+            before exporting (`tfvnas.shrinking.shrink`).
+        compare_unshrunk: also convert the unshrunk network (float, and
+            int8 with `int8`) to report what shrinking changed; those files
+            are measured, not shipped.
+        latency_rounds: rounds of `latency_runs` timed runs per file,
+            interleaved across files (the runs of all rounds are pooled).
+        latency_threads: interpreter thread counts the latency is measured
+            with.
     """
 
     int8: bool = False
@@ -391,6 +402,10 @@ class ExportConfig(_Config):
     eval_batch_size: int = 256
     int8_tolerance: float = 0.03
     seed: int = 0
+    shrink: bool = True
+    compare_unshrunk: bool = True
+    latency_rounds: int = 4
+    latency_threads: typing.Tuple[int, ...] = (1, 2)
 
     def validate(self):
         for name in ("qat_epochs", "qat_lr", "qat_batch_size", "representative_samples",
@@ -399,6 +414,13 @@ class ExportConfig(_Config):
         if not 0 <= self.int8_tolerance <= 1:
             raise ValueError(
                 f"`int8_tolerance` must be in [0, 1]. Received: int8_tolerance={self.int8_tolerance!r}"
+            )
+        _positive("latency_rounds", self.latency_rounds)
+        if not self.latency_threads or any(t <= 0 for t in self.latency_threads) \
+                or len(set(self.latency_threads)) != len(self.latency_threads):
+            raise ValueError(
+                "`latency_threads` must be distinct positive thread counts. "
+                f"Received: latency_threads={list(self.latency_threads)!r}"
             )
 
 

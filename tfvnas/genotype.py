@@ -738,3 +738,52 @@ def derive_threshold(
         ]
 
     return _derive(tables, names, nodes, allowed, choose)
+
+
+# ---------------------------------------------------------------------------
+# Random cells: the baseline every search must beat.
+
+
+def random_genotype(
+    op_names: Sequence[str],
+    *,
+    nodes: int,
+    rng: np.random.Generator,
+    k: int = 2,
+    exclude: Iterable[str] = ("none",),
+) -> Genotype:
+    """Draws a genotype uniformly from the space the `top_k` rule derives cells in.
+
+    Every node of both cells takes `k` distinct inputs drawn uniformly from
+    the states before it (all of them if there are fewer), each with an op
+    drawn uniformly from `op_names` minus `exclude`, as the random-search
+    baselines of DARTS-space NAS do. Both cells concatenate all intermediate
+    nodes.
+
+    Args:
+        op_names: the candidate operations.
+        nodes: intermediate nodes per cell.
+        rng: a `numpy.random.Generator` (the draw is a function of its state).
+        k: inputs per node.
+        exclude: ops never drawn.
+
+    Returns:
+        A validated `Genotype`.
+    """
+    nodes = _check_positive_int("nodes", nodes)
+    k = _check_positive_int("k", k)
+    excluded = set(_check_names("exclude", exclude))
+    ops = [op for op in _check_names("op_names", op_names) if op not in excluded]
+    if not ops:
+        raise ValueError(f"`op_names` must hold an op not in `exclude`. Received: op_names={list(op_names)}")
+    cells = {}
+    for cell_type in CELL_TYPES:
+        cell = []
+        for i in range(nodes):
+            inputs = sorted(rng.choice(2 + i, size=min(k, 2 + i), replace=False).tolist())
+            cell.append(tuple((ops[int(rng.integers(len(ops)))], int(j)) for j in inputs))
+        cells[cell_type] = tuple(cell)
+    concat = tuple(range(2, 2 + nodes))
+    return Genotype(
+        normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"], reduce_concat=concat
+    ).validate(ops)

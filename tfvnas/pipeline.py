@@ -62,6 +62,7 @@ def run(
     seed=None,
     int8=False,
     qat=False,
+    shrink=None,
     method=None,
     strategy="auto",
     resume=False,
@@ -84,6 +85,8 @@ def run(
         epochs: overrides the search epochs; `train_epochs` the training's.
         seed: overrides both seeds.
         int8, qat: also write the int8 and the QAT int8 .tflite.
+        shrink: None keeps the export default (dead channels removed);
+            False exports every channel.
         method: the search method ('vinnas' or 'darts'; default the config's).
         strategy: a `tf.distribute.Strategy` or a name; shared by both loops.
         resume: skip finished steps and continue an interrupted one.
@@ -160,7 +163,7 @@ def run(
     else:
         say(f"export -> {dirs['export']}")
         report = export_model(
-            dirs["train"], dirs["export"], dataset=dataset, int8=int8, qat=qat, overwrite=True,
+            dirs["train"], dirs["export"], dataset=dataset, int8=int8, qat=qat, shrink=shrink, overwrite=True,
             verbose=verbose,
         )
     result = RunResult(out_dir, dirs["search"], dirs["train"], dirs["export"], genotype, report)

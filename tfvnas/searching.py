@@ -139,6 +139,9 @@ class Searcher(loop_lib.Loop):
             return {"weights": (x, y)}
         order = np.random.default_rng(cfg.seed).permutation(len(x))
         half = len(x) // 2
+        # Each half is the data its parameters are fit on (the gates on one,
+        # the weights on the other): the KL is per example of that half.
+        self.n_train = half
         w_idx, a_idx = np.sort(order[:half]), np.sort(order[half:])
         return {"weights": (x[w_idx], y[w_idx]), "arch": (x[a_idx], y[a_idx])}
 

@@ -15,6 +15,12 @@ Cropping2D, GlobalAveragePooling2D, Dense. A strided dilated depthwise
 convolution (which TensorFlow cannot run in one op) becomes a stride-1
 `DepthwiseConv2D` followed by `MaxPooling2D(pool_size=1, strides=2)`, which
 keeps every second pixel; the `none` op becomes `Rescaling(0)`.
+
+By default the stripped model then goes through dead-channel elimination
+(`tfvnas.shrinking.shrink`): channels whose weights are all zero, and what
+only they feed, are removed, and the constants dead channels still emit are
+folded into the next layer's bias, so the model is smaller and computes
+the same logits. `shrink=False` keeps every channel (and every zero).
 """
 
 import keras
@@ -22,6 +28,7 @@ import numpy as np
 
 from tfvnas import network as network_lib
 from tfvnas import ops as ops_lib
+from tfvnas import shrinking
 from tfvnas import variational
 
 STANDARD_LAYERS = (
@@ -44,7 +51,7 @@ STANDARD_LAYERS = (
 )
 
 
-def strip(network, input_shape=None, name=None):
+def strip(network, input_shape=None, name=None, shrink=True):
     """A functional model of standard Keras layers equal to `network`'s inference path.
 
     Args:
@@ -52,19 +59,24 @@ def strip(network, input_shape=None, name=None):
         input_shape: `(H, W, C)` of the raw images; default the shape the
             network was built with.
         name: model name (default `"<network name>_stripped"`).
+        shrink: remove dead channels and fold the constants they leave
+            (`tfvnas.shrinking.shrink`); False keeps every channel.
 
     Returns:
         A `keras.Model` taking float32 raw pixels `(None, H, W, C)` (named
         `images`) and returning logits.
 
     Raises:
-        ValueError: if `network` is not a built `Network`.
+        ValueError: if `network` is not a built `Network`, or `shrink` is
+            not a bool.
     """
     if not isinstance(network, network_lib.Network):
         raise ValueError(
             "`network` must be a tfvnas.network.Network. "
             f"Received: {type(network).__name__}"
         )
+    if not isinstance(shrink, bool):
+        raise ValueError(f"`shrink` must be a bool. Received: shrink={shrink!r}")
     if input_shape is None:
         if not network.built or network.input_shape_built is None:
             raise ValueError("`network` must be built (or `input_shape` given) to be stripped.")
@@ -79,7 +91,8 @@ def strip(network, input_shape=None, name=None):
         s0, s1 = s1, builder.cell(cell, s0, s1)
     x = builder.clone(network.global_pool, s1, "global_pool")
     logits = builder.apply(network.classifier, x, "classifier")
-    return keras.Model(inputs, logits, name=name or f"{network.name}_stripped")
+    model = keras.Model(inputs, logits, name=name or f"{network.name}_stripped")
+    return shrinking.shrink(model) if shrink else model
 
 
 def check_standard_layers(model):

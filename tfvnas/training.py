@@ -48,9 +48,12 @@ class TrainResult:
         config: the `TrainConfig` used.
         history: one dict per epoch.
         test_loss, test_accuracy: on the dataset's test split.
-        parameters: `dense` and `nonzero` counts over every weight of the
-            stripped network, and `kernel_dense`, `kernel_nonzero`,
-            `kernel_sparsity` over its kernels (`tfvnas.counting.count_parameters`).
+        parameters: `dense` and `nonzero` counts over the trainable weights
+            of the stripped network, `moving_statistics` apart, and
+            `kernel_dense`, `kernel_nonzero`, `kernel_sparsity` over its
+            kernels (`tfvnas.counting.count_parameters`); `shrunk`: the same
+            counts after dead-channel elimination (`tfvnas.shrinking`),
+            the weights that compute something.
         layer_sparsity: per kernel layer `{"name", "type", "weight", "shape",
             "dense", "nonzero", "sparsity"}`.
         out_dir: where the artefacts were written (None if not written).
@@ -75,7 +78,8 @@ class TrainResult:
             f"  test accuracy {self.test_accuracy:.4f}  (loss {self.test_loss:.4f})",
             f"  parameters {p['nonzero']:,} non-zero of {p['dense']:,}; "
             f"kernels {p['kernel_nonzero']:,} of {p['kernel_dense']:,} "
-            f"(sparsity {p['kernel_sparsity']:.1%})",
+            f"(sparsity {p['kernel_sparsity']:.1%}); "
+            f"{p['shrunk']['nonzero']:,} non-zero after dead-channel elimination",
         ]
         if self.out_dir:
             lines.append(f"  artefacts in {self.out_dir}")
@@ -207,9 +211,12 @@ class Trainer(loop_lib.Loop):
                 print(f"Resuming from {path} (epoch {self.position['epoch'] + 1}, step {self.position['step']})")
         self.train(checkpoint_dir, tensorboard_dir)
         test_loss, test_acc = self.evaluate("test")
-        counts = counting.count_parameters(strip_lib.strip(self.model))
+        # The trained network as it is (every weight the sparse training kept),
+        # and after dead-channel elimination (only weights that compute).
+        counts = counting.count_parameters(strip_lib.strip(self.model, shrink=False))
         layers = counts.pop("layers")
-        parameters = counts
+        shrunk = counting.count_parameters(strip_lib.strip(self.model))
+        parameters = {**counts, "shrunk": {k: v for k, v in shrunk.items() if k != "layers"}}
         result = TrainResult(
             model=self.model,
             genotype=self.genotype,

@@ -11,6 +11,13 @@ rescales raw pixels, its output is logits) and writes one folder:
   fine-tuning with TF Model Optimization (optional).
 - `report.json`, `report.md`, `model_card.md`, `export_config.json`.
 
+With `ExportConfig.shrink` (the default) the model is first shrunk
+(`tfvnas.shrinking.shrink`: dead channels removed, the constants they leave
+folded), and every file holds the shrunk model. With `compare_unshrunk` the
+unshrunk model is converted too (float sparse and dense, int8), measured and
+deleted: the report's `comparison` table gives MACs, parameters, sizes,
+latencies and accuracy of both, and `shrink` what was removed.
+
 `export()` is the `tfvnas export` entry point: it loads a `tfvnas train`
 folder (`load_trained`), strips the network (`tfvnas.strip.strip`) and calls
 `export_stripped`; `read_report()` reads a finished export's report.
@@ -30,7 +37,9 @@ from tfvnas import config as config_lib
 from tfvnas import counting
 from tfvnas import data as data_lib
 from tfvnas import files
+from tfvnas import macs as macs_lib
 from tfvnas import network as network_lib
+from tfvnas import shrinking
 from tfvnas import strip as strip_lib
 from tfvnas.exporting import qat, tflite, verify
 from tfvnas.exporting import report as report_lib
@@ -130,7 +139,9 @@ def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, 
     `saved_model/`, `model_float.tflite` (sparse encoding),
     `model_float_dense.tflite`, `model_int8.tflite` (if `config.int8`),
     `model_qat_int8.tflite` (if `config.qat`), `report.json`, `report.md`,
-    `model_card.md`, `export_config.json`.
+    `model_card.md`, `export_config.json`. With `config.shrink` they hold
+    `tfvnas.shrinking.shrink(model)`, and the report compares it with
+    `model` (`shrink`, `comparison`).
 
     Args:
         model: The stripped Keras 3 functional model: standard layers only
@@ -176,20 +187,22 @@ def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, 
     return report
 
 
-def _export_into(model, dataset, folder, config, log):
+def _export_into(unshrunk, dataset, folder, config, log):
     input_dtype = np.dtype(dataset.x_train.dtype).name
 
     def path(name):
         return os.path.join(folder, name)
 
     representative = _representative(dataset, config)
+    model = unshrunk
+    if config.shrink:
+        log("removing dead channels and folding constants")
+        model = shrinking.shrink(unshrunk)
 
     log("writing the SavedModel")
     write_saved_model(model, path(SAVED_MODEL_DIR), input_dtype=input_dtype)
     log("converting to TFLite (float, sparse and dense)")
-    for name, sparse in ((FLOAT_TFLITE, True), (FLOAT_DENSE_TFLITE, False)):
-        with open(path(name), "wb") as f:
-            f.write(tflite.tflite_convert(path(SAVED_MODEL_DIR), sparse=sparse))
+    _write_float_tflite(path(SAVED_MODEL_DIR), folder)
     encodings = {}
     if config.int8:
         log("converting to int8 TFLite (post-training quantization)")
@@ -223,6 +236,19 @@ def _export_into(model, dataset, folder, config, log):
             "keras_zeros_by_type": qat_keras_zeros["by_type"],
         }
     tflite_files = [FLOAT_TFLITE, FLOAT_DENSE_TFLITE] + list(encodings)
+    baseline, encodings_baseline = {}, {}
+    if config.shrink and config.compare_unshrunk:
+        log("converting the unshrunk network for the comparison (not shipped)")
+        baseline_dir = os.path.join(folder, ".unshrunk")
+        write_saved_model(unshrunk, os.path.join(baseline_dir, SAVED_MODEL_DIR), input_dtype=input_dtype)
+        _write_float_tflite(os.path.join(baseline_dir, SAVED_MODEL_DIR), baseline_dir)
+        baseline = {name: os.path.join(baseline_dir, name) for name in (FLOAT_TFLITE, FLOAT_DENSE_TFLITE)}
+        if config.int8:
+            entry = tflite.convert_loadable_int8(
+                os.path.join(baseline_dir, SAVED_MODEL_DIR), os.path.join(baseline_dir, INT8_TFLITE),
+                representative, log)
+            baseline[INT8_TFLITE] = os.path.join(baseline_dir, INT8_TFLITE)
+            encodings_baseline[INT8_TFLITE] = entry
 
     log("verifying")
     x, labels = dataset.x_test, dataset.y_test
@@ -233,13 +259,13 @@ def _export_into(model, dataset, folder, config, log):
     parity[SAVED_MODEL_DIR] = verify.parity(reference, saved_model_logits(path(SAVED_MODEL_DIR), x, batch),
                                       labels)
     tflite_entries = {}
-    latency = {}
+    delegates = {}
     for name in tflite_files:
         xnnpack_error = tflite.load_error(path(name), "xnnpack")
         delegate = "xnnpack" if xnnpack_error is None else "none"
+        delegates[path(name)] = delegate
         logits = tflite.run_tflite(path(name), x, delegate=delegate, batch_size=batch)["logits"]
         parity[name] = {**verify.parity(reference, logits, labels), "delegate": delegate}
-        latency[name] = tflite.tflite_latency(path(name), x[0], runs=config.latency_runs, delegate=delegate)
         tflite_entries[name] = {
             **tflite.tflite_io(path(name)),
             "encoding": encodings.get(name, {}).get(
@@ -254,6 +280,16 @@ def _export_into(model, dataset, folder, config, log):
             "tolerance": config.int8_tolerance,
             "within_tolerance": bool(drop <= config.int8_tolerance + 1e-12),
         })
+    for file in baseline.values():
+        delegates[file] = "xnnpack" if tflite.load_error(file, "xnnpack") is None else "none"
+
+    log("timing (LiteRT)")
+    timed = tflite.tflite_latencies(
+        [path(name) for name in tflite_files] + list(baseline.values()), x[0], runs=config.latency_runs,
+        rounds=config.latency_rounds, threads=config.latency_threads, delegates=delegates)
+    threads = tflite.LATENCY_THREADS if tflite.LATENCY_THREADS in config.latency_threads \
+        else config.latency_threads[0]
+    latency = {name: timed[path(name)][threads] for name in tflite_files}
 
     zeros = {SAVED_MODEL_DIR: verify.zero_pattern(model, saved_model=path(SAVED_MODEL_DIR))}
     for name in tflite_files:
@@ -261,6 +297,33 @@ def _export_into(model, dataset, folder, config, log):
 
     sizes = {name: _file_sizes(path(name)) for name in [SAVED_MODEL_DIR] + tflite_files}
     sparse, dense = sizes[FLOAT_TFLITE], sizes[FLOAT_DENSE_TFLITE]
+    shipped_rows = _comparison_rows(
+        "shrunk" if config.shrink else "unshrunk", True, model,
+        {name: path(name) for name in tflite_files}, encodings, timed,
+        {name: parity[name]["accuracy"] for name in tflite_files})
+    baseline_rows = []
+    if baseline:
+        accuracy = {
+            name: float(np.mean(tflite.run_tflite(file, x, delegate=delegates[file], batch_size=batch)
+                                ["logits"].argmax(1) == labels))
+            for name, file in baseline.items()
+        }
+        baseline_rows = _comparison_rows("unshrunk", False, unshrunk, baseline, encodings_baseline, timed,
+                                         accuracy)
+    if config.shrink:
+        unshrunk_logits = verify.keras_logits(unshrunk, x, batch)
+        shrink_report = {
+            "enabled": True,
+            **shrinking.shrink_summary(unshrunk, model),
+            "parity": {
+                "split": "test",
+                "examples": int(len(x)),
+                "max_abs_diff": float(np.max(np.abs(unshrunk_logits - reference))),
+                "top1_agreement": float(np.mean(unshrunk_logits.argmax(1) == reference.argmax(1))),
+            },
+        }
+    else:
+        shrink_report = {"enabled": False}
     report = {
         "format": "tfvnas-export/1",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -272,6 +335,8 @@ def _export_into(model, dataset, folder, config, log):
             "probabilities": "softmax of the logits",
         },
         "parameters": counting.count_parameters(model),
+        "macs": macs_lib.count_macs(model),
+        "shrink": shrink_report,
         "files": sizes,
         "float_sparse_to_dense_ratio": {
             "bytes": sparse["bytes"] / dense["bytes"],
@@ -280,6 +345,11 @@ def _export_into(model, dataset, folder, config, log):
         "tflite": tflite_entries,
         "parity": parity,
         "latency": latency,
+        "comparison": {
+            "latency": {"runs": config.latency_runs * config.latency_rounds, "rounds": config.latency_rounds,
+                        "threads": list(config.latency_threads), "image": "the first test image"},
+            "rows": shipped_rows + baseline_rows,
+        },
         "zero_pattern": zeros,
         "int8": encodings.get(INT8_TFLITE),
         "qat": None if qat_info is None else {**qat_info, **encodings[QAT_TFLITE],
@@ -287,9 +357,39 @@ def _export_into(model, dataset, folder, config, log):
         "config": config.to_dict(),
         "versions": report_lib.versions(),
     }
+    if baseline:
+        shutil.rmtree(os.path.join(folder, ".unshrunk"))
     return files.jsonable(report)
 
 
+def _write_float_tflite(saved_model_dir, folder):
+    for name, sparse in ((FLOAT_TFLITE, True), (FLOAT_DENSE_TFLITE, False)):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(tflite.tflite_convert(saved_model_dir, sparse=sparse))
+
+
+def _comparison_rows(variant, shipped, model, paths, encodings, timed, accuracy):
+    """One comparison row per `.tflite` file of one model (shrunk or unshrunk)."""
+    params = counting.count_parameters(model)
+    total_macs = macs_lib.count_macs(model)["total"]
+    kinds = {FLOAT_TFLITE: "float", FLOAT_DENSE_TFLITE: "float", INT8_TFLITE: "int8",
+             QAT_TFLITE: "int8 (QAT)"}
+    rows = []
+    for name, file in paths.items():
+        rows.append({
+            "model": variant,
+            "file": name,
+            "shipped": shipped,
+            "format": kinds[name],
+            "encoding": encodings.get(name, {}).get("encoding", "sparse" if name == FLOAT_TFLITE else "dense"),
+            "macs": total_macs,
+            "parameters": {"dense": params["dense"], "nonzero": params["nonzero"]},
+            **_file_sizes(file),
+            "latency": {str(t): {k: v[k] for k in ("median_ms", "p90_ms")} for t, v in timed[file].items()},
+            "delegate": next(iter(timed[file].values()))["delegate"],
+            "accuracy": accuracy[name],
+        })
+    return rows
 
 
 def load_trained(model_dir):
@@ -336,7 +436,7 @@ def load_trained(model_dir):
     return network, history
 
 
-def _export_config(config, int8, qat):
+def _export_config(config, int8, qat, shrink=None):
     if config is None:
         config = config_lib.ExportConfig()
     elif isinstance(config, dict):
@@ -347,18 +447,22 @@ def _export_config(config, int8, qat):
         raise ValueError(
             "`config` must be an ExportConfig, a dict of fields, a JSON/YAML path or None. "
             f"Received: config={config!r}")
-    # The flags only switch options on: False (a flag left off) keeps the config's value.
-    return config.replace(int8=True if int8 else None, qat=True if qat else None)
+    # The flags only switch options on: False (a flag left off) keeps the config's value;
+    # `shrink` is None (keep) or a bool (the `--no-shrink` flag gives False).
+    if shrink is not None and not isinstance(shrink, bool):
+        raise ValueError(f"`shrink` must be a bool or None. Received: shrink={shrink!r}")
+    return config.replace(int8=True if int8 else None, qat=True if qat else None, shrink=shrink)
 
 
-def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None,
+def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None, shrink=None,
            overwrite=False, verbose=1):
     """Strips the network trained in `model_dir` and exports it (`tfvnas export`).
 
     Loads `model.keras` and `train_history.json` (`load_trained`), strips the
-    network into standard layers (`tfvnas.strip.strip`) and runs
-    `export_stripped` with the training summary (all of `train_history.json`
-    but the per-epoch records) under `"model"` in the report.
+    network into standard layers (`tfvnas.strip.strip`, every channel kept)
+    and runs `export_stripped`, which shrinks it unless `shrink` is off, with
+    the training summary (all of `train_history.json` but the per-epoch
+    records) under `"model"` in the report.
 
     Args:
         model_dir: The output folder of `tfvnas train`.
@@ -369,6 +473,8 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
         config: An `ExportConfig`, a dict of its fields, a JSON/YAML file, or
             None (the defaults).
         int8, qat: True switches the option on over `config`.
+        shrink: None keeps `config.shrink`; a bool sets it (False: export
+            every channel, as `tfvnas export --no-shrink`).
         overwrite: Bool; replace a non-empty `out_dir`.
         verbose: 0 silent, 1 one line per step.
 
@@ -379,7 +485,7 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
         ValueError: If the folder is not a training output, the data does not
             fit the model, or an argument is invalid.
     """
-    config = _export_config(config, int8, qat)
+    config = _export_config(config, int8, qat, shrink)
     _check_out_dir(out_dir, overwrite)
     network, history = load_trained(model_dir)
     info = history.get("dataset") or {}
@@ -398,7 +504,8 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
             f"{dataset.name!r} with images of shape {dataset.image_shape} and "
             f"{dataset.num_classes} classes."
         )
-    stripped = strip_lib.strip(network, input_shape=shape)
+    # Unshrunk: export_stripped shrinks it, and compares with it.
+    stripped = strip_lib.strip(network, input_shape=shape, shrink=False)
     summary = {key: value for key, value in history.items() if key != "epochs"}
     summary["epochs_trained"] = len(history.get("epochs") or [])
     # Relative to the export folder, so a moved or shipped pair of folders

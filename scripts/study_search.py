@@ -1,0 +1,168 @@
+"""The search study: gate learning rate, initialisation, KL warm-up and weight, on a validation split.
+
+Every study arm is a VINNAS search of the bundled mnist-5k data from one
+base config (`BASE`, the `quick` preset's search) with one field changed. For each arm it records, per epoch, the share of
+each gate table pruned and how many epochs the `top_k` genotype has been
+unchanged; then it trains the found `top_k` cell from scratch (the `quick`
+training recipe, the training split) and measures its accuracy on the
+*validation* split. The test split is never read.
+
+    python scripts/study_search.py --out runs/study-search             # every arm
+    python scripts/study_search.py --out runs/study-search --arms base,lr_0.3
+    python scripts/study_search.py --out runs/study-search --report docs/search.md
+
+Each finished arm is appended to `<out>/results.jsonl` (one JSON line per
+arm) and skipped when the command runs again, so the study can be run in
+parts; `--report FILE` rewrites the table and the figure between the
+`study:begin` / `study:end` markers of FILE from the results gathered so far.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+# The study's base: the `quick` preset's search (docs/search.md says why each
+# field is what it is). Each arm changes one field of it.
+BASE = {
+    "layers": 4, "channels": 8, "nodes": 4, "epochs": 24, "batch_size": 64, "limit": 1600, "resolution": 14,
+    "kl_warmup": 0.2, "kl_weight": 16.0, "gate_log_alpha_init": -1.0, "arch_lr": 0.3,
+    "gate_parameterisation": "positive",
+}
+ARMS = {
+    "base": {},
+    "beta_1": {"kl_weight": 1.0},
+    "beta_4": {"kl_weight": 4.0},
+    "lr_0.1": {"arch_lr": 0.1},
+    "init_-3": {"gate_log_alpha_init": -3.0},
+    "warmup_0": {"kl_warmup": 0.0},
+    "warmup_0.5": {"kl_warmup": 0.5},
+    "log_alpha": {"gate_parameterisation": "log_alpha"},
+    "full_size": {"resolution": None},
+}
+
+
+
+def _search_record(result):
+    history = result.history
+    return {
+        "epochs_run": len(history),
+        "converged": result.converged(),
+        "pruned_share": history[-1]["pruned_share"],
+        "stable_epochs": history[-1]["stable_epochs"],
+        "search_val_accuracy": history[-1]["val_accuracy"],
+        "per_epoch": [
+            {"epoch": r["epoch"], "step": r["step"], "pruned_share": r["pruned_share"],
+             "stable_epochs": r["stable_epochs"], "genotype_hash": r["genotype_hash"]}
+            for r in history
+        ],
+        "genotype": result.genotype.to_dict(),
+        "genotype_hash": result.genotype.hash(),
+    }
+
+
+def _val_accuracy(genotype, dataset, seed):
+    """Trains `genotype` with the quick recipe and returns (validation accuracy, seconds); no test split."""
+    from tfvnas import config as config_lib
+    from tfvnas.training import Trainer
+
+    cfg = config_lib.TRAIN_PRESETS["quick"].replace(seed=seed)
+    start = time.perf_counter()
+    trainer = Trainer(genotype, cfg, dataset, verbose=0)
+    trainer.train()
+    _, accuracy = trainer.evaluate("val")
+    return accuracy, round(time.perf_counter() - start, 1)
+
+
+def run_arm(name, changes, seed, out_dir):
+    from tfvnas import data as data_lib
+    from tfvnas.searching import search
+
+    dataset = data_lib.load("mnist-5k", seed=seed)
+    start = time.perf_counter()
+    result = search(dataset, preset="quick", config={**BASE, **changes}, seed=seed, verbose=0,
+                    out_dir=os.path.join(out_dir, f"{name}-seed{seed}"))
+    record = {"arm": name, "seed": seed, "changes": changes, "config": result.config.to_dict(),
+              "search_s": round(time.perf_counter() - start, 1)}
+    record.update(_search_record(result))
+    record["cell_val_accuracy"], record["train_s"] = _val_accuracy(result.genotype, dataset, seed)
+    return record
+
+
+def read_results(out_dir):
+    path = os.path.join(out_dir, "results.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def report(records, doc, out_dir):
+    """Rewrites the study's table and figure in `doc` (between the study markers)."""
+    from matplotlib.figure import Figure
+
+    begin, end = "<!-- study:begin -->", "<!-- study:end -->"
+    lines = [
+        "| arm | changes | seed | epochs | pruned normal / reduce | genotype unchanged (epochs) | converged | "
+        "search val acc | cell val acc | search s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-"
+        share = r["pruned_share"]
+        lines.append(
+            f"| {r['arm']} | {changes} | {r['seed']} | {r['epochs_run']} | {share['normal']:.0%} / "
+            f"{share['reduce']:.0%} | {r['stable_epochs']} | {'yes' if r['converged'] else 'no'} | "
+            f"{r['search_val_accuracy']:.3f} | {r['cell_val_accuracy']:.3f} | {r['search_s']:.0f} |"
+        )
+    figure = Figure(figsize=(7.5, 4.0), dpi=120, layout="constrained")
+    axes = figure.add_subplot()
+    for r in records:
+        steps = [e["step"] for e in r["per_epoch"]]
+        share = [min(e["pruned_share"].values()) for e in r["per_epoch"]]
+        axes.plot(steps, share, label=f"{r['arm']} (seed {r['seed']})", linewidth=1.4)
+    axes.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    axes.set_xlabel("gate updates")
+    axes.set_ylabel("pruned share (smaller of the two tables)")
+    axes.set_ylim(0, 1)
+    axes.legend(fontsize=7, ncol=2)
+    picture = os.path.join(os.path.dirname(doc), "search", "study_pruned_share.png")
+    os.makedirs(os.path.dirname(picture), exist_ok=True)
+    figure.savefig(picture)
+    body = "\n".join(lines) + f"\n\n![pruned share per gate update](search/{os.path.basename(picture)})\n"
+    with open(doc, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(doc, "w", encoding="utf-8") as f:
+        f.write(f"{head}{begin}\n\n{body}\n{end}{tail}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join("runs", "study-search"))
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of: {', '.join(ARMS)}")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--report", metavar="DOC", help="rewrite the study section of DOC; with --no-run only that")
+    parser.add_argument("--no-run", action="store_true")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if not args.no_run:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for name in args.arms.split(","):
+                done = {(r["arm"], r["seed"]) for r in read_results(args.out)}
+                if (name, seed) in done:
+                    continue
+                print(f"== {name} seed {seed}", flush=True)
+                record = run_arm(name, ARMS[name], seed, args.out)
+                with open(os.path.join(args.out, "results.jsonl"), "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(json.dumps({k: v for k, v in record.items() if k not in ("per_epoch", "genotype")}), flush=True)
+    if args.report:
+        report(read_results(args.out), args.report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
