@@ -144,6 +144,13 @@ class SearchConfig(_Config):
         gate_parameterisation: 'positive' (theta = exp(log_theta), and
             log_sigma2) or 'log_alpha' (theta and log_alpha); see
             `tfvnas.gates`.
+        gate_average_decay: the derivation (the `top_k` genotype of every
+            epoch and the result) reads an exponential moving average of each
+            active gate's `log_alpha`, updated at every pruning check with
+            this decay (0: the current values). Adam moves every gate by
+            about its learning rate at every step, so gates of similar
+            strength swap places from step to step; the average is where
+            they settle. Pruning reads the current values.
         stop_when_stable: stop once the `top_k` genotype has not changed for
             this many epochs (0: run every epoch).
         resolution: search on images resized to `resolution` x
@@ -192,6 +199,7 @@ class SearchConfig(_Config):
     gate_theta_init: float = 1.0
     gate_log_alpha_init: float = -3.0
     gate_parameterisation: str = "positive"
+    gate_average_decay: float = 0.9
     stop_when_stable: int = 0
     resolution: typing.Optional[int] = None
     top_k: int = 2
@@ -222,6 +230,9 @@ class SearchConfig(_Config):
         _one_of("optimization", self.optimization, ("bilevel", "joint"))
         _one_of("method", self.method, choices.METHODS)
         _one_of("gate_parameterisation", self.gate_parameterisation, ("positive", "log_alpha"))
+        if not 0 <= self.gate_average_decay < 1:
+            raise ValueError(
+                f"`gate_average_decay` must be in [0, 1). Received: gate_average_decay={self.gate_average_decay!r}")
         ops_lib.resolve_op_set(self.op_set, self.ops)
 
     @property

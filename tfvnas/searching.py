@@ -159,6 +159,7 @@ class Searcher(loop_lib.Loop):
             gate_theta_init=cfg.gate_theta_init,
             gate_log_alpha_init=cfg.gate_log_alpha_init,
             gate_parameterisation=cfg.gate_parameterisation,
+            gate_average_decay=cfg.gate_average_decay,
             normalisation=ds.normalisation(),
             seed=cfg.seed,
             method=cfg.method,
