@@ -132,6 +132,11 @@ class SearchConfig(_Config):
         arch_lr, arch_beta1, arch_weight_decay: Adam for the gates (weight
             decay as an L2 term on the gradient, as in DARTS). None: the
             method's own (`ARCH_OPTIMIZERS`; DARTS: 3e-4, 0.5, 1e-3).
+        arch_lr_anneal: the share of the search, at its end, over which the
+            gates' learning rate falls along a cosine to zero (0: constant
+            throughout). Adam moves every gate by about its learning rate at
+            every step, so near-tied gates keep swapping places until the
+            rate falls; the `top_k` genotype settles as it does.
         grad_clip: global gradient-norm clip for the weights.
         kl_warmup: fraction of the search over which beta goes from 0 to `kl_weight`.
         kl_weight: final beta.
@@ -190,6 +195,7 @@ class SearchConfig(_Config):
     arch_lr: typing.Optional[float] = None
     arch_beta1: typing.Optional[float] = None
     arch_weight_decay: typing.Optional[float] = None
+    arch_lr_anneal: float = 0.0
     grad_clip: float = 5.0
     kl_warmup: float = 0.3
     kl_weight: float = 1.0
@@ -223,6 +229,8 @@ class SearchConfig(_Config):
                 (_non_negative if name == "arch_weight_decay" else _positive)(name, getattr(self, name))
         if self.arch_beta1 is not None and not self.arch_beta1 < 1:
             raise ValueError(f"`arch_beta1` must be below 1. Received: arch_beta1={self.arch_beta1!r}")
+        if not 0 <= self.arch_lr_anneal <= 1:
+            raise ValueError(f"`arch_lr_anneal` must be in [0, 1]. Received: arch_lr_anneal={self.arch_lr_anneal!r}")
         if not 0 <= self.kl_warmup <= 1:
             raise ValueError(f"`kl_warmup` must be in [0, 1]. Received: kl_warmup={self.kl_warmup!r}")
         if self.limit is not None:
