@@ -57,9 +57,9 @@ CONFIGS = [
     dict(name="3c-8ch-b64-16x16x1", layers=3, channels=8, batch=64, size=16, in_channels=1, data="synthetic"),
     dict(name="5c-8ch-b64-28x28x1", layers=5, channels=8, batch=64, size=28, in_channels=1, data="synthetic"),
     # The `quick` preset as `tfvnas search` runs it (4 cells, 8 channels,
-    # batch 64, the bundled mnist-5k, weight_vd off): the first-step target
-    # is set on it.
-    dict(name="quick-4c-8ch-b64-28x28x1", layers=4, channels=8, batch=64, size=28, in_channels=1, data="mnist-5k",
+    # batch 64, the bundled mnist-5k resized to its 14x14 proxy, weight_vd
+    # off): the first-step target is set on it.
+    dict(name="quick-4c-8ch-b64-14x14x1", layers=4, channels=8, batch=64, size=14, in_channels=1, data="mnist-5k",
          only=("vinnas",)),
 ]
 VARIANTS = ("vinnas", "vinnas+weight_vd", "darts", "reference")
@@ -120,8 +120,10 @@ def build_searcher(spec):
             "synthetic", images(n_train), labels(n_train), images(c["batch"]), labels(c["batch"]),
             images(c["batch"]), labels(c["batch"]), 10,
         )
+        # The synthetic images are searched at their own size (the `quick`
+        # preset's 14x14 proxy is for the bundled data).
         cfg = cfg.replace(
-            layers=c["layers"], channels=c["channels"], batch_size=c["batch"], weight_vd=weight_vd
+            layers=c["layers"], channels=c["channels"], batch_size=c["batch"], weight_vd=weight_vd, resolution=None
         )
         cfg = config_lib.SearchConfig.from_dict({**cfg.to_dict(), "limit": None})
     if not spec.get("fuse", True):
