@@ -356,6 +356,16 @@ def test_pruned_channel_groups_become_dead_channels_that_shrink_removes(images):
     assert macs.count_macs(shrunk)["total"] < 0.6 * total
 
 
+def test_a_train_config_file_sets_the_channel_prior(tmp_path):
+    from tfvnas import training
+
+    path = tmp_path / "prior.json"
+    path.write_text('{"channel_prior": true, "channel_scale_init": 0.05}')
+    cfg = training.resolve_config("quick", str(path))
+    assert cfg.channel_prior and cfg.channel_scale_init == 0.05
+    assert cfg.channels == config.TRAIN_PRESETS["quick"].channels
+
+
 def test_training_config_reaches_the_network_and_the_optimizer():
     from tfvnas import data as data_lib
     from tfvnas import training
