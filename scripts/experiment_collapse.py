@@ -54,7 +54,7 @@ BUDGETS = {
         # The search: the `quick` preset's proxy (14x14 images) on a subset of the training split.
         "search": {"limit": 3200},
         # The training recipe every cell gets (lr chosen on the validation split).
-        "train": {"layers": 4, "channels": 8, "epochs": 6, "batch_size": 128, "kl_warmup": 0.2, "resolution": 14},
+        "train": {"layers": 4, "channels": 8, "epochs": 3, "batch_size": 128, "kl_warmup": 0.2, "resolution": 14},
         "recipe_lrs": (0.05, 0.1),
         "recipe_cell": "darts_v2",
         # Collapse: a small proxy and a long search.

@@ -244,7 +244,7 @@ def test_search_mode(tmp_path, mnist):
     )
     (trial,) = _read(out / "trials.json")["trials"]
     assert trial["status"] == "COMPLETED" and 0.0 <= trial["val_accuracy"] <= 1.0
-    assert set(trial["hyperparameters"]) == {"kl_warmup", "arch_lr", "threshold"}
+    assert set(trial["hyperparameters"]) == {"kl_warmup", "arch_lr", "kl_weight", "threshold"}
     assert trial["total_ops"] == 2 * len(SearchConfig().op_names)  # one node: two edges
     assert trial["active_ops"] == trial["active_ops_normal"] + trial["active_ops_reduce"] <= 2 * trial["total_ops"]
     best = _read(out / "best.json")

@@ -285,7 +285,7 @@ def _add_tune_parser(subparsers):
         description=(
             "Run a keras-tuner study (random, bayesian or hyperband) that maximises the validation accuracy. "
             "--mode train (default) tunes the training of --genotype: lr, weight_decay, drop_path, kl_weight, "
-            "threshold; --mode search tunes the search: kl_warmup, arch_lr, threshold. Writes study.json, "
+            "threshold; --mode search tunes the search: kl_warmup, arch_lr, kl_weight, threshold. Writes study.json, "
             "trials.json, best.json and best_config.json (for --config) to --out; running the same command "
             "again resumes the study, up to --max-trials trials in total."
         ),

@@ -260,7 +260,7 @@ PRESETS = {
     # needs to converge; docs/search.md has the study behind every field.
     "quick": SearchConfig(
         layers=4, channels=8, nodes=4, epochs=24, batch_size=64, limit=1600, resolution=14,
-        kl_warmup=0.2, kl_weight=4.0, gate_log_alpha_init=-1.0,
+        kl_warmup=0.2, kl_weight=16.0, gate_log_alpha_init=-1.0,
     ),
     # The DARTS-scale setting (meant for a GPU).
     "paper": SearchConfig(layers=8, channels=16, nodes=4, epochs=50, batch_size=64),

@@ -17,10 +17,10 @@ References:
 import keras
 import tensorflow as tf
 
-from tfvnas import checks
+from tfvnas import gates as gates_lib
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class SoftmaxGates(keras.layers.Layer):
+class SoftmaxGates(gates_lib.GateTable):
     """A table of DARTS architecture logits, one per (edge, op).
 
     It has the interface of `tfvnas.gates.GaussianGates`, so the supernet
@@ -38,12 +38,10 @@ class SoftmaxGates(keras.layers.Layer):
     """
 
     def __init__(self, num_edges, num_ops, alpha_init_scale=1e-3, seed=None, **kwargs):
-        self.num_edges = checks.check_positive_int("num_edges", num_edges)
-        self.num_ops = checks.check_positive_int("num_ops", num_ops)
         self.alpha_init_scale = float(alpha_init_scale)
         self.seed = seed
-        super().__init__(**kwargs)
-        shape = (self.num_edges, self.num_ops)
+        super().__init__(num_edges, num_ops, **kwargs)
+        shape = self.shape
         self.alpha = self.add_weight(
             name="alpha",
             shape=shape,
@@ -72,15 +70,9 @@ class SoftmaxGates(keras.layers.Layer):
         weights = self.weights_()
         return weights, tf.zeros_like(weights)
 
-    def compute_output_spec(self, training=None):
-        shape = (self.num_edges, self.num_ops)
-        return (keras.KerasTensor(shape), keras.KerasTensor(shape))
-
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_edges=self.num_edges,
-            num_ops=self.num_ops,
             alpha_init_scale=self.alpha_init_scale,
             seed=self.seed,
         )

@@ -74,8 +74,30 @@ def example_gates(theta, sigma2, eps):
     return theta[None, :] + tf.sqrt(sigma2)[None, :] * eps
 
 
+class GateTable(keras.layers.Layer):
+    """Shared shape of the gate tables (`GaussianGates`, `tfvnas.darts.SoftmaxGates`).
+
+    One row per edge, one column per candidate operation. Calling a table
+    returns `(theta, sigma2)`, each of shape `(num_edges, num_ops)`; the
+    search reads `derivation_log_alpha()` (lower is stronger) and calls
+    `update_evidence()` at every pruning check.
+    """
+
+    def __init__(self, num_edges, num_ops, **kwargs):
+        self.num_edges = checks.check_positive_int("num_edges", num_edges)
+        self.num_ops = checks.check_positive_int("num_ops", num_ops)
+        super().__init__(**kwargs)
+        self.shape = (self.num_edges, self.num_ops)
+
+    def compute_output_spec(self, training=None):
+        return (keras.KerasTensor(self.shape), keras.KerasTensor(self.shape))
+
+    def get_config(self):
+        return {**super().get_config(), "num_edges": self.num_edges, "num_ops": self.num_ops}
+
+
 @keras.saving.register_keras_serializable(package="tfvnas")
-class GaussianGates(keras.layers.Layer, variational.KLTerm):
+class GaussianGates(GateTable, variational.KLTerm):
     """A table of ARD-gated Gaussian gates z ~ N(theta, alpha * theta^2), one per (edge, op).
 
     The layer owns two trainable tables (`log_theta` and `log_sigma2`, or
@@ -116,8 +138,6 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
         parameterisation="positive",
         **kwargs,
     ):
-        self.num_edges = checks.check_positive_int("num_edges", num_edges)
-        self.num_ops = checks.check_positive_int("num_ops", num_ops)
         self.theta_init = float(theta_init)
         self.log_alpha_init = float(log_alpha_init)
         self.threshold = float(threshold)
@@ -129,9 +149,8 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
         if parameterisation == "positive" and not self.theta_init > 0:
             raise ValueError(f"`theta_init` must be positive. Received: theta_init={theta_init!r}")
         self.parameterisation = parameterisation
-        super().__init__(**kwargs)
+        super().__init__(num_edges, num_ops, **kwargs)
         self.init_kl_weight(kl_weight)
-        self.shape = (self.num_edges, self.num_ops)
 
         def weight(name, value):
             return self.add_weight(name=name, shape=self.shape, initializer=keras.initializers.Constant(value))
@@ -227,15 +246,9 @@ class GaussianGates(keras.layers.Layer, variational.KLTerm):
         zeros = tf.zeros_like(theta)
         return tf.where(on, theta, zeros), tf.where(on, sigma2, zeros)
 
-    def compute_output_spec(self, training=None):
-        shape = (self.num_edges, self.num_ops)
-        return (keras.KerasTensor(shape), keras.KerasTensor(shape))
-
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_edges=self.num_edges,
-            num_ops=self.num_ops,
             theta_init=self.theta_init,
             log_alpha_init=self.log_alpha_init,
             threshold=self.threshold,

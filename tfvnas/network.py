@@ -434,6 +434,17 @@ class Network(keras.Model):
         self.input_shape_built = tuple(int(d) for d in input_shape[1:])
         self.built = True
 
+    def load_own_variables(self, store):
+        # A model.keras written before the network owned its KL weight holds
+        # every variable but that one, the last: the weight keeps its value
+        # (the loops and KLSchedule set it before any training step).
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(own) - 1 and own[-1] is self.kl_weight:
+            for i, v in enumerate(own[:-1]):
+                v.assign(store[f"{i}"])
+            return
+        super().load_own_variables(store)
+
     def call(self, inputs, training=None, return_aux=False):
         x = self.normalise(tf.cast(as_images(inputs, self.input_shape_built), self.compute_dtype))
         for layer in self.stem:

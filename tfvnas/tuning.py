@@ -64,9 +64,11 @@ DEFAULT_TRAIN_SPACE = {
     "kl_weight": (0.1, 2.0),
     "threshold": (2.0, 4.0),
 }
+# Around the `quick` search (docs/search.md has the study these ranges bracket).
 DEFAULT_SEARCH_SPACE = {
     "kl_warmup": (0.0, 0.5),
-    "arch_lr": (1e-3, 0.1, "log"),
+    "arch_lr": (0.03, 0.5, "log"),
+    "kl_weight": (1.0, 32.0, "log"),
     "threshold": (2.0, 4.0),
 }
 
