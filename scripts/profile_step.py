@@ -10,7 +10,8 @@ and either
   profiles); `--names TYPE,...` also breaks those types down by op name;
 - `--mode first`: times imports, data and model build, tracing
   (`get_concrete_function`), the first call (graph optimisation, instantiation,
-  the run) and the median of 5 more steps, as one JSON line;
+  the run) and the median of 5 more steps, as one JSON line, with the
+  process's CPU seconds of each part and the load average;
   `--grappler-options '{"disable_meta_optimizer": true}'` sets
   `tf.config.optimizer.set_experimental_options` first.
 
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 
-T0 = time.time()
+T0, C0 = time.time(), time.process_time()
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # bench_search
 sys.path.append(os.path.dirname(HERE))  # this checkout's tfvnas, after any PYTHONPATH (as the benchmark)
@@ -77,7 +78,7 @@ def main(argv=None):
     options = json.loads(args.grappler_options)
     import tensorflow as tf
 
-    t_imports = time.time()
+    t_imports, c_imports = time.time(), time.process_time()
     searcher = bench_search.build_searcher(spec)
     if options:
         tf.config.optimizer.set_experimental_options(options)
@@ -85,11 +86,11 @@ def main(argv=None):
     beta = tf.constant(searcher.beta(0), tf.float32)
     step = searcher.train_step
     batch = next(batches)
-    t_build = time.time()
+    t_build, c_build = time.time(), time.process_time()
     nodes = len(step.get_concrete_function(batch, beta).graph.as_graph_def().node)
-    t_trace = time.time()
+    t_trace, c_trace = time.time(), time.process_time()
     float(step(batch, beta)["loss"])
-    t_first = time.time()
+    t_first, c_first = time.time(), time.process_time()
     times = []
     for _ in range(5):
         start = time.perf_counter()
@@ -102,6 +103,11 @@ def main(argv=None):
             "trace_s": round(t_trace - t_build, 1), "first_call_s": round(t_first - t_trace, 1),
             "first_step_s": round(t_first - T0, 1), "graph_nodes": nodes,
             "step_ms": round(1e3 * sorted(times)[len(times) // 2], 1),
+            # CPU seconds of the process (all threads): less sensitive to other
+            # processes on the machine than the wall times above.
+            "cpu_s": {"imports": round(c_imports - C0, 1), "build": round(c_build - c_imports, 1),
+                      "trace": round(c_trace - c_build, 1), "first_call": round(c_first - c_trace, 1)},
+            "load": "%.2f %.2f %.2f" % os.getloadavg(),
         }), flush=True)
         return 0
     steps = 3

@@ -2,16 +2,30 @@
 
 `MixedEdge` computes `sum_k z_k * op_k(x)`. On the DARTS operation set
 without affine batch norm (the supernet's), its ops are computed together
-(`fused_outputs`): one depthwise convolution for all separable and dilated
+(`edge_outputs`): one depthwise convolution for all separable and dilated
 ops, one grouped pointwise convolution per stage, one batch norm per stage,
 each operation with its own weights (a test pins the result to the ops run
 one by one).
+
+**Each distinct edge is traced once.** The computation is a function of the
+edge's input, its gate values and its variables (weights, batch-norm
+statistics, noise state), not of the edge: in a traced step, every edge
+with the same `EdgePlan` (operations, stride, training flag, `weight_vd`,
+...) and input shape calls one `tf.function` (`edge_function`), which is
+traced once and kept out of Grappler's function inlining (`_noinline`).
+The 14 edges of a normal cell share one function, so the step graph holds
+a handful of edge bodies instead of one per edge (docs/BENCHMARKS.md,
+fourth round: the graph, the trace and the first call it saves, and what
+the calls cost).
 
 References:
     - Ferianc, Fan, Rodrigues. "VINNAS: Variational Inference-based Neural
       Network Architecture Search." arXiv:2007.06103.
     - Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search." ICLR 2019.
 """
+
+import collections
+import dataclasses
 
 import keras
 import tensorflow as tf
@@ -71,31 +85,90 @@ class MixedEdge(keras.layers.Layer):
         self.computed = tuple(range(len(self.op_names)))
         # False for the DARTS baseline: a plain softmax mixture, no noise.
         self.noisy = True
+        # In a traced step, call the shared `edge_function` of the edge's
+        # plan (False: trace the computation inline, as eager code runs it).
+        self.shared_function = True
 
     def build(self, input_shape):
-        self.built = True  # sublayers build on their first call (see ops.Chain)
+        for op in self.candidates:
+            ops_lib.build_layer(op, input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        s = self.strides
+        spatial = [None if d is None else -(-int(d) // s) for d in input_shape[1:3]]
+        return (input_shape[0], *spatial, self.channels)
 
     def call(self, inputs, theta, sigma2, training=None):
         computed = self.computed
+        training = bool(training)
         if len(computed) < len(self.candidates) and training:
             self._keep_skipped_in_the_objective(computed)
         if not computed:
             x = inputs[:, :: self.strides, :: self.strides, :] if self.strides > 1 else inputs
             return tf.zeros_like(x)
+        if self._fusable():
+            return self._fused_call(inputs, theta, sigma2, training)
         eps = None
         if training and self.noisy:
             # Drawn for every op, computed or not, so the random stream does
             # not depend on what the step computes.
             shape = [tf.shape(inputs)[0], len(self.op_names)]
             eps = variational.standard_normal(shape, self.seed_generator, inputs.dtype)
-        if self._fusable():
-            return grouped_mixture(fused_outputs(self, inputs, computed, training), theta, sigma2, eps)
         outputs = [ops_lib.apply_layer(self.candidates[k], inputs, training) for k in computed]
         if len(computed) < len(self.candidates):
             index = list(computed)
             theta, sigma2 = tf.gather(theta, index), tf.gather(sigma2, index)
             eps = None if eps is None else tf.gather(eps, index, axis=1)
         return gates_lib.gate_mixture(tf.stack(outputs, axis=0), theta, sigma2, eps)
+
+    def plan(self, computed, training, stats_out=False, replica=0):
+        """The `EdgePlan` of computing `computed` (op indices) in this mode."""
+        bn = next(l for l in self._flatten_layers() if isinstance(l, ops_lib.BatchNorm))
+        vd_layers = variational.variational_layers(self)
+        return EdgePlan(
+            op_names=self.op_names,
+            computed=tuple(computed),
+            strides=self.strides,
+            training=bool(training),
+            noisy=bool(self.noisy),
+            weight_vd=self.weight_vd,
+            threshold=vd_layers[0].threshold if vd_layers else 0.0,
+            momentum=bn.momentum,
+            epsilon=bn.epsilon,
+            stats_out=bool(stats_out),
+            replica=int(replica),
+        )
+
+    def _fused_call(self, inputs, theta, sigma2, training):
+        shared = self.shared_function and tf.inside_function()
+        bn = next(l for l in self._flatten_layers() if isinstance(l, ops_lib.BatchNorm))
+        # Distributed moving statistics are assigned here, not inside the
+        # function: their cross-replica mean is a synchronisation point.
+        stats_out = shared and training and isinstance(bn.moving_mean.value, tf.distribute.DistributedValues)
+        replica = tf.get_static_value(variational.replica_id()) if shared else 0
+        if replica is None:  # a replica id only known when the step runs: trace inline
+            shared, replica = False, 0
+        plan = self.plan(self.computed, training, stats_out, replica)
+        weights, stats = edge_variables(self, plan, unwrap=shared)
+        if shared:
+            draws = plan.training and (plan.noisy or plan.weight_vd)
+            state = self.seed_generator.state.value if draws else None
+            out = edge_function(plan)(inputs, theta, sigma2, state, weights, stats)
+        else:
+            out = edge_outputs(plan, inputs, theta, sigma2, self.seed_generator, weights, stats)
+        y, kl, new_stats = out["output"], out.get("kl"), out.get("stats")
+        if new_stats:
+            _, variables = edge_variables(self, plan)
+            for k, op_stats in zip(plan.computed, variables):
+                for j, (moving_mean, moving_var) in enumerate(op_stats):
+                    mean, var = new_stats[f"{k}/{j}"]
+                    moving_mean.assign(mean)
+                    moving_var.assign(var)
+        if plan.weight_vd:
+            layer = variational.variational_layers(self)[0]
+            self.add_loss(kl * layer.kl_scale(kl.dtype))
+        return y
 
     def _keep_skipped_in_the_objective(self, computed):
         """Keeps the objective and the gradients what they were when pruned ops were computed.
@@ -107,20 +180,22 @@ class MixedEdge(keras.layers.Layer):
         decay and momentum go on as before, and Keras does not warn about
         variables without gradients).
         """
-        zero = []
+        zero, vd_layers = [], []
         for k, op in enumerate(self.candidates):
             if k in computed:
                 continue
-            vd_layers = variational.variational_layers(op)
-            for layer in vd_layers:
-                self.add_loss(layer.kl() * layer.kl_scale(layer.theta.dtype))
-            covered = {id(v) for l in vd_layers for v in l.trainable_weights}
+            layers = variational.variational_layers(op)
+            vd_layers += layers
+            covered = {id(v) for l in layers for v in l.trainable_weights}
             zero += [tf.reduce_sum(v) for v in op.trainable_weights if id(v) not in covered]
+        if vd_layers:
+            kl = variational.summed_ard_kl([(l.theta, l.log_sigma2) for l in vd_layers])
+            self.add_loss(kl * vd_layers[0].kl_scale(kl.dtype))
         if zero:
             self.add_loss(0.0 * tf.add_n(zero))
 
     def _fusable(self):
-        """Whether `_fused_outputs` computes this edge (DARTS ops without affine or bias, all built)."""
+        """Whether `edge_outputs` computes this edge (DARTS ops without affine or bias, all built)."""
         if self.affine or not set(self.op_names) <= _FUSED_OPS:
             return False
         layers = list(self._flatten_layers())
@@ -144,7 +219,7 @@ class MixedEdge(keras.layers.Layer):
 
 
 # ---------------------------------------------------------------------------
-# The fused edge
+# The fused edge, a function of its inputs and variables
 # ---------------------------------------------------------------------------
 
 _FUSED_OPS = frozenset(
@@ -153,8 +228,135 @@ _FUSED_OPS = frozenset(
 )
 
 
-def fused_outputs(edge, x, computed, training):
-    """The outputs of the candidates `computed` of a plain supernet edge, computed together.
+@dataclasses.dataclass(frozen=True)
+class EdgePlan:
+    """Everything but the tensors that an edge's computation depends on.
+
+    Edges with equal plans (and inputs of one shape) compute the same
+    function of their inputs and variables, so a traced step traces it once
+    (`edge_function`).
+
+    Attributes:
+        op_names: the edge's candidate operations.
+        computed: indices of the operations computed (the others are pruned).
+        strides: 1 or 2.
+        training: batch statistics, gate noise and weight noise (else the
+            moving statistics, the gate means and the masked weights).
+        noisy: gate noise in training (False: the DARTS baseline).
+        weight_vd: variational convolution weights.
+        threshold: the variational weights' pruning threshold (inference).
+        momentum: the batch norms' moving-average momentum.
+        epsilon: the batch norms' variance epsilon.
+        stats_out: return the new moving statistics instead of assigning
+            them (distributed variables: their cross-replica mean is an
+            assignment in the replica's own graph, outside any function).
+        replica: the replica id folded into the noise seeds (a constant of
+            the trace, not an argument: Grappler specialises a function
+            call per constant argument, one copy per edge).
+    """
+
+    op_names: tuple
+    computed: tuple
+    strides: int
+    training: bool
+    noisy: bool
+    weight_vd: bool
+    threshold: float
+    momentum: float
+    epsilon: float
+    stats_out: bool = False
+    replica: int = 0
+
+    def kind(self, k):
+        name = self.op_names[k]
+        if name.startswith("sep_conv"):
+            return "sep"
+        if name.startswith("dil_conv"):
+            return "dil"
+        if name in ("max_pool_3x3", "avg_pool_3x3"):
+            return "pool"
+        if name == "skip_connect":
+            return "reduce" if self.strides > 1 else "identity"
+        return "none"
+
+    def ops_of(self, kind):
+        return [k for k in self.computed if self.kind(k) == kind]
+
+
+def edge_variables(edge, plan, unwrap=False):
+    """`(weights, stats)` of the operations `plan` computes, in its order.
+
+    `weights[i]` holds the convolution weights of op `plan.computed[i]`
+    (separable: depthwise, pointwise, depthwise, pointwise; dilated:
+    depthwise, pointwise; strided skip: the two 1x1 convolutions; a kernel,
+    or `(theta, log_sigma2)` with `weight_vd`), `stats[i]` the
+    `(moving_mean, moving_variance)` of its batch norms. `unwrap` gives the
+    `tf.Variable` under each Keras variable (what a `tf.function` takes as
+    an argument without tracing anew for every edge).
+    """
+    def var(v):
+        return v.value if unwrap else v
+
+    def entry(layer):
+        if isinstance(layer, variational.VariationalLayer):
+            return (var(layer.theta), var(layer.log_sigma2))
+        return var(layer.kernel)
+
+    weights, stats = [], []
+    for k in plan.computed:
+        op, kind = edge.candidates[k], plan.kind(k)
+        if kind == "sep":
+            convs, bns = [op.steps[1], op.steps[2], op.steps[5], op.steps[6]], [op.steps[3], op.steps[7]]
+        elif kind == "dil":
+            convs, bns = [op.steps[1], op.steps[-2]], [op.steps[-1]]
+        elif kind == "pool":
+            convs, bns = [], [op.steps[1]]
+        elif kind == "reduce":
+            convs, bns = [op.conv_a, op.conv_b], [op.bn]
+        else:
+            convs, bns = [], []
+        weights.append(tuple(entry(l) for l in convs))
+        stats.append(tuple((var(b.moving_mean), var(b.moving_variance)) for b in bns))
+    return tuple(weights), tuple(stats)
+
+
+_FUNCTIONS = collections.OrderedDict()
+_MAX_FUNCTIONS = 64
+
+
+def edge_function(plan):
+    """The `tf.function` computing edges of `plan`: traced once per input shape, never inlined.
+
+    Call arguments (tensors or variables, so that every edge of the plan
+    calls the same traced function): `x`, `theta`, `sigma2` (see
+    `MixedEdge`), `state` (the edge's `SeedGenerator` state variable, or
+    None when the plan draws no noise), `weights`, `stats`
+    (`edge_variables(..., unwrap=True)`). Returns what `edge_outputs` does.
+
+    The call is kept out of Grappler's function inlining (`_noinline`):
+    inlined, every call would be optimised, instantiated and run as a copy of
+    the body, which is the graph size this function exists to avoid. The
+    function's gradient (its forward and backward functions) inherits the
+    attribute, and is traced once too. No argument is a constant (Grappler
+    would specialise the call to it, one copy per call).
+    """
+    fn = _FUNCTIONS.get(plan)
+    if fn is None:
+        def run(x, theta, sigma2, state, weights, stats):
+            seeds = None if state is None else variational.GeneratorState(state, plan.replica)
+            return edge_outputs(plan, x, theta, sigma2, seeds, weights, stats)
+
+        fn = tf.function(run, autograph=False, experimental_attributes={"_noinline": True})
+        _FUNCTIONS[plan] = fn
+        while len(_FUNCTIONS) > _MAX_FUNCTIONS:
+            _FUNCTIONS.popitem(last=False)
+    else:
+        _FUNCTIONS.move_to_end(plan)
+    return fn
+
+
+def edge_outputs(plan, x, theta, sigma2, seeds, weights, stats):
+    """The mixed output of a plain supernet edge, its candidates computed together.
 
     Each operation's own weights are used, so the result is what the
     operations compute one by one (a test pins it), but with a fraction of
@@ -170,72 +372,267 @@ def fused_outputs(edge, x, computed, training):
       convolution, and the batch norms of a stage as one fused batch norm
       over the concatenated channels (per-channel statistics do not mix);
       each operation's moving statistics are updated from its slice;
-    - the pooling ops share the second stage's batch norm.
+    - the pooling ops share the second stage's batch norm; a strided skip's
+      two 1x1 convolutions run as one grouped convolution;
+    - with `weight_vd`, the ARD KL of every variational weight is one sum,
+      and training draws the noise of every variational convolution of the
+      edge (local reparameterisation) in one call;
+    - the gate mixture is one matrix product per group (`grouped_mixture`).
 
     Args:
-        edge: a `MixedEdge` whose `_fusable()` is true.
+        plan: an `EdgePlan`.
         x: the edge input.
-        computed: indices of the candidates to compute.
-        training: training flag.
+        theta, sigma2: the gate values (see `MixedEdge`).
+        seeds: the noise's seed generator (a `keras.random.SeedGenerator` or
+            `variational.GeneratorState`); None when the plan draws none.
+        weights, stats: `edge_variables(edge, plan)`.
 
     Returns:
-        A list of `(tensor, slots)`: `tensor` concatenates, along channels,
-        one block of the edge's channels per entry of `slots`, the output
-        of op `slots[i]` (an index into `op_names`). `none` ops are left out
-        (their output is zero); an edge of `none` alone gives one
-        `(zeros, [None])`.
+        A dict: `output`, the mixture; with `weight_vd`, `kl`, the unscaled
+        ARD KL of the computed operations' variational weights; with
+        `plan.stats_out`, `stats`, the new moving statistics
+        `{"k/j": (mean, variance)}` of batch norm j of op k (otherwise
+        they are assigned). Nothing else, so that no output of a traced
+        call goes unused (Grappler would specialise the call).
     """
-    s = edge.strides
-    kind = {k: edge.op_names[k] for k in computed}
-    seps = [k for k in computed if kind[k].startswith("sep_conv")]
-    dils = [k for k in computed if kind[k].startswith("dil_conv")]
-    pools = [k for k in computed if kind[k] in ("max_pool_3x3", "avg_pool_3x3")]
-    op = edge.candidates
-    groups = []
-    first = None
-    if seps or dils:
-        r = tf.nn.relu(x)
-        parts, pointwise, norms = [], [], []
+    eps = None
+    if plan.training and plan.noisy:
+        # Drawn for every op, computed or not, so the random stream does
+        # not depend on what the step computes.
+        eps = variational.standard_normal([tf.shape(x)[0], len(plan.op_names)], seeds, x.dtype)
+    stats = {(k, j): pair for k, op_stats in zip(plan.computed, stats) for j, pair in enumerate(op_stats)}
+    run = _Run(plan, x, dict(zip(plan.computed, weights)), stats, seeds)
+    out = {"output": grouped_mixture(run.groups(), theta, sigma2, eps)}
+    if plan.weight_vd:
+        out["kl"] = run.kl()
+    if plan.stats_out:
+        out["stats"] = run.new_stats
+    return out
+
+
+class _Run:
+    """The fused computation of one edge call (see `edge_outputs`)."""
+
+    def __init__(self, plan, x, weights, stats, seeds):
+        self.plan, self.x, self.weights, self.stats = plan, x, weights, stats
+        self.channels = int(x.shape[-1])
+        self.new_stats = {}
+        self.noise = None
+        if plan.weight_vd and plan.training:
+            # One draw for every variational convolution of the edge, cut
+            # into each one's channels as they are computed.
+            total = self._noise_channels()
+            if total:
+                self.noise = variational.standard_normal(_output_shape(x, plan.strides, total), seeds, x.dtype)
+            self.noise_offset = 0
+
+    def _noise_channels(self):
+        ns, nd = len(self.plan.ops_of("sep")), len(self.plan.ops_of("dil"))
+        reduce = len(self.plan.ops_of("reduce"))
+        return self.channels * (2 * (ns + nd) + 2 * ns + reduce)
+
+    def _take_noise(self, channels):
+        start = self.noise_offset
+        self.noise_offset += channels
+        return self.noise[..., start:start + channels]
+
+    def kl(self):
+        if not self.plan.weight_vd:
+            return tf.constant(0.0, self.x.dtype)
+        pairs = [e for k in self.plan.computed for e in self.weights[k]]
+        if not pairs:
+            return tf.constant(0.0, self.x.dtype)
+        return variational.summed_ard_kl(pairs)
+
+    def conv(self, x, entries, conv):
+        """`conv(x, kernels)` with plain or variational `entries` (see `edge_variables`)."""
+        plan = self.plan
+        if not plan.weight_vd:
+            return conv(x, [tf.convert_to_tensor(e) for e in entries])
+        if not plan.training:
+            return conv(x, [variational.masked_weight(t, s, plan.threshold) for t, s in entries])
+        mean = conv(x, [tf.convert_to_tensor(t) for t, _ in entries])
+        var = conv(tf.square(x), [tf.exp(s) for _, s in entries])
+        return variational.sample_lrt(mean, var, eps=self._take_noise(int(mean.shape[-1])))
+
+    def depthwise(self, x, entries, strides, dilation, repeat=True):
+        """Depthwise convs of `entries` (one per op) on `x` (repeated per op), as one conv.
+
+        `x` is one tensor used by every op (`repeat`), or the channel
+        concatenation of one input per op. Smaller kernels are zero-padded
+        to the largest (centred: the same sums). A strided dilated conv
+        reads every `strides`-th pixel only
+        (`variational.strided_dilated_as_plain`), so the input is subsampled
+        before it is repeated.
+        """
+        n = len(entries)
+        sizes = [int((e[0] if isinstance(e, tuple) else e).shape[0]) for e in entries]
+        size = max(sizes)
+        x, strides, dilation = variational.strided_dilated_as_plain(x, size, strides, dilation)
+
+        def conv(inputs, kernels):
+            if repeat and n > 1:
+                inputs = tf.tile(inputs, [1, 1, 1, n])
+            padded = []
+            for kernel, k in zip(kernels, sizes):
+                if k < size:
+                    p = (size - k) // 2
+                    kernel = tf.pad(kernel, [[p, p], [p, p], [0, 0], [0, 0]])
+                padded.append(kernel)
+            kernel = tf.concat(padded, axis=2) if n > 1 else padded[0]
+            return variational.conv_same(inputs, kernel, strides, dilation, depthwise=True)
+
+        return self.conv(x, entries, conv)
+
+    def pointwise(self, x, entries):
+        """The 1x1 convs `entries[i]` on consecutive channel blocks of `x`, as one grouped conv."""
+
+        def conv(inputs, kernels):
+            kernel = tf.concat(kernels, axis=-1) if len(kernels) > 1 else kernels[0]
+            return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
+
+        return self.conv(x, entries, conv)
+
+    def batch_norm(self, x, keys):
+        """Parameter-free batch norm of consecutive equal channel slices of `x`, one stats key each."""
+        plan = self.plan
+        stats = [self.stats[key] for key in keys]
+        channels = int(x.shape[-1])
+        ones, zeros = tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
+        if not plan.training:
+            mean = [tf.convert_to_tensor(m) for m, _ in stats]
+            var = [tf.convert_to_tensor(v) for _, v in stats]
+            y, *_ = tf.compat.v1.nn.fused_batch_norm(
+                x, ones, zeros,
+                mean=tf.concat(mean, 0) if len(stats) > 1 else mean[0],
+                variance=tf.concat(var, 0) if len(stats) > 1 else var[0],
+                epsilon=plan.epsilon, is_training=False,
+            )
+            return y
+        y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
+            x, ones, zeros, epsilon=plan.epsilon, is_training=True
+        )
+        # The fused kernel returns the unbiased batch variance; the moving
+        # statistics track the biased one (as `ops.BatchNorm`).
+        n = ops_lib.count_per_channel(x)
+        if isinstance(n, int):
+            variance = variance * ((n - 1.0) / max(n, 1.0))
+        else:
+            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+        mean, variance = tf.stop_gradient(mean), tf.stop_gradient(variance)
+        means = tf.split(mean, len(stats)) if len(stats) > 1 else [mean]
+        variances = tf.split(variance, len(stats)) if len(stats) > 1 else [variance]
+        m = plan.momentum
+        for key, (moving_mean, moving_var), batch_mean, batch_var in zip(keys, stats, means, variances):
+            new_mean = moving_mean * m + batch_mean * (1 - m)
+            new_var = moving_var * m + batch_var * (1 - m)
+            if plan.stats_out:
+                self.new_stats[f"{key[0]}/{key[1]}"] = (new_mean, new_var)
+            else:
+                moving_mean.assign(new_mean)
+                moving_var.assign(new_var)
+        return y
+
+    def groups(self):
+        """A list of `(tensor, slots)`: `tensor` concatenates, along channels,
+        one block of the edge's channels per entry of `slots`, the output of
+        op `slots[i]` (an index into `op_names`). `none` ops are left out
+        (their output is zero); an edge of `none` alone gives one
+        `(zeros, [None])`."""
+        plan, x, w = self.plan, self.x, self.weights
+        s = plan.strides
+        seps, dils, pools = plan.ops_of("sep"), plan.ops_of("dil"), plan.ops_of("pool")
+        groups = []
+        first = None
+        if seps or dils:
+            r = tf.nn.relu(x)
+            parts, pointwise, norms = [], [], []
+            if seps:
+                parts.append(self.depthwise(r, [w[k][0] for k in seps], s, 1))
+                pointwise += [w[k][1] for k in seps]
+                norms += [(k, 0) for k in seps]
+            if dils:
+                parts.append(self.depthwise(r, [w[k][0] for k in dils], s, 2))
+                pointwise += [w[k][1] for k in dils]
+                norms += [(k, 0) for k in dils]
+            h = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
+            first = self.batch_norm(self.pointwise(h, pointwise), norms)
+            if seps and dils:
+                # Split, not sliced: a slice's gradient is a slow generic kernel.
+                first, dil_out = tf.split(first, [len(seps) * self.channels, len(dils) * self.channels], axis=-1)
+                groups.append((dil_out, dils))
+            elif dils:
+                groups.append((first, dils))
+        second, norms = [], []
         if seps:
-            parts.append(_grouped_depthwise(edge, r, [op[k].steps[1] for k in seps], s, 1, training))
-            pointwise += [op[k].steps[2] for k in seps]
-            norms += [op[k].steps[3] for k in seps]
-        if dils:
-            parts.append(_grouped_depthwise(edge, r, [op[k].steps[1] for k in dils], s, 2, training))
-            pointwise += [op[k].steps[-2] for k in dils]
-            norms += [op[k].steps[-1] for k in dils]
-        h = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
-        first = _grouped_batch_norm(_grouped_pointwise(edge, h, pointwise, training), norms, training)
-        if seps and dils:
-            # Split, not sliced: a slice's gradient is a slow generic kernel.
-            channels = int(x.shape[-1])
-            first, dil_out = tf.split(first, [len(seps) * channels, len(dils) * channels], axis=-1)
-            groups.append((dil_out, dils))
-        elif dils:
-            groups.append((first, dils))
-    second, norms = [], []
-    if seps:
-        r2 = tf.nn.relu(first)
-        dw = _grouped_depthwise(edge, r2, [op[k].steps[5] for k in seps], 1, 1, training, repeat=False)
-        second.append(_grouped_pointwise(edge, dw, [op[k].steps[6] for k in seps], training))
-        norms += [op[k].steps[7] for k in seps]
-    for k in pools:
-        pool, bn = op[k].steps
-        second.append(ops_lib.apply_layer(pool, x))
-        norms.append(bn)
-    if second:
-        h = tf.concat(second, axis=-1) if len(second) > 1 else second[0]
-        groups.append((_grouped_batch_norm(h, norms, training), seps + pools))
-    for k in computed:
-        if kind[k] == "skip_connect":
-            groups.append((ops_lib.apply_layer(op[k], x, training), [k]))
-    if not groups:  # only `none`
-        groups.append((tf.zeros_like(x[:, ::s, ::s, :] if s > 1 else x), [None]))
-    return groups
+            r2 = tf.nn.relu(first)
+            dw = self.depthwise(r2, [w[k][2] for k in seps], 1, 1, repeat=False)
+            second.append(self.pointwise(dw, [w[k][3] for k in seps]))
+            norms += [(k, 1) for k in seps]
+        for k in pools:
+            if plan.op_names[k] == "max_pool_3x3":
+                second.append(max_pool_3x3(x, s))
+            else:
+                second.append(tf.nn.avg_pool2d(x, 3, s, "SAME"))  # excludes the padding
+            norms.append((k, 0))
+        if second:
+            h = tf.concat(second, axis=-1) if len(second) > 1 else second[0]
+            groups.append((self.batch_norm(h, norms), seps + pools))
+        for k in plan.ops_of("reduce"):
+            groups.append((self.factorized_reduce(x, w[k], (k, 0)), [k]))
+        for k in plan.ops_of("identity"):
+            groups.append((x, [k]))
+        if not groups:  # only `none`
+            groups.append((tf.zeros_like(x[:, ::s, ::s, :] if s > 1 else x), [None]))
+        return groups
+
+    def factorized_reduce(self, x, entries, key):
+        """`ops.FactorizedReduce` (the strided skip): two offset strided 1x1 convs, one batch norm."""
+        r = tf.nn.relu(x)
+        shifted = tf.pad(r[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+
+        def conv(inputs, kernels):
+            return tf.nn.conv2d(inputs, kernels[0], strides=2, padding="SAME")
+
+        a = self.conv(r, [entries[0]], conv)
+        b = self.conv(shifted, [entries[1]], conv)
+        return self.batch_norm(tf.concat([a, b], axis=-1), [key])
+
+
+def max_pool_3x3(x, strides):
+    """3x3 'same' max pooling whose gradient runs oneDNN's kernel inside a traced edge.
+
+    The gradient computes the pooling again: TensorFlow's oneDNN pass
+    replaces the generic MaxPoolGrad kernel (several times slower) only when
+    the pooling it differentiates is in the same graph, and the forward and
+    backward of a traced edge are two functions.
+    """
+    window, steps = [1, 3, 3, 1], [1, strides, strides, 1]
+
+    @tf.custom_gradient
+    def pool(inputs):
+        def grad(dy):
+            again = tf.nn.max_pool2d(inputs, 3, strides, "SAME")
+            return tf.raw_ops.MaxPoolGrad(
+                orig_input=inputs, orig_output=again, grad=dy, ksize=window, strides=steps, padding="SAME"
+            )
+
+        return tf.nn.max_pool2d(inputs, 3, strides, "SAME"), grad
+
+    return pool(x)
+
+
+def _output_shape(x, strides, channels):
+    """The shape of an edge output of `channels` channels (static where `x`'s is)."""
+    dims = [x.shape[1], x.shape[2]]
+    if all(d is not None for d in dims):
+        return [tf.shape(x)[0]] + [-(-int(d) // strides) for d in dims] + [channels]
+    spatial = (tf.shape(x)[1:3] + strides - 1) // strides
+    return tf.concat([tf.shape(x)[:1], spatial, [channels]], 0)
 
 
 def grouped_mixture(groups, theta, sigma2, eps):
-    """`tfvnas.gates.gate_mixture` over the channel blocks `fused_outputs` returns.
+    """`tfvnas.gates.gate_mixture` over the channel blocks of `edge_outputs`' groups.
 
     A group of S blocks of C channels is mixed by one matrix product with
     the (S*C, C) matrix that stacks `z[slot] * I_C` per block: the weighted
@@ -270,100 +667,4 @@ def grouped_mixture(groups, theta, sigma2, eps):
             matrix = tf.reshape(per_example, [-1, len(slots) * channels, channels])
             mixed = tf.matmul(tf.reshape(y, [shape[0], -1, len(slots) * channels]), matrix)
         out.append(tf.reshape(mixed, tf.concat([shape[:-1], [channels]], 0)))
-    return tf.add_n(out)
-
-
-def _grouped_depthwise(edge, x, layers, strides, dilation, training, repeat=True):
-    """Depthwise convs of `layers` (one per op) on `x` (repeated per op), as one conv.
-
-    `x` is one tensor used by every op (`repeat`), or the channel
-    concatenation of one input per op. Smaller kernels are zero-padded to
-    the largest (centred: the same sums). A strided dilated conv reads
-    every `strides`-th pixel only (`variational.strided_dilated_as_plain`),
-    so the input is subsampled before it is repeated. Returns the channel
-    concatenation of the outputs (see `_grouped_conv` for variational
-    layers).
-    """
-    n = len(layers)
-    sizes = [int((l.theta if isinstance(l, variational.VariationalLayer) else l.kernel).shape[0]) for l in layers]
-    size = max(sizes)
-    x, strides, dilation = variational.strided_dilated_as_plain(x, size, strides, dilation)
-
-    def conv(inputs, kernels):
-        if repeat and n > 1:
-            inputs = tf.tile(inputs, [1, 1, 1, n])
-        padded = []
-        for kernel, k in zip(kernels, sizes):
-            if k < size:
-                p = (size - k) // 2
-                kernel = tf.pad(kernel, [[p, p], [p, p], [0, 0], [0, 0]])
-            padded.append(kernel)
-        kernel = tf.concat(padded, axis=2) if n > 1 else padded[0]
-        return variational.conv_same(inputs, kernel, strides, dilation, depthwise=True)
-
-    return _grouped_conv(edge, x, layers, conv, training)
-
-
-def _grouped_pointwise(edge, x, layers, training):
-    """The 1x1 convs `layers[i]` on consecutive channel blocks of `x`, as one grouped conv."""
-
-    def conv(inputs, kernels):
-        kernel = tf.concat(kernels, axis=-1) if len(kernels) > 1 else kernels[0]
-        return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
-
-    return _grouped_conv(edge, x, layers, conv, training)
-
-
-def _grouped_conv(edge, x, layers, conv, training):
-    """`conv(x, kernels)` for plain or variational `layers` (all of one kind).
-
-    Plain layers: their kernels. Variational layers (`weight_vd`) compute
-    what each one's `call` does, together: the KL of each is added to
-    `edge`'s losses; training samples the output with the local
-    reparameterisation trick, `conv` of the means and of the squared input
-    with the variances, and each layer's own noise (its seed generator, its
-    block of channels), so the random stream is the per-layer one;
-    inference uses the masked means.
-    """
-    if not isinstance(layers[0], variational.VariationalLayer):
-        return conv(x, [l.kernel for l in layers])
-    for layer in layers:
-        edge.add_loss(layer.kl() * layer.kl_scale(layer.theta.dtype))
-    if not training:
-        return conv(x, [l.masked_kernel() for l in layers])
-    mean = conv(x, [l.theta for l in layers])
-    var = conv(tf.square(x), [tf.exp(l.log_sigma2) for l in layers])
-    channels = int(mean.shape[-1]) // len(layers)
-    shape = tf.concat([tf.shape(mean)[:-1], [channels]], 0)
-    eps = [variational.standard_normal(shape, l.seed_generator, mean.dtype) for l in layers]
-    return variational.sample_lrt(mean, var, eps=tf.concat(eps, -1) if len(eps) > 1 else eps[0])
-
-
-def _grouped_batch_norm(x, layers, training):
-    """`ops.BatchNorm` layers (no affine) applied to consecutive equal channel slices of `x`."""
-    if len(layers) == 1:
-        return layers[0].call(x, training=training)
-    channels = int(x.shape[-1])
-    ones, zeros = tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
-    epsilon = layers[0].epsilon
-    if not training:
-        y, *_ = tf.compat.v1.nn.fused_batch_norm(
-            x, ones, zeros,
-            mean=tf.concat([l.moving_mean for l in layers], 0),
-            variance=tf.concat([l.moving_variance for l in layers], 0),
-            epsilon=epsilon, is_training=False,
-        )
-        return y
-    y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(x, ones, zeros, epsilon=epsilon, is_training=True)
-    n = ops_lib.count_per_channel(x)
-    if isinstance(n, int):
-        variance = variance * ((n - 1.0) / max(n, 1.0))
-    else:
-        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
-    means = tf.split(tf.stop_gradient(mean), len(layers))
-    variances = tf.split(tf.stop_gradient(variance), len(layers))
-    for layer, batch_mean, batch_var in zip(layers, means, variances):
-        m = layer.momentum
-        layer.moving_mean.assign(layer.moving_mean * m + batch_mean * (1 - m))
-        layer.moving_variance.assign(layer.moving_variance * m + batch_var * (1 - m))
-    return y
+    return tf.add_n(out) if len(out) > 1 else out[0]

@@ -100,7 +100,8 @@ class Cell(keras.layers.Layer):
     Call arguments:
         inputs: `[s0, s1]`, the outputs of the two previous cells.
         gates: for a mixed cell, `(theta, sigma2)` of shape
-            `(len(edges), num_ops)`; None otherwise.
+            `(len(edges), num_ops)`; edge e is called with row e of
+            each. None otherwise.
         training: training flag.
         drop_path: overrides the constructor's drop-path rate (a float or a
             scalar tensor, e.g. a rate ramped up during training).
@@ -148,7 +149,23 @@ class Cell(keras.layers.Layer):
             self.edge_layers.append(edge_factory(op_names, c, strides, seed=ops_lib.offset_seed(seed, 100 * (e + 1)), **kw))
 
     def build(self, input_shape):
-        self.built = True  # sublayers build on their first call (see ops.Chain)
+        """Builds every sublayer from the input shapes `[s0, s1]` (`ops.build_layer`), computing nothing."""
+        states = [
+            ops_lib.build_layer(self.preprocess0, input_shape[0]),
+            ops_lib.build_layer(self.preprocess1, input_shape[1]),
+        ]
+        for node in range(self.nodes):
+            for (n, inp, _), layer in zip(self.edges, self.edge_layers):
+                if n == node:
+                    shape = ops_lib.build_layer(layer, states[inp])
+            states.append(shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        s1 = input_shape[1]
+        strides = 2 if self.plan.reduction else 1
+        spatial = [None if d is None else -(-int(d) // strides) for d in s1[1:3]]
+        return (s1[0], *spatial, self.plan.channels * len(self.concat))
 
     def call(self, inputs, gates=None, training=None, drop_path=None):
         s0, s1 = inputs
@@ -158,6 +175,10 @@ class Cell(keras.layers.Layer):
             self.preprocess0(s0, training=training),
             self.preprocess1(s1, training=training),
         ]
+        if gates is not None:
+            # One row per edge, cut by one op per table (slicing row by row
+            # would give every edge its own constant index).
+            thetas, sigma2s = tf.unstack(gates[0]), tf.unstack(gates[1])
         for node in range(self.nodes):
             total = None
             for e, (n, inp, _) in enumerate(self.edges):
@@ -165,8 +186,7 @@ class Cell(keras.layers.Layer):
                     continue
                 layer = self.edge_layers[e]
                 if gates is not None:
-                    theta, sigma2 = gates
-                    out = layer(states[inp], theta[e], sigma2[e], training=training)
+                    out = layer(states[inp], thetas[e], sigma2s[e], training=training)
                 else:
                     out = layer(states[inp], training=training)
                     if use_drop_path and not isinstance(layer, ops_lib.Identity):

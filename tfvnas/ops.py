@@ -252,6 +252,43 @@ def apply_layer(layer, inputs, training=None):
     return layer(inputs, training=training)
 
 
+def build_layer(layer, input_shape):
+    """Builds `layer` (and the sublayers of a tfvnas composite) for `input_shape`, computing nothing.
+
+    Creating a supernet's weights by running it once costs seconds of eager
+    execution and of Keras' per-call machinery over thousands of sublayers;
+    their shapes follow from the input shape alone. Returns the output
+    shape.
+    """
+    input_shape = tuple(input_shape)
+    if isinstance(layer, FactorizedReduce):
+        for conv in (layer.conv_a, layer.conv_b):
+            build_layer(conv, input_shape)
+        shape = _conv_output_shape(input_shape, 2, layer.out_channels)
+        build_layer(layer.bn, shape)
+        layer.built = True
+        return shape
+    if isinstance(layer, (Identity, Zero)):
+        layer.built = True
+        return _conv_output_shape(input_shape, layer.strides, input_shape[-1])
+    if isinstance(layer, Chain):
+        shape = input_shape
+        for step in layer.steps:
+            shape = build_layer(step, shape)
+        layer.built = True
+        return shape
+    if not layer.built:
+        layer.build(input_shape)
+    return tuple(layer.compute_output_shape(input_shape))
+
+
+def _conv_output_shape(shape, strides, channels):
+    def out(n):
+        return None if n is None else -(-int(n) // strides)
+
+    return (shape[0], out(shape[1]), out(shape[2]), channels)
+
+
 def _plain_relu(layer):
     return layer.max_value is None and not layer.negative_slope and not layer.threshold
 

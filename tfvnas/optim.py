@@ -18,13 +18,25 @@ with several replicas the global-norm clip is applied to the all-reduced
 (global) gradient; Keras clips each replica's partial gradient before the
 all-reduce.
 
+In a traced step, `SGD` updates its variables in chunks of up to
+`CHUNK` variables of one shape, each chunk one call of a `tf.function` traced
+once per chunk shape and kept out of Grappler's inlining (`_noinline`), as
+the supernet's edges are (`tfvnas.mixed_edge`): a search updates hundreds of
+variables of a few shapes, and ten graph nodes per variable were more than
+half of its step's graph (docs/BENCHMARKS.md, fourth round). The global
+norm of the clip is summed the same way, chunk by chunk.
+
 Both are `tf.Module`s, so `tf.train.Checkpoint` tracks their slots and step.
 """
 
+import collections
 import contextlib
 
 import keras
 import tensorflow as tf
+
+
+CHUNK = 8
 
 
 def _tf_variable(variable):
@@ -86,10 +98,13 @@ class _Fused(tf.Module):
         return tf.constant(self._schedule, tf.float32)
 
     def _prepare(self, grads):
-        """`[(variable, slots, gradient)]` all-reduced (summed) and clipped, and the learning rate.
+        """`[(variable, slots, gradient)]` all-reduced (summed), the learning rate and the clip's scale.
 
         A variable whose gradient is None (an op the search has pruned out of
         the computation) is left as it is, slots included, as Keras does.
+        The scale (None without a clip) multiplies every gradient, as
+        `tf.clip_by_global_norm` does; the squared norms are summed in
+        chunks (`chunks`).
         """
         if self._variables is None:
             raise ValueError("The optimizer is not built: call `build(variables)` before `apply`.")
@@ -113,10 +128,15 @@ class _Fused(tf.Module):
         context = tf.distribute.get_replica_context()
         if grads and context is not None and context.num_replicas_in_sync > 1:
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        updates = [(v, s, g) for (v, s, _), g in zip(kept, grads)]
+        scale = None
         if grads and self.global_clipnorm:
-            grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm)
-        lr = self._learning_rate(self.iterations)
-        return [(v, s, g) for (v, s, _), g in zip(kept, grads)], lr
+            # tf.clip_by_global_norm's arithmetic, its sum of halved squares by chunks.
+            halves = [_call(_half_squares, [g for _, _, g in chunk]) for chunk in chunks(updates)]
+            norm = tf.sqrt(tf.add_n(halves) * 2.0)
+            clip = tf.constant(self.global_clipnorm, norm.dtype)
+            scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)  # NaN/inf propagate
+        return updates, self._learning_rate(self.iterations), scale
 
     def _step(self):
         # Each replica increments its own copy, as it updates its own weights.
@@ -148,17 +168,69 @@ class SGD(_Fused):
         self._no_decay.variables |= {id(_tf_variable(v)) for v in var_list}
 
     def apply(self, grads):
-        updates, lr = self._prepare(grads)
-        momentum = tf.constant(self.momentum, tf.float32)
-        for variable, (slot,), grad in updates:
-            if self.weight_decay and id(variable) not in self._no_decay.variables:
-                tf.raw_ops.AssignSubVariableOp(
-                    resource=variable.handle, value=variable * (lr * self.weight_decay)
-                )
-            tf.raw_ops.ResourceApplyKerasMomentum(
-                var=variable.handle, accum=slot.handle, lr=lr, grad=grad, momentum=momentum
-            )
+        updates, lr, scale = self._prepare(grads)
+        for chunk in chunks(updates, self._decays):
+            variables = [v for v, _, _ in chunk]
+            slots = [slot for _, (slot,), _ in chunk]
+            decay = self.weight_decay if self._decays(chunk[0][0]) else 0.0
+            update = _momentum_update(self.momentum, decay)
+            _call(update, variables, slots, [g for _, _, g in chunk], lr, scale)
         self._step()
+
+    def _decays(self, variable):
+        return bool(self.weight_decay) and id(variable) not in self._no_decay.variables
+
+
+def chunks(updates, key=None):
+    """`updates` (`(variable, slots, gradient)`) cut into chunks of up to `CHUNK` of one shape and dtype.
+
+    Chunks of one signature (shape, dtype, size and `key(variable)`) call
+    one traced function; the order of the updates does not matter, since
+    each touches its own variables only.
+    """
+    buckets = collections.OrderedDict()
+    for u in updates:
+        v = u[0]
+        buckets.setdefault((tuple(v.shape), v.dtype, None if key is None else key(v)), []).append(u)
+    return [b[i:i + CHUNK] for b in buckets.values() for i in range(0, len(b), CHUNK)]
+
+
+def _call(fn, *args):
+    """`fn(*args)`: through its shared traced function inside a graph, directly when eager."""
+    return fn(*args) if tf.inside_function() else fn.python_function(*args)
+
+
+def _traced(fn):
+    return tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})
+
+
+@_traced
+def _half_squares(grads):
+    return tf.add_n([tf.nn.l2_loss(g) for g in grads])
+
+
+_MOMENTUM_UPDATES = {}
+
+
+def _momentum_update(momentum, decay):
+    """The traced SGD update of a chunk, for one momentum and weight decay."""
+    key = (float(momentum), float(decay))
+    if key not in _MOMENTUM_UPDATES:
+
+        def update(variables, slots, grads, lr, scale):
+            m = tf.constant(key[0], tf.float32)
+            for variable, slot, grad in zip(variables, slots, grads):
+                if key[1]:
+                    # Keras' decoupled weight decay, before the update.
+                    tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=variable * (lr * key[1]))
+                if scale is not None:
+                    grad = grad * scale
+                tf.raw_ops.ResourceApplyKerasMomentum(
+                    var=variable.handle, accum=slot.handle, lr=lr, grad=grad, momentum=m
+                )
+
+        _MOMENTUM_UPDATES[key] = _traced(update)
+    return _MOMENTUM_UPDATES[key]
 
 
 class Adam(_Fused):
@@ -178,7 +250,9 @@ class Adam(_Fused):
         self.weight_decay = float(weight_decay or 0.0)
 
     def apply(self, grads):
-        updates, lr = self._prepare(grads)
+        updates, lr, scale = self._prepare(grads)
+        if scale is not None:
+            updates = [(v, s, g * scale) for v, s, g in updates]
         t = tf.cast(self.iterations + 1, tf.float32)
         beta_1, beta_2 = tf.constant(self.beta_1), tf.constant(self.beta_2)
         beta_1_power, beta_2_power = tf.pow(beta_1, t), tf.pow(beta_2, t)

@@ -156,11 +156,20 @@ class Supernet(keras.Model):
         self.input_shape_built = None
 
     def build(self, input_shape):
-        # One eager forward pass creates every weight; Keras' default (a
-        # symbolic trace of `call`) costs as much as tracing a whole step.
+        # Every weight is created from the shapes alone (`ops.build_layer`):
+        # Keras' default (a symbolic trace of `call`) costs as much as
+        # tracing a whole step, and an eager pass seconds of op-by-op work.
+        image = tuple(int(d) for d in input_shape[1:])
         with tf.init_scope():
-            self.call(tf.zeros((1,) + tuple(input_shape[1:])), training=False)
-        self.input_shape_built = tuple(int(d) for d in input_shape[1:])
+            shape = (None,) + (image + (1,) if len(image) == 2 else image)
+            for layer in self.stem:
+                shape = ops_lib.build_layer(layer, shape)
+            s0 = s1 = shape
+            for cell in self.cells:
+                cell.build([s0, s1])
+                s0, s1 = s1, cell.compute_output_shape([s0, s1])
+            self.classifier.build((None, s1[-1]))
+        self.input_shape_built = image
         self.built = True
 
     @property

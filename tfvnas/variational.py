@@ -97,6 +97,25 @@ def keep_mask(log_alpha_value, threshold=DEFAULT_THRESHOLD, dtype="float32"):
     return tf.cast(log_alpha_value < threshold, dtype)
 
 
+def masked_weight(theta, log_sigma2, threshold=DEFAULT_THRESHOLD):
+    """The weight used at inference: `theta * [log_alpha < threshold]`."""
+    theta = tf.convert_to_tensor(theta)
+    return theta * keep_mask(log_alpha(theta, log_sigma2), threshold, theta.dtype)
+
+
+def summed_ard_kl(pairs):
+    """`sum(ard_kl(theta, log_sigma2))` over the `(theta, log_sigma2)` pairs, as one KL.
+
+    The pairs are flattened and concatenated first, so a group of
+    variational layers costs one `ard_kl` instead of one per layer.
+    """
+    thetas = [tf.reshape(t, [-1]) for t, _ in pairs]
+    log_sigma2s = [tf.reshape(s, [-1]) for _, s in pairs]
+    if len(pairs) == 1:
+        return tf.reduce_sum(ard_kl(thetas[0], log_sigma2s[0]))
+    return tf.reduce_sum(ard_kl(tf.concat(thetas, 0), tf.concat(log_sigma2s, 0)))
+
+
 def strided_dilated_as_plain(x, kernel_size, strides, dilation_rate):
     """The input and settings of a plain conv equal to a strided dilated one.
 
@@ -204,15 +223,40 @@ def kl_weight(beta, n_train):
     return float(beta) / float(checks.check_positive_int("n_train", n_train))
 
 
+def replica_id():
+    """The id of the current replica in its sync group (0 outside a replica context)."""
+    context = tf.distribute.get_replica_context()
+    return 0 if context is None else context.replica_id_in_sync_group
+
+
+class GeneratorState:
+    """A `keras.random.SeedGenerator` seen through its state variable, on a given replica.
+
+    A traced function that draws noise takes the generator's state variable
+    as an argument, so that one trace serves every layer; `next()` advances
+    the state as `SeedGenerator.next` does, and `replica_seed` folds in
+    `replica` (an int or a tensor) instead of reading the replica context.
+    """
+
+    def __init__(self, state, replica):
+        self.state = state
+        self.replica = replica
+
+    def next(self):
+        seed = tf.identity(self.state.read_value())
+        self.state.assign_add(tf.constant([0, 1], self.state.dtype))
+        return seed
+
+
 def replica_seed(seed_generator):
     """Next seed of `seed_generator`, folded with the replica id.
 
     Every replica draws different noise while the generator state (a
     variable of the layer, so it is checkpointed) stays identical on all.
+    `seed_generator` is a `keras.random.SeedGenerator` or a `GeneratorState`.
     """
     seed = seed_generator.next()
-    replica_id = tf.distribute.get_replica_context()
-    rid = 0 if replica_id is None else replica_id.replica_id_in_sync_group
+    rid = seed_generator.replica if isinstance(seed_generator, GeneratorState) else replica_id()
     return tf.random.experimental.stateless_fold_in(
         tf.cast(seed, tf.int64), tf.cast(rid, tf.int64)
     )
