@@ -101,22 +101,64 @@ def read_results(out_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def averaged_stable_epochs(history_path, decay=0.9, prune_every=10):
+    """Epochs the `top_k` genotype is unchanged at the end, derived from averaged `log_alpha` (offline).
+
+    The search records every gate's `log_alpha` once per epoch; this derives
+    each epoch's genotype from an exponential moving average of those
+    snapshots, the decay per epoch being `decay` per pruning check
+    (`gate_average_decay`) over the checks of an epoch: what the derivation
+    with `gate_average_decay=decay` reads, sampled once per epoch instead of
+    once per check. None when the history is not there.
+    """
+    import numpy as np
+
+    from tfvnas import genotype as genotype_lib
+
+    if not os.path.isfile(history_path):
+        return None
+    with open(history_path, encoding="utf-8") as f:
+        history = json.load(f)
+    epochs, threshold = history["epochs"], history["threshold"]
+    steps = epochs[0]["step"]
+    d = decay ** (steps / prune_every)
+    average, hashes = None, []
+    for record in epochs:
+        current = {t: np.asarray(record["log_alpha"][t], float) for t in ("normal", "reduce")}
+        if average is None:
+            average = current
+        else:  # pruned gates keep their value at pruning, as in the search
+            average = {t: np.where(current[t] >= threshold, current[t], d * average[t] + (1 - d) * current[t])
+                       for t in current}
+        nodes = int((np.sqrt(8 * len(current["normal"]) + 9) - 3) / 2)
+        hashes.append(genotype_lib.derive_top_k(average, history["op_names"], nodes=nodes,
+                                                threshold=threshold).hash())
+    stable = 0
+    for a, b in zip(hashes[::-1], hashes[-2::-1]):
+        if a != b:
+            break
+        stable += 1
+    return stable
+
+
 def report(records, doc, out_dir):
     """Rewrites the study's table and figure in `doc` (between the study markers)."""
     from matplotlib.figure import Figure
 
     begin, end = "<!-- study:begin -->", "<!-- study:end -->"
     lines = [
-        "| arm | changes | seed | epochs | pruned normal / reduce | genotype unchanged (epochs) | converged | "
-        "search val acc | cell val acc | search s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arm | changes | seed | epochs | pruned normal / reduce | genotype unchanged (epochs) | "
+        "same, averaged log_alpha | converged | search val acc | cell val acc | search s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-"
         share = r["pruned_share"]
+        averaged = averaged_stable_epochs(os.path.join(out_dir, f"{r['arm']}-seed{r['seed']}", "search_history.json"))
         lines.append(
             f"| {r['arm']} | {changes} | {r['seed']} | {r['epochs_run']} | {share['normal']:.0%} / "
-            f"{share['reduce']:.0%} | {r['stable_epochs']} | {'yes' if r['converged'] else 'no'} | "
+            f"{share['reduce']:.0%} | {r['stable_epochs']} | {'-' if averaged is None else averaged} | "
+            f"{'yes' if r['converged'] else 'no'} | "
             f"{r['search_val_accuracy']:.3f} | {r['cell_val_accuracy']:.3f} | {r['search_s']:.0f} |"
         )
     figure = Figure(figsize=(7.5, 4.0), dpi=120, layout="constrained")

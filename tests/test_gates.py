@@ -108,6 +108,45 @@ def test_a_single_spike_does_not_prune_and_a_sustained_rise_does(parameterisatio
     np.testing.assert_allclose(gates.derivation_log_alpha().numpy(), [[-10.0, 4.0, 3.0, -10.0]], atol=1e-6)
 
 
+def _move(gates, values):
+    """Sets the current log_alpha as the optimiser would (the average is left alone)."""
+    values = np.asarray(values, "float32")
+    if gates.parameterisation == "positive":
+        gates.log_sigma2.assign(values + 2.0 * gates.log_theta.numpy())
+    else:
+        gates.log_alpha.assign(values)
+
+
+@pytest.mark.parametrize("parameterisation", PARAMETERISATIONS)
+def test_the_derivation_reads_a_moving_average_and_pruning_the_current_value(parameterisation):
+    gates = gates_lib.GaussianGates(1, 3, log_alpha_init=-1.0, parameterisation=parameterisation,
+                                    average_decay=0.5)
+    # Gate 0 jitters around 0, gate 1 sits at 0.2, gate 2 rises through the threshold.
+    trajectory = [[-1.0, 0.2, 3.5], [1.0, 0.2, 3.5], [-1.0, 0.2, 3.5], [0.5, 0.2, 3.5]]
+    average = np.full(3, -1.0)
+    for check, values in enumerate(trajectory):
+        _move(gates, [values])
+        gates.update_evidence(3.0, patience=3)
+        active = check <= 2 or np.array([True, True, False])  # gate 2 goes at check 3, after its update
+        average = np.where(active, 0.5 * average + 0.5 * np.array(values), average)
+        np.testing.assert_allclose(gates.averaged_log_alpha.numpy()[0], average, atol=1e-6)
+    np.testing.assert_array_equal(gates.active.numpy(), [[1, 1, 0]])
+    # By hand: gate 0's average -1, 0, -0.5, 0; gate 1's -0.4, -0.1, 0.05, 0.125; gate 2's
+    # 1.25, 2.375, 2.9375, then frozen.
+    np.testing.assert_allclose(average, [0.0, 0.125, 2.9375], atol=1e-6)
+    # The derivation: the averages of the active gates, the value at pruning of the pruned one.
+    # The averages rank gate 0 first; its current value (0.5, above gate 1's 0.2) would not.
+    np.testing.assert_allclose(gates.derivation_log_alpha().numpy(), [[0.0, 0.125, 3.5]], atol=1e-6)
+    # Off (decay 0): the current values.
+    plain = gates_lib.GaussianGates(1, 3, log_alpha_init=-1.0, parameterisation=parameterisation)
+    _move(plain, [[1.0, 0.2, -1.0]])
+    plain.update_evidence(3.0, patience=3)
+    np.testing.assert_allclose(plain.derivation_log_alpha().numpy(), [[1.0, 0.2, -1.0]], atol=1e-6)
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match=r"^`average_decay` must be in \[0, 1\)\. Received: "):
+            gates_lib.GaussianGates(1, 3, average_decay=bad)
+
+
 def test_theta_cannot_cross_zero():
     # `log_alpha`: a parameter of its own, theta at zero leaves it (and the KL) as they are.
     gates = _gates([[-1.0, -1.0]], theta=[[1e-8, -1e-8]], parameterisation="log_alpha")
@@ -130,7 +169,7 @@ def test_patience_one_is_a_plain_threshold_and_the_layer_threshold_is_the_defaul
 @pytest.mark.parametrize("parameterisation", PARAMETERISATIONS)
 def test_config_round_trip(parameterisation):
     gates = gates_lib.GaussianGates(3, 2, theta_init=0.5, log_alpha_init=-4.0, threshold=2.5, kl_weight=0.1,
-                                    parameterisation=parameterisation)
+                                    parameterisation=parameterisation, average_decay=0.9)
     clone = gates_lib.GaussianGates.from_config(json.loads(json.dumps(gates.get_config())))
     assert clone.get_config() == gates.get_config()
     np.testing.assert_allclose(clone.raw_log_alpha().numpy(), np.full((3, 2), -4.0), rtol=1e-6)

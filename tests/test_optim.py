@@ -206,3 +206,19 @@ def test_adam_weight_decay_is_l2_on_the_gradient():
         fused_opt.apply(grads)
         for r, f in zip(reference, fused):
             np.testing.assert_allclose(f.numpy(), r.numpy(), rtol=1e-5, atol=5e-6)
+
+
+def test_the_gate_learning_rate_holds_then_falls_along_a_cosine_to_zero():
+    import math
+
+    from tfvnas.searching import arch_schedule
+
+    assert arch_schedule(0.3, 0.0, 100) == 0.3  # no anneal: a constant
+    schedule = arch_schedule(0.3, 0.25, 100)
+    for step in (0, 40, 75):
+        assert float(schedule(step)) == pytest.approx(0.3, rel=1e-6)
+    for step in (80, 90, 99):
+        want = 0.3 * 0.5 * (1 + math.cos(math.pi * (step - 75) / 25))
+        assert float(schedule(step)) == pytest.approx(want, rel=1e-5, abs=1e-7)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)
+    assert float(schedule(130)) == pytest.approx(0.0, abs=1e-7)

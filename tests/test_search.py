@@ -314,3 +314,12 @@ def test_tensorboard_holds_scalars_histograms_and_cell_images(cli_run):
         assert [(s, p) for s, p, _ in images] == [(r["epoch"], "images") for r in history]
         width, height, png = images[-1][2][:3]
         assert int(width) > 100 and int(height) > 100 and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_epoch_pipeline_runs_without_the_tf_data_autotuner():
+    # With the autotuner on, destroying an epoch's iterator blocked for about
+    # 10 s in most epochs of the `quick` search (tfvnas.loop).
+    searcher = search_lib.Searcher(config_lib.PRESETS["smoke"], data_lib.load("mnist-5k"), verbose=0)
+    batches = searcher.epoch_data(0)
+    assert batches.dataset.options().autotune.enabled is False
+    assert sum(1 for _ in batches) == searcher.steps_per_epoch

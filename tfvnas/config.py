@@ -132,6 +132,11 @@ class SearchConfig(_Config):
         arch_lr, arch_beta1, arch_weight_decay: Adam for the gates (weight
             decay as an L2 term on the gradient, as in DARTS). None: the
             method's own (`ARCH_OPTIMIZERS`; DARTS: 3e-4, 0.5, 1e-3).
+        arch_lr_anneal: the share of the search, at its end, over which the
+            gates' learning rate falls along a cosine to zero (0: constant
+            throughout). Adam moves every gate by about its learning rate at
+            every step, so near-tied gates keep swapping places until the
+            rate falls; the `top_k` genotype settles as it does.
         grad_clip: global gradient-norm clip for the weights.
         kl_warmup: fraction of the search over which beta goes from 0 to `kl_weight`.
         kl_weight: final beta.
@@ -144,6 +149,13 @@ class SearchConfig(_Config):
         gate_parameterisation: 'positive' (theta = exp(log_theta), and
             log_sigma2) or 'log_alpha' (theta and log_alpha); see
             `tfvnas.gates`.
+        gate_average_decay: the derivation (the `top_k` genotype of every
+            epoch and the result) reads an exponential moving average of each
+            active gate's `log_alpha`, updated at every pruning check with
+            this decay (0: the current values). Adam moves every gate by
+            about its learning rate at every step, so gates of similar
+            strength swap places from step to step; the average is where
+            they settle. Pruning reads the current values.
         stop_when_stable: stop once the `top_k` genotype has not changed for
             this many epochs (0: run every epoch).
         resolution: search on images resized to `resolution` x
@@ -183,6 +195,7 @@ class SearchConfig(_Config):
     arch_lr: typing.Optional[float] = None
     arch_beta1: typing.Optional[float] = None
     arch_weight_decay: typing.Optional[float] = None
+    arch_lr_anneal: float = 0.0
     grad_clip: float = 5.0
     kl_warmup: float = 0.3
     kl_weight: float = 1.0
@@ -192,6 +205,7 @@ class SearchConfig(_Config):
     gate_theta_init: float = 1.0
     gate_log_alpha_init: float = -3.0
     gate_parameterisation: str = "positive"
+    gate_average_decay: float = 0.9
     stop_when_stable: int = 0
     resolution: typing.Optional[int] = None
     top_k: int = 2
@@ -215,6 +229,8 @@ class SearchConfig(_Config):
                 (_non_negative if name == "arch_weight_decay" else _positive)(name, getattr(self, name))
         if self.arch_beta1 is not None and not self.arch_beta1 < 1:
             raise ValueError(f"`arch_beta1` must be below 1. Received: arch_beta1={self.arch_beta1!r}")
+        if not 0 <= self.arch_lr_anneal <= 1:
+            raise ValueError(f"`arch_lr_anneal` must be in [0, 1]. Received: arch_lr_anneal={self.arch_lr_anneal!r}")
         if not 0 <= self.kl_warmup <= 1:
             raise ValueError(f"`kl_warmup` must be in [0, 1]. Received: kl_warmup={self.kl_warmup!r}")
         if self.limit is not None:
@@ -222,6 +238,9 @@ class SearchConfig(_Config):
         _one_of("optimization", self.optimization, ("bilevel", "joint"))
         _one_of("method", self.method, choices.METHODS)
         _one_of("gate_parameterisation", self.gate_parameterisation, ("positive", "log_alpha"))
+        if not 0 <= self.gate_average_decay < 1:
+            raise ValueError(
+                f"`gate_average_decay` must be in [0, 1). Received: gate_average_decay={self.gate_average_decay!r}")
         ops_lib.resolve_op_set(self.op_set, self.ops)
 
     @property

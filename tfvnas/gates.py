@@ -105,7 +105,8 @@ class GaussianGates(GateTable, variational.KLTerm):
     non-trainable tables: `active` (0/1: pruned gates stay pruned),
     `streak` (consecutive checks each gate has read `log_alpha >=
     threshold`) and `pruned_log_alpha` (each pruned gate's `log_alpha` when
-    it was pruned). Calling it returns the effective `(theta, sigma2)` with
+    it was pruned), and `averaged_log_alpha` when `average_decay` > 0.
+    Calling it returns the effective `(theta, sigma2)` with
     pruned gates exactly zero, and adds the KL of the active gates, times
     the model's KL weight, with `add_loss`.
 
@@ -118,6 +119,15 @@ class GaussianGates(GateTable, variational.KLTerm):
         kl_weight: the weight of the KL in `losses` when no model binds its
             own (`variational.bind_kl_weight`).
         parameterisation: 'positive' or 'log_alpha' (the module docstring).
+        average_decay: in [0, 1). Above 0, every pruning check
+            (`update_evidence`) also updates an exponential moving average of
+            each active gate's `log_alpha` with this decay, and the
+            derivation reads it (`derivation_log_alpha`): the gates move by
+            about the learning rate at every Adam step, so close
+            competitors swap places from one step to the next, and the
+            average (Polyak averaging of the iterates) is the estimate of
+            where they settle. The pruning rule reads the current values.
+            0: the derivation reads the current values too.
 
     Call arguments:
         training: unused; the gates are the same in both modes (the mixed
@@ -136,8 +146,13 @@ class GaussianGates(GateTable, variational.KLTerm):
         threshold=variational.DEFAULT_THRESHOLD,
         kl_weight=1.0,
         parameterisation="positive",
+        average_decay=0.0,
         **kwargs,
     ):
+        if isinstance(average_decay, bool) or not isinstance(average_decay, (int, float)) or not (
+                0 <= average_decay < 1):
+            raise ValueError(f"`average_decay` must be in [0, 1). Received: average_decay={average_decay!r}")
+        self.average_decay = float(average_decay)
         self.theta_init = float(theta_init)
         self.log_alpha_init = float(log_alpha_init)
         self.threshold = float(threshold)
@@ -167,6 +182,11 @@ class GaussianGates(GateTable, variational.KLTerm):
         self.pruned_log_alpha = self.add_weight(
             name="pruned_log_alpha", shape=self.shape, initializer="zeros", trainable=False
         )
+        if self.average_decay:
+            self.averaged_log_alpha = self.add_weight(
+                name="averaged_log_alpha", shape=self.shape,
+                initializer=keras.initializers.Constant(self.log_alpha_init), trainable=False,
+            )
         self.built = True
 
     def theta_value(self):
@@ -198,10 +218,13 @@ class GaussianGates(GateTable, variational.KLTerm):
             self.log_sigma2.assign(values + 2.0 * self.log_theta.numpy())
         else:
             self.log_alpha.assign(values)
+        if self.average_decay:  # a state set by hand is its own average
+            self.averaged_log_alpha.assign(values)
 
     def derivation_log_alpha(self):
-        """What the derivation reads: `log_alpha` of active gates, the value at pruning of pruned ones."""
-        return tf.where(self.active > 0, self.raw_log_alpha(), tf.convert_to_tensor(self.pruned_log_alpha))
+        """What the derivation reads: `log_alpha` of active gates (averaged, see `average_decay`), the value at pruning of pruned ones."""
+        current = tf.convert_to_tensor(self.averaged_log_alpha) if self.average_decay else self.raw_log_alpha()
+        return tf.where(self.active > 0, current, tf.convert_to_tensor(self.pruned_log_alpha))
 
     def kl(self):
         """Unscaled ARD KL summed over the active gates."""
@@ -224,6 +247,10 @@ class GaussianGates(GateTable, variational.KLTerm):
         patience = checks.check_positive_int("patience", patience)
         la = self.raw_log_alpha().numpy()
         active = self.active.numpy() > 0
+        if self.average_decay:
+            d = self.average_decay
+            average = self.averaged_log_alpha.numpy()
+            self.averaged_log_alpha.assign(np.where(active, d * average + (1.0 - d) * la, average).astype("float32"))
         over = active & (la >= threshold)
         streak = np.where(over, self.streak.numpy() + 1, 0).astype("float32")
         newly = over & (streak >= patience)
@@ -254,5 +281,6 @@ class GaussianGates(GateTable, variational.KLTerm):
             threshold=self.threshold,
             kl_weight=self.kl_weight,
             parameterisation=self.parameterisation,
+            average_decay=self.average_decay,
         )
         return config

@@ -108,6 +108,20 @@ def resolve_config(preset="quick", config=None, **overrides):
     return config_lib.resolve(config_lib.SearchConfig, config_lib.PRESETS, preset, config, **overrides)
 
 
+def arch_schedule(lr, anneal, total_steps):
+    """The gates' learning rate: `lr`, then over the last `anneal` share of the steps a cosine to 0.
+
+    A float when `anneal` is 0 (constant), else a Keras schedule (a
+    `CosineDecay` whose warm-up holds `lr`).
+    """
+    decay_steps = int(round(anneal * total_steps))
+    if decay_steps < 1:
+        return lr
+    return keras.optimizers.schedules.CosineDecay(
+        lr, decay_steps=decay_steps, alpha=0.0, warmup_target=lr, warmup_steps=max(total_steps - decay_steps, 0)
+    )
+
+
 class Searcher(loop_lib.Loop):
     """Runs a VINNAS search of one dataset under a strategy.
 
@@ -159,6 +173,7 @@ class Searcher(loop_lib.Loop):
             gate_theta_init=cfg.gate_theta_init,
             gate_log_alpha_init=cfg.gate_log_alpha_init,
             gate_parameterisation=cfg.gate_parameterisation,
+            gate_average_decay=cfg.gate_average_decay,
             normalisation=ds.normalisation(),
             seed=cfg.seed,
             method=cfg.method,
@@ -184,7 +199,8 @@ class Searcher(loop_lib.Loop):
         )
         arch = cfg.arch_optimizer
         self.arch_optimizer = optim.Adam(
-            arch["lr"], beta_1=arch["beta_1"], beta_2=0.999, weight_decay=arch["weight_decay"]
+            arch_schedule(arch["lr"], cfg.arch_lr_anneal, total_steps),
+            beta_1=arch["beta_1"], beta_2=0.999, weight_decay=arch["weight_decay"],
         )
         return {
             "weight_optimizer": (self.weight_optimizer, model.weight_variables),

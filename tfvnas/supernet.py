@@ -43,6 +43,10 @@ class Supernet(keras.Model):
         gate_theta_init: initial gate mean.
         gate_log_alpha_init: initial gate log dropout rate.
         gate_parameterisation: 'positive' or 'log_alpha' (`tfvnas.gates`).
+        gate_average_decay: the derivation reads a moving average of each
+            gate's `log_alpha` over the pruning checks with this decay
+            (`tfvnas.gates.GaussianGates`, `average_decay`); 0: the current
+            values.
         normalisation: `(mean, std)` per channel of the raw input.
         seed: base seed of all noise.
         method: 'vinnas' or 'darts' (softmax gates, `tfvnas.darts`).
@@ -70,6 +74,7 @@ class Supernet(keras.Model):
         gate_theta_init=1.0,
         gate_log_alpha_init=-3.0,
         gate_parameterisation="positive",
+        gate_average_decay=0.0,
         normalisation=((0.0,), (1.0,)),
         seed=0,
         method="vinnas",
@@ -93,6 +98,7 @@ class Supernet(keras.Model):
         self.gate_theta_init = float(gate_theta_init)
         self.gate_log_alpha_init = float(gate_log_alpha_init)
         self.gate_parameterisation = gate_parameterisation
+        self.gate_average_decay = float(gate_average_decay)
         self.normalisation = (list(normalisation[0]), list(normalisation[1]))
         self.seed = int(seed)
 
@@ -102,6 +108,7 @@ class Supernet(keras.Model):
             theta_init=self.gate_theta_init,
             log_alpha_init=self.gate_log_alpha_init,
             parameterisation=self.gate_parameterisation,
+            average_decay=self.gate_average_decay,
             threshold=self.threshold,
         )
         if self.method == "darts":
@@ -270,6 +277,7 @@ class Supernet(keras.Model):
             "gate_theta_init": self.gate_theta_init,
             "gate_log_alpha_init": self.gate_log_alpha_init,
             "gate_parameterisation": self.gate_parameterisation,
+            "gate_average_decay": self.gate_average_decay,
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
             "method": self.method,
