@@ -333,6 +333,12 @@ class TrainConfig(_Config):
         seed: seed of initialisation, data order and noise.
         limit: use only the first `limit` training examples (None: all).
         sync_bn: batch-norm statistics over the global batch (all replicas).
+        channel_prior: a scale with its own ARD prior per output channel of
+            every variational convolution, so whole channels are pruned in
+            training and dead-channel elimination removes them
+            (`tfvnas.channel_prior`); needs `weight_vd`.
+        channel_log_alpha_init, channel_scale_init: initial log dropout rate
+            and mean of those scales.
     """
 
     layers: int = 8
@@ -357,6 +363,9 @@ class TrainConfig(_Config):
     seed: int = 0
     limit: typing.Optional[int] = None
     sync_bn: bool = False
+    channel_prior: bool = False
+    channel_log_alpha_init: float = -4.0
+    channel_scale_init: float = 0.1
 
     def validate(self):
         for name in ("layers", "channels", "stem_multiplier", "epochs", "batch_size", "lr", "grad_clip"):
@@ -371,6 +380,9 @@ class TrainConfig(_Config):
             raise ValueError(f"`drop_path` must be below 1. Received: drop_path={self.drop_path!r}")
         if self.limit is not None:
             _positive("limit", self.limit)
+        _positive("channel_scale_init", self.channel_scale_init)
+        if self.channel_prior and not self.weight_vd:
+            raise ValueError("`channel_prior` needs `weight_vd`. Received: channel_prior=True, weight_vd=False")
 
 
 TRAIN_PRESETS = {

@@ -17,6 +17,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfvnas import channel_prior as channel_prior_lib
 from tfvnas import checks
 from tfvnas import ops as ops_lib
 from tfvnas import variational
@@ -342,6 +343,11 @@ class Network(keras.Model):
             `beta / N_train` for the ELBO. `tfvnas.train` sets it every step;
             under `fit`, pass `1 / len(x_train)` or use the
             `tfvnas.variational.KLSchedule` callback.
+        channel_prior: a scale with its own ARD prior per output channel of
+            every variational convolution (`tfvnas.channel_prior`), so whole
+            channels go in training; needs `weight_vd`.
+        channel_log_alpha_init, channel_scale_init: the channel scales'
+            initial log dropout rate and mean.
 
     Call arguments:
         inputs: raw images, NHWC (or NHW for one-channel images).
@@ -367,6 +373,9 @@ class Network(keras.Model):
         normalisation=((0.0,), (1.0,)),
         seed=0,
         kl_weight=1.0,
+        channel_prior=False,
+        channel_log_alpha_init=-4.0,
+        channel_scale_init=0.1,
         **kwargs,
     ):
         from tfvnas import genotype as genotype_lib
@@ -393,6 +402,11 @@ class Network(keras.Model):
         self.threshold = float(threshold)
         self.normalisation = (list(normalisation[0]), list(normalisation[1]))
         self.seed = int(seed)
+        self.channel_prior, self.channel_log_alpha_init, self.channel_scale_init = (
+            variational.VariationalLayer.check_channel_prior(channel_prior, channel_log_alpha_init, channel_scale_init))
+        if self.channel_prior and not self.weight_vd:
+            raise ValueError(
+                "`channel_prior` needs variational weights. Received: channel_prior=True, weight_vd=False")
 
         self.normalise = normalisation_layer(self.normalisation)
         self.stem = stem_layers(
@@ -428,6 +442,9 @@ class Network(keras.Model):
         if self.weight_vd:
             for layer in variational.variational_layers(self):
                 layer.threshold = self.threshold
+        if self.channel_prior:
+            channel_prior_lib.set_channel_prior(
+                self, log_alpha_init=self.channel_log_alpha_init, scale_init=self.channel_scale_init)
         self.kl_weight = own_kl_weight(self, kl_weight)
 
     def build(self, input_shape):
@@ -477,6 +494,9 @@ class Network(keras.Model):
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
             "kl_weight": float(self.kl_weight.numpy()),
+            "channel_prior": self.channel_prior,
+            "channel_log_alpha_init": self.channel_log_alpha_init,
+            "channel_scale_init": self.channel_scale_init,
         }
 
 

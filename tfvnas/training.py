@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvnas import channel_prior as channel_prior_lib
 from tfvnas import config as config_lib
 from tfvnas import counting
 from tfvnas import data as data_lib
@@ -134,6 +135,9 @@ class Trainer(loop_lib.Loop):
             threshold=cfg.threshold,
             normalisation=ds.normalisation(),
             seed=cfg.seed,
+            channel_prior=cfg.channel_prior,
+            channel_log_alpha_init=cfg.channel_log_alpha_init,
+            channel_scale_init=cfg.channel_scale_init,
         )
         model.build((None,) + tuple(ds.image_shape))
         return model
@@ -150,6 +154,7 @@ class Trainer(loop_lib.Loop):
         )
         self.optimizer.exclude_from_weight_decay(
             variational.weight_decay_exclusions(self.model, include_means=cfg.decay_variational_means)
+            + channel_prior_lib.decay_exclusions(self.model)
         )
         return {"optimizer": (self.optimizer, self.model.trainable_variables)}
 
@@ -190,12 +195,17 @@ class Trainer(loop_lib.Loop):
             if total else 0.0,
             weight_sparsity=pruned / total if total else None,
         )
+        pruned, total = channel_prior_lib.channel_sparsity(self.model)
+        if total:
+            record["channel_sparsity"] = pruned / total
         return record
 
     def epoch_line(self, record):
         line = f"val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
         if record["weight_sparsity"] is not None:
             line += f"  weight sparsity {record['weight_sparsity']:.3f}"
+        if "channel_sparsity" in record:
+            line += f"  channel sparsity {record['channel_sparsity']:.3f}"
         return line
 
     def run(self, out_dir=None, resume=False, tensorboard_dir=None):

@@ -25,6 +25,8 @@ References:
       Reparameterization Trick." NeurIPS 2015.
 """
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -385,15 +387,56 @@ class VariationalLayer(keras.layers.Layer, KLTerm):
 
     Subclasses create `self.theta` and `self.log_sigma2` in `build` and define
     `_moments(x, theta, sigma2)` (training) and `_apply(x, kernel)` (inference).
+
+    **Channel prior** (`channel_prior=True`). Each output channel c also gets
+    a Gaussian scale `s_c ~ N(phi_c, sigma_c^2)` with its own ARD prior and
+    KL (`ard_kl`, as a weight's), added to the layer's. In training the
+    output channel is multiplied by one draw of `s_c` per example (noise of
+    shape `(batch, 1, 1, channels)`: one variable per channel, so a noisy
+    channel is noisy everywhere); at inference by `phi_c * [log_alpha_c <
+    threshold]`, which `masked_kernel` folds into the kernel's output column,
+    so a pruned channel is an all-zero column and `tfvnas.shrinking` removes
+    it. `channel_scale_init` is phi's initial value and
+    `channel_log_alpha_init` its initial log dropout rate; why phi starts
+    small is in `tfvnas.channel_prior`. The supernet's fused edges
+    (`tfvnas.mixed_edge`) read `theta` directly and do not support it.
     """
 
-    def __init__(self, threshold=DEFAULT_THRESHOLD, log_sigma2_init=-10.0, seed=None, kl_weight=1.0, **kwargs):
+    def __init__(
+        self,
+        threshold=DEFAULT_THRESHOLD,
+        log_sigma2_init=-10.0,
+        seed=None,
+        kl_weight=1.0,
+        channel_prior=False,
+        channel_log_alpha_init=-4.0,
+        channel_scale_init=0.1,
+        **kwargs,
+    ):
         self.threshold = float(threshold)
         self.log_sigma2_init = float(log_sigma2_init)
         self.seed = seed
+        self.channel_prior, self.channel_log_alpha_init, self.channel_scale_init = self.check_channel_prior(
+            channel_prior, channel_log_alpha_init, channel_scale_init)
         super().__init__(**kwargs)
         self.init_kl_weight(kl_weight)
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @staticmethod
+    def check_channel_prior(channel_prior, log_alpha_init, scale_init):
+        """Validates the channel-prior arguments; returns them as `(bool, float, float)`."""
+        def number(value):
+            return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+        if not isinstance(channel_prior, bool):
+            raise ValueError(f"`channel_prior` must be a bool. Received: channel_prior={channel_prior!r}")
+        if not number(log_alpha_init):
+            raise ValueError(
+                f"`channel_log_alpha_init` must be a number. Received: channel_log_alpha_init={log_alpha_init!r}")
+        if not (number(scale_init) and scale_init > 0):
+            raise ValueError(
+                f"`channel_scale_init` must be a positive number. Received: channel_scale_init={scale_init!r}")
+        return channel_prior, float(log_alpha_init), float(scale_init)
 
     def _add_kernel(self, shape, initializer):
         self.theta = self.add_weight(name="theta", shape=shape, initializer=initializer)
@@ -403,28 +446,77 @@ class VariationalLayer(keras.layers.Layer, KLTerm):
             initializer=keras.initializers.Constant(self.log_sigma2_init),
         )
 
+    def _add_channel_scale(self, channels):
+        """Creates `channel_phi` and `channel_log_sigma2` (one per output channel) with the prior on."""
+        if not self.channel_prior:
+            return
+        phi = self.channel_scale_init
+        self.channel_phi = self.add_weight(
+            name="channel_phi", shape=(channels,), initializer=keras.initializers.Constant(phi))
+        self.channel_log_sigma2 = self.add_weight(
+            name="channel_log_sigma2", shape=(channels,),
+            initializer=keras.initializers.Constant(self.channel_log_alpha_init + 2.0 * math.log(phi)))
+
+    # The kernel axis of the output channels: the last one (a depthwise kernel overrides it).
+    channel_axis = -1
+
+    def _channel_shape(self):
+        """The kernel's rank with 1 on every axis but the output channels' (-1)."""
+        shape = [1] * len(self.theta.shape)
+        shape[self.channel_axis] = -1
+        return shape
+
     @property
     def log_alpha(self):
         """Per-weight log dropout rate."""
         return log_alpha(self.theta, self.log_sigma2)
 
+    @property
+    def channel_log_alpha(self):
+        """Per-channel log dropout rate of the channel scales (channel prior only)."""
+        return log_alpha(self.channel_phi, self.channel_log_sigma2)
+
+    def channel_mask(self):
+        """1 for kept channels, 0 for pruned ones (all ones without the channel prior)."""
+        if not self.channel_prior:
+            return tf.ones([int(self.theta.shape[self.channel_axis])], self.theta.dtype)
+        return keep_mask(self.channel_log_alpha, self.threshold, self.theta.dtype)
+
     def kernel_mask(self):
-        """1 for kept weights, 0 for pruned ones."""
-        return keep_mask(self.log_alpha, self.threshold, self.theta.dtype)
+        """1 for kept weights (and, with the channel prior, in kept channels), 0 for pruned ones."""
+        mask = keep_mask(self.log_alpha, self.threshold, self.theta.dtype)
+        if self.channel_prior:
+            mask = mask * tf.reshape(self.channel_mask(), self._channel_shape())
+        return mask
 
     def masked_kernel(self):
-        """The kernel used at inference: theta * [log_alpha < threshold]."""
-        return self.theta * self.kernel_mask()
+        """The kernel used at inference: theta * [log_alpha < threshold] (* phi_c per channel)."""
+        kernel = self.theta * self.kernel_mask()
+        if self.channel_prior:
+            kernel = kernel * tf.reshape(self.channel_phi, self._channel_shape())
+        return kernel
 
     def kl(self):
-        """Unscaled ARD KL summed over all weights."""
-        return tf.reduce_sum(ard_kl(self.theta, self.log_sigma2))
+        """Unscaled ARD KL summed over all weights (and channel scales)."""
+        kl = tf.reduce_sum(ard_kl(self.theta, self.log_sigma2))
+        if self.channel_prior:
+            kl = kl + tf.reduce_sum(ard_kl(self.channel_phi, self.channel_log_sigma2))
+        return kl
+
+    def _channel_sample(self, outputs):
+        """One draw of every channel scale per example, shaped to multiply `outputs`."""
+        shape = tf.concat([tf.shape(outputs)[:1], tf.ones([outputs.shape.rank - 2], tf.int32),
+                           tf.shape(outputs)[-1:]], 0)
+        eps = standard_normal(shape, self.seed_generator, outputs.dtype)
+        return self.channel_phi + tf.exp(0.5 * self.channel_log_sigma2) * eps
 
     def call(self, inputs, training=None):
         self.add_loss(self.kl() * self.kl_scale(self.theta.dtype))
         if training:
             mean, var = self._moments(inputs, self.theta, tf.exp(self.log_sigma2))
             out = sample_lrt(mean, var, self.seed_generator)
+            if self.channel_prior:
+                out = out * self._channel_sample(out)
         else:
             out = self._apply(inputs, self.masked_kernel())
         if self.use_bias:
@@ -439,6 +531,9 @@ class VariationalLayer(keras.layers.Layer, KLTerm):
             seed=self.seed,
             use_bias=self.use_bias,
             kl_weight=self.kl_weight,
+            channel_prior=self.channel_prior,
+            channel_log_alpha_init=self.channel_log_alpha_init,
+            channel_scale_init=self.channel_scale_init,
         )
         return config
 
@@ -459,6 +554,10 @@ class VariationalConv2D(VariationalLayer):
         threshold: pruning threshold on `log_alpha`.
         log_sigma2_init: initial log variance of every weight.
         seed: seed of the layer's noise.
+        channel_prior: a scale with an ARD prior per output channel (see
+            `VariationalLayer`).
+        channel_log_alpha_init: initial log dropout rate of the channel scales.
+        channel_scale_init: initial mean phi of the channel scales.
 
     Call arguments:
         inputs: NHWC tensor.
@@ -488,6 +587,7 @@ class VariationalConv2D(VariationalLayer):
         self._add_kernel((k, k, int(input_shape[-1]), self.filters), self.kernel_initializer)
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+        self._add_channel_scale(self.filters)
 
     def _moments(self, x, theta, sigma2):
         return lrt_conv2d(x, theta, sigma2, self.strides, self.dilation_rate)
@@ -514,13 +614,18 @@ class VariationalConv2D(VariationalLayer):
 class VariationalDepthwiseConv2D(VariationalLayer):
     """DepthwiseConv2D (depth multiplier 1) with sparse variational dropout weights.
 
+    With `channel_prior`, one scale per channel (the kernel's axis 2).
+
     Args:
         kernel_size: int (square kernels).
         strides: int stride.
         dilation_rate: int dilation (strided + dilated runs at stride 1 and
             subsamples, see `lrt_conv2d`).
-        use_bias, threshold, log_sigma2_init, seed: as `VariationalConv2D`.
+        use_bias, threshold, log_sigma2_init, seed, channel_prior,
+            channel_log_alpha_init, channel_scale_init: as `VariationalConv2D`.
     """
+
+    channel_axis = 2
 
     def __init__(
         self,
@@ -544,6 +649,7 @@ class VariationalDepthwiseConv2D(VariationalLayer):
         self._add_kernel((k, k, channels, 1), self.kernel_initializer)
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
+        self._add_channel_scale(channels)
 
     def _moments(self, x, theta, sigma2):
         return lrt_conv2d(x, theta, sigma2, self.strides, self.dilation_rate, depthwise=True)
@@ -572,7 +678,8 @@ class VariationalDense(VariationalLayer):
     Args:
         units: number of outputs.
         use_bias: whether to add a bias (default true).
-        threshold, log_sigma2_init, seed: as `VariationalConv2D`.
+        threshold, log_sigma2_init, seed, channel_prior, channel_log_alpha_init,
+            channel_scale_init: as `VariationalConv2D` (one scale per unit).
     """
 
     def __init__(self, units, use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
@@ -585,6 +692,7 @@ class VariationalDense(VariationalLayer):
         self._add_kernel((int(input_shape[-1]), self.units), self.kernel_initializer)
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+        self._add_channel_scale(self.units)
 
     def _moments(self, x, theta, sigma2):
         return lrt_dense(x, theta, sigma2)
