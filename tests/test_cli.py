@@ -151,3 +151,10 @@ def test_tensorflow_start_up_lines_are_filtered():
         capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert child.stdout.strip() == "True"
     assert not any(line.startswith(cli._TENSORFLOW_START_UP_LINES) for line in child.stderr.splitlines())
+
+
+def test_python_dash_m_tfvnas_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "tfvnas", "--help"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: tfvnas")

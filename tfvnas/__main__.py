@@ -1,0 +1,5 @@
+"""`python -m tfvnas ...`: the `tfvnas` command (`tfvnas.cli`)."""
+
+from tfvnas.cli import entry
+
+entry()
