@@ -323,3 +323,19 @@ def test_the_epoch_pipeline_runs_without_the_tf_data_autotuner():
     batches = searcher.epoch_data(0)
     assert batches.dataset.options().autotune.enabled is False
     assert sum(1 for _ in batches) == searcher.steps_per_epoch
+
+
+def test_shared_and_inline_edge_functions_compute_the_same_step():
+    ds = data_lib.load("mnist-5k")
+    losses = {}
+    for shared in (True, False):
+        cfg = config_lib.PRESETS["smoke"].replace(shared_edge_functions=shared)
+        searcher = search_lib.Searcher(cfg, ds, verbose=0)
+        edges = [layer for layer in searcher.model._flatten_layers()
+                 if isinstance(layer, search_lib.mixed_edge.MixedEdge)]
+        assert edges and all(edge.shared_function is shared for edge in edges)
+        batches = next(iter(searcher.epoch_data(0)))
+        losses[shared] = {k: float(v) for k, v in searcher.train_step(batches, tf.constant(1.0)).items()}
+    assert losses[True].keys() == losses[False].keys()
+    for key in losses[True]:
+        assert losses[True][key] == pytest.approx(losses[False][key], rel=1e-5, abs=1e-6), key

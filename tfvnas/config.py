@@ -169,6 +169,15 @@ class SearchConfig(_Config):
         method: 'vinnas' (Gaussian ARD gates) or 'darts' (the DARTS baseline:
             softmax mixing, no noise, no KL, no pruning; use it with the
             `darts_none` op set, as DARTS does).
+        shared_edge_functions: every edge with the same plan and input shape
+            calls one traced, non-inlined function (a small graph: the first
+            step of the `quick` search in 23 s instead of 84 s), or, False,
+            every edge is traced inline (a large graph, a cheaper step: at 3
+            cells, 4 channels and 8x8 images the calls cost 100 ms of a
+            366 ms step, and the first step took 47 s instead of 21 s).
+            Short searches, tuning trials and tests gain from sharing; a
+            search of many hundred steps at small maps may not
+            (docs/BENCHMARKS.md, fourth round).
         retrace_cost_steps: what re-tracing the step costs, in steps. Pruned
             ops leave the computation only when the step is traced anew; that
             happens at the end of an epoch when (share of the traced ops
@@ -214,6 +223,7 @@ class SearchConfig(_Config):
     method: str = "vinnas"
     sync_bn: bool = False
     retrace_cost_steps: int = 100
+    shared_edge_functions: bool = True
 
     def validate(self):
         _non_negative("retrace_cost_steps", self.retrace_cost_steps)

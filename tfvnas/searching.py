@@ -19,6 +19,7 @@ from tfvnas import data as data_lib
 from tfvnas import files
 from tfvnas import genotype as genotype_lib
 from tfvnas import loop as loop_lib
+from tfvnas import mixed_edge
 from tfvnas import ops as ops_lib
 from tfvnas import optim
 from tfvnas import supernet as supernet_lib
@@ -179,6 +180,10 @@ class Searcher(loop_lib.Loop):
             method=cfg.method,
         )
         model.build((None,) + tuple(ds.image_shape))
+        if not cfg.shared_edge_functions:
+            for layer in model._flatten_layers():
+                if isinstance(layer, mixed_edge.MixedEdge):
+                    layer.shared_function = False
         # The op set the first trace computes: every op. Pruning between
         # traces masks ops to zero; `end_epoch` decides when to trace anew.
         model.step_ops = model.computed_ops()
