@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's tfvnas
+
 # The study's base: the `quick` preset's search (docs/search.md says why each
 # field is what it is). Each arm changes one field of it.
 BASE = {
