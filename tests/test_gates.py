@@ -137,6 +137,8 @@ def test_the_derivation_reads_a_moving_average_and_pruning_the_current_value(par
     # The derivation: the averages of the active gates, the value at pruning of the pruned one.
     # The averages rank gate 0 first; its current value (0.5, above gate 1's 0.2) would not.
     np.testing.assert_allclose(gates.derivation_log_alpha().numpy(), [[0.0, 0.125, 3.5]], atol=1e-6)
+    # The history records the current values (the pruned gate's at pruning).
+    np.testing.assert_allclose(gates.current_log_alpha().numpy(), [[0.5, 0.2, 3.5]], atol=1e-6)
     # Off (decay 0): the current values.
     plain = gates_lib.GaussianGates(1, 3, log_alpha_init=-1.0, parameterisation=parameterisation)
     _move(plain, [[1.0, 0.2, -1.0]])

@@ -79,9 +79,14 @@ class GateTable(keras.layers.Layer):
 
     One row per edge, one column per candidate operation. Calling a table
     returns `(theta, sigma2)`, each of shape `(num_edges, num_ops)`; the
-    search reads `derivation_log_alpha()` (lower is stronger) and calls
+    search derives from `derivation_log_alpha()` (lower is stronger),
+    records `current_log_alpha()` in its history and calls
     `update_evidence()` at every pruning check.
     """
+
+    def current_log_alpha(self):
+        """What the history records; the derivation's values unless a table averages them."""
+        return self.derivation_log_alpha()
 
     def __init__(self, num_edges, num_ops, **kwargs):
         self.num_edges = checks.check_positive_int("num_edges", num_edges)
@@ -221,10 +226,16 @@ class GaussianGates(GateTable, variational.KLTerm):
         if self.average_decay:  # a state set by hand is its own average
             self.averaged_log_alpha.assign(values)
 
+    def current_log_alpha(self):
+        """`log_alpha` of active gates now, the value at pruning of pruned ones (the history's record)."""
+        return tf.where(self.active > 0, self.raw_log_alpha(), tf.convert_to_tensor(self.pruned_log_alpha))
+
     def derivation_log_alpha(self):
-        """What the derivation reads: `log_alpha` of active gates (averaged, see `average_decay`), the value at pruning of pruned ones."""
-        current = tf.convert_to_tensor(self.averaged_log_alpha) if self.average_decay else self.raw_log_alpha()
-        return tf.where(self.active > 0, current, tf.convert_to_tensor(self.pruned_log_alpha))
+        """What the derivation reads: as `current_log_alpha`, with active gates averaged (`average_decay`)."""
+        if not self.average_decay:
+            return self.current_log_alpha()
+        return tf.where(self.active > 0, tf.convert_to_tensor(self.averaged_log_alpha),
+                        tf.convert_to_tensor(self.pruned_log_alpha))
 
     def kl(self):
         """Unscaled ARD KL summed over the active gates."""

@@ -318,7 +318,7 @@ class Searcher(loop_lib.Loop):
             stable_epochs=stable,
             weight_sparsity=pruned_w / total_w if total_w else None,
             # Pruned gates at the value they were pruned at: what the derivation reads.
-            log_alpha={t: g.derivation_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
+            log_alpha={t: g.current_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
             active={t: g.active.numpy().astype(int).tolist() for t, g in model.gates.items()},
         )
         return record

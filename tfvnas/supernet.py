@@ -227,8 +227,10 @@ class Supernet(keras.Model):
     def log_alpha(self):
         """`{"normal": array, "reduce": array}` of shape (edges, ops), as the derivation reads them.
 
-        Active gates give their current `log_alpha`, pruned ones the value
-        they had when they were pruned (at or above the threshold).
+        Active gates give their `log_alpha` averaged over the pruning checks
+        (`gate_average_decay`; the current value without it), pruned ones the
+        value they had when they were pruned (at or above the threshold).
+        The history records the current values (`GaussianGates.current_log_alpha`).
         """
         return {t: g.derivation_log_alpha().numpy() for t, g in self.gates.items()}
 
