@@ -23,7 +23,7 @@ HISTORY_FIELDS = {
     "epoch", "step", "beta", "weight_lr", "train_loss", "train_accuracy", "arch_loss",
     "arch_accuracy", "val_loss", "val_accuracy", "kl_arch", "kl_weights", "active_ops",
     "total_ops", "pruned_this_epoch", "weight_sparsity", "log_alpha", "active", "time_s",
-    "pruned_share", "genotype", "genotype_hash", "stable_epochs",
+    "pruned_share", "genotype", "genotype_hash", "stable_epochs", "derivation_log_alpha",
 }
 
 
@@ -116,7 +116,9 @@ def test_genotype_matches_history(cli_run):
     history = _read(out / "search_history.json")
     cfg = config_lib.preset("smoke")
     last = history["epochs"][-1]
-    log_alpha = {t: np.array(last["log_alpha"][t]) for t in ("normal", "reduce")}
+    # What the derivation read: the averaged values when the search averages (the default).
+    assert ("derivation_log_alpha" in last) == (cfg.gate_average_decay > 0)
+    log_alpha = {t: np.array(last.get("derivation_log_alpha", last["log_alpha"])[t]) for t in ("normal", "reduce")}
     expected_top = genotype_lib.derive_top_k(
         log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold, k=cfg.top_k
     )

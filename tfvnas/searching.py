@@ -317,10 +317,15 @@ class Searcher(loop_lib.Loop):
             genotype_hash=genotype.hash(),
             stable_epochs=stable,
             weight_sparsity=pruned_w / total_w if total_w else None,
-            # Pruned gates at the value they were pruned at: what the derivation reads.
+            # Every gate's log_alpha now (a pruned gate's at the value it was pruned at).
             log_alpha={t: g.current_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
             active={t: g.active.numpy().astype(int).tolist() for t, g in model.gates.items()},
         )
+        if any(getattr(g, "average_decay", 0.0) for g in model.gates.values()):
+            # What the derivation read (the averages of the active gates), so
+            # that every epoch's genotype can be derived again from the history.
+            record["derivation_log_alpha"] = {
+                t: g.derivation_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()}
         return record
 
     @property
