@@ -89,12 +89,7 @@ def set_channel_prior(model, *, log_alpha_init=-4.0, scale_init=0.1):
 
 def channel_sparsity(model):
     """`(pruned, total)` channel counts over the layers of `model` with the channel prior."""
-    pruned = total = 0
-    for layer in channel_prior_layers(model):
-        mask = layer.channel_mask().numpy()
-        total += mask.size
-        pruned += int(mask.size - mask.sum())
-    return pruned, total
+    return variational.pruned_counts(layer.channel_mask() for layer in channel_prior_layers(model))
 
 
 def decay_exclusions(model):

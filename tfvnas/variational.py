@@ -28,6 +28,7 @@ References:
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfvnas import checks
@@ -728,14 +729,19 @@ def variational_layers(model):
     ]
 
 
-def weight_sparsity(model):
-    """`(pruned, total)` weight counts over the variational layers of `model`."""
+def pruned_counts(masks):
+    """`(pruned, total)` entries over 0/1 keep masks (tensors or arrays)."""
     pruned = total = 0
-    for layer in variational_layers(model):
-        mask = layer.kernel_mask().numpy()
+    for mask in masks:
+        mask = np.asarray(mask)
         total += mask.size
         pruned += int(mask.size - mask.sum())
     return pruned, total
+
+
+def weight_sparsity(model):
+    """`(pruned, total)` weight counts over the variational layers of `model`."""
+    return pruned_counts(layer.kernel_mask() for layer in variational_layers(model))
 
 
 def weight_decay_exclusions(model, include_means=False):
