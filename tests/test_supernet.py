@@ -310,3 +310,27 @@ def test_a_node_whose_gates_are_all_pruned_keeps_the_least_pruned_one():
     genotype = model.derive("top_k")
     assert genotype.normal[1] == (("skip_connect", 2),)  # not input 0 with the first op
     assert model.derive("threshold").normal[1] == (("skip_connect", 2),)
+
+
+def test_block_diagonal_kernel_applies_each_kernel_to_its_channel_block():
+    from tfvnas.mixed_edge import block_diagonal
+
+    rng = np.random.default_rng(0)
+    sizes, outs = (3, 2, 4), (2, 5, 3)
+    kernels = [tf.constant(rng.normal(size=(1, 1, c, d)), tf.float32) for c, d in zip(sizes, outs)]
+    x = tf.constant(rng.normal(size=(2, 3, 3, sum(sizes))), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch([x] + kernels)
+        y = tf.nn.conv2d(x, block_diagonal(kernels), strides=1, padding="SAME")
+        loss = tf.reduce_sum(y * y)
+    # NumPy: each block of input channels times its own kernel, outputs concatenated.
+    blocks = np.split(x.numpy(), np.cumsum(sizes)[:-1], axis=-1)
+    want = np.concatenate([b @ k.numpy()[0, 0] for b, k in zip(blocks, kernels)], axis=-1)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5)
+    # Differentiable on every CPU (a grouped convolution's gradient needs oneDNN).
+    grads = tape.gradient(loss, [x] + kernels)
+    want_dk = [np.einsum("bhwc,bhwd->cd", b, 2 * o)[None, None]
+               for b, o in zip(blocks, np.split(want, np.cumsum(outs)[:-1], axis=-1))]
+    for g, w in zip(grads[1:], want_dk):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-4)
+    assert block_diagonal(kernels[:1]) is kernels[0]

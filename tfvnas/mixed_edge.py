@@ -3,7 +3,7 @@
 `MixedEdge` computes `sum_k z_k * op_k(x)`. On the DARTS operation set
 without affine batch norm (the supernet's), its ops are computed together
 (`edge_outputs`): one depthwise convolution for all separable and dilated
-ops, one grouped pointwise convolution per stage, one batch norm per stage,
+ops, one block-diagonal pointwise convolution per stage, one batch norm per stage,
 each operation with its own weights (a test pins the result to the ops run
 one by one).
 
@@ -368,12 +368,12 @@ def edge_outputs(plan, x, theta, sigma2, seeds, weights, stats):
       over the input repeated once per op, with the smaller kernels
       zero-padded to the largest (the same sums: 'same' padding keeps the
       kernels centred);
-    - the pointwise convolutions of a stage run as one grouped 1x1
-      convolution, and the batch norms of a stage as one fused batch norm
+    - the pointwise convolutions of a stage run as one 1x1 convolution
+      with a block-diagonal kernel (`block_diagonal`), and the batch norms of a stage as one fused batch norm
       over the concatenated channels (per-channel statistics do not mix);
       each operation's moving statistics are updated from its slice;
     - the pooling ops share the second stage's batch norm; a strided skip's
-      two 1x1 convolutions run as one grouped convolution;
+      two 1x1 convolutions share one ReLU and one batch norm;
     - with `weight_vd`, the ARD KL of every variational weight is one sum,
       and training draws the noise of every variational convolution of the
       edge (local reparameterisation) in one call;
@@ -485,11 +485,10 @@ class _Run:
         return self.conv(x, entries, conv)
 
     def pointwise(self, x, entries):
-        """The 1x1 convs `entries[i]` on consecutive channel blocks of `x`, as one grouped conv."""
+        """The 1x1 convs `entries[i]` on consecutive channel blocks of `x`, as one conv (`block_diagonal`)."""
 
         def conv(inputs, kernels):
-            kernel = tf.concat(kernels, axis=-1) if len(kernels) > 1 else kernels[0]
-            return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
+            return tf.nn.conv2d(inputs, block_diagonal(kernels), strides=1, padding="SAME")
 
         return self.conv(x, entries, conv)
 
@@ -597,6 +596,27 @@ class _Run:
         a = self.conv(r, [entries[0]], conv)
         b = self.conv(shifted, [entries[1]], conv)
         return self.batch_norm(tf.concat([a, b], axis=-1), [key])
+
+
+def block_diagonal(kernels):
+    """One 1x1 kernel that applies `kernels[i]` to the i-th block of input channels.
+
+    The kernels `(1, 1, c_i, d_i)` sit on the diagonal of a
+    `(1, 1, sum c, sum d)` kernel, zeros elsewhere, so one plain convolution
+    computes them all: output block i reads input block i only. A grouped
+    convolution (input depth a multiple of the kernel's) would compute the
+    same with fewer multiplications, but its gradient exists on CPU only
+    where oneDNN runs (TensorFlow enables it on Intel CPUs by default, not
+    on AMD's); the zero blocks cost little at the widths of a cell.
+    """
+    if len(kernels) == 1:
+        return kernels[0]
+    sizes = [int(k.shape[2]) for k in kernels]
+    total, start, columns = sum(sizes), 0, []
+    for kernel, size in zip(kernels, sizes):
+        columns.append(tf.pad(kernel, [[0, 0], [0, 0], [start, total - start - size], [0, 0]]))
+        start += size
+    return tf.concat(columns, axis=-1)
 
 
 def max_pool_3x3(x, strides):
