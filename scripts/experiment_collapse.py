@@ -29,11 +29,18 @@ is read once per trained cell, for the final table.
     python scripts/experiment_collapse.py --out runs/evidence --report docs/RESULTS.md --no-run
     python scripts/experiment_collapse.py --quick --out runs/evidence-quick        # pipeline check
 
-Every finished unit is a line of `<out>/results.jsonl`; a unit already there
-is skipped, so the study runs in parts and resumes where it stopped.
+Every finished unit is a line of the results file (`--results FILE`, default
+`<out>/results.jsonl`); a unit already there is skipped, so the study runs in
+parts and resumes where it stopped. The file holds everything the report reads
+(the per-image test correctness included), so the committed copy,
+`docs/results/fashion_evidence.jsonl`, resumes and reports the study on any
+machine:
+
+    python scripts/experiment_collapse.py --out runs/evidence --results docs/results/fashion_evidence.jsonl
 """
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -91,8 +98,19 @@ PHASES = ("null", "recipe", "search", "train", "collapse")
 # Results file
 
 
+# Every finished unit is one line of the results file (`--results`, default
+# `<out>/results.jsonl`). A line holds all the report needs (the per-image test
+# correctness included), so the file alone resumes and reports the study; the
+# run folders under --out hold checkpoints and models only.
+RESULTS = {"path": None}
+
+
+def results_path(out_dir):
+    return RESULTS["path"] or os.path.join(out_dir, "results.jsonl")
+
+
 def read_results(out_dir):
-    path = os.path.join(out_dir, "results.jsonl")
+    path = results_path(out_dir)
     if not os.path.isfile(path):
         return []
     with open(path, encoding="utf-8") as f:
@@ -100,7 +118,9 @@ def read_results(out_dir):
 
 
 def _append(out_dir, record):
-    with open(os.path.join(out_dir, "results.jsonl"), "a", encoding="utf-8") as f:
+    path = results_path(out_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -108,6 +128,15 @@ def _append(out_dir, record):
 
 def _done(out_dir, kind, key):
     return any(r["kind"] == kind and r["key"] == key for r in read_results(out_dir))
+
+
+def pack_correct(correct):
+    """Per-image correctness (bool array) as text: base64 of the packed bits."""
+    return base64.b64encode(np.packbits(np.asarray(correct, bool)).tobytes()).decode("ascii")
+
+
+def unpack_correct(text, n):
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))[:n].astype(bool)
 
 
 # ---------------------------------------------------------------------------
@@ -255,13 +284,13 @@ def phase_train(out_dir, budget, cfg, dataset):
                            seed=0, out_dir=run_dir, verbose=0)
             logits = result.model.predict(data.x_test, batch_size=500, verbose=0)
             correct = np.argmax(logits, -1) == data.y_test
-            np.save(os.path.join(run_dir, "test_correct.npy"), np.packbits(correct))
             p = result.parameters
             _append(out_dir, {
                 "kind": "train", "key": key, "cell": name, "group": group, "weights": weights,
                 "genotype_hash": genotype.hash(), "seconds": round(time.perf_counter() - start, 1),
                 "test_accuracy": result.test_accuracy, "test_accuracy_check": float(correct.mean()),
                 "val_accuracy": result.history[-1]["val_accuracy"],
+                "test_images": int(correct.size), "test_correct": pack_correct(correct),
                 "nonzero_params": p["nonzero"], "dense_params": p["dense"],
                 "nonzero_params_shrunk": p["shrunk"]["nonzero"], "kernel_sparsity": p["kernel_sparsity"],
                 **cell_statistics(genotype),
@@ -296,8 +325,8 @@ def phase_collapse(out_dir, budget, cfg, dataset, methods):
 # Report
 
 
-def _correct(out_dir, key):
-    return np.unpackbits(np.load(os.path.join(out_dir, "train", key, "test_correct.npy"))).astype(bool)
+def _correct(record):
+    return unpack_correct(record["test_correct"], record["test_images"])
 
 
 def paired_bootstrap(a, b, samples=10000, seed=0):
@@ -372,8 +401,8 @@ def report(out_dir, doc):
         for other in ("random", "darts"):
             rs = [r for r in trains if r["group"] == other and r["weights"] == weights]
             if vinnas and rs:
-                boot = paired_bootstrap(np.stack([_correct(out_dir, r["key"]) for r in vinnas]),
-                                        np.stack([_correct(out_dir, r["key"]) for r in rs]))
+                boot = paired_bootstrap(np.stack([_correct(r) for r in vinnas]),
+                                        np.stack([_correct(r) for r in rs]))
                 comparisons.append((weights, other, boot))
     if comparisons:
         lines += ["Paired bootstrap over the test images (10,000 resamples), mean accuracy of the VINNAS cells "
@@ -421,6 +450,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="output folder (default runs/evidence[-quick])")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, of: {', '.join(PHASES)}")
     parser.add_argument("--methods", default="vinnas,darts")
+    parser.add_argument("--results", metavar="FILE",
+                        help="the results file (default <out>/results.jsonl); it alone resumes and reports the study")
     parser.add_argument("--report", metavar="DOC", help="write the results section of DOC")
     parser.add_argument("--no-run", action="store_true", help="only --report")
     args = parser.parse_args(argv)
@@ -428,6 +459,7 @@ def main(argv=None):
     cfg = BUDGETS[budget]
     out = args.out or os.path.join("runs", "evidence-quick" if args.quick else "evidence")
     os.makedirs(out, exist_ok=True)
+    RESULTS["path"] = args.results
     methods = [m for m in args.methods.split(",") if m]
     if not args.no_run:
         phases = [p for p in args.phases.split(",") if p]

@@ -1,0 +1,57 @@
+"""The evidence study's bookkeeping (scripts/experiment_collapse.py): results file, bootstrap."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _driver():
+    spec = importlib.util.spec_from_file_location("experiment_collapse", REPO / "scripts" / "experiment_collapse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_per_image_correctness_round_trips_through_text():
+    driver = _driver()
+    rng = np.random.default_rng(0)
+    for n in (1, 8, 13, 10000):
+        correct = rng.uniform(size=n) < 0.9
+        text = driver.pack_correct(correct)
+        assert isinstance(text, str)
+        np.testing.assert_array_equal(driver.unpack_correct(text, n), correct)
+
+
+def test_the_results_file_resumes_and_may_live_apart_from_the_run_folders(tmp_path):
+    driver = _driver()
+    driver.RESULTS["path"] = str(tmp_path / "kept" / "results.jsonl")
+    try:
+        assert driver.read_results(str(tmp_path / "runs")) == []
+        driver._append(str(tmp_path / "runs"), {"kind": "train", "key": "a", "value": 1})
+        assert driver._done(str(tmp_path / "runs"), "train", "a")
+        assert not driver._done(str(tmp_path / "runs"), "train", "b")
+        assert not (tmp_path / "runs" / "results.jsonl").exists()
+    finally:
+        driver.RESULTS["path"] = None
+    assert driver.results_path("x") == "x/results.jsonl"
+
+
+def test_paired_bootstrap_matches_the_observed_difference_and_its_spread():
+    driver = _driver()
+    rng = np.random.default_rng(1)
+    n = 4000
+    b = rng.uniform(size=(3, n)) < 0.85
+    a = b[:2] | (rng.uniform(size=(2, n)) < 0.05)  # the same cells, a few more images right
+    out = driver.paired_bootstrap(a, b, samples=2000)
+    per_image = a.mean(0) - b.mean(0)
+    assert abs(out["difference"] - per_image.mean()) < 1e-12
+    # Closed form of the resampled mean's spread: std of the per-image difference / sqrt(n).
+    se = per_image.std() / np.sqrt(n)
+    assert out["low"] < out["difference"] < out["high"]
+    np.testing.assert_allclose(out["high"] - out["low"], 2 * 1.96 * se, rtol=0.15)
+    assert out["p_at_or_below_zero"] < 0.01
+    same = driver.paired_bootstrap(b, b, samples=500)
+    assert same["difference"] == 0.0 and same["p_at_or_below_zero"] == 1.0
