@@ -46,7 +46,8 @@ setup(
         "jinja2>=3.1",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # Two worker processes (pytest.ini).
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
     },
     entry_points={"console_scripts": ["tfvnas=tfvnas.cli:entry"]},
     classifiers=[

@@ -2,12 +2,16 @@
 
 The logical devices must be configured before TensorFlow initialises its
 context, hence at import time of this conftest, before any test module.
-The `no_dot` fixture hides graphviz's `dot` from the picture tests.
+oneDNN is switched on (TensorFlow does so by default on Intel CPUs only),
+so the suite computes the same kernels on every x86 CPU. The `no_dot` fixture hides graphviz's `dot` from the picture tests.
 """
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN's kernels, which TensorFlow enables by default on Intel CPUs only:
+# on AMD ones a search step is 1.3x faster with them (docs/BENCHMARKS.md).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
