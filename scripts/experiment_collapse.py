@@ -366,9 +366,12 @@ def report(out_dir, doc):
         lines += ["Training recipe, chosen on the validation split: "
                   + "; ".join(f"lr {r['lr']}: val accuracy {r['val_accuracy']:.4f}" for r in recipes)
                   + f" (kept lr {chosen_lr(out_dir)}).", ""]
-    lines += ["| group | weights | cells | test accuracy | non-zero params | after dead-channel elimination | "
-              "dense params | parameter-free share | distinct op types |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    if trains:
+        lines += ["| group | weights | cells | test accuracy | non-zero params | after dead-channel elimination | "
+                  "dense params | parameter-free share | distinct op types |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["No cell has been trained yet (the `train` phase).", ""]
     groups = ("vinnas", "darts", "random", "zoo")
     for group in groups:
         for weights in ("sparse", "dense"):
