@@ -130,6 +130,11 @@ def _done(out_dir, kind, key):
     return any(r["kind"] == kind and r["key"] == key for r in read_results(out_dir))
 
 
+def _resumable(run_dir):
+    """Whether `run_dir` holds a checkpoint of an interrupted unit (then it continues from there)."""
+    return os.path.isfile(os.path.join(run_dir, "checkpoints", "checkpoint"))
+
+
 def pack_correct(correct):
     """Per-image correctness (bool array) as text: base64 of the packed bits."""
     return base64.b64encode(np.packbits(np.asarray(correct, bool)).tobytes()).decode("ascii")
@@ -239,8 +244,9 @@ def phase_search(out_dir, budget, cfg, dataset, methods):
                 continue
             print(f"== search {key}", flush=True)
             start = time.perf_counter()
+            run_dir = os.path.join(out_dir, "search", key)
             result = search(dataset, preset="quick", config={**cfg["search"], **METHOD_CONFIGS[method]},
-                            seed=seed, out_dir=os.path.join(out_dir, "search", key), verbose=0)
+                            seed=seed, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
             last = result.history[-1]
             _append(out_dir, {
                 "kind": "search", "key": key, "method": method, "seed": seed,
@@ -281,7 +287,7 @@ def phase_train(out_dir, budget, cfg, dataset):
             start = time.perf_counter()
             run_dir = os.path.join(out_dir, "train", key)
             result = train(genotype, data, config=_train_config(cfg, lr=lr, weight_vd=weights == "sparse"),
-                           seed=0, out_dir=run_dir, verbose=0)
+                           seed=0, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
             logits = result.model.predict(data.x_test, batch_size=500, verbose=0)
             correct = np.argmax(logits, -1) == data.y_test
             p = result.parameters
@@ -298,7 +304,6 @@ def phase_train(out_dir, budget, cfg, dataset):
 
 
 def phase_collapse(out_dir, budget, cfg, dataset, methods):
-    from tfvnas.genotype import Genotype
     from tfvnas.searching import search
 
     for seed in cfg["collapse_seeds"]:
@@ -308,17 +313,48 @@ def phase_collapse(out_dir, budget, cfg, dataset, methods):
                 continue
             print(f"== collapse {key}", flush=True)
             start = time.perf_counter()
+            run_dir = os.path.join(out_dir, "collapse", key)
             result = search(dataset, preset="quick", config={**cfg["collapse"], **METHOD_CONFIGS[method]},
-                            seed=seed, out_dir=os.path.join(out_dir, "collapse", key), verbose=0)
-            per_epoch = []
-            for record in result.history:
-                stats = cell_statistics(Genotype.from_dict(record["genotype"]))
-                per_epoch.append({"epoch": record["epoch"], "step": record["step"],
-                                  "parameter_free_share": stats["normal_parameter_free_share"],
-                                  "skip_count": stats["normal_skips"], "pruned_share": record["pruned_share"]})
+                            seed=seed, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
             _append(out_dir, {"kind": "collapse", "key": key, "method": method, "seed": seed,
                               "seconds": round(time.perf_counter() - start, 1),
-                              "arch_updates": result.history[-1]["step"], "per_epoch": per_epoch})
+                              "arch_updates": result.history[-1]["step"], "per_epoch": _per_epoch(result.history)})
+
+
+def _per_epoch(history):
+    from tfvnas.genotype import Genotype
+
+    per_epoch = []
+    for record in history:
+        stats = cell_statistics(Genotype.from_dict(record["genotype"]))
+        per_epoch.append({"epoch": record["epoch"], "step": record["step"],
+                          "parameter_free_share": stats["normal_parameter_free_share"],
+                          "skip_count": stats["normal_skips"], "pruned_share": record["pruned_share"]})
+    return per_epoch
+
+
+def record_partial_collapses(out_dir, cfg, methods):
+    """A `collapse_partial` line for each unfinished long search: its epochs so far, from its last checkpoint.
+
+    It does not mark the unit done (the search continues from the checkpoint
+    when the phase runs again); the report shows it, marked partial, until
+    the finished unit's line replaces it.
+    """
+    import glob
+
+    for seed in cfg["collapse_seeds"]:
+        for method in methods:
+            key = f"{method}-seed{seed}"
+            states = glob.glob(os.path.join(out_dir, "collapse", key, "checkpoints", "state-*.json"))
+            if _done(out_dir, "collapse", key) or not states:
+                continue
+            latest = max(states, key=lambda p: int(os.path.basename(p)[6:-5]))
+            with open(latest, encoding="utf-8") as f:
+                history = json.load(f)["history"]
+            if history:
+                _append(out_dir, {"kind": "collapse_partial", "key": key, "method": method, "seed": seed,
+                                  "arch_updates": history[-1]["step"], "planned_epochs": cfg["collapse"]["epochs"],
+                                  "per_epoch": _per_epoch(history)})
 
 
 # ---------------------------------------------------------------------------
@@ -422,6 +458,12 @@ def report(out_dir, doc):
         charts.pareto_png(points, os.path.join(pictures, "fashion_pareto.png"))
         lines += ["![test accuracy against non-zero parameters](results/fashion_pareto.png)", ""]
     collapses = [r for r in records if r["kind"] == "collapse"]
+    finished = {r["key"] for r in collapses}
+    partials = {}
+    for r in records:  # the latest partial line of each unfinished long search
+        if r["kind"] == "collapse_partial" and r["key"] not in finished:
+            partials[r["key"]] = r
+    collapses += list(partials.values())
     if collapses:
         series = {}
         for r in collapses:
@@ -434,9 +476,15 @@ def report(out_dir, doc):
         charts.collapse_png(series, os.path.join(pictures, "fashion_collapse.png"), band=band)
         lines += ["| long search | architecture updates | seconds | last epoch's normal cell: parameter-free share, "
                   "skips |", "|---|---|---|---|"]
-        lines += [f"| {r['key']} | {r['arch_updates']} | {r['seconds']:.0f} | "
-                  f"{r['per_epoch'][-1]['parameter_free_share']:.2f}, {r['per_epoch'][-1]['skip_count']} |"
-                  for r in collapses]
+        for r in collapses:
+            name, seconds = r["key"], "-"
+            if r["kind"] == "collapse_partial":
+                name += f" (partial: {len(r['per_epoch'])} of {r['planned_epochs']} epochs)"
+            else:
+                seconds = f"{r['seconds']:.0f}"
+            last = r["per_epoch"][-1]
+            lines.append(f"| {name} | {r['arch_updates']} | {seconds} | "
+                         f"{last['parameter_free_share']:.2f}, {last['skip_count']} |")
         lines += ["", "![the derived normal cell per epoch of the long searches](results/fashion_collapse.png)", ""]
     begin, end = "<!-- evidence:begin -->", "<!-- evidence:end -->"
     with open(doc, encoding="utf-8") as f:
@@ -457,6 +505,8 @@ def main(argv=None):
                         help="the results file (default <out>/results.jsonl); it alone resumes and reports the study")
     parser.add_argument("--report", metavar="DOC", help="write the results section of DOC")
     parser.add_argument("--no-run", action="store_true", help="only --report")
+    parser.add_argument("--record-partial", action="store_true",
+                        help="write the epochs so far of unfinished long searches (collapse) to the results file")
     args = parser.parse_args(argv)
     budget = "quick" if args.quick else "full"
     cfg = BUDGETS[budget]
@@ -485,6 +535,8 @@ def main(argv=None):
             else:
                 phase_collapse(out, budget, cfg, dataset, methods)
             print(f"== phase {phase}: {time.perf_counter() - start:.0f} s", flush=True)
+    if args.record_partial:
+        record_partial_collapses(out, cfg, methods)
     if args.report:
         report(out, args.report)
     return 0
