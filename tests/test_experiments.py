@@ -55,3 +55,29 @@ def test_paired_bootstrap_matches_the_observed_difference_and_its_spread():
     assert out["p_at_or_below_zero"] < 0.01
     same = driver.paired_bootstrap(b, b, samples=500)
     assert same["difference"] == 0.0 and same["p_at_or_below_zero"] == 1.0
+
+
+def test_an_unfinished_long_search_is_recorded_partial_and_not_done(tmp_path):
+    from tfvnas import zoo
+
+    driver = _driver()
+    out = tmp_path / "runs"
+    cfg = driver.BUDGETS["quick"]
+    checkpoints = out / "collapse" / "vinnas-seed0" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    genotype = zoo.load_genotype("darts_v2").to_dict()
+    history = [{"epoch": e, "step": 25 * (e + 1), "genotype": genotype, "pruned_share": {"normal": 0.1, "reduce": 0.2}}
+               for e in range(3)]
+    (checkpoints / "state-25.json").write_text('{"history": []}')
+    (checkpoints / "state-75.json").write_text(driver.json.dumps({"history": history}))
+    (checkpoints / "checkpoint").write_text("")
+    assert driver._resumable(str(out / "collapse" / "vinnas-seed0"))
+    driver.record_partial_collapses(str(out), cfg, ["vinnas", "darts"])  # darts: never started
+    records = driver.read_results(str(out))
+    assert [r["key"] for r in records] == ["vinnas-seed0"]
+    partial = records[0]
+    assert partial["kind"] == "collapse_partial" and partial["arch_updates"] == 75
+    assert [e["epoch"] for e in partial["per_epoch"]] == [0, 1, 2]
+    stats = driver.cell_statistics(zoo.load_genotype("darts_v2"))
+    assert partial["per_epoch"][0]["skip_count"] == stats["normal_skips"]
+    assert not driver._done(str(out), "collapse", "vinnas-seed0")  # the phase still runs it
