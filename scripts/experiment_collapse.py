@@ -348,9 +348,14 @@ def record_partial_collapses(out_dir, cfg, methods):
             states = glob.glob(os.path.join(out_dir, "collapse", key, "checkpoints", "state-*.json"))
             if _done(out_dir, "collapse", key) or not states:
                 continue
-            latest = max(states, key=lambda p: int(os.path.basename(p)[6:-5]))
-            with open(latest, encoding="utf-8") as f:
-                history = json.load(f)["history"]
+            history = []
+            for path in sorted(states, key=lambda p: -int(os.path.basename(p)[6:-5])):
+                try:  # the newest complete one (a running search may be writing the newest)
+                    with open(path, encoding="utf-8") as f:
+                        history = json.load(f)["history"]
+                    break
+                except (ValueError, KeyError):
+                    continue
             if history:
                 _append(out_dir, {"kind": "collapse_partial", "key": key, "method": method, "seed": seed,
                                   "arch_updates": history[-1]["step"], "planned_epochs": cfg["collapse"]["epochs"],
