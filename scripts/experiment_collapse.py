@@ -98,10 +98,7 @@ PHASES = ("null", "recipe", "search", "train", "collapse")
 # Results file
 
 
-# Every finished unit is one line of the results file (`--results`, default
-# `<out>/results.jsonl`). A line holds all the report needs (the per-image test
-# correctness included), so the file alone resumes and reports the study; the
-# run folders under --out hold checkpoints and models only.
+# `--results` (None: `<out>/results.jsonl`); the run folders under --out hold checkpoints and models only.
 RESULTS = {"path": None}
 
 
@@ -132,7 +129,12 @@ def _done(out_dir, kind, key):
 
 def _resumable(run_dir):
     """Whether `run_dir` holds a checkpoint of an interrupted unit (then it continues from there)."""
-    return os.path.isfile(os.path.join(run_dir, "checkpoints", "checkpoint"))
+    import tensorflow as tf
+
+    from tfvnas.loop import CHECKPOINT_SUBDIR
+
+    checkpoints = os.path.join(run_dir, CHECKPOINT_SUBDIR)
+    return os.path.isdir(checkpoints) and tf.train.latest_checkpoint(checkpoints) is not None
 
 
 def pack_correct(correct):
@@ -336,26 +338,20 @@ def _per_epoch(history):
 def record_partial_collapses(out_dir, cfg, methods):
     """A `collapse_partial` line for each unfinished long search: its epochs so far, from its last checkpoint.
 
-    It does not mark the unit done (the search continues from the checkpoint
-    when the phase runs again); the report shows it, marked partial, until
-    the finished unit's line replaces it.
+    Checkpoint states are written atomically, so the latest one reads even
+    while the search runs. It does not mark the unit done (the search
+    continues from the checkpoint when the phase runs again); the report
+    shows it, marked partial, until the finished unit's line replaces it.
     """
-    import glob
+    from tfvnas.loop import latest_state
 
     for seed in cfg["collapse_seeds"]:
         for method in methods:
             key = f"{method}-seed{seed}"
-            states = glob.glob(os.path.join(out_dir, "collapse", key, "checkpoints", "state-*.json"))
-            if _done(out_dir, "collapse", key) or not states:
+            run_dir = os.path.join(out_dir, "collapse", key)
+            if _done(out_dir, "collapse", key) or not _resumable(run_dir):
                 continue
-            history = []
-            for path in sorted(states, key=lambda p: -int(os.path.basename(p)[6:-5])):
-                try:  # the newest complete one (a running search may be writing the newest)
-                    with open(path, encoding="utf-8") as f:
-                        history = json.load(f)["history"]
-                    break
-                except (ValueError, KeyError):
-                    continue
+            history = latest_state(run_dir, "search")["history"]
             if history:
                 _append(out_dir, {"kind": "collapse_partial", "key": key, "method": method, "seed": seed,
                                   "arch_updates": history[-1]["step"], "planned_epochs": cfg["collapse"]["epochs"],

@@ -3,7 +3,8 @@
 The logical devices must be configured before TensorFlow initialises its
 context, hence at import time of this conftest, before any test module.
 oneDNN is switched on (TensorFlow does so by default on Intel CPUs only),
-so the suite computes the same kernels on every x86 CPU. The `no_dot` fixture hides graphviz's `dot` from the picture tests.
+so the suite computes the same kernels on every x86 CPU. The `no_dot`
+fixture hides graphviz's `dot` from the picture tests.
 """
 
 import os

@@ -70,7 +70,12 @@ def test_an_unfinished_long_search_is_recorded_partial_and_not_done(tmp_path):
                for e in range(3)]
     (checkpoints / "state-25.json").write_text('{"history": []}')
     (checkpoints / "state-75.json").write_text(driver.json.dumps({"history": history}))
-    (checkpoints / "checkpoint").write_text("")
+    # What tf.train.CheckpointManager leaves: the index of each kept checkpoint and the pointer to the latest.
+    for number in (25, 75):
+        (checkpoints / f"ckpt-{number}.index").write_bytes(b"")
+    (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-75"\n'
+                                            'all_model_checkpoint_paths: "ckpt-25"\n'
+                                            'all_model_checkpoint_paths: "ckpt-75"\n')
     assert driver._resumable(str(out / "collapse" / "vinnas-seed0"))
     driver.record_partial_collapses(str(out), cfg, ["vinnas", "darts"])  # darts: never started
     records = driver.read_results(str(out))

@@ -627,8 +627,8 @@ class Loop:
         return f"val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
 
 
-def saved_config(out_dir, config_cls, kind):
-    """The configuration a run in `out_dir` saved with its latest checkpoint.
+def latest_state(out_dir, kind="run"):
+    """The state (`position`, `history`, `config`, `extra`) a run in `out_dir` saved with its latest checkpoint.
 
     Raises:
         ValueError: when there is no checkpoint or its state does not read.
@@ -645,9 +645,22 @@ def saved_config(out_dir, config_cls, kind):
     state = os.path.join(checkpoint_dir, "state-" + path.rsplit("-", 1)[-1] + ".json")
     try:
         with open(state, encoding="utf-8") as f:
-            return config_cls.from_dict(json.load(f)["config"])
-    except (OSError, ValueError, KeyError) as e:
+            return json.load(f)
+    except (OSError, ValueError) as e:
         raise ValueError(f"Cannot read the checkpoint state {state!r}: {e}") from e
+
+
+def saved_config(out_dir, config_cls, kind):
+    """The configuration a run in `out_dir` saved with its latest checkpoint.
+
+    Raises:
+        ValueError: when there is no checkpoint or its state does not read.
+    """
+    state = latest_state(out_dir, kind)
+    try:
+        return config_cls.from_dict(state["config"])
+    except KeyError as e:
+        raise ValueError(f"Cannot read the checkpoint state of {out_dir!r}: no {e}") from e
 
 
 def run_config(out_dir, resume, config_cls, kind, requested, *, given):
