@@ -334,3 +334,31 @@ def test_block_diagonal_kernel_applies_each_kernel_to_its_channel_block():
     for g, w in zip(grads[1:], want_dk):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-4)
     assert block_diagonal(kernels[:1]) is kernels[0]
+
+
+@pytest.mark.parametrize("strides, weight_vd", [(1, False), (2, False), (1, True)])
+def test_the_fused_edge_runs_no_grouped_convolution(strides, weight_vd, monkeypatch):
+    # A grouped convolution (input depth a multiple of the kernel's) has a CPU
+    # gradient only under oneDNN, which TensorFlow enables on Intel CPUs alone:
+    # every convolution of the edge must read as many channels as its kernel.
+    depths = []
+    real = tf.nn.conv2d
+
+    def conv2d(inputs, filters, *args, **kwargs):
+        depths.append((int(inputs.shape[-1]), int(filters.shape[2])))
+        return real(inputs, filters, *args, **kwargs)
+
+    monkeypatch.setattr(tf.nn, "conv2d", conv2d)
+    names = ops_lib.OP_SETS["darts_none"]
+    edge = MixedEdge(names, 4, strides, seed=0, weight_vd=weight_vd)
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 6, 4)), tf.float32)
+    theta, sigma2 = tf.fill([len(names)], 0.5), tf.fill([len(names)], 0.05)
+    edge(x, theta, sigma2, training=False)
+    assert edge._fusable()
+    depths.clear()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = edge(x, theta, sigma2, training=True)
+    assert tape.gradient(y, x) is not None
+    assert depths, "the fused edge ran no tf.nn.conv2d"
+    assert all(inputs == kernel for inputs, kernel in depths), depths
