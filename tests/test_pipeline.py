@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.slow  # end-to-end runs
 SEARCH_FILES = {"genotype.json", "genotype_threshold.json", "search_config.json", "search_history.json", "checkpoints"}
 TRAIN_FILES = set(TRAIN_ARTEFACTS) | {"checkpoints"}
 EXPORT_FILES = {
-    "saved_model", "model_float.tflite", "model_float_dense.tflite", "model_int8.tflite",
-    "model_qat_int8.tflite", "report.json", "report.md", "model_card.md", "export_config.json",
+    "saved_model", "model_float.tflite", "model_float_dense.tflite", "report.json", "report.md", "model_card.md",
+    "export_config.json",
 }
 
 
@@ -31,7 +32,8 @@ EXPORT_FILES = {
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "smoke"
     code = main([
-        "run", "--preset", "smoke", "--out", str(out), "--int8", "--qat", "--quiet",
+        # int8 and QAT: tests/test_export.py; the flags' way here: test_run_passes_the_export_flags.
+        "run", "--preset", "smoke", "--out", str(out), "--quiet",
         "--tensorboard", str(out.parent / "tb"),
     ])
     assert code == 0
@@ -99,6 +101,25 @@ def test_run_refuses_a_used_folder_and_resumes_a_finished_one(run_dir, capsys):
     for step in ("search", "train", "export"):
         assert f"== {step}: already finished in" in out
     assert _read(run_dir / "export" / "report.json") == before
+
+
+def test_run_passes_the_export_flags(run_dir, tmp_path, monkeypatch):
+    from tfvnas import exporting
+
+    calls = []
+
+    def export(model_dir, out_dir, **kwargs):
+        calls.append(kwargs)
+        return {}
+
+    monkeypatch.setattr(exporting, "export", export)
+    out = tmp_path / "run"
+    for step in ("search", "train"):  # finished steps: `--resume` goes on with the export
+        shutil.copytree(run_dir / step, out / step)
+    assert main(["run", "--preset", "smoke", "--out", str(out), "--resume", "--int8", "--qat", "--no-shrink",
+                 "--quiet"]) == 0
+    assert len(calls) == 1
+    assert {k: calls[0][k] for k in ("int8", "qat", "shrink")} == {"int8": True, "qat": True, "shrink": False}
 
 
 def test_default_run_folder():

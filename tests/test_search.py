@@ -45,7 +45,7 @@ def mirrored_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mirrored") / "search"
     result = search_lib.search(
         "mnist-5k", preset="smoke", strategy=strategy, out_dir=out, verbose=0,
-        config={"weight_vd": True},
+        config={"weight_vd": True, "nodes": 1},  # one node: half the graph to trace
     )
     return strategy, result, out
 
@@ -331,7 +331,8 @@ def test_shared_and_inline_edge_functions_compute_the_same_step():
     ds = data_lib.load("mnist-5k")
     losses = {}
     for shared in (True, False):
-        cfg = config_lib.PRESETS["smoke"].replace(shared_edge_functions=shared)
+        # One node per cell: a normal and a reduction cell's edges, a third of the trace.
+        cfg = config_lib.PRESETS["smoke"].replace(shared_edge_functions=shared, nodes=1)
         searcher = search_lib.Searcher(cfg, ds, verbose=0)
         edges = [layer for layer in searcher.model._flatten_layers()
                  if isinstance(layer, search_lib.mixed_edge.MixedEdge)]
