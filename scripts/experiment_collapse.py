@@ -94,6 +94,10 @@ METHOD_CONFIGS = {
     # an arm of the long search, where the 8x8 proxy's small likelihood makes
     # the preset's KL weight prune most gates (docs/RESULTS.md).
     "vinnas_beta1": {"method": "vinnas", "kl_weight": 1.0},
+    # VINNAS whose gates are judged only once the weights have trained: 24
+    # weight-only epochs (the 30% PC-DARTS and DrNAS warm up for), then the
+    # long search's 80 epochs of architecture updates (2,000).
+    "vinnas_warmup": {"method": "vinnas", "arch_warmup": 24, "epochs": 104},
 }
 PHASES = ("null", "recipe", "search", "train", "collapse")
 

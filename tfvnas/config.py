@@ -137,6 +137,11 @@ class SearchConfig(_Config):
             throughout). Adam moves every gate by about its learning rate at
             every step, so near-tied gates keep swapping places until the
             rate falls; the `top_k` genotype settles as it does.
+        arch_warmup: epochs at the start of a bi-level search that train the
+            weights only: the gates keep their initial values and nothing is
+            pruned, so the parameterised ops have trained weights before their
+            gates are judged (PC-DARTS and DrNAS warm up for 15 of 50 epochs).
+            The KL warm-up (`kl_warmup`) still counts from the first step.
         grad_clip: global gradient-norm clip for the weights.
         kl_warmup: fraction of the search over which beta goes from 0 to `kl_weight`.
         kl_weight: final beta.
@@ -205,6 +210,7 @@ class SearchConfig(_Config):
     arch_beta1: typing.Optional[float] = None
     arch_weight_decay: typing.Optional[float] = None
     arch_lr_anneal: float = 0.0
+    arch_warmup: int = 0
     grad_clip: float = 5.0
     kl_warmup: float = 0.3
     kl_weight: float = 1.0
@@ -241,6 +247,13 @@ class SearchConfig(_Config):
             raise ValueError(f"`arch_beta1` must be below 1. Received: arch_beta1={self.arch_beta1!r}")
         if not 0 <= self.arch_lr_anneal <= 1:
             raise ValueError(f"`arch_lr_anneal` must be in [0, 1]. Received: arch_lr_anneal={self.arch_lr_anneal!r}")
+        if not (isinstance(self.arch_warmup, int) and 0 <= self.arch_warmup < self.epochs):
+            raise ValueError(f"`arch_warmup` must be a whole number of epochs from 0 to epochs - 1 ({self.epochs - 1}). "
+                             f"Received: arch_warmup={self.arch_warmup!r}")
+        if self.arch_warmup and self.optimization != "bilevel":
+            raise ValueError("`arch_warmup` needs optimization='bilevel' (a joint search updates the gates and the "
+                             f"weights in one step). Received: arch_warmup={self.arch_warmup!r}, "
+                             f"optimization={self.optimization!r}")
         if not 0 <= self.kl_warmup <= 1:
             raise ValueError(f"`kl_warmup` must be in [0, 1]. Received: kl_warmup={self.kl_warmup!r}")
         if self.limit is not None:

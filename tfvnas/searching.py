@@ -142,6 +142,9 @@ class Searcher(loop_lib.Loop):
     def __init__(self, config, dataset, **kwargs):
         if config.resolution is not None:
             dataset = dataset.resized(config.resolution)
+        # Read when the step is traced: during `arch_warmup` the step updates
+        # the weights only (`begin_epoch` traces it anew when that ends).
+        self.arch_frozen = config.arch_warmup > 0
         super().__init__(config, dataset, **kwargs)
 
     def training_parts(self):
@@ -240,6 +243,9 @@ class Searcher(loop_lib.Loop):
                 [self.weight_optimizer, self.arch_optimizer],
                 [model.weight_variables, model.arch_variables], x, y, beta,
             )
+        if self.arch_frozen:  # `arch_warmup`: the weights alone, on their half
+            x, y = batches["weights"]
+            return self._update([self.weight_optimizer], [model.weight_variables], x, y, beta)
         # First-order bi-level: the gates step on their half, then the weights on theirs.
         xa, ya = batches["arch"]
         arch = self._update([self.arch_optimizer], [model.arch_variables], xa, ya, beta)
@@ -258,10 +264,17 @@ class Searcher(loop_lib.Loop):
             status.append(("w_sparsity", self.history[-1]["weight_sparsity"]))
         return status
 
+    def begin_epoch(self, epoch):
+        frozen = epoch < self.config.arch_warmup
+        if frozen != self.arch_frozen:
+            self.arch_frozen = frozen
+            self._build_steps()
+
     def after_step(self, sums):
         # A pruning check every `prune_every` steps of the whole search (the
-        # same steps on every worker, rerun and resume).
-        if self.position["step"] % self.config.prune_every == 0:
+        # same steps on every worker, rerun and resume); none while the gates
+        # are frozen (`arch_warmup`).
+        if not self.arch_frozen and self.position["step"] % self.config.prune_every == 0:
             sums["pruned"] = sums.get("pruned", 0) + self.model.update_evidence(
                 self.config.threshold, self.config.prune_patience
             )
@@ -299,7 +312,7 @@ class Searcher(loop_lib.Loop):
     def epoch_record(self, record, sums):
         model, cfg = self.model, self.config
         pruned_w, total_w = variational.weight_sparsity(model)
-        arch_seen = sums["seen"] if cfg.optimization == "bilevel" else 0
+        arch_seen = sums["seen"] if cfg.optimization == "bilevel" and not self.arch_frozen else 0
         genotype = model.derive("top_k", k=cfg.top_k)
         previous = self.history[-1] if self.history else None
         stable = previous["stable_epochs"] + 1 if previous and previous["genotype_hash"] == genotype.hash() else 0
