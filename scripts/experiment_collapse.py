@@ -328,16 +328,27 @@ def phase_collapse(out_dir, budget, cfg, dataset, methods):
                             seed=seed, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
             _append(out_dir, {"kind": "collapse", "key": key, "method": method, "seed": seed,
                               "seconds": round(time.perf_counter() - start, 1),
-                              "arch_updates": result.history[-1]["step"], "per_epoch": _per_epoch(result.history)})
+                              "arch_updates": _arch_updates(result.history), "per_epoch": _per_epoch(result.history)})
+
+
+def _warmup_steps(history):
+    """The steps of the `arch_warmup` epochs at the start (no gate update: no `arch_loss`)."""
+    warm = [r for r in history if r["arch_loss"] is None]
+    return warm[-1]["step"] if warm else 0
+
+
+def _arch_updates(history):
+    return history[-1]["step"] - _warmup_steps(history)
 
 
 def _per_epoch(history):
+    """The derived normal cell after every epoch of architecture updates, numbered from 1 (warm-up left out)."""
     from tfvnas.genotype import Genotype
 
-    per_epoch = []
-    for record in history:
+    per_epoch, warm = [], _warmup_steps(history)
+    for record in (r for r in history if r["arch_loss"] is not None):
         stats = cell_statistics(Genotype.from_dict(record["genotype"]))
-        per_epoch.append({"epoch": record["epoch"], "step": record["step"],
+        per_epoch.append({"epoch": len(per_epoch) + 1, "step": record["step"] - warm,
                           "parameter_free_share": stats["normal_parameter_free_share"],
                           "skip_count": stats["normal_skips"], "pruned_share": record["pruned_share"]})
     return per_epoch
@@ -360,9 +371,11 @@ def record_partial_collapses(out_dir, cfg, methods):
             if _done(out_dir, "collapse", key) or not _resumable(run_dir):
                 continue
             history = latest_state(run_dir, "search")["history"]
-            if history:
+            planned = {**cfg["collapse"], **METHOD_CONFIGS[method]}
+            if _per_epoch(history):  # not while the weights warm up (`arch_warmup`)
                 _append(out_dir, {"kind": "collapse_partial", "key": key, "method": method, "seed": seed,
-                                  "arch_updates": history[-1]["step"], "planned_epochs": cfg["collapse"]["epochs"],
+                                  "arch_updates": _arch_updates(history),
+                                  "planned_epochs": planned["epochs"] - planned.get("arch_warmup", 0),
                                   "per_epoch": _per_epoch(history)})
 
 

@@ -66,8 +66,9 @@ def test_an_unfinished_long_search_is_recorded_partial_and_not_done(tmp_path):
     checkpoints = out / "collapse" / "vinnas-seed0" / "checkpoints"
     checkpoints.mkdir(parents=True)
     genotype = zoo.load_genotype("darts_v2").to_dict()
-    history = [{"epoch": e, "step": 25 * (e + 1), "genotype": genotype, "pruned_share": {"normal": 0.1, "reduce": 0.2}}
-               for e in range(3)]
+    # One weight-only epoch (`arch_warmup`: no arch_loss), then three of architecture updates.
+    history = [{"epoch": e, "step": 25 * e, "genotype": genotype, "pruned_share": {"normal": 0.1, "reduce": 0.2},
+                "arch_loss": None if e == 1 else 0.5} for e in range(1, 5)]
     (checkpoints / "state-25.json").write_text('{"history": []}')
     (checkpoints / "state-75.json").write_text(driver.json.dumps({"history": history}))
     # What tf.train.CheckpointManager leaves: the index of each kept checkpoint and the pointer to the latest.
@@ -82,7 +83,7 @@ def test_an_unfinished_long_search_is_recorded_partial_and_not_done(tmp_path):
     assert [r["key"] for r in records] == ["vinnas-seed0"]
     partial = records[0]
     assert partial["kind"] == "collapse_partial" and partial["arch_updates"] == 75
-    assert [e["epoch"] for e in partial["per_epoch"]] == [0, 1, 2]
+    assert [(e["epoch"], e["step"]) for e in partial["per_epoch"]] == [(1, 25), (2, 50), (3, 75)]
     stats = driver.cell_statistics(zoo.load_genotype("darts_v2"))
     assert partial["per_epoch"][0]["skip_count"] == stats["normal_skips"]
     assert not driver._done(str(out), "collapse", "vinnas-seed0")  # the phase still runs it
