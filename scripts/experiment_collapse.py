@@ -446,14 +446,18 @@ def report(out_dir, doc):
     p, d = null["parameter_free_share"], null["distinct_ops"]
     lines += ["", f"Random null ({null['samples']} genotypes drawn uniformly, no training): parameter-free "
               f"share {p['mean']:.2f} ± {p['std']:.2f}, distinct op types {d['mean']:.1f} ± {d['std']:.1f}, "
-              f"normal-cell skips {null['normal_skips']['mean']:.2f} ± {null['normal_skips']['std']:.2f}.", ""]
+              f"normal cell's parameter-free share {null['normal_parameter_free_share']['mean']:.2f} ± "
+              f"{null['normal_parameter_free_share']['std']:.2f}, normal-cell skips {null['normal_skips']['mean']:.2f} ± "
+              f"{null['normal_skips']['std']:.2f}.", ""]
     if searches:
-        lines += ["| search | seconds | architecture updates | converged | pruned normal / reduce | genotype |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| search | seconds | architecture updates | converged | pruned normal / reduce | "
+                  "parameter-free share | normal cell: parameter-free share, skips | genotype |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in searches:
             share = r["pruned_share"]
             lines.append(f"| {r['key']} | {r['seconds']:.0f} | {r['steps']} | {'yes' if r['converged'] else 'no'} | "
-                         f"{share['normal']:.0%} / {share['reduce']:.0%} | "
+                         f"{share['normal']:.0%} / {share['reduce']:.0%} | {r['parameter_free_share']:.2f} | "
+                         f"{r['normal_parameter_free_share']:.2f}, {r['normal_skips']} | "
                          + ", ".join(f"{k} {v}" for k, v in r["op_histogram"].items()) + " |")
         lines.append("")
     comparisons = []
