@@ -177,17 +177,20 @@ def test_joint_optimisation_runs_and_prunes(tmp_path):
 
 def test_arch_warmup_trains_the_weights_alone_then_the_gates():
     # Smoke gates start at log_alpha 2.9 with patience 1, so they prune at once when judged.
-    cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, epochs=2, arch_warmup=1)
+    # Two warm-up epochs keep the genotype: that must not count as stable (stop_when_stable).
+    cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, epochs=3, arch_warmup=2, stop_when_stable=1)
     searcher = search_lib.Searcher(cfg, data_lib.load("mnist-5k"), verbose=0)
     initial = {t: g.current_log_alpha().numpy() for t, g in searcher.model.gates.items()}
     weights = [v.numpy() for v in searcher.model.weight_variables]
     result = searcher.run()
-    warm, judged = result.history
-    for t, value in initial.items():  # the gates did not move, nothing was pruned
-        np.testing.assert_allclose(warm["log_alpha"][t], value, rtol=0, atol=1e-4)
-        assert all(warm["active"][t])
-    assert warm["arch_loss"] is None and warm["pruned_this_epoch"] == 0
-    assert warm["train_loss"] > 0
+    *warm_epochs, judged = result.history
+    assert len(warm_epochs) == 2
+    for warm in warm_epochs:
+        for t, value in initial.items():  # the gates did not move, nothing was pruned
+            np.testing.assert_allclose(warm["log_alpha"][t], value, rtol=0, atol=1e-4)
+            assert all(warm["active"][t])
+        assert warm["arch_loss"] is None and warm["pruned_this_epoch"] == 0 and warm["stable_epochs"] == 0
+        assert warm["train_loss"] > 0
     assert judged["arch_loss"] is not None and judged["pruned_this_epoch"] >= 1
     assert any(not np.array_equal(a, b) for a, b in zip(weights, (v.numpy() for v in result.model.weight_variables)))
 

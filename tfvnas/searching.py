@@ -315,7 +315,9 @@ class Searcher(loop_lib.Loop):
         arch_seen = sums["seen"] if cfg.optimization == "bilevel" and not self.arch_frozen else 0
         genotype = model.derive("top_k", k=cfg.top_k)
         previous = self.history[-1] if self.history else None
-        stable = previous["stable_epochs"] + 1 if previous and previous["genotype_hash"] == genotype.hash() else 0
+        # Frozen gates (`arch_warmup`) keep the genotype by construction: not stability.
+        stable = (previous["stable_epochs"] + 1
+                  if previous and previous["genotype_hash"] == genotype.hash() and not self.arch_frozen else 0)
         record.update(
             weight_lr=float(self.weight_optimizer.learning_rate),
             arch_loss=sums["arch_loss"] / arch_seen if arch_seen else None,
