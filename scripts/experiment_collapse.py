@@ -372,11 +372,12 @@ def record_partial_collapses(out_dir, cfg, methods):
                 continue
             history = latest_state(run_dir, "search")["history"]
             planned = {**cfg["collapse"], **METHOD_CONFIGS[method]}
-            if _per_epoch(history):  # not while the weights warm up (`arch_warmup`)
+            per_epoch = _per_epoch(history)
+            if per_epoch:  # not while the weights warm up (`arch_warmup`)
                 _append(out_dir, {"kind": "collapse_partial", "key": key, "method": method, "seed": seed,
                                   "arch_updates": _arch_updates(history),
                                   "planned_epochs": planned["epochs"] - planned.get("arch_warmup", 0),
-                                  "per_epoch": _per_epoch(history)})
+                                  "per_epoch": per_epoch})
 
 
 # ---------------------------------------------------------------------------

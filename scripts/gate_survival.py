@@ -18,18 +18,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's tfvnas
-
 
 def survival(run_dir, table="normal", epochs=None):
     """`(op_names, [(epoch, {op: share of its gates active})])` of the search in `run_dir`."""
-    from tfvnas import config as config_lib
-
-    with open(os.path.join(run_dir, "search_config.json"), encoding="utf-8") as f:
-        ops = config_lib.SearchConfig.from_dict(json.load(f)).op_names
     with open(os.path.join(run_dir, "search_history.json"), encoding="utf-8") as f:
-        history = json.load(f)
-    history = history["epochs"] if isinstance(history, dict) else history
+        saved = json.load(f)
+    ops, history = saved["op_names"], saved["epochs"]
     if epochs is None:
         epochs = sorted({1, *range(5, len(history) + 1, 5), len(history)})
     rows = []
