@@ -29,6 +29,10 @@ is read once per trained cell, for the final table.
     python scripts/experiment_collapse.py --out runs/evidence --report docs/RESULTS.md --no-run
     python scripts/experiment_collapse.py --quick --out runs/evidence-quick        # pipeline check
 
+Two drivers started side by side with `--threads 1` (one per core) share the
+same phases: each claims a unit before running it (`<out>/claims`), so no unit
+runs twice, and a claim whose process died is taken over.
+
 Every finished unit is a line of the results file (`--results FILE`, default
 `<out>/results.jsonl`); a unit already there is skipped, so the study runs in
 parts and resumes where it stopped. The file holds everything the report reads
@@ -135,6 +139,53 @@ def _done(out_dir, kind, key):
     return any(r["kind"] == kind and r["key"] == key for r in read_results(out_dir))
 
 
+def _claim_path(out_dir, kind, key):
+    return os.path.join(out_dir, "claims", f"{kind}-{key}.pid")
+
+
+def _take(out_dir, kind, key):
+    """Whether this process runs unit `kind`/`key`: not finished, and not being run by another live process.
+
+    A unit is claimed by creating `<out>/claims/<kind>-<key>.pid` exclusively,
+    so several driver processes (one per core, `--threads 1`) can work through
+    the same phases and results file without running a unit twice. A claim
+    whose process is gone (killed, crashed) is taken over.
+    """
+    if _done(out_dir, kind, key):
+        return False
+    path = _claim_path(out_dir, kind, key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path, encoding="ascii") as f:
+                    pid = int(f.read().strip() or 0)
+                os.kill(pid, 0)
+                return False  # a live process runs it
+            except (ProcessLookupError, ValueError):
+                os.remove(path)  # stale: its process is gone
+                continue
+            except PermissionError:
+                return False  # a live process of another user
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(str(os.getpid()))
+        if _done(out_dir, kind, key):  # it finished between the two checks
+            os.remove(path)
+            return False
+        return True
+    return False
+
+
+def _finish(out_dir, record):
+    """Append a finished unit's record and drop its claim."""
+    _append(out_dir, record)
+    path = _claim_path(out_dir, record["kind"], record["key"])
+    if os.path.exists(path):
+        os.remove(path)
+
+
 def _resumable(run_dir):
     """Whether `run_dir` holds a checkpoint of an interrupted unit (then it continues from there)."""
     import tensorflow as tf
@@ -226,14 +277,14 @@ def phase_recipe(out_dir, budget, cfg, dataset):
     data = _resized(dataset, cfg)
     for lr in cfg["recipe_lrs"]:
         key = f"lr={lr}"
-        if _done(out_dir, "recipe", key):
+        if not _take(out_dir, "recipe", key):
             continue
         print(f"== recipe {key}", flush=True)
         start = time.perf_counter()
         trainer = Trainer(genotype, _train_config(cfg, lr=lr, seed=0), data, verbose=0)
         trainer.train()
         _, val = trainer.evaluate("val")  # the validation split only
-        _append(out_dir, {"kind": "recipe", "key": key, "lr": lr, "val_accuracy": val,
+        _finish(out_dir, {"kind": "recipe", "key": key, "lr": lr, "val_accuracy": val,
                           "seconds": round(time.perf_counter() - start, 1)})
 
 
@@ -250,7 +301,7 @@ def phase_search(out_dir, budget, cfg, dataset, methods):
     for seed in cfg["seeds"]:
         for method in methods:
             key = f"{method}-seed{seed}"
-            if _done(out_dir, "search", key):
+            if not _take(out_dir, "search", key):
                 continue
             print(f"== search {key}", flush=True)
             start = time.perf_counter()
@@ -258,7 +309,7 @@ def phase_search(out_dir, budget, cfg, dataset, methods):
             result = search(dataset, preset="quick", config={**cfg["search"], **METHOD_CONFIGS[method]},
                             seed=seed, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
             last = result.history[-1]
-            _append(out_dir, {
+            _finish(out_dir, {
                 "kind": "search", "key": key, "method": method, "seed": seed,
                 "seconds": round(time.perf_counter() - start, 1), "epochs": len(result.history),
                 "steps": last["step"], "converged": result.converged(), "pruned_share": last["pruned_share"],
@@ -291,7 +342,7 @@ def phase_train(out_dir, budget, cfg, dataset):
     for name, group, genotype in _cells(out_dir, cfg):
         for weights in ("sparse", "dense"):
             key = f"{name}-{weights}"
-            if _done(out_dir, "train", key):
+            if not _take(out_dir, "train", key):
                 continue
             print(f"== train {key}", flush=True)
             start = time.perf_counter()
@@ -301,7 +352,7 @@ def phase_train(out_dir, budget, cfg, dataset):
             logits = result.model.predict(data.x_test, batch_size=500, verbose=0)
             correct = np.argmax(logits, -1) == data.y_test
             p = result.parameters
-            _append(out_dir, {
+            _finish(out_dir, {
                 "kind": "train", "key": key, "cell": name, "group": group, "weights": weights,
                 "genotype_hash": genotype.hash(), "seconds": round(time.perf_counter() - start, 1),
                 "test_accuracy": result.test_accuracy, "test_accuracy_check": float(correct.mean()),
@@ -319,14 +370,14 @@ def phase_collapse(out_dir, budget, cfg, dataset, methods):
     for seed in cfg["collapse_seeds"]:
         for method in methods:
             key = f"{method}-seed{seed}"
-            if _done(out_dir, "collapse", key):
+            if not _take(out_dir, "collapse", key):
                 continue
             print(f"== collapse {key}", flush=True)
             start = time.perf_counter()
             run_dir = os.path.join(out_dir, "collapse", key)
             result = search(dataset, preset="quick", config={**cfg["collapse"], **METHOD_CONFIGS[method]},
                             seed=seed, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
-            _append(out_dir, {"kind": "collapse", "key": key, "method": method, "seed": seed,
+            _finish(out_dir, {"kind": "collapse", "key": key, "method": method, "seed": seed,
                               "seconds": round(time.perf_counter() - start, 1),
                               "arch_updates": _arch_updates(result.history), "per_epoch": _per_epoch(result.history)})
 
@@ -532,6 +583,9 @@ def main(argv=None):
                         help="the results file (default <out>/results.jsonl); it alone resumes and reports the study")
     parser.add_argument("--report", metavar="DOC", help="write the results section of DOC")
     parser.add_argument("--no-run", action="store_true", help="only --report")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow's intra- and inter-op threads (0: its default); with 1, run one "
+                             "driver per core: they share the units through claims in <out>/claims")
     parser.add_argument("--record-partial", action="store_true",
                         help="write the epochs so far of unfinished long searches (collapse) to the results file")
     args = parser.parse_args(argv)
@@ -544,6 +598,13 @@ def main(argv=None):
     if not methods or set(methods) - set(METHOD_CONFIGS):
         parser.error(f"--methods must be a comma-separated list of {', '.join(METHOD_CONFIGS)}; "
                      f"received {args.methods!r}")
+    if args.threads < 0:
+        parser.error(f"--threads must be 0 (TensorFlow's default) or a positive count; received {args.threads}")
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     if not args.no_run:
         phases = [p for p in args.phases.split(",") if p]
         unknown = sorted(set(phases) - set(PHASES))

@@ -87,3 +87,35 @@ def test_an_unfinished_long_search_is_recorded_partial_and_not_done(tmp_path):
     stats = driver.cell_statistics(zoo.load_genotype("darts_v2"))
     assert partial["per_epoch"][0]["skip_count"] == stats["normal_skips"]
     assert not driver._done(str(out), "collapse", "vinnas-seed0")  # the phase still runs it
+
+
+def test_two_driver_processes_never_run_the_same_unit(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    driver = _driver()
+    out = str(tmp_path)
+    assert driver._take(out, "train", "a")  # claimed by this process
+    assert not driver._take(out, "train", "a")  # already claimed (this process is alive)
+    # Another live process's claim holds; a dead process's claim is taken over.
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        for key, pid in (("b", live.pid), ("c", dead.pid)):
+            path = driver._claim_path(out, "train", key)
+            with open(path, "w", encoding="ascii") as f:
+                f.write(str(pid))
+        assert not driver._take(out, "train", "b")
+        assert driver._take(out, "train", "c")
+        with open(driver._claim_path(out, "train", "c"), encoding="ascii") as f:
+            assert int(f.read()) == os.getpid()
+    finally:
+        live.kill()
+        live.wait()
+    # A finished unit is never taken, and finishing drops the claim.
+    driver._finish(out, {"kind": "train", "key": "a", "value": 1})
+    assert not os.path.exists(driver._claim_path(out, "train", "a"))
+    assert not driver._take(out, "train", "a")
+    assert driver._done(out, "train", "a")
