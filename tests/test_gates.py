@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -251,3 +252,34 @@ def test_mixed_edge_draws_one_noise_per_example_and_op(fused, monkeypatch):
     y = edge(x, theta, sigma2, training=True)
     assert shapes == [[4, len(names)]]
     assert y.shape == (4, 5, 5, 3)
+
+
+def test_skip_dropout_drops_the_identity_per_example_and_keeps_the_mean():
+    rate, batch = 0.4, 4000
+    identity = [False, True, False]
+    rng = np.random.default_rng(6)
+    outputs = rng.normal(size=(3, batch, 2, 2, 1)).astype("float32")
+    outputs[1] = 1.0  # the identity's output: ones, so each example's share of it is visible
+    theta = np.array([0.5, 0.8, 0.3], "float32")
+    keep = gates_lib.skip_keep(batch, identity, rate, keras.random.SeedGenerator(3), tf.float32).numpy()
+    assert keep.shape == (batch, 3)
+    np.testing.assert_array_equal(keep[:, [0, 2]], 1.0)
+    np.testing.assert_allclose(np.unique(keep[:, 1]), [0.0, 1 / (1 - rate)], rtol=1e-6)
+    dropped = keep[:, 1] == 0
+    # Binomial share of dropped examples: within 4 standard errors of the rate.
+    assert abs(dropped.mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / batch)
+    got = gates_lib.gate_mixture(outputs, theta, np.zeros(3, "float32"), None, keep).numpy()
+    others = np.tensordot(theta[[0, 2]], outputs[[0, 2]], axes=1)
+    # Per example, the identity is there at every position (scaled) or nowhere.
+    np.testing.assert_allclose(got[dropped], others[dropped], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[~dropped], others[~dropped] + theta[1] / (1 - rate), rtol=1e-5, atol=1e-5)
+    # The mixture's mean is the mean without dropout (Monte-Carlo over the batch).
+    mean_identity = (got - others).mean()
+    se = theta[1] * np.sqrt(rate / (1 - rate) / batch)
+    assert abs(mean_identity - theta[1]) < 4 * se
+    # With gate noise, the factors multiply each example's sampled gates.
+    eps = rng.normal(size=(batch, 3)).astype("float32")
+    sigma2 = np.array([0.1, 0.2, 0.05], "float32")
+    z = (theta + np.sqrt(sigma2) * eps) * keep
+    want = np.einsum("bk,kbr->br", z, outputs.reshape(3, batch, -1)).reshape(outputs.shape[1:])
+    np.testing.assert_allclose(gates_lib.gate_mixture(outputs, theta, sigma2, eps, keep), want, rtol=1e-5, atol=1e-5)

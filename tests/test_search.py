@@ -370,3 +370,13 @@ def test_shared_and_inline_edge_functions_compute_the_same_step():
     assert losses[True].keys() == losses[False].keys()
     for key in losses[True]:
         assert losses[True][key] == pytest.approx(losses[False][key], rel=1e-5, abs=1e-6), key
+
+
+def test_skip_dropout_is_checked_and_reaches_the_supernet():
+    with pytest.raises(ValueError, match=re.escape("`skip_dropout` must be a rate in [0, 1). Received: skip_dropout=-0.1")):
+        config_lib.preset("smoke").replace(skip_dropout=-0.1)
+    cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, epochs=1, skip_dropout=0.3)
+    searcher = search_lib.Searcher(cfg, data_lib.load("mnist-5k"), verbose=0)
+    assert searcher.model.skip_dropout == 0.3
+    edges = [e for c in searcher.model.cells for e in c.edge_layers]
+    assert edges and {e.skip_dropout for e in edges} == {0.3}

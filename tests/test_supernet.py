@@ -362,3 +362,53 @@ def test_the_fused_edge_runs_no_grouped_convolution(strides, weight_vd, monkeypa
     assert tape.gradient(y, x) is not None
     assert depths, "the fused edge ran no tf.nn.conv2d"
     assert all(inputs == kernel for inputs, kernel in depths), depths
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_fused_edge_drops_skips_as_the_ops_one_by_one_do(strides):
+    names = ops_lib.OP_SETS["darts_none"]
+    edge = MixedEdge(names, 4, strides, seed=0)
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.normal(size=(16, 5, 5, 4)), tf.float32)
+    theta = tf.constant(rng.uniform(0.1, 1.0, len(names)), tf.float32)
+    sigma2 = tf.constant(rng.uniform(0.01, 0.1, len(names)), tf.float32)
+    edge(x, theta, sigma2, training=False)  # builds every op
+    runs = {}
+    for rate in (0.0, 0.5):
+        edge.skip_dropout = rate
+        state = edge.seed_generator.state.numpy()
+        runs[rate] = [_edge_run(edge, x, theta, sigma2, True, fused) for fused in (False, True)]
+        edge.seed_generator.state.assign(state)
+    want, got = runs[0.5]
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    for g, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    if strides == 1:
+        # Same gate draws in both runs, so per example the difference is the identity's
+        # share, z * x, taken away (dropped) or added once more (kept, scaled by 2):
+        # one factor of x at every position, with both signs across examples.
+        diff = runs[0.5][0][0] - runs[0.0][0][0]
+        factor = np.median((diff / x.numpy()).reshape(len(diff), -1), axis=1)
+        np.testing.assert_allclose(diff, factor[:, None, None, None] * x.numpy(), rtol=0, atol=1e-5)
+        assert (factor > 0.01).any() and (factor < -0.01).any()
+    else:  # a strided skip is FactorizedReduce: not dropped
+        np.testing.assert_array_equal(runs[0.5][0][0], runs[0.0][0][0])
+    edge.skip_dropout = 0.0
+
+
+def test_skip_dropout_in_a_traced_step_is_the_eager_draw_and_only_in_training():
+    model = _model(skip_dropout=0.5, seed=2)
+    assert {e.skip_dropout for c in model.cells for e in c.edge_layers} == {0.5}
+    assert Supernet.from_config(json.loads(json.dumps(model.get_config()))).skip_dropout == 0.5
+    x = tf.constant(_images(n=8, seed=4))
+    state = [v.numpy() for v in model.non_trainable_variables]
+    eager = model(x, training=True).numpy()
+    for v, value in zip(model.non_trainable_variables, state):
+        v.assign(value)
+    traced = tf.function(lambda images: model(images, training=True))(x).numpy()  # the shared edge functions
+    np.testing.assert_allclose(traced, eager, rtol=1e-4, atol=1e-4)
+    again = model(x, training=True).numpy()  # the stream moved on: other draws
+    assert np.abs(again - eager).max() > 1e-4
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    with pytest.raises(ValueError, match=re.escape("`skip_dropout` must be a rate in [0, 1). Received: skip_dropout=1.0")):
+        Supernet(10, skip_dropout=1.0)

@@ -142,6 +142,11 @@ class SearchConfig(_Config):
             pruned, so the parameterised ops have trained weights before their
             gates are judged (PC-DARTS and DrNAS warm up for 15 of 50 epochs).
             The KL warm-up (`kl_warmup`) still counts from the first step.
+        skip_dropout: during the search, every example drops each stride-1
+            `skip_connect` as a whole with this probability (kept ones are
+            scaled by 1 / (1 - rate)); the operation-level dropout with which
+            P-DARTS counters the drift toward parameter-free cells. 0: none.
+            Not used by the training of the found cell.
         grad_clip: global gradient-norm clip for the weights.
         kl_warmup: fraction of the search over which beta goes from 0 to `kl_weight`.
         kl_weight: final beta.
@@ -211,6 +216,7 @@ class SearchConfig(_Config):
     arch_weight_decay: typing.Optional[float] = None
     arch_lr_anneal: float = 0.0
     arch_warmup: int = 0
+    skip_dropout: float = 0.0
     grad_clip: float = 5.0
     kl_warmup: float = 0.3
     kl_weight: float = 1.0
@@ -256,6 +262,8 @@ class SearchConfig(_Config):
                              f"optimization={self.optimization!r}")
         if not 0 <= self.kl_warmup <= 1:
             raise ValueError(f"`kl_warmup` must be in [0, 1]. Received: kl_warmup={self.kl_warmup!r}")
+        if not 0 <= self.skip_dropout < 1:
+            raise ValueError(f"`skip_dropout` must be a rate in [0, 1). Received: skip_dropout={self.skip_dropout!r}")
         if self.limit is not None:
             _positive("limit", self.limit)
         _one_of("optimization", self.optimization, ("bilevel", "joint"))

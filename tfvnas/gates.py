@@ -47,7 +47,7 @@ from tfvnas import variational
 PARAMETERISATIONS = ("positive", "log_alpha")
 
 
-def gate_mixture(outputs, theta, sigma2, eps):
+def gate_mixture(outputs, theta, sigma2, eps, keep=None):
     """`sum_k z_k * outputs[k]` with z_bk = theta_k + sqrt(sigma2_k) * eps_bk, one draw per example.
 
     Args:
@@ -56,22 +56,47 @@ def gate_mixture(outputs, theta, sigma2, eps):
         sigma2: gate variances, shape `(K,)`.
         eps: standard normal noise of shape `(B, K)`, or None for the mean
             `sum_k theta_k * outputs[k]`.
+        keep: None, or factors of shape `(B, K)` that multiply every
+            example's gates (`skip_keep`: the skip connections' dropout).
 
     Returns:
         A tensor of shape `outputs.shape[1:]`.
     """
-    if eps is None:
+    if eps is None and keep is None:
         return tf.tensordot(theta, outputs, axes=1)
-    z = example_gates(theta, sigma2, eps)  # (B, K)
+    z = example_gates(theta, sigma2, eps, keep)  # (B, K)
     shape = tf.shape(outputs)
     flat = tf.reshape(outputs, [shape[0], shape[1], -1])  # (K, B, rest)
     mixed = tf.einsum("bk,kbr->br", z, flat)
     return tf.reshape(mixed, shape[1:])
 
 
-def example_gates(theta, sigma2, eps):
-    """The gate values of every example: `theta + sqrt(sigma2) * eps`, shape `(B, K)`."""
-    return theta[None, :] + tf.sqrt(sigma2)[None, :] * eps
+def example_gates(theta, sigma2, eps, keep=None):
+    """The gate values of every example: `(theta + sqrt(sigma2) * eps) * keep`, shape `(B, K)`.
+
+    Without `eps`, every example's gates are the means; without `keep`, the factor is 1.
+    """
+    if eps is None:
+        z = theta[None, :]
+    else:
+        z = theta[None, :] + tf.sqrt(sigma2)[None, :] * eps
+    return z if keep is None else z * keep
+
+
+def skip_keep(batch, identity, rate, seed_generator, dtype):
+    """Dropout of the skip connections, per example: the `keep` factors of `gate_mixture`.
+
+    Every example drops each identity op (`identity[k]` true) as a whole
+    with probability `rate`, and keeps it scaled by `1 / (1 - rate)`, so
+    the mixture's mean is unchanged; the other ops' factor is 1. It is the
+    operation-level dropout of P-DARTS (Chen et al., 2019) on the
+    parameter-free shortcut that a search otherwise favours, drawn once per
+    example like the gates, not per element. One uniform draw of shape
+    `(batch, K)` from `seed_generator`.
+    """
+    u = variational.uniform([batch, len(identity)], seed_generator, dtype)
+    dropped = tf.where(u < rate, tf.zeros_like(u), tf.fill(tf.shape(u), tf.constant(1.0 / (1.0 - rate), dtype)))
+    return tf.where(tf.constant(identity)[None, :], dropped, tf.ones_like(u))
 
 
 class GateTable(keras.layers.Layer):

@@ -85,6 +85,9 @@ class MixedEdge(keras.layers.Layer):
         self.computed = tuple(range(len(self.op_names)))
         # False for the DARTS baseline: a plain softmax mixture, no noise.
         self.noisy = True
+        # In training, the rate at which every example drops the identity
+        # op (`tfvnas.gates.skip_keep`); set by the Supernet.
+        self.skip_dropout = 0.0
         # In a traced step, call the shared `edge_function` of the edge's
         # plan (False: trace the computation inline, as eager code runs it).
         self.shared_function = True
@@ -115,12 +118,18 @@ class MixedEdge(keras.layers.Layer):
             # not depend on what the step computes.
             shape = [tf.shape(inputs)[0], len(self.op_names)]
             eps = variational.standard_normal(shape, self.seed_generator, inputs.dtype)
+        keep = None
+        identity = identity_ops(self.op_names, self.strides)
+        if training and self.skip_dropout > 0 and any(identity):  # after the gate noise, as `edge_outputs` draws it
+            keep = gates_lib.skip_keep(tf.shape(inputs)[0], identity, self.skip_dropout, self.seed_generator,
+                                       inputs.dtype)
         outputs = [ops_lib.apply_layer(self.candidates[k], inputs, training) for k in computed]
         if len(computed) < len(self.candidates):
             index = list(computed)
             theta, sigma2 = tf.gather(theta, index), tf.gather(sigma2, index)
             eps = None if eps is None else tf.gather(eps, index, axis=1)
-        return gates_lib.gate_mixture(tf.stack(outputs, axis=0), theta, sigma2, eps)
+            keep = None if keep is None else tf.gather(keep, index, axis=1)
+        return gates_lib.gate_mixture(tf.stack(outputs, axis=0), theta, sigma2, eps, keep)
 
     def plan(self, computed, training, stats_out=False, replica=0):
         """The `EdgePlan` of computing `computed` (op indices) in this mode."""
@@ -138,6 +147,7 @@ class MixedEdge(keras.layers.Layer):
             epsilon=bn.epsilon,
             stats_out=bool(stats_out),
             replica=int(replica),
+            skip_dropout=float(self.skip_dropout),
         )
 
     def _fused_call(self, inputs, theta, sigma2, training):
@@ -152,7 +162,7 @@ class MixedEdge(keras.layers.Layer):
         plan = self.plan(self.computed, training, stats_out, replica)
         weights, stats = edge_variables(self, plan, unwrap=shared)
         if shared:
-            draws = plan.training and (plan.noisy or plan.weight_vd)
+            draws = plan.training and (plan.noisy or plan.weight_vd or plan.drops_skips)
             state = self.seed_generator.state.value if draws else None
             out = edge_function(plan)(inputs, theta, sigma2, state, weights, stats)
         else:
@@ -253,6 +263,8 @@ class EdgePlan:
         replica: the replica id folded into the noise seeds (a constant of
             the trace, not an argument: Grappler specialises a function
             call per constant argument, one copy per edge).
+        skip_dropout: in training, the rate at which every example drops
+            the identity op (`tfvnas.gates.skip_keep`); 0: none.
     """
 
     op_names: tuple
@@ -266,6 +278,7 @@ class EdgePlan:
     epsilon: float
     stats_out: bool = False
     replica: int = 0
+    skip_dropout: float = 0.0
 
     def kind(self, k):
         name = self.op_names[k]
@@ -276,11 +289,31 @@ class EdgePlan:
         if name in ("max_pool_3x3", "avg_pool_3x3"):
             return "pool"
         if name == "skip_connect":
-            return "reduce" if self.strides > 1 else "identity"
+            return "identity" if identity_ops([name], self.strides)[0] else "reduce"
         return "none"
 
     def ops_of(self, kind):
         return [k for k in self.computed if self.kind(k) == kind]
+
+    @property
+    def drops_skips(self):
+        """Whether a step draws the skip connections' dropout (training, a rate, an identity op)."""
+        return self.training and self.skip_dropout > 0 and any(identity_ops(self.op_names, self.strides))
+
+    def skip_keep(self, batch, seeds, dtype):
+        """The `keep` factors of the skip connections' dropout, or None (`tfvnas.gates.skip_keep`).
+
+        Drawn whether the identity op is computed or pruned, so that the
+        random stream does not depend on what the step computes.
+        """
+        if not self.drops_skips:
+            return None
+        return gates_lib.skip_keep(batch, identity_ops(self.op_names, self.strides), self.skip_dropout, seeds, dtype)
+
+
+def identity_ops(op_names, strides):
+    """Per op, whether it is the identity (`skip_connect` at stride 1; strided, it is `FactorizedReduce`)."""
+    return [name == "skip_connect" and strides == 1 for name in op_names]
 
 
 def edge_variables(edge, plan, unwrap=False):
@@ -400,9 +433,10 @@ def edge_outputs(plan, x, theta, sigma2, seeds, weights, stats):
         # Drawn for every op, computed or not, so the random stream does
         # not depend on what the step computes.
         eps = variational.standard_normal([tf.shape(x)[0], len(plan.op_names)], seeds, x.dtype)
+    keep = plan.skip_keep(tf.shape(x)[0], seeds, x.dtype)
     stats = {(k, j): pair for k, op_stats in zip(plan.computed, stats) for j, pair in enumerate(op_stats)}
     run = _Run(plan, x, dict(zip(plan.computed, weights)), stats, seeds)
-    out = {"output": grouped_mixture(run.groups(), theta, sigma2, eps)}
+    out = {"output": grouped_mixture(run.groups(), theta, sigma2, eps, keep)}
     if plan.weight_vd:
         out["kl"] = run.kl()
     if plan.stats_out:
@@ -651,7 +685,7 @@ def _output_shape(x, strides, channels):
     return tf.concat([tf.shape(x)[:1], spatial, [channels]], 0)
 
 
-def grouped_mixture(groups, theta, sigma2, eps):
+def grouped_mixture(groups, theta, sigma2, eps, keep=None):
     """`tfvnas.gates.gate_mixture` over the channel blocks of `edge_outputs`' groups.
 
     A group of S blocks of C channels is mixed by one matrix product with
@@ -660,13 +694,14 @@ def grouped_mixture(groups, theta, sigma2, eps):
     broadcast multiplication, a reshape and a reduction over a tensor S
     times the output. With noise (`eps` of shape (B, K)) every example has
     its own gate values, so the product is a batched one with one such
-    matrix per example; without, the gate means are shared by the batch.
+    matrix per example, as with `keep` (`tfvnas.gates.skip_keep`); without
+    either, the gate means are shared by the batch.
     """
-    shared = eps is None
+    shared = eps is None and keep is None
     if shared:
         weights = tf.concat([theta, tf.zeros([1], theta.dtype)], 0)  # (K + 1,)
     else:
-        z = gates_lib.example_gates(theta, sigma2, eps)
+        z = gates_lib.example_gates(theta, sigma2, eps, keep)
         weights = tf.concat([z, tf.zeros_like(z[:, :1])], 1)  # (B, K + 1)
     none = int(theta.shape[0])  # the slot of a `none` op: weight 0
     out = []

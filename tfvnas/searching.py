@@ -181,6 +181,7 @@ class Searcher(loop_lib.Loop):
             normalisation=ds.normalisation(),
             seed=cfg.seed,
             method=cfg.method,
+            skip_dropout=cfg.skip_dropout,
         )
         model.build((None,) + tuple(ds.image_shape))
         if not cfg.shared_edge_functions:

@@ -52,6 +52,9 @@ class Supernet(keras.Model):
         method: 'vinnas' or 'darts' (softmax gates, `tfvnas.darts`).
         kl_weight: initial KL weight (`beta / N_train`; the search sets it
             every step).
+        skip_dropout: in training, the rate at which every example drops
+            each stride-1 `skip_connect` of every edge as a whole (scaled by
+            `1 / (1 - rate)` when kept; `tfvnas.gates.skip_keep`); 0: none.
 
     Call arguments:
         inputs: raw images, NHWC (or NHW for one-channel images).
@@ -79,6 +82,7 @@ class Supernet(keras.Model):
         seed=0,
         method="vinnas",
         kl_weight=1.0,
+        skip_dropout=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -101,6 +105,9 @@ class Supernet(keras.Model):
         self.gate_average_decay = float(gate_average_decay)
         self.normalisation = (list(normalisation[0]), list(normalisation[1]))
         self.seed = int(seed)
+        self.skip_dropout = float(skip_dropout)
+        if not 0.0 <= self.skip_dropout < 1.0:
+            raise ValueError(f"`skip_dropout` must be a rate in [0, 1). Received: skip_dropout={skip_dropout!r}")
 
         edge_list = genotype_lib.edge_list(self.nodes)
         num_edges = len(edge_list)
@@ -150,6 +157,7 @@ class Supernet(keras.Model):
         for cell in self.cells:
             for edge in cell.edge_layers:
                 edge.noisy = self.method == "vinnas"
+                edge.skip_dropout = self.skip_dropout
         self.global_pool = keras.layers.GlobalAveragePooling2D()
         self.classifier = network.classifier_layer(self.num_classes, weight_vd=self.weight_vd, seed=self.seed)
         # The op set traced steps compute (None: `computed_ops()`, every op
@@ -284,4 +292,5 @@ class Supernet(keras.Model):
             "seed": self.seed,
             "method": self.method,
             "kl_weight": float(self.kl_weight.numpy()),
+            "skip_dropout": self.skip_dropout,
         }

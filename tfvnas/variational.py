@@ -268,6 +268,11 @@ def standard_normal(shape, seed_generator, dtype):
     return tf.random.stateless_normal(shape, seed=replica_seed(seed_generator), dtype=dtype)
 
 
+def uniform(shape, seed_generator, dtype):
+    """U[0, 1) noise of `shape` from the next seed of `seed_generator` (`replica_seed`)."""
+    return tf.random.stateless_uniform(shape, seed=replica_seed(seed_generator), dtype=dtype)
+
+
 def sample_lrt(mean, var, seed_generator=None, eps=None):
     """`mean + sqrt(var) * eps` with eps ~ N(0, 1) drawn per element.
 
