@@ -119,3 +119,26 @@ def test_two_driver_processes_never_run_the_same_unit(tmp_path):
     assert not os.path.exists(driver._claim_path(out, "train", "a"))
     assert not driver._take(out, "train", "a")
     assert driver._done(out, "train", "a")
+
+
+def test_the_targets_are_judged_from_the_records():
+    driver = _driver()
+    null = {"kind": "null", "key": "null", "parameter_free_share": {"mean": 0.4, "std": 0.1},
+            "normal_parameter_free_share": {"mean": 0.4, "std": 0.2}}
+
+    def train(group, weights, accuracy, nonzero):
+        return {"kind": "train", "group": group, "weights": weights, "test_accuracy": accuracy,
+                "nonzero_params": nonzero}
+
+    records = [null] + [train("vinnas", "sparse", a, 10_000) for a in (0.880, 0.882, 0.884)]
+    records += [train("random", "sparse", a, 20_000) for a in (0.870, 0.872, 0.874)]
+    records += [train("darts", "dense", a, 30_000) for a in (0.884, 0.886)]
+    records += [{"kind": "search", "method": "vinnas", "parameter_free_share": 0.3},
+                {"kind": "collapse", "method": "darts", "per_epoch": [{"parameter_free_share": 0.7}]}]
+    verdicts = [v for _, _, v in driver.targets(records)]
+    # sparse: +0.010 against a combined standard error of 0.0016; dense: no cell trained;
+    # 0.30 points below DARTS dense with 3x fewer; 0.3 <= 0.4 and 0.7 above 0.6.
+    assert verdicts == ["met", "not yet run", "met", "met"]
+    records[1] = train("vinnas", "sparse", 0.860, 10_000)  # +0.0033 on random, within 0.0078; 1 point behind DARTS
+    records[-1]["per_epoch"][-1]["parameter_free_share"] = 0.5
+    assert [v for _, _, v in driver.targets(records)] == ["missed", "not yet run", "missed", "missed"]
