@@ -63,6 +63,18 @@ CONFIGS = [
          only=("vinnas",)),
 ]
 VARIANTS = ("vinnas", "vinnas+weight_vd", "darts", "reference")
+# `--sweep`: how cost grows toward the `paper` preset (8 cells, 16 channels);
+# synthetic 16x16x1 images, `vinnas` and the reference.
+SWEEP = dict(layers=(3, 5, 8), channels=(4, 8, 16), batch=(32, 64), size=16, in_channels=1)
+SWEEP_RESULTS = os.path.join(ROOT, "docs", "results", "bench_sweep.jsonl")
+SWEEP_PLOT = os.path.join(ROOT, "docs", "results", "bench_sweep.png")
+SWEEP_BEGIN, SWEEP_END = "<!-- bench-sweep:begin -->", "<!-- bench-sweep:end -->"
+
+
+def sweep_configs():
+    return [dict(name=f"{l}c-{ch}ch-b{b}-{SWEEP['size']}x{SWEEP['size']}x{SWEEP['in_channels']}", layers=l,
+                 channels=ch, batch=b, size=SWEEP["size"], in_channels=SWEEP["in_channels"], data="synthetic")
+            for l in SWEEP["layers"] for ch in SWEEP["channels"] for b in SWEEP["batch"]]
 
 
 # ---------------------------------------------------------------------------
@@ -83,12 +95,13 @@ def build_searcher(spec):
     Grappler off for the process), so call it before anything else runs
     TensorFlow (a fresh process). `scripts/profile_step.py` uses it too.
     """
-    threads = spec["threads"]
+    threads = spec.get("threads")
     import numpy as np
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if threads:  # None: TensorFlow's own (already running: a test)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     if spec.get("grappler", "on") == "off":
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     from tfvnas import config as config_lib
@@ -122,15 +135,25 @@ def build_searcher(spec):
         )
         # The synthetic images are searched at their own size (the `quick`
         # preset's 14x14 proxy is for the bundled data).
-        cfg = cfg.replace(
-            layers=c["layers"], channels=c["channels"], batch_size=c["batch"], weight_vd=weight_vd, resolution=None
-        )
-        cfg = config_lib.SearchConfig.from_dict({**cfg.to_dict(), "limit": None})
+        cfg = cfg.replace(layers=c["layers"], channels=c["channels"], batch_size=c["batch"], weight_vd=weight_vd)
+        # `replace` ignores None values: `from_dict` sets them (no resize, no limit).
+        cfg = config_lib.SearchConfig.from_dict({**cfg.to_dict(), "resolution": None, "limit": None})
     if not spec.get("fuse", True):
         from tfvnas import mixed_edge
 
         mixed_edge.MixedEdge._fusable = lambda self: False
-    return search_lib.Searcher(cfg, dataset, verbose=0)
+    searcher = search_lib.Searcher(cfg, dataset, verbose=0)
+    size = cfg.resolution or dataset.image_shape[0]
+    if c["data"] != "mnist-5k" and size != c["size"]:
+        raise RuntimeError(f"{c['name']}: the search runs at {size}x{size}, not at the configuration's {c['size']}")
+    return searcher
+
+
+def searched_image(searcher):
+    """`(height, width, channels)` of the images the search step takes (after the proxy's resize)."""
+    shape = tuple(searcher.dataset.image_shape)
+    r = searcher.config.resolution
+    return (r, r) + shape[2:] if r else shape
 
 
 def _tfvnas_child(spec):
@@ -177,6 +200,7 @@ def _tfvnas_child(spec):
         "images_per_s": round(2 * c["batch"] / step, 1),
         "first_step_at": first_step_at,
         "data_wait_ms": round(_median(waits) * 1e3, 3),
+        "searched_image": "x".join(str(d) for d in searched_image(searcher)),
         "peak_rss_mb_before_pruning": round(rss_mb, 1),
     }
     if spec["prune"]:
@@ -222,8 +246,60 @@ def _prune_half(searcher, timed, spec):
     }
 
 
+def _flops_child(spec):
+    """FLOPs of one training forward pass of the supernet on a batch, op by op (TensorFlow's profiler).
+
+    The useful work: every candidate op's own convolutions (and the
+    classifier), traced inline and unfused, so that neither the
+    block-diagonal pointwise kernels of the fused edge (zeros multiplied)
+    nor the function calls hide any of it from the profiler, which counts
+    `Conv2D`, `DepthwiseConv2dNative` and `MatMul` from their static shapes.
+    """
+    import tensorflow as tf
+
+    searcher = build_searcher({**spec, "fuse": False})
+    model, c = searcher.model, spec["config"]
+    for layer in model._flatten_layers():
+        if hasattr(layer, "shared_function"):
+            layer.shared_function = False
+    shape = (c["batch"],) + searched_image(searcher)
+    fn = tf.function(lambda x: model(x, training=True))
+    graph = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    options["account_type_regexes"] = ["Conv2D", "DepthwiseConv2dNative", "MatMul"]  # not the element-wise ops
+    profile = tf.compat.v1.profiler.profile(graph, options=options)
+    kinds = {}
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "DepthwiseConv2dNative", "MatMul"):
+            kinds[op.type] = kinds.get(op.type, 0) + 1
+    return {"forward_flops": int(profile.total_float_ops), "counted_ops": kinds}
+
+
+def _gemm_child(spec):
+    """The CPU's float32 GEMM rate at `threads` threads: median GFLOP/s of n x n x n `tf.linalg.matmul`."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+    tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
+    n = spec.get("n", 1024)
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.normal(size=(n, n)), tf.float32)
+    b = tf.constant(rng.normal(size=(n, n)), tf.float32)
+    matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+    matmul(a, b).numpy()
+    times = []
+    for _ in range(spec.get("repeats", 20)):
+        t0 = time.perf_counter()
+        matmul(a, b).numpy()
+        times.append(time.perf_counter() - t0)
+    return {"gemm_gflops": round(2 * n ** 3 / _median(times) / 1e9, 2), "gemm_n": n}
+
+
 def _child_main(spec):
-    result = _tfvnas_child(spec)
+    mode = spec.get("mode", "step")
+    result = {"step": _tfvnas_child, "flops": _flops_child, "gemm": _gemm_child}[mode](spec)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -256,19 +332,47 @@ def _child_env(threads):
     return env
 
 
-def run_tfvnas(config, variant, args):
-    prune = not args.no_prune and (variant == "vinnas" or args.prune_all)
-    spec = dict(config=config, variant=variant, steps=args.steps, warmup=args.warmup,
-                threads=args.threads, prune=prune, fuse=not args.no_fuse, grappler=args.grappler)
+def _run_child(spec, what):
+    """Runs one `--child` in a fresh process; returns `(result, peak RSS MB, start time)`."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-    out, err, code, rss, wall, t0 = _Reaper.run(cmd, _child_env(args.threads))
+    out, err, code, rss, wall, t0 = _Reaper.run(cmd, _child_env(spec["threads"]))
     line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
     if code != 0 or line is None:
-        raise RuntimeError(f"{variant} on {config['name']} failed (exit {code}):\n{err[-4000:]}")
-    r = json.loads(line[len("RESULT "):])
+        raise RuntimeError(f"{what} failed (exit {code}):\n{err[-4000:]}")
+    return json.loads(line[len("RESULT "):]), rss, t0
+
+
+def run_tfvnas(config, variant, args, prune=None):
+    if prune is None:
+        prune = not args.no_prune and (variant == "vinnas" or args.prune_all)
+    spec = dict(config=config, variant=variant, steps=args.steps, warmup=args.warmup,
+                threads=args.threads, prune=prune, fuse=not args.no_fuse, grappler=args.grappler)
+    r, rss, t0 = _run_child(spec, f"{variant} on {config['name']}")
     r["first_step_s"] = round(r.pop("first_step_at") - t0, 2)
     r["peak_rss_mb"] = round(rss, 1)
     return r
+
+
+def step_flops(config, threads):
+    """`(FLOPs of one bi-level step, details)`: 5 forward passes' worth on one batch.
+
+    The weight half is a forward and a backward pass (input and weight
+    gradients: about twice the forward's FLOPs), 3F; the first-order gate
+    half needs no weight gradients, 2F.
+    """
+    r, _, _ = _run_child(dict(mode="flops", config=config, variant="vinnas", threads=threads),
+                         f"FLOPs of {config['name']}")
+    return 5 * r["forward_flops"], r
+
+
+def gemm_rate(threads):
+    r, _, _ = _run_child(dict(mode="gemm", threads=threads), "the GEMM rate")
+    return r["gemm_gflops"]
+
+
+def floor_fraction(step_ms, flops, gflops):
+    """The share of the compute floor a step reaches: (FLOPs / GEMM rate) / step time."""
+    return round(flops / (gflops * 1e9) / (step_ms / 1e3), 4)
 
 
 def run_reference(config, args):
@@ -335,9 +439,14 @@ def render(rows, info, command, started, finished, loads):
         "",
         "Threads: " + info.get("threads", "") + ".",
         "",
+        f"Compute floor: {info.get('gemm_gflops', '-')} GFLOP/s, this CPU's float32 GEMM rate "
+        "(1024 x 1024 x 1024 `tf.linalg.matmul`, median of 20, same threads); a step's floor is its "
+        "FLOPs (5 training forward passes of the batch, op by op, counted by TensorFlow's profiler: "
+        "`step_flops`) at that rate, and \"floor\" is that time over the measured step.",
+        "",
         "| config | variant | step ms | images/s | x reference | first step s | peak RSS MB "
-        "| data wait ms | step ms start / half pruned | prune speed-up |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| data wait ms | step ms start / half pruned | prune speed-up | step GFLOP | floor |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         pruned = ""
@@ -347,7 +456,8 @@ def render(rows, info, command, started, finished, loads):
             f"| {r['config']} | {r['variant']} | {_fmt(r['step_ms'], '{:.1f}')} | {_fmt(r['images_per_s'], '{:.1f}')} "
             f"| {_fmt(r['ratio_vs_reference'])} | {_fmt(r['first_step_s'], '{:.1f}')} "
             f"| {_fmt(r['peak_rss_mb'], '{:.0f}')} | {_fmt(r.get('data_wait_ms'), '{:.2f}')} "
-            f"| {pruned or '-'} | {_fmt(r.get('prune_speedup'))} |"
+            f"| {pruned or '-'} | {_fmt(r.get('prune_speedup'))} "
+            f"| {_fmt(r.get('step_gflop'), '{:.3f}')} | {_fmt(r.get('floor_fraction'), '{:.1%}')} |"
         )
     lines += ["", END]
     return "\n".join(lines)
@@ -384,6 +494,12 @@ def main(argv=None):
                     help="ablation: compute every edge op by op (no fused edge)")
     ap.add_argument("--grappler", choices=("on", "off"), default="on",
                     help="ablation: TensorFlow's graph optimiser on (as `tfvnas search` runs) or off")
+    ap.add_argument("--sweep", action="store_true",
+                    help="the cost sweep over cells x channels x batch (`SWEEP`) instead of `CONFIGS`; resumes "
+                         "from its results file")
+    ap.add_argument("--sweep-points", default=None,
+                    help="comma-separated indices into the sweep's points (default all; see `sweep_configs`)")
+    ap.add_argument("--sweep-results", default=SWEEP_RESULTS, help="the sweep's JSON lines (resumable)")
     ap.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
     ap.add_argument("--no-doc", action="store_true", help="print the JSON lines only")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -403,9 +519,14 @@ def main(argv=None):
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     loads = [_load()]
     info = machine_info(args.threads)
+    info["gemm_gflops"] = gemm_rate(args.threads)
+    if args.sweep:
+        run_sweep(args, info)
+        return 0
     rows = []
     for i in indices:
         config = CONFIGS[i]
+        flops, _ = step_flops(config, args.threads)
         results = {}
         tf_variants = [v for v in variants if v != "reference" and not (config.get("only") and v not in config["only"])]
         # The reference runs before and after the tfvnas variants and the
@@ -438,12 +559,128 @@ def main(argv=None):
                     row["ratio_vs_reference"] = round(row["images_per_s"] / best["images_per_s"], 3)
         for row in rows:
             if row["config"] == config["name"]:
+                row["step_gflop"] = round(flops / 1e9, 4)
+                row["floor_fraction"] = floor_fraction(row["step_ms"], flops, info["gemm_gflops"])
                 print(json.dumps(row), flush=True)  # once the ratios are final
         loads.append(_load())
     if not args.no_doc:
         finished = time.strftime("%Y-%m-%d %H:%M:%S")
         write_doc(args.doc, render(rows, info, command, started, finished, loads))
     return 0
+
+
+def _read_lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def run_sweep(args, info):
+    """Every `sweep_configs()` point, `vinnas` and the reference; skips points already in the results file."""
+    done = {(r["config"], r["variant"]) for r in _read_lines(args.sweep_results)}
+    os.makedirs(os.path.dirname(os.path.abspath(args.sweep_results)), exist_ok=True)
+    points = sweep_configs()
+    if args.sweep_points is not None:
+        chosen = [int(i) for i in args.sweep_points.split(",") if i]
+        bad = [i for i in chosen if not 0 <= i < len(points)]
+        if bad:
+            raise SystemExit(f"--sweep-points: {bad} not in 0..{len(points) - 1}")
+        points = [points[i] for i in chosen]
+    for config in points:
+        if {(config["name"], "vinnas"), (config["name"], "reference")} <= done:
+            continue
+        flops, _ = step_flops(config, args.threads)
+        ref = run_reference(config, args)
+        mine = run_tfvnas(config, "vinnas", args, prune=False)
+        for variant, r in (("reference", ref), ("vinnas", mine)):
+            row = {"config": config["name"], "variant": variant, "layers": config["layers"],
+                   "channels": config["channels"], "batch": config["batch"], "step_ms": r["step_ms"],
+                   "images_per_s": r["images_per_s"], "first_step_s": r["first_step_s"],
+                   "peak_rss_mb": r["peak_rss_mb"], "ratio_vs_reference": round(r["images_per_s"] / ref["images_per_s"], 3),
+                   "step_gflop": round(flops / 1e9, 4),
+                   "floor_fraction": floor_fraction(r["step_ms"], flops, info["gemm_gflops"]),
+                   "gemm_gflops": info["gemm_gflops"], "threads": args.threads, "load": _load(),
+                   "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            with open(args.sweep_results, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    rows = _read_lines(args.sweep_results)
+    if rows and not args.no_doc:
+        sweep_plot(rows, SWEEP_PLOT)
+        write_sweep_doc(args.doc, render_sweep(rows, info))
+
+
+def render_sweep(rows, info):
+    lines = [SWEEP_BEGIN, "",
+             f"Generated by `python scripts/bench_search.py --sweep` (results: `docs/results/bench_sweep.jsonl`, "
+             f"dates {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}; machine: "
+             f"{info.get('cpu', '?')}, {rows[0]['threads']} threads; GEMM floor {rows[0]['gemm_gflops']} GFLOP/s).",
+             "", "![step and first-step time against cells, channels and batch](results/bench_sweep.png)", "",
+             "| cells | channels | batch | step ms: tfvnas / reference | x reference | first step s: tfvnas / reference "
+             "| peak RSS MB: tfvnas / reference | step GFLOP | floor: tfvnas / reference |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    by = {}
+    for r in rows:
+        by.setdefault((r["layers"], r["channels"], r["batch"]), {})[r["variant"]] = r
+    for key in sorted(by):
+        pair = by[key]
+        if set(pair) != {"vinnas", "reference"}:
+            continue
+        v, ref = pair["vinnas"], pair["reference"]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {v['step_ms']:.0f} / {ref['step_ms']:.0f} | "
+                     f"{v['ratio_vs_reference']:.2f} | {v['first_step_s']:.1f} / {ref['first_step_s']:.1f} | "
+                     f"{v['peak_rss_mb']:.0f} / {ref['peak_rss_mb']:.0f} | {v['step_gflop']:.3f} | "
+                     f"{v['floor_fraction']:.1%} / {ref['floor_fraction']:.1%} |")
+    lines += ["", SWEEP_END]
+    return "\n".join(lines)
+
+
+def write_sweep_doc(path, block):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if SWEEP_BEGIN in text and SWEEP_END in text:
+        head, rest = text.split(SWEEP_BEGIN, 1)
+        text = head + block + rest.split(SWEEP_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## How cost grows: the sweep\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def sweep_plot(rows, path):
+    """Step and first-step time against cells, one line per (channels, batch), tfvnas solid, reference dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = plt.get_cmap("tab10")
+    keys = sorted({(r["channels"], r["batch"]) for r in rows})
+    for i, (channels, batch) in enumerate(keys):
+        for variant, style in (("vinnas", "-"), ("reference", "--")):
+            pts = sorted((r["layers"], r) for r in rows
+                         if r["channels"] == channels and r["batch"] == batch and r["variant"] == variant)
+            if not pts:
+                continue
+            label = f"{channels} ch, batch {batch}" if variant == "vinnas" else None
+            cells = [p[0] for p in pts]
+            axes[0].plot(cells, [p[1]["step_ms"] for p in pts], style, marker="o", color=colours(i), label=label)
+            axes[1].plot(cells, [p[1]["first_step_s"] for p in pts], style, marker="o", color=colours(i))
+    for ax, title, unit in ((axes[0], "search step", "ms"), (axes[1], "process start to first finished step", "s")):
+        ax.set_yscale("log")
+        ax.set_xlabel("cells")
+        ax.set_xticks(SWEEP["layers"])
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].plot([], [], "k-", label="tfvnas (vinnas)")
+    axes[0].plot([], [], "k--", label="PyTorch reference")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
