@@ -570,10 +570,9 @@ def main(argv=None):
 
 
 def _read_lines(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(l) for l in f if l.strip()]
+    from tfvnas import files
+
+    return files.read_json_lines(path)
 
 
 def run_sweep(args, info):
@@ -602,8 +601,9 @@ def run_sweep(args, info):
                    "floor_fraction": floor_fraction(r["step_ms"], flops, info["gemm_gflops"]),
                    "gemm_gflops": info["gemm_gflops"], "threads": args.threads, "load": _load(),
                    "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-            with open(args.sweep_results, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            from tfvnas import files
+
+            files.append_json_line(args.sweep_results, row)
             print(json.dumps(row), flush=True)
     rows = _read_lines(args.sweep_results)
     if rows and not args.no_doc:

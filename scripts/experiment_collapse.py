@@ -123,20 +123,15 @@ def results_path(out_dir):
 
 
 def read_results(out_dir):
-    path = results_path(out_dir)
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    from tfvnas import files
+
+    return files.read_json_lines(results_path(out_dir))
 
 
 def _append(out_dir, record):
-    path = results_path(out_dir)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    from tfvnas import files
+
+    files.append_json_line(results_path(out_dir), record)
 
 
 def _done(out_dir, kind, key):

@@ -96,11 +96,9 @@ def run_arm(name, changes, seed, out_dir):
 
 
 def read_results(out_dir):
-    path = os.path.join(out_dir, "results.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    from tfvnas import files
+
+    return files.read_json_lines(os.path.join(out_dir, "results.jsonl"))
 
 
 def averaged_stable_epochs(history_path, decay=0.9, prune_every=10):
@@ -203,8 +201,9 @@ def main(argv=None):
                     continue
                 print(f"== {name} seed {seed}", flush=True)
                 record = run_arm(name, ARMS[name], seed, args.out)
-                with open(os.path.join(args.out, "results.jsonl"), "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+                from tfvnas import files
+
+                files.append_json_line(os.path.join(args.out, "results.jsonl"), record)
                 print(json.dumps({k: v for k, v in record.items() if k not in ("per_epoch", "genotype")}), flush=True)
     if args.report:
         report(read_results(args.out), args.report, args.out)

@@ -142,3 +142,13 @@ def test_the_targets_are_judged_from_the_records():
     records[1] = train("vinnas", "sparse", 0.860, 10_000)  # +0.0033 on random, within 0.0078; 1 point behind DARTS
     records[-1]["per_epoch"][-1]["parameter_free_share"] = 0.5
     assert [v for _, _, v in driver.targets(records)] == ["missed", "not yet run", "missed", "missed"]
+
+
+def test_json_lines_round_trip_and_a_missing_file_is_empty(tmp_path):
+    from tfvnas import files
+
+    path = tmp_path / "deep" / "log.jsonl"
+    assert files.read_json_lines(str(path)) == []
+    files.append_json_line(str(path), {"a": np.float32(1.5), "b": [np.int64(2)]})
+    files.append_json_line(str(path), {"c": None})
+    assert files.read_json_lines(str(path)) == [{"a": 1.5, "b": [2]}, {"c": None}]

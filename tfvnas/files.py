@@ -61,3 +61,20 @@ def jsonable(value):
 def write_json(path, data, *, indent=1):
     """Writes `jsonable(data)` as indented strict JSON, atomically; returns the path."""
     return atomic_write(path, json.dumps(jsonable(data), indent=indent, allow_nan=False) + "\n")
+
+
+def append_json_line(path, record):
+    """Appends `jsonable(record)` as one line of a JSON-lines file, flushed to disk (a results log)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_json_lines(path):
+    """The records of a JSON-lines file, in order; [] when it does not exist."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
