@@ -118,11 +118,9 @@ class MixedEdge(keras.layers.Layer):
             # not depend on what the step computes.
             shape = [tf.shape(inputs)[0], len(self.op_names)]
             eps = variational.standard_normal(shape, self.seed_generator, inputs.dtype)
-        keep = None
-        identity = identity_ops(self.op_names, self.strides)
-        if training and self.skip_dropout > 0 and any(identity):  # after the gate noise, as `edge_outputs` draws it
-            keep = gates_lib.skip_keep(tf.shape(inputs)[0], identity, self.skip_dropout, self.seed_generator,
-                                       inputs.dtype)
+        # After the gate noise, as `edge_outputs` draws it.
+        keep = skip_keep(self.op_names, self.strides, training, self.skip_dropout, tf.shape(inputs)[0],
+                         self.seed_generator, inputs.dtype)
         outputs = [ops_lib.apply_layer(self.candidates[k], inputs, training) for k in computed]
         if len(computed) < len(self.candidates):
             index = list(computed)
@@ -297,23 +295,30 @@ class EdgePlan:
 
     @property
     def drops_skips(self):
-        """Whether a step draws the skip connections' dropout (training, a rate, an identity op)."""
-        return self.training and self.skip_dropout > 0 and any(identity_ops(self.op_names, self.strides))
-
-    def skip_keep(self, batch, seeds, dtype):
-        """The `keep` factors of the skip connections' dropout, or None (`tfvnas.gates.skip_keep`).
-
-        Drawn whether the identity op is computed or pruned, so that the
-        random stream does not depend on what the step computes.
-        """
-        if not self.drops_skips:
-            return None
-        return gates_lib.skip_keep(batch, identity_ops(self.op_names, self.strides), self.skip_dropout, seeds, dtype)
+        """Whether a step draws the skip connections' dropout (`drops_skips`)."""
+        return drops_skips(self.op_names, self.strides, self.training, self.skip_dropout)
 
 
 def identity_ops(op_names, strides):
     """Per op, whether it is the identity (`skip_connect` at stride 1; strided, it is `FactorizedReduce`)."""
     return [name == "skip_connect" and strides == 1 for name in op_names]
+
+
+def drops_skips(op_names, strides, training, rate):
+    """Whether an edge draws the skip connections' dropout: in training, at a rate, with an identity op."""
+    return bool(training) and rate > 0 and any(identity_ops(op_names, strides))
+
+
+def skip_keep(op_names, strides, training, rate, batch, seeds, dtype):
+    """The `keep` factors of an edge's skip-connection dropout (`tfvnas.gates.skip_keep`), or None.
+
+    Drawn whether the identity op is computed or pruned, so that the random
+    stream does not depend on what the step computes. The fused edge
+    (`edge_outputs`) and the op-by-op one (`MixedEdge.call`) both draw here.
+    """
+    if not drops_skips(op_names, strides, training, rate):
+        return None
+    return gates_lib.skip_keep(batch, identity_ops(op_names, strides), rate, seeds, dtype)
 
 
 def edge_variables(edge, plan, unwrap=False):
@@ -433,7 +438,7 @@ def edge_outputs(plan, x, theta, sigma2, seeds, weights, stats):
         # Drawn for every op, computed or not, so the random stream does
         # not depend on what the step computes.
         eps = variational.standard_normal([tf.shape(x)[0], len(plan.op_names)], seeds, x.dtype)
-    keep = plan.skip_keep(tf.shape(x)[0], seeds, x.dtype)
+    keep = skip_keep(plan.op_names, plan.strides, plan.training, plan.skip_dropout, tf.shape(x)[0], seeds, x.dtype)
     stats = {(k, j): pair for k, op_stats in zip(plan.computed, stats) for j, pair in enumerate(op_stats)}
     run = _Run(plan, x, dict(zip(plan.computed, weights)), stats, seeds)
     out = {"output": grouped_mixture(run.groups(), theta, sigma2, eps, keep)}
