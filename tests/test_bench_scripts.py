@@ -1,19 +1,14 @@
 """The search benchmark's bookkeeping (scripts/bench_search.py): what it measures is what it says."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_search", REPO / "scripts" / "bench_search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_search")
 
 
 def test_synthetic_configurations_are_searched_at_their_own_size():

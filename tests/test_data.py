@@ -1,8 +1,6 @@
 """Tests for `tfvnas.data`."""
 
 import hashlib
-import importlib.util
-import pathlib
 import re
 import zipfile
 
@@ -11,9 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.scripts import load_script
 from tfvnas import data
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _raises(exc, message):
@@ -109,12 +106,7 @@ def test_mnist5k_limit(mnist5k):
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "make_mnist5k", REPO / "scripts" / "make_mnist5k.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_mnist5k")
 
 
 def test_script_split_is_stratified_and_disjoint():

@@ -1,18 +1,12 @@
 """The evidence study's bookkeeping (scripts/experiment_collapse.py): results file, bootstrap."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.scripts import load_script
 
 
 def _driver():
-    spec = importlib.util.spec_from_file_location("experiment_collapse", REPO / "scripts" / "experiment_collapse.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiment_collapse")
 
 
 def test_per_image_correctness_round_trips_through_text():
