@@ -89,7 +89,7 @@ def _median(values):
 
 
 def build_searcher(spec):
-    """The `Searcher` of one tfvnas variant (`spec`: config, variant, threads, fuse, grappler).
+    """The `Searcher` of one tfvnas variant (`spec`: config, variant, threads, fuse, shared, grappler).
 
     Sets TensorFlow's thread counts (and, for `grappler="off"`, switches
     Grappler off for the process), so call it before anything else runs
@@ -138,6 +138,8 @@ def build_searcher(spec):
         cfg = cfg.replace(layers=c["layers"], channels=c["channels"], batch_size=c["batch"], weight_vd=weight_vd)
         # `replace` ignores None values: `from_dict` sets them (no resize, no limit).
         cfg = config_lib.SearchConfig.from_dict({**cfg.to_dict(), "resolution": None, "limit": None})
+    if not spec.get("shared", True):  # every edge traced inline (`SearchConfig.shared_edge_functions`)
+        cfg = cfg.replace(shared_edge_functions=False)
     if not spec.get("fuse", True):
         from tfvnas import mixed_edge
 
@@ -257,11 +259,8 @@ def _flops_child(spec):
     """
     import tensorflow as tf
 
-    searcher = build_searcher({**spec, "fuse": False})
+    searcher = build_searcher({**spec, "fuse": False, "shared": False})
     model, c = searcher.model, spec["config"]
-    for layer in model._flatten_layers():
-        if hasattr(layer, "shared_function"):
-            layer.shared_function = False
     shape = (c["batch"],) + searched_image(searcher)
     fn = tf.function(lambda x: model(x, training=True))
     graph = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
@@ -569,15 +568,11 @@ def main(argv=None):
     return 0
 
 
-def _read_lines(path):
-    from tfvnas import files
-
-    return files.read_json_lines(path)
-
-
 def run_sweep(args, info):
     """Every `sweep_configs()` point, `vinnas` and the reference; skips points already in the results file."""
-    done = {(r["config"], r["variant"]) for r in _read_lines(args.sweep_results)}
+    from tfvnas import files
+
+    done = {(r["config"], r["variant"]) for r in files.read_json_lines(args.sweep_results)}
     os.makedirs(os.path.dirname(os.path.abspath(args.sweep_results)), exist_ok=True)
     points = sweep_configs()
     if args.sweep_points is not None:
@@ -601,11 +596,9 @@ def run_sweep(args, info):
                    "floor_fraction": floor_fraction(r["step_ms"], flops, info["gemm_gflops"]),
                    "gemm_gflops": info["gemm_gflops"], "threads": args.threads, "load": _load(),
                    "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-            from tfvnas import files
-
             files.append_json_line(args.sweep_results, row)
             print(json.dumps(row), flush=True)
-    rows = _read_lines(args.sweep_results)
+    rows = files.read_json_lines(args.sweep_results)
     if rows and not args.no_doc:
         sweep_plot(rows, SWEEP_PLOT)
         write_sweep_doc(args.doc, render_sweep(rows, info))
