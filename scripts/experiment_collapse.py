@@ -531,7 +531,7 @@ def report(out_dir, doc):
     groups = ("vinnas", "darts", "random", "zoo")
     for group in groups:
         for weights in ("sparse", "dense"):
-            rs = [r for r in trains if r["group"] == group and r["weights"] == weights]
+            rs = _group(trains, group, weights)
             if not rs:
                 continue
             lines.append(
@@ -573,9 +573,9 @@ def report(out_dir, doc):
         lines.append("")
     comparisons = []
     for weights in ("sparse", "dense"):
-        vinnas = [r for r in trains if r["group"] == "vinnas" and r["weights"] == weights]
+        vinnas = _group(trains, "vinnas", weights)
         for other in ("random", "darts"):
-            rs = [r for r in trains if r["group"] == other and r["weights"] == weights]
+            rs = _group(trains, other, weights)
             if vinnas and rs:
                 boot = paired_bootstrap(np.stack([_correct(r) for r in vinnas]),
                                         np.stack([_correct(r) for r in rs]))
