@@ -11,10 +11,19 @@ training recipe, the training split) and measures its accuracy on the
     python scripts/study_search.py --out runs/study-search --arms base,lr_0.3
     python scripts/study_search.py --out runs/study-search --report docs/search.md
 
-Each finished arm is appended to `<out>/results.jsonl` (one JSON line per
-arm) and skipped when the command runs again, so the study can be run in
-parts; `--report FILE` rewrites the table and the figure between the
-`study:begin` / `study:end` markers of FILE from the results gathered so far.
+Each finished arm is appended to `<out>/results.jsonl` (or `--results FILE`;
+one JSON line per arm) and skipped when the command runs again, so the study
+can be run in parts; `--report FILE` rewrites the table and the figure between
+the `study:begin` / `study:end` markers of FILE from the results gathered so
+far.
+
+The proxy check compares the `quick` search at its 14x14 proxy (`base`) with
+the same search at the data's full 28x28 (`full_size`), over seeds, each cell
+trained under the one recipe; `--proxy-report FILE` rewrites the section
+between the `proxy:begin` / `proxy:end` markers of FILE:
+
+    python scripts/study_search.py --out runs/proxy --arms base,full_size --seeds 0,1,2 \
+        --results docs/search/proxy_results.jsonl --proxy-report docs/search.md
 """
 
 import argparse
@@ -95,10 +104,10 @@ def run_arm(name, changes, seed, out_dir):
     return record
 
 
-def read_results(out_dir):
+def read_results(path):
     from tfvnas import files
 
-    return files.read_json_lines(os.path.join(out_dir, "results.jsonl"))
+    return files.read_json_lines(path)
 
 
 def averaged_stable_epochs(history_path, decay=0.9, prune_every=10):
@@ -184,29 +193,106 @@ def report(records, doc, out_dir):
         f.write(f"{head}{begin}\n\n{body}\n{end}{tail}")
 
 
+PROXY_ARMS = ("base", "full_size")
+
+
+def _cell_statistics(genotype_dict):
+    """Parameter-free share of both cells and distinct op types of a recorded genotype."""
+    from tfvnas import ops as ops_lib
+    from tfvnas.genotype import Genotype
+
+    genotype = Genotype.from_dict(genotype_dict)
+    counts = [ops_lib.cell_op_counts(genotype, t) for t in ("normal", "reduce")]
+    return sum(c[0] for c in counts) / sum(c[2] for c in counts), len(genotype.op_histogram())
+
+
+def _mean_std(values):
+    import statistics
+
+    values = list(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+
+
+def proxy_table(records):
+    """The proxy check's Markdown: one row per (arm, seed), then each arm's mean ± std."""
+    records = sorted((r for r in records if r["arm"] in PROXY_ARMS), key=lambda r: (PROXY_ARMS.index(r["arm"]), r["seed"]))
+    lines = [
+        "| search | seed | pruned normal / reduce | converged | parameter-free share | distinct ops | "
+        "search val acc | cell val acc | search s | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        free, distinct = _cell_statistics(r["genotype"])
+        share = r["pruned_share"]
+        lines.append(
+            f"| {r['arm']} | {r['seed']} | {share['normal']:.0%} / {share['reduce']:.0%} | "
+            f"{'yes' if r['converged'] else 'no'} | {free:.2f} | {distinct} | {r['search_val_accuracy']:.3f} | "
+            f"{r['cell_val_accuracy']:.3f} | {r['search_s']:.0f} | {r['train_s']:.0f} |"
+        )
+    lines += ["", "| search | seeds | cell val acc (mean ± std) | search s (mean) |", "|---|---|---|---|"]
+    for arm in PROXY_ARMS:
+        group = [r for r in records if r["arm"] == arm]
+        if group:
+            seconds = sum(r["search_s"] for r in group) / len(group)
+            lines.append(f"| {arm} | {len(group)} | {_mean_std(r['cell_val_accuracy'] for r in group)} | {seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def proxy_report(records, doc):
+    """Rewrites the proxy check's tables in `doc` (between the proxy markers)."""
+    begin, end = "<!-- proxy:begin -->", "<!-- proxy:end -->"
+    with open(doc, encoding="utf-8") as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        raise SystemExit(f"study_search: {doc} has no {begin} ... {end} section to rewrite")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(doc, "w", encoding="utf-8") as f:
+        f.write(f"{head}{begin}\n\n{proxy_table(records)}\n{end}{tail}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "study-search"))
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of: {', '.join(ARMS)}")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--results", metavar="FILE", help="the results file (default <out>/results.jsonl)")
     parser.add_argument("--report", metavar="DOC", help="rewrite the study section of DOC; with --no-run only that")
+    parser.add_argument("--proxy-report", metavar="DOC", help="rewrite the proxy check's section of DOC")
     parser.add_argument("--no-run", action="store_true")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow's intra- and inter-op threads (0: its default); with 1, two drivers "
+                             "with different --arms or --seeds can share a results file, one per core")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.arms.split(",")) - set(ARMS))
+    if unknown:
+        parser.error(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
+    if args.threads < 0:
+        parser.error(f"--threads must be 0 (TensorFlow's default) or a positive count; received {args.threads}")
     os.makedirs(args.out, exist_ok=True)
+    results = args.results or os.path.join(args.out, "results.jsonl")
+    if args.threads and not args.no_run:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     if not args.no_run:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for name in args.arms.split(","):
-                done = {(r["arm"], r["seed"]) for r in read_results(args.out)}
+                done = {(r["arm"], r["seed"]) for r in read_results(results)}
                 if (name, seed) in done:
                     continue
                 print(f"== {name} seed {seed}", flush=True)
                 record = run_arm(name, ARMS[name], seed, args.out)
                 from tfvnas import files
 
-                files.append_json_line(os.path.join(args.out, "results.jsonl"), record)
+                files.append_json_line(results, record)
                 print(json.dumps({k: v for k, v in record.items() if k not in ("per_epoch", "genotype")}), flush=True)
     if args.report:
-        report(read_results(args.out), args.report, args.out)
+        report(read_results(results), args.report, args.out)
+    if args.proxy_report:
+        proxy_report(read_results(results), args.proxy_report)
     return 0
 
 

@@ -146,3 +146,33 @@ def test_json_lines_round_trip_and_a_missing_file_is_empty(tmp_path):
     files.append_json_line(str(path), {"a": np.float32(1.5), "b": [np.int64(2)]})
     files.append_json_line(str(path), {"c": None})
     assert files.read_json_lines(str(path)) == [{"a": 1.5, "b": [2]}, {"c": None}]
+
+
+def test_the_proxy_check_tables_each_search_and_each_arms_mean_and_spread(tmp_path):
+    from tfvnas import zoo
+
+    study = load_script("study_search")
+    genotype = zoo.load_genotype("darts_v2").to_dict()  # 10 of 16 ops parameter-free, 4 op types
+
+    def record(arm, seed, accuracy, seconds):
+        return {"arm": arm, "seed": seed, "genotype": genotype, "converged": seed == 0,
+                "pruned_share": {"normal": 0.5, "reduce": 0.875}, "search_val_accuracy": 0.9,
+                "cell_val_accuracy": accuracy, "search_s": seconds, "train_s": 60.0}
+
+    records = [record("full_size", 1, 0.95, 900.0), record("base", 0, 0.96, 300.0),
+               record("full_size", 0, 0.97, 1100.0), record("lr_0.1", 0, 0.5, 1.0)]
+    lines = study.proxy_table(records).splitlines()
+    rows = [line for line in lines if line.startswith("| base |") or line.startswith("| full_size |")]
+    # The proxy first, seeds in order; other arms left out.
+    assert [row.split(" | ")[:2] for row in rows[:3]] == [["| base", "0"], ["| full_size", "0"], ["| full_size", "1"]]
+    assert rows[0] == "| base | 0 | 50% / 88% | yes | 0.62 | 4 | 0.900 | 0.960 | 300 | 60 |"
+    # Means and sample standard deviations: full_size 0.96 ± 0.01414, base one seed.
+    assert rows[3] == "| base | 1 | 0.960 ± 0.000 | 300 |"
+    assert rows[4] == "| full_size | 2 | 0.960 ± 0.014 | 1000 |"
+
+    doc = tmp_path / "search.md"
+    doc.write_text("before\n<!-- proxy:begin -->\nold\n<!-- proxy:end -->\nafter\n", encoding="utf-8")
+    study.proxy_report(records, str(doc))
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("before\n<!-- proxy:begin -->\n\n| search |") and text.endswith("<!-- proxy:end -->\nafter\n")
+    assert "old" not in text
