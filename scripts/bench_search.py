@@ -136,8 +136,8 @@ def build_searcher(spec):
         # The synthetic images are searched at their own size (the `quick`
         # preset's 14x14 proxy is for the bundled data).
         cfg = cfg.replace(layers=c["layers"], channels=c["channels"], batch_size=c["batch"], weight_vd=weight_vd)
-        # `replace` ignores None values: `from_dict` sets them (no resize, no limit).
-        cfg = config_lib.SearchConfig.from_dict({**cfg.to_dict(), "resolution": None, "limit": None})
+        # No resize and no limit: the whole synthetic set at its own size.
+        cfg = cfg.replace(resolution=None, limit=None)
     if not spec.get("shared", True):  # every edge traced inline (`SearchConfig.shared_edge_functions`)
         cfg = cfg.replace(shared_edge_functions=False)
     if not spec.get("fuse", True):

@@ -39,6 +39,18 @@ def test_precedence_preset_then_config_then_overrides():
     assert cfg.epochs == 9 and cfg.seed == 1 and cfg.layers == config_lib.preset("smoke").layers
 
 
+def test_replace_sets_none_and_an_override_left_none_is_not_given():
+    quick = config_lib.preset("quick")
+    assert quick.resolution == 14 and quick.limit == 1600
+    # `replace` sets a field to None (full size, every image): it used to keep 14 and 1600 silently.
+    full = quick.replace(resolution=None, limit=None)
+    assert (full.resolution, full.limit) == (None, None)
+    assert quick.replace(arch_lr=None).arch_lr is None
+    # An argument or flag left None leaves the config's value; a None inside `config` is a value.
+    assert quick.override(resolution=None, epochs=3) == quick.replace(epochs=3)
+    assert search_lib.resolve_config("quick", {"resolution": None}, epochs=None, seed=None) == full.replace(limit=1600)
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [

@@ -33,9 +33,16 @@ class _Config:
         return cls(**data)
 
     def replace(self, **changes):
-        """A copy with `changes` applied (None values are ignored)."""
-        changes = {k: v for k, v in changes.items() if v is not None}
+        """A copy with `changes` applied. None is a value like any other (`resolution=None`: full size)."""
         return self.from_dict({**self.to_dict(), **changes})
+
+    def override(self, **given):
+        """A copy with the `given` values that are not None applied: None means "not given".
+
+        For arguments and command-line flags whose default None leaves the
+        config's value alone; `replace` sets a field to None.
+        """
+        return self.replace(**{k: v for k, v in given.items() if v is not None})
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -323,7 +330,11 @@ def preset(name):
 
 
 def resolve(config_class, table, preset="quick", config=None, **overrides):
-    """Preset `preset` of `table`, then a config (object, dict or file path), then overrides."""
+    """Preset `preset` of `table`, then a config (object, dict or file path), then overrides.
+
+    An override left None is not given (the config's value stays); a None in
+    `config` is a value (`{"resolution": None}` searches at full size).
+    """
     cfg = _preset(table, preset)
     if config is not None:
         if isinstance(config, config_class):
@@ -331,7 +342,7 @@ def resolve(config_class, table, preset="quick", config=None, **overrides):
         else:
             fields = config if isinstance(config, dict) else read_config_file(config)
             cfg = config_class.from_dict({**cfg.to_dict(), **fields})
-    return cfg.replace(**overrides)
+    return cfg.override(**overrides)
 
 
 def _preset(table, name):

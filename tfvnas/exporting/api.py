@@ -451,7 +451,7 @@ def _export_config(config, int8, qat, shrink=None):
     # `shrink` is None (keep) or a bool (the `--no-shrink` flag gives False).
     if shrink is not None and not isinstance(shrink, bool):
         raise ValueError(f"`shrink` must be a bool or None. Received: shrink={shrink!r}")
-    return config.replace(int8=True if int8 else None, qat=True if qat else None, shrink=shrink)
+    return config.override(int8=True if int8 else None, qat=True if qat else None, shrink=shrink)
 
 
 def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None, shrink=None,
