@@ -13,11 +13,16 @@ and either
   the run) and the median of 5 more steps, as one JSON line, with the
   process's CPU seconds of each part and the load average;
   `--grappler-options '{"disable_meta_optimizer": true}'` sets
-  `tf.config.optimizer.set_experimental_options` first.
+  `tf.config.optimizer.set_experimental_options` first;
+- `--half` (either mode): traces the step with the gates frozen, so it is one
+  forward/backward (the weights' half) instead of the bi-level step's two; the
+  difference bounds what one traced forward/backward shared by both halves
+  could save.
 
 Usage:
     python scripts/profile_step.py --config 1
     python scripts/profile_step.py --config 3 --mode first --grappler-options '{"remapping": false}'
+    python scripts/profile_step.py --config 3 --mode first --half
 """
 
 import argparse
@@ -69,6 +74,8 @@ def main(argv=None):
     ap.add_argument("--mode", default="ops", choices=("ops", "first"))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--grappler-options", default="{}", help="JSON for tf.config.optimizer.set_experimental_options")
+    ap.add_argument("--half", action="store_true",
+                    help="one forward/backward per step (the gates frozen) instead of the bi-level two")
     ap.add_argument("--names", default="", help="op types to break down by op name (ops mode)")
     ap.add_argument("--top", type=int, default=30, help="op types to print (ops mode)")
     args = ap.parse_args(argv)
@@ -82,6 +89,8 @@ def main(argv=None):
     searcher = bench_search.build_searcher(spec)
     if options:
         tf.config.optimizer.set_experimental_options(options)
+    if args.half:
+        searcher.arch_frozen = True  # read when the step is traced
     batches = iter(searcher.epoch_data(0))
     beta = tf.constant(searcher.beta(0), tf.float32)
     step = searcher.train_step
@@ -98,7 +107,7 @@ def main(argv=None):
         times.append(time.perf_counter() - start)
     if args.mode == "first":
         print(json.dumps({
-            "config": spec["config"]["name"], "variant": args.variant, "grappler_options": options,
+            "config": spec["config"]["name"], "variant": args.variant, "half": args.half, "grappler_options": options,
             "imports_s": round(t_imports - T0, 1), "build_s": round(t_build - t_imports, 1),
             "trace_s": round(t_trace - t_build, 1), "first_call_s": round(t_first - t_trace, 1),
             "first_step_s": round(t_first - T0, 1), "graph_nodes": nodes,
