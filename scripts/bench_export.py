@@ -65,8 +65,8 @@ def _export(train, out, shrink, args):
 
 
 def _models(train):
-    from tfvnas import shrinking
-    from tfvnas import strip as strip_lib
+    from tfvnas.compress import shrinking
+    from tfvnas.compress import strip as strip_lib
     from tfvnas.exporting import load_trained
 
     network, _ = load_trained(train)
@@ -78,7 +78,7 @@ def _per_cell(models, image, args):
     """Median latency of each model cut after the stem and after every cell (float, dense)."""
     import keras
 
-    from tfvnas import macs as macs_lib
+    from tfvnas.compress import macs as macs_lib
     from tfvnas.exporting import tflite
 
     tmp = tempfile.mkdtemp(prefix="tfvnas-bench-cells-")
@@ -191,8 +191,9 @@ def main(argv=None):
     args = _parse(argv)
     import numpy as np
 
-    from tfvnas import counting, files
-    from tfvnas import macs as macs_lib
+    from tfvnas.compress import counting
+    from tfvnas import files
+    from tfvnas.compress import macs as macs_lib
     from tfvnas.exporting import report as report_lib
     from tfvnas.exporting import tflite
     from tfvnas.exporting.api import read_report

@@ -106,7 +106,7 @@ def build_searcher(spec):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     from tfvnas import config as config_lib
     from tfvnas import data as data_lib
-    from tfvnas import searching as search_lib
+    from tfvnas.loops import searching as search_lib
 
     c = spec["config"]
     weight_vd = spec["variant"] == "vinnas+weight_vd"
@@ -141,7 +141,7 @@ def build_searcher(spec):
     if not spec.get("shared", True):  # every edge traced inline (`SearchConfig.shared_edge_functions`)
         cfg = cfg.replace(shared_edge_functions=False)
     if not spec.get("fuse", True):
-        from tfvnas import mixed_edge
+        from tfvnas.layers import mixed_edge
 
         mixed_edge.MixedEdge._fusable = lambda self: False
     searcher = search_lib.Searcher(cfg, dataset, verbose=0)

@@ -6,7 +6,7 @@ images), it runs, in resumable units:
 
 1. `null`: the random-cell null: parameter-free share, distinct op types and
    the normal cell's skip count of many genotypes drawn uniformly from the
-   space (`tfvnas.genotype.random_genotype`); no training.
+   space (`tfvnas.models.genotype.random_genotype`); no training.
 2. `recipe`: the training recipe's learning rate, chosen on the validation
    split (one cell, each candidate rate).
 3. `search`: VINNAS and the DARTS baseline (its own architecture optimiser),
@@ -189,7 +189,7 @@ def _resumable(run_dir):
     """Whether `run_dir` holds a checkpoint of an interrupted unit (then it continues from there)."""
     import tensorflow as tf
 
-    from tfvnas.loop import CHECKPOINT_SUBDIR
+    from tfvnas.loops.loop import CHECKPOINT_SUBDIR
 
     checkpoints = os.path.join(run_dir, CHECKPOINT_SUBDIR)
     return os.path.isdir(checkpoints) and tf.train.latest_checkpoint(checkpoints) is not None
@@ -210,7 +210,7 @@ def unpack_correct(text, n):
 
 def cell_statistics(genotype):
     """Parameter-free share of both cells, distinct op types, the normal cell's skips."""
-    from tfvnas import ops as ops_lib
+    from tfvnas.layers import ops as ops_lib
 
     free = total = 0
     for cell_type in ("normal", "reduce"):
@@ -241,7 +241,7 @@ def _dataset(budget):
 
 def phase_null(out_dir, budget, cfg):
     from tfvnas import config as config_lib
-    from tfvnas.genotype import random_genotype
+    from tfvnas.models.genotype import random_genotype
 
     if _done(out_dir, "null", "null"):
         return
@@ -269,8 +269,8 @@ def _resized(dataset, cfg):
 
 
 def phase_recipe(out_dir, budget, cfg, dataset):
-    from tfvnas import zoo
-    from tfvnas.training import Trainer
+    from tfvnas.models import zoo
+    from tfvnas.loops.training import Trainer
 
     genotype = zoo.load_genotype(cfg["recipe_cell"])
     data = _resized(dataset, cfg)
@@ -295,7 +295,7 @@ def chosen_lr(out_dir):
 
 
 def phase_search(out_dir, budget, cfg, dataset, methods):
-    from tfvnas.searching import search
+    from tfvnas.loops.searching import search
 
     for seed in cfg["seeds"]:
         for method in methods:
@@ -320,8 +320,8 @@ def phase_search(out_dir, budget, cfg, dataset, methods):
 def _cells(out_dir, cfg):
     """`(name, group, genotype)` of every cell the train phase trains."""
     from tfvnas import config as config_lib
-    from tfvnas import zoo
-    from tfvnas.genotype import Genotype, random_genotype
+    from tfvnas.models import zoo
+    from tfvnas.models.genotype import Genotype, random_genotype
 
     cells = [(r["key"], r["method"], Genotype.from_dict(r["genotype"]))
              for r in read_results(out_dir) if r["kind"] == "search"]
@@ -334,7 +334,7 @@ def _cells(out_dir, cfg):
 
 
 def phase_train(out_dir, budget, cfg, dataset):
-    from tfvnas.training import train
+    from tfvnas.loops.training import train
 
     lr = chosen_lr(out_dir)
     data = _resized(dataset, cfg)
@@ -364,7 +364,7 @@ def phase_train(out_dir, budget, cfg, dataset):
 
 
 def phase_collapse(out_dir, budget, cfg, dataset, methods):
-    from tfvnas.searching import search
+    from tfvnas.loops.searching import search
 
     for seed in cfg["collapse_seeds"]:
         for method in methods:
@@ -393,7 +393,7 @@ def _arch_updates(history):
 
 def _per_epoch(history):
     """The derived normal cell after every epoch of architecture updates, numbered from 1 (warm-up left out)."""
-    from tfvnas.genotype import Genotype
+    from tfvnas.models.genotype import Genotype
 
     per_epoch, warm = [], _warmup_steps(history)
     for record in (r for r in history if r["arch_loss"] is not None):
@@ -412,7 +412,7 @@ def record_partial_collapses(out_dir, cfg, methods):
     continues from the checkpoint when the phase runs again); the report
     shows it, marked partial, until the finished unit's line replaces it.
     """
-    from tfvnas.loop import latest_state
+    from tfvnas.loops.loop import latest_state
 
     for seed in cfg["collapse_seeds"]:
         for method in methods:
@@ -510,7 +510,7 @@ def targets(records):
 
 
 def report(out_dir, doc):
-    from tfvnas import charts
+    from tfvnas.pictures import charts
 
     records = read_results(out_dir)
     null = next(r for r in records if r["kind"] == "null")

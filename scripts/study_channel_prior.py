@@ -3,7 +3,7 @@
 
 `measure` reads `tfvnas train` output folders (trained with and without
 `channel_prior`) and reports, per folder: test accuracy, MACs per image of
-the unshrunk and of the shrunk stripped network (`tfvnas.macs.count_macs`)
+the unshrunk and of the shrunk stripped network (`tfvnas.compress.macs.count_macs`)
 and their ratio, non-zero parameters of both, and the share of channel
 scales pruned. The target (2.5x fewer MACs than the unshrunk stripped
 network, within 0.5 points of the test accuracy of the same network trained
@@ -39,8 +39,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 def sizes(network):
     """MACs and non-zero parameters of the stripped network, unshrunk and shrunk; pruned channels."""
-    from tfvnas import channel_prior, counting, macs, shrinking
-    from tfvnas import strip as strip_lib
+    from tfvnas.layers import channel_prior
+    from tfvnas.compress import counting, macs, shrinking
+    from tfvnas.compress import strip as strip_lib
 
     unshrunk = strip_lib.strip(network, shrink=False)
     shrunk = shrinking.shrink(unshrunk)
@@ -70,7 +71,8 @@ def _measure(args):
 def _fashion(args):
     from tfvnas import config as config_lib
     from tfvnas import data as data_lib
-    from tfvnas import training, zoo
+    from tfvnas.loops import training
+    from tfvnas.models import zoo
 
     genotype = zoo.load_genotype(args.genotype)
     dataset = data_lib.load(args.data, seed=args.seed).resized(args.size)

@@ -76,7 +76,7 @@ def _search_record(result):
 def _val_accuracy(genotype, dataset, seed):
     """Trains `genotype` with the quick recipe and returns (validation accuracy, seconds); no test split."""
     from tfvnas import config as config_lib
-    from tfvnas.training import Trainer
+    from tfvnas.loops.training import Trainer
 
     cfg = config_lib.TRAIN_PRESETS["quick"].replace(seed=seed)
     start = time.perf_counter()
@@ -88,7 +88,7 @@ def _val_accuracy(genotype, dataset, seed):
 
 def run_arm(name, changes, seed, out_dir):
     from tfvnas import data as data_lib
-    from tfvnas.searching import search
+    from tfvnas.loops.searching import search
 
     dataset = data_lib.load("mnist-5k", seed=seed)
     start = time.perf_counter()
@@ -122,7 +122,7 @@ def averaged_stable_epochs(history_path, decay=0.9, prune_every=10):
     """
     import numpy as np
 
-    from tfvnas import genotype as genotype_lib
+    from tfvnas.models import genotype as genotype_lib
 
     if not os.path.isfile(history_path):
         return None
@@ -198,8 +198,8 @@ PROXY_ARMS = ("base", "full_size")
 
 def _cell_statistics(genotype_dict):
     """Parameter-free share of both cells and distinct op types of a recorded genotype."""
-    from tfvnas import ops as ops_lib
-    from tfvnas.genotype import Genotype
+    from tfvnas.layers import ops as ops_lib
+    from tfvnas.models.genotype import Genotype
 
     genotype = Genotype.from_dict(genotype_dict)
     counts = [ops_lib.cell_op_counts(genotype, t) for t in ("normal", "reduce")]

@@ -28,9 +28,9 @@ def mirrored():
     """The session's one MirroredStrategy over the two logical CPUs.
 
     A second MirroredStrategy over the same devices in one process reuses the
-    first one's collective keys (see `tfvnas.loop.check_strategy`).
+    first one's collective keys (see `tfvnas.loops.loop.check_strategy`).
     """
-    from tfvnas.loop import mirrored_strategy
+    from tfvnas.loops.loop import mirrored_strategy
 
     return mirrored_strategy(LOGICAL_CPUS)
 
@@ -49,6 +49,6 @@ def summary_events(log_dir):
 @pytest.fixture
 def no_dot(monkeypatch):
     """`shutil.which` finds no `dot`, so the cells are drawn with matplotlib."""
-    from tfvnas import cell_drawing
+    from tfvnas.pictures import cell_drawing
 
     monkeypatch.setattr(cell_drawing.shutil, "which", lambda name: None)

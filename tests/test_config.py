@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tfvnas import searching as search_lib
+from tfvnas.loops import searching as search_lib
 from tfvnas import config as config_lib
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.scripts import load_script
+from tests.helpers.scripts import load_script
 from tfvnas import data
 
 

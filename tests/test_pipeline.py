@@ -11,12 +11,12 @@ import pytest
 
 from tests.conftest import summary_events
 from tfvnas import data as data_lib
-from tfvnas import genotype as genotype_lib
+from tfvnas.models import genotype as genotype_lib
 from tfvnas import pipeline
-from tfvnas import zoo
+from tfvnas.models import zoo
 from tfvnas.cli import main
 from tfvnas.exporting import load_trained
-from tfvnas.training import ARTEFACTS as TRAIN_ARTEFACTS
+from tfvnas.loops.training import ARTEFACTS as TRAIN_ARTEFACTS
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 
@@ -32,7 +32,7 @@ EXPORT_FILES = {
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "smoke"
     code = main([
-        # int8 and QAT: tests/test_export.py; the flags' way here: test_run_passes_the_export_flags.
+        # int8 and QAT: tests/exporting/test_export.py; the flags' way here: test_run_passes_the_export_flags.
         "run", "--preset", "smoke", "--out", str(out), "--quiet",
         "--tensorboard", str(out.parent / "tb"),
     ])

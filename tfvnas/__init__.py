@@ -6,8 +6,8 @@
     >>> report = tfvnas.export("runs/train", "runs/export", int8=True)
 
 `tfvnas.search`, `tfvnas.train`, `tfvnas.export` and `tfvnas.run` are
-functions; the modules that hold them are `tfvnas.searching`,
-`tfvnas.training`, `tfvnas.exporting` and `tfvnas.pipeline`. Every public
+functions; the modules that hold them are `tfvnas.loops.searching`,
+`tfvnas.loops.training`, `tfvnas.exporting` and `tfvnas.pipeline`. Every public
 name is loaded on first use, so `import tfvnas` imports neither TensorFlow
 nor LiteRT, tf_keras, tfmot or keras-tuner.
 """
@@ -33,24 +33,24 @@ _PUBLIC = {
     "SearchConfig": "tfvnas.config",
     "TRAIN_PRESETS": "tfvnas.config",
     "TrainConfig": "tfvnas.config",
-    "Genotype": "tfvnas.genotype",
-    "load_genotype": "tfvnas.zoo",
-    "zoo_names": "tfvnas.zoo",
-    "Network": "tfvnas.network",
-    "Supernet": "tfvnas.supernet",
-    "VariationalConv2D": "tfvnas.variational",
-    "VariationalDense": "tfvnas.variational",
-    "VariationalDepthwiseConv2D": "tfvnas.variational",
-    "SearchResult": "tfvnas.searching",
-    "Searcher": "tfvnas.searching",
-    "search": "tfvnas.searching",
-    "TrainResult": "tfvnas.training",
-    "Trainer": "tfvnas.training",
-    "train": "tfvnas.training",
+    "Genotype": "tfvnas.models.genotype",
+    "load_genotype": "tfvnas.models.zoo",
+    "zoo_names": "tfvnas.models.zoo",
+    "Network": "tfvnas.models.network",
+    "Supernet": "tfvnas.models.supernet",
+    "VariationalConv2D": "tfvnas.layers.variational",
+    "VariationalDense": "tfvnas.layers.variational",
+    "VariationalDepthwiseConv2D": "tfvnas.layers.variational",
+    "SearchResult": "tfvnas.loops.searching",
+    "Searcher": "tfvnas.loops.searching",
+    "search": "tfvnas.loops.searching",
+    "TrainResult": "tfvnas.loops.training",
+    "Trainer": "tfvnas.loops.training",
+    "train": "tfvnas.loops.training",
     "export": "tfvnas.exporting",
     "export_stripped": "tfvnas.exporting",
-    "shrink": "tfvnas.shrinking",
-    "count_macs": "tfvnas.macs",
+    "shrink": "tfvnas.compress.shrinking",
+    "count_macs": "tfvnas.compress.macs",
     "RunResult": "tfvnas.pipeline",
     "run": "tfvnas.pipeline",
 }

@@ -5,15 +5,15 @@ the lists the parser offers live here (standard library only); the modules
 that implement them import them from here too.
 """
 
-# Search methods: VINNAS' Gaussian ARD gates, or the DARTS baseline (`tfvnas.darts`).
+# Search methods: VINNAS' Gaussian ARD gates, or the DARTS baseline (`tfvnas.layers.darts`).
 METHODS = ("vinnas", "darts")
 
 # Preset sizes of the search and the training (`tfvnas.config.PRESETS`, `TRAIN_PRESETS`).
 PRESET_NAMES = ("smoke", "quick", "paper")
 
-# `tf.distribute` strategies by name (`tfvnas.loop.make_strategy`).
+# `tf.distribute` strategies by name (`tfvnas.loops.loop.make_strategy`).
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
-# keras-tuner studies (`tfvnas.tuning`).
+# keras-tuner studies (`tfvnas.loops.tuning`).
 TUNING_MODES = ("train", "search")
 TUNERS = ("random", "bayesian", "hyperband")

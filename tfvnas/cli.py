@@ -188,7 +188,7 @@ def _loop_kwargs(args):
 
 
 def _search(args):
-    from tfvnas.searching import search
+    from tfvnas.loops.searching import search
 
     search(
         args.dataset,
@@ -204,7 +204,7 @@ def _search(args):
 
 
 def _train(args):
-    from tfvnas.training import train
+    from tfvnas.loops.training import train
 
     train(
         args.genotype,
@@ -272,7 +272,7 @@ def _add_show_parser(subparsers):
 
 
 def _show(args):
-    from tfvnas.plots import show
+    from tfvnas.pictures.plots import show
 
     show(args.target, out_dir=args.out)
     return 0
@@ -319,7 +319,7 @@ def _add_tune_parser(subparsers):
 
 
 def _tune(args):
-    from tfvnas.tuning import tune
+    from tfvnas.loops.tuning import tune
 
     tune(
         args.genotype,

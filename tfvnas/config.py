@@ -7,7 +7,7 @@ import os
 import typing
 
 from tfvnas import choices, files
-from tfvnas import ops as ops_lib
+from tfvnas.layers import ops as ops_lib
 
 
 class _Config:
@@ -128,7 +128,7 @@ class SearchConfig(_Config):
 
     Attributes:
         layers, channels, nodes, stem_multiplier: supernet size.
-        op_set: named operation set (`tfvnas.ops.OP_SETS`); `ops` overrides it.
+        op_set: named operation set (`tfvnas.layers.ops.OP_SETS`); `ops` overrides it.
         weight_vd: sparse variational convolution weights during search.
         epochs, batch_size: the global batch size, split over replicas.
         optimization: 'bilevel' (first-order, weights and gates on two halves
@@ -165,7 +165,7 @@ class SearchConfig(_Config):
         gate_log_alpha_init: initial gate log dropout rate.
         gate_parameterisation: 'positive' (theta = exp(log_theta), and
             log_sigma2) or 'log_alpha' (theta and log_alpha); see
-            `tfvnas.gates`.
+            `tfvnas.layers.gates`.
         gate_average_decay: the derivation (the `top_k` genotype of every
             epoch and the result) reads an exponential moving average of each
             active gate's `log_alpha`, updated at every pruning check with
@@ -378,7 +378,7 @@ class TrainConfig(_Config):
         channel_prior: a scale with its own ARD prior per output channel of
             every variational convolution, so whole channels are pruned in
             training and dead-channel elimination removes them
-            (`tfvnas.channel_prior`); needs `weight_vd`.
+            (`tfvnas.layers.channel_prior`); needs `weight_vd`.
         channel_log_alpha_init, channel_scale_init: initial log dropout rate
             and mean of those scales.
     """
@@ -455,7 +455,7 @@ class ExportConfig(_Config):
             against the float one on the test split.
         seed: seed of the sample choice.
         shrink: remove dead channels and fold the constants they leave
-            before exporting (`tfvnas.shrinking.shrink`).
+            before exporting (`tfvnas.compress.shrinking.shrink`).
         compare_unshrunk: also convert the unshrunk network (float, and
             int8 with `int8`) to report what shrinking changed; those files
             are measured, not shipped.

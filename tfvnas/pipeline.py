@@ -12,8 +12,8 @@ import os
 import re
 
 from tfvnas import data as data_lib
-from tfvnas import genotype as genotype_lib
-from tfvnas import loop as loop_lib
+from tfvnas.models import genotype as genotype_lib
+from tfvnas.loops import loop as loop_lib
 
 DEFAULT_ROOT = "saved_models"
 
@@ -99,8 +99,8 @@ def run(
         A `RunResult`.
     """
     from tfvnas.exporting import export as export_model, read_report
-    from tfvnas.searching import search as run_search
-    from tfvnas.training import train as run_train
+    from tfvnas.loops.searching import search as run_search
+    from tfvnas.loops.training import train as run_train
 
     if out_dir is None:
         out_dir = default_out_dir(dataset, preset)

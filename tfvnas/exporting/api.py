@@ -1,7 +1,7 @@
 """The public export functions: `export` (from a training folder) and `export_stripped`.
 
 `export_stripped()` takes the *stripped* model (a Keras 3 functional model of
-standard layers only, made by `tfvnas.strip`: its first layer `normalise`
+standard layers only, made by `tfvnas.compress.strip`: its first layer `normalise`
 rescales raw pixels, its output is logits) and writes one folder:
 
 - `saved_model/`: a SavedModel with a `serving_default` signature.
@@ -12,14 +12,14 @@ rescales raw pixels, its output is logits) and writes one folder:
 - `report.json`, `report.md`, `model_card.md`, `export_config.json`.
 
 With `ExportConfig.shrink` (the default) the model is first shrunk
-(`tfvnas.shrinking.shrink`: dead channels removed, the constants they leave
+(`tfvnas.compress.shrinking.shrink`: dead channels removed, the constants they leave
 folded), and every file holds the shrunk model. With `compare_unshrunk` the
 unshrunk model is converted too (float sparse and dense, int8), measured and
 deleted: the report's `comparison` table gives MACs, parameters, sizes,
 latencies and accuracy of both, and `shrink` what was removed.
 
 `export()` is the `tfvnas export` entry point: it loads a `tfvnas train`
-folder (`load_trained`), strips the network (`tfvnas.strip.strip`) and calls
+folder (`load_trained`), strips the network (`tfvnas.compress.strip.strip`) and calls
 `export_stripped`; `read_report()` reads a finished export's report.
 """
 
@@ -34,13 +34,13 @@ import keras
 import numpy as np
 
 from tfvnas import config as config_lib
-from tfvnas import counting
+from tfvnas.compress import counting
 from tfvnas import data as data_lib
 from tfvnas import files
-from tfvnas import macs as macs_lib
-from tfvnas import network as network_lib
-from tfvnas import shrinking
-from tfvnas import strip as strip_lib
+from tfvnas.compress import macs as macs_lib
+from tfvnas.models import network as network_lib
+from tfvnas.compress import shrinking
+from tfvnas.compress import strip as strip_lib
 from tfvnas.exporting import qat, tflite, verify
 from tfvnas.exporting import report as report_lib
 from tfvnas.exporting.names import (FLOAT_DENSE_TFLITE, FLOAT_TFLITE, INT8_TFLITE, QAT_TFLITE, REPORT_JSON,
@@ -140,7 +140,7 @@ def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, 
     `model_float_dense.tflite`, `model_int8.tflite` (if `config.int8`),
     `model_qat_int8.tflite` (if `config.qat`), `report.json`, `report.md`,
     `model_card.md`, `export_config.json`. With `config.shrink` they hold
-    `tfvnas.shrinking.shrink(model)`, and the report compares it with
+    `tfvnas.compress.shrinking.shrink(model)`, and the report compares it with
     `model` (`shrink`, `comparison`).
 
     Args:
@@ -400,7 +400,7 @@ def load_trained(model_dir):
             `train_history.json`).
 
     Returns:
-        A tuple `(network, history)`: the `tfvnas.network.Network` and the
+        A tuple `(network, history)`: the `tfvnas.models.network.Network` and the
         parsed `train_history.json`.
 
     Raises:
@@ -459,7 +459,7 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
     """Strips the network trained in `model_dir` and exports it (`tfvnas export`).
 
     Loads `model.keras` and `train_history.json` (`load_trained`), strips the
-    network into standard layers (`tfvnas.strip.strip`, every channel kept)
+    network into standard layers (`tfvnas.compress.strip.strip`, every channel kept)
     and runs `export_stripped`, which shrinks it unless `shrink` is off, with
     the training summary (all of `train_history.json` but the per-epoch
     records) under `"model"` in the report.

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvnas import counting
+from tfvnas.compress import counting
 from tfvnas import data as data_lib
-from tfvnas import strip as strip_lib
+from tfvnas.compress import strip as strip_lib
 
 # Keyword arguments every tf_keras layer takes (tf_keras base Layer).
 _TF_KERAS_BASE_ARGS = frozenset({
@@ -140,7 +140,7 @@ def to_tf_keras(model):
     when set.
 
     Args:
-        model: A Keras 3 functional model of `tfvnas.strip.STANDARD_LAYERS` only.
+        model: A Keras 3 functional model of `tfvnas.compress.strip.STANDARD_LAYERS` only.
 
     Returns:
         A `tf_keras.Model` computing the same function, with the same layer

@@ -19,7 +19,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tfvnas import counting
+from tfvnas.compress import counting
 from tfvnas.exporting import qat
 from tfvnas.exporting.saved_model import saved_model_weights
 from tfvnas.exporting.tflite import tflite_weights

@@ -1,0 +1,245 @@
+"""The discrete network built from a genotype, and its strip into standard Keras layers."""
+
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvnas.models import genotype as genotype_lib
+from tfvnas.models import network as network_lib
+from tfvnas.compress import strip as strip_lib
+from tfvnas.layers import variational
+from tfvnas.models import zoo
+from tfvnas.loops.training import cutout
+
+SHAPE = (12, 12, 1)
+
+# Every op type, a `none` edge, and dilated convolutions on the strided
+# inputs of the reduction cell (the stride-1-then-subsample path).
+EVERY_OP = genotype_lib.Genotype(
+    normal=[
+        [("sep_conv_3x3", 0), ("skip_connect", 1)],
+        [("dil_conv_5x5", 2), ("max_pool_3x3", 0), ("none", 1)],
+    ],
+    normal_concat=[2, 3],
+    reduce=[
+        [("dil_conv_3x3", 0), ("avg_pool_3x3", 1)],
+        [("sep_conv_5x5", 2), ("skip_connect", 0), ("dil_conv_5x5", 1)],
+    ],
+    reduce_concat=[2, 3],
+)
+
+
+def _scramble(model, seed=0):
+    """Random gamma/beta/statistics and log_sigma2 spread across the threshold."""
+    rng = np.random.default_rng(seed)
+    for v in model.variables:
+        path = v.path
+        if path.endswith("log_sigma2"):
+            v.assign(rng.normal(-3.0, 4.0, v.shape).astype("float32"))
+        elif path.endswith("moving_variance"):
+            v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+        elif path.endswith(("moving_mean", "gamma", "beta")):
+            v.assign(rng.normal(0.3, 0.3, v.shape).astype("float32"))
+
+
+def _network(genotype=EVERY_OP, **kwargs):
+    kwargs = {"layers": 3, "channels": 4, "normalisation": ((33.0,), (78.0,)), **kwargs}
+    net = network_lib.Network(10, genotype, **kwargs)
+    net.build((None,) + SHAPE)
+    return net
+
+
+@pytest.fixture(scope="module")
+def sparse_net():
+    net = _network(auxiliary=True, drop_path=0.3)
+    _scramble(net)
+    return net
+
+
+@pytest.fixture(scope="module")
+def images():
+    return (np.random.default_rng(1).random((5,) + SHAPE) * 255).astype("float32")
+
+
+def test_network_output_and_aux_shapes(sparse_net, images):
+    assert sparse_net(images).shape == (5, 10)
+    logits, aux = sparse_net(images, training=True, return_aux=True)
+    assert logits.shape == (5, 10) and aux.shape == (5, 10)
+    plain = _network(zoo.load_genotype("darts_v2"), weight_vd=False)
+    logits, aux = plain(images, return_aux=True)
+    assert aux is None and logits.shape == (5, 10)
+    assert not variational.variational_layers(plain)
+
+
+def test_network_cells_follow_the_genotype(sparse_net):
+    cells = sparse_net.cells
+    assert [c.plan.cell_type for c in cells] == ["normal", "reduce", "reduce"]
+    assert cells[0].edges == network_lib.genotype_edges(EVERY_OP, "normal")
+    assert [e[2][0] for e in cells[1].edges] == [op for node in EVERY_OP.reduce for op, _ in node]
+    assert cells[0].concat == [2, 3]
+
+
+def test_network_config_round_trips_through_json(sparse_net, images):
+    config = json.loads(json.dumps(sparse_net.get_config()))
+    clone = network_lib.Network.from_config(config)
+    clone.build((None,) + SHAPE)
+    assert clone.get_config() == sparse_net.get_config()
+    clone.set_weights(sparse_net.get_weights())
+    np.testing.assert_array_equal(clone(images).numpy(), sparse_net(images).numpy())
+
+
+def test_network_rejects_unknown_op():
+    bad = genotype_lib.Genotype.from_dict({**EVERY_OP.to_dict(), "normal": [[["conv_9x9", 0]], [["skip_connect", 1]]]})
+    with pytest.raises(ValueError, match=re.escape("`normal[0][0]` op must be one of the known ops")):
+        _network(bad)
+
+
+def test_network_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=re.escape("`drop_path` must be in [0, 1). Received: drop_path=1.0")):
+        network_lib.Network(10, EVERY_OP, drop_path=1.0)
+    with pytest.raises(ValueError, match=re.escape(
+        "`genotype` must be a tfvnas.Genotype or its dict. Received: genotype of type str"
+    )):
+        network_lib.Network(10, "darts_v2")
+
+
+def test_drop_path_only_in_training_and_ramped(sparse_net, images):
+    inference = sparse_net(images).numpy()
+    np.testing.assert_array_equal(sparse_net(images, training=False).numpy(), inference)
+    sparse_net.drop_path_progress.assign(0.0)
+    # Progress 0 means rate 0: training differs from inference only by the
+    # weight noise, not by dropped paths; progress 1 drops paths too.
+    assert float(sparse_net.drop_path * sparse_net.drop_path_progress) == 0.0
+    sparse_net.drop_path_progress.assign(1.0)
+    a = sparse_net(images, training=True).numpy()
+    b = sparse_net(images, training=True).numpy()
+    assert not np.array_equal(a, b)
+    sparse_net.drop_path_progress.assign(0.0)
+
+
+@pytest.mark.parametrize("shrink", [True, False])
+def test_strip_matches_inference_and_uses_standard_layers(sparse_net, images, shrink):
+    stripped = strip_lib.strip(sparse_net, shrink=shrink)
+    strip_lib.check_standard_layers(stripped)
+    assert stripped.input.name == "images" or stripped.inputs[0].name == "images"
+    kinds = {type(l).__name__ for l in stripped.layers}
+    assert {"Conv2D", "DepthwiseConv2D", "BatchNormalization", "Dense", "Rescaling", "Add",
+            "Concatenate", "MaxPooling2D", "AveragePooling2D", "ZeroPadding2D", "Cropping2D"} <= kinds
+    expected = sparse_net(images, training=False).numpy()
+    np.testing.assert_allclose(stripped(images).numpy(), expected, atol=1e-5, rtol=1e-5)
+    # Also inside a tf.function.
+    np.testing.assert_allclose(tf.function(stripped)(images).numpy(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_strip_keeps_exactly_the_pruned_zeros(sparse_net):
+    stripped = strip_lib.strip(sparse_net, shrink=False)
+    pruned, total = variational.weight_sparsity(sparse_net)
+    assert 0 < pruned < total
+    kernels = [w.numpy() for l in stripped.layers for w in l.weights if w.path.endswith("kernel")]
+    assert sum(k.size for k in kernels) == total
+    # theta itself is never exactly zero at init: every zero is a pruned weight.
+    assert sum(int(np.sum(k == 0)) for k in kernels) == pruned
+
+
+def test_strip_of_plain_weights(images):
+    net = _network(weight_vd=False)
+    _scramble(net, seed=3)
+    stripped = strip_lib.strip(net)
+    strip_lib.check_standard_layers(stripped)
+    np.testing.assert_allclose(stripped(images).numpy(), net(images).numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_strip_rejects_other_models():
+    with pytest.raises(ValueError, match=re.escape("`network` must be a tfvnas.models.network.Network. Received: Sequential")):
+        strip_lib.strip(keras.Sequential([keras.layers.Dense(2)]))
+
+
+def _cutout_reference(x, centres, side, fill):
+    out = x.copy()
+    for i, (cy, cx) in enumerate(centres):
+        top, left = cy - side // 2, cx - side // 2
+        out[i, max(top, 0):max(top + side, 0), max(left, 0):max(left + side, 0), :] = fill
+    return out
+
+
+def test_cutout_matches_numpy_and_is_a_function_of_the_seed():
+    x = np.random.default_rng(0).random((6, 9, 7, 2)).astype("float32") + 1.0
+    seed = tf.constant([5, 9], tf.int64)
+    out = cutout(tf.constant(x), 4, seed, fill=np.array([0.0, -1.0], np.float32)).numpy()
+    np.testing.assert_array_equal(out, cutout(tf.constant(x), 4, seed, fill=np.array([0.0, -1.0], np.float32)).numpy())
+    centres = tf.random.stateless_uniform([6, 2], seed=seed, minval=0, maxval=tf.int32.max, dtype=tf.int32).numpy()
+    centres = np.stack([centres[:, 0] % 9, centres[:, 1] % 7], axis=1)
+    expected = _cutout_reference(x, centres, 4, np.array([0.0, -1.0], np.float32))
+    np.testing.assert_array_equal(out, expected)
+    assert (out != x).any()
+
+
+def test_synchronize_batch_norm_reaches_every_batch_norm(images):
+    from tfvnas.layers import ops as ops_lib
+
+    net = _network(zoo.load_genotype("darts_v2"), weight_vd=False)
+    before = net(images).numpy()
+    n = ops_lib.synchronize_batch_norm(net)
+    bns = [l for l in net._flatten_layers() if isinstance(l, ops_lib.BatchNorm)]
+    assert n == len(bns) > 10 and all(l.synchronized and l.get_config()["synchronized"] for l in bns)
+    # Inference (moving statistics) is unchanged; without replicas training is too.
+    np.testing.assert_array_equal(net(images).numpy(), before)
+
+
+def _digits(n, seed=0):
+    from tfvnas import data as data_lib
+
+    ds = data_lib.load("mnist-5k").resized(12)
+    return ds.x_train[:n], ds.y_train[:n]
+
+
+def test_keras_fit_trains_the_elbo_tfvnas_trains():
+    # The KL a variational layer adds is already scaled (the model's
+    # kl_weight, beta / N): Keras' compiled loss plus the model's losses is
+    # tfvnas' ELBO on the same batch.
+    x, y = _digits(64)
+    net = _network(kl_weight=1.0 / 512)
+    _scramble(net)
+    net.compile(optimizer=keras.optimizers.SGD(0.01),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    logits = net(x, training=False)
+    elbo, ce, kl_term = variational.elbo_loss(y, logits, tf.add_n(net.losses), global_batch_size=len(x))
+    assert float(kl_term) == pytest.approx(
+        sum(float(l.kl()) for l in variational.kl_layers(net)) / 512, rel=1e-5)
+    keras_loss = net.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["loss"]
+    assert keras_loss == pytest.approx(float(elbo), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_keras_fit_with_the_kl_schedule_learns_and_sparsifies():
+    x, y = _digits(512)
+    net = _network()
+    net.compile(optimizer=keras.optimizers.Adam(3e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    schedule = variational.KLSchedule(n_train=len(x), warmup_steps=8)
+    history = net.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[schedule])
+    assert float(net.kl_weight.numpy()) == pytest.approx(1.0 / len(x))
+    # With the KL scaled as the ELBO needs (beta / N), the network learns
+    # (unscaled, the KL of ~10k weights crushed it), and its weights sparsify.
+    assert history.history["accuracy"][-1] > 0.6
+    pruned, total = variational.weight_sparsity(net)
+    assert pruned > 0
+
+
+def test_saved_network_predicts_the_shapes_the_loaders_give(tmp_path):
+    net = _network(weight_vd=False)
+    path = tmp_path / "net.keras"
+    net.save(path)
+    loaded = keras.models.load_model(path)
+    x, _ = _digits(4)
+    nhwc = loaded.predict(x, verbose=0)
+    np.testing.assert_allclose(loaded.predict(x[..., 0], verbose=0), nhwc, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nhwc, net(x, training=False), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=re.escape(
+            "The model takes images of shape (batch, 12, 12, 1) or, for one channel, (batch, H, W). "
+            "Received: images of shape (4, 12)")):
+        loaded(x[:, :, :, 0][:, :, 0], training=False)

@@ -1,0 +1,414 @@
+"""Supernet structure, gate semantics and serialisation (tiny, eager)."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvnas.models import genotype as genotype_lib
+from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import variational as vd_lib
+from tfvnas.layers.mixed_edge import MixedEdge
+from tfvnas.models.supernet import Supernet
+
+OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect")
+
+
+def _model(**kwargs):
+    kw = dict(layers=3, channels=2, nodes=2, op_names=OPS, seed=1)
+    kw.update(kwargs)
+    model = Supernet(10, **kw)
+    model.build((None, 6, 6, 1))
+    return model
+
+
+def _images(n=4, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 6, 6, 1)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _model()
+
+
+def test_arch_and_weight_variables_are_disjoint_and_complete(model):
+    arch = model.arch_variables
+    weights = model.weight_variables
+    assert len(arch) == 4
+    assert {v.path.split("/")[-1] for v in arch} == {"log_theta", "log_sigma2"}
+    arch_ids, weight_ids = {id(v) for v in arch}, {id(v) for v in weights}
+    assert not arch_ids & weight_ids
+    assert arch_ids | weight_ids == {id(v) for v in model.trainable_variables}
+    n_edges = genotype_lib.num_edges(2)
+    for gates in model.gates.values():
+        assert tuple(gates.shape) == (n_edges, len(OPS))
+        assert id(gates.active) not in {id(v) for v in model.trainable_variables}
+
+
+def test_cells_of_one_type_share_one_gate_table(model):
+    kinds = [c.plan.cell_type for c in model.cells]
+    # layers=3: reductions at 3 // 3 = 1 and 2 * 3 // 3 = 2.
+    assert kinds == ["normal", "reduce", "reduce"]
+    # Two tables in total however many cells there are.
+    gate_layers = [l for l in model._flatten_layers() if l.__class__.__name__ == "GaussianGates"]
+    assert len(gate_layers) == 2
+
+
+def test_inference_is_deterministic_training_is_noisy(model):
+    x = _images()
+    a = model(x, training=False).numpy()
+    b = model(x, training=False).numpy()
+    np.testing.assert_array_equal(a, b)
+    c = model(x, training=True).numpy()
+    d = model(x, training=True).numpy()
+    assert not np.allclose(c, d)
+    assert a.shape == (4, 10)
+
+
+def test_losses_are_the_gate_and_weight_kl():
+    model = _model(weight_vd=True)  # kl_weight 1: the losses are the KL itself
+    model(_images(), training=True)
+    total = float(tf.add_n(model.losses))
+    assert total == pytest.approx(float(model.arch_kl()) + float(model.weight_kl()), rel=1e-5)
+    assert float(model.weight_kl()) > 0
+
+
+def test_pruned_op_contributes_exactly_zero():
+    model = _model()
+    x = _images()
+    k = OPS.index("sep_conv_3x3")
+    for gates in model.gates.values():
+        active = np.ones(gates.active.shape, "float32")
+        active[:, k] = 0.0
+        gates.active.assign(active)
+    before = model(x, training=False).numpy()
+    # Scramble every trainable weight of the pruned op: the output must not move at all.
+    rng = np.random.default_rng(5)
+    for cell in model.cells:
+        for edge in cell.edge_layers:
+            for v in edge.candidates[k].trainable_weights:
+                v.assign(rng.normal(0, 100, v.shape).astype("float32"))
+    after = model(x, training=False).numpy()
+    np.testing.assert_array_equal(before, after)
+
+
+def test_mixed_edge_is_the_gate_weighted_sum():
+    edge = MixedEdge(OPS, 3, 1, affine=True, seed=0)
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 5, 3)), tf.float32)
+    theta = tf.constant([0.5, 0.0, -2.0])
+    sigma2 = tf.constant([0.1, 0.0, 0.3])
+    out = edge(x, theta, sigma2, training=False).numpy()
+    expected = sum(
+        float(t) * op(x, training=False).numpy() for t, op in zip(theta.numpy(), edge.candidates)
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_derive_uses_the_gates(model):
+    rng = np.random.default_rng(2)
+    for gates in model.gates.values():
+        gates.set_theta(rng.uniform(0.05, 1.0, gates.shape).astype("float32"))
+        gates.set_log_alpha(rng.uniform(-6, 5, gates.shape).astype("float32"))
+        gates.active.assign(np.ones(gates.active.shape, "float32"))
+    la = model.log_alpha()
+    for t, gates in model.gates.items():
+        np.testing.assert_array_equal(la[t], gates.raw_log_alpha().numpy())
+        np.testing.assert_allclose(la[t], gates.log_sigma2.numpy() - 2 * gates.log_theta.numpy(), rtol=1e-6)
+    expected = genotype_lib.derive_top_k(la, OPS, nodes=2, threshold=model.threshold, k=2)
+    assert model.derive("top_k") == expected
+    expected_thr = genotype_lib.derive_threshold(la, OPS, nodes=2, threshold=model.threshold)
+    assert model.derive("threshold") == expected_thr
+    with pytest.raises(ValueError, match="`rule` must be 'top_k' or 'threshold'. Received: rule='best'"):
+        model.derive("best")
+
+
+def test_prune_counts_and_is_permanent():
+    model = _model()
+    gates = model.normal_gates
+    la = np.full(gates.shape, -6.0, "float32")
+    la[0, 0] = 10.0
+    gates.set_log_alpha(la)
+    assert model.update_evidence() == 1
+    assert model.active_ops()["normal"] == gates.shape[0] * gates.shape[1] - 1
+    assert model.pruned_share() == {"normal": pytest.approx(1 / la.size), "reduce": 0.0}
+    gates.set_log_alpha(np.full(gates.shape, -6.0, "float32"))
+    assert model.update_evidence() == 0
+    assert model.log_alpha()["normal"][0, 0] == 10.0  # the value at pruning
+
+
+def test_variational_weights_take_the_supernet_threshold():
+    model = _model(weight_vd=True, threshold=1.5)
+    layers = vd_lib.variational_layers(model)
+    assert layers and {layer.threshold for layer in layers} == {1.5}
+    assert {g.threshold for g in model.gates.values()} == {1.5}
+
+
+def test_the_kl_weight_is_one_model_variable_every_kl_layer_reads():
+    model = _model(weight_vd=True, kl_weight=0.0)
+    model(_images(), training=True)
+    assert float(tf.add_n(model.losses)) == 0.0
+    model.kl_weight.assign(0.5)
+    model(_images(), training=True)
+    total = float(tf.add_n(model.losses))
+    assert total == pytest.approx(0.5 * (float(model.arch_kl()) + float(model.weight_kl())), rel=1e-5)
+    assert {id(layer._bound_kl_weight.variable) for layer in vd_lib.kl_layers(model)} == {id(model.kl_weight)}
+
+
+def test_one_channel_images_may_come_without_a_channel_axis(model):
+    x = _images()
+    np.testing.assert_allclose(model(x[..., 0], training=False), model(x, training=False), rtol=1e-6)
+    with pytest.raises(ValueError, match=re.escape(
+            "The model takes images of shape (batch, 6, 6, 1) or, for one channel, (batch, H, W). "
+            "Received: images of shape (4, 6)")):
+        model(x[:, :, 0, 0], training=False)
+
+
+def test_config_round_trip_gives_the_same_network(model):
+    config = json.loads(json.dumps(model.get_config()))
+    clone = Supernet.from_config(config)
+    clone.build((None, 6, 6, 1))
+    assert [tuple(v.shape) for v in clone.weights] == [tuple(v.shape) for v in model.weights]
+    clone.set_weights(model.get_weights())
+    x = _images(seed=3)
+    np.testing.assert_allclose(clone(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"^`channels` must be a positive int. Received: channels=-3$"):
+        Supernet(10, channels=-3)
+    with pytest.raises(ValueError, match=r"^Unknown operation 'conv_9x9'. Known operations: "):
+        Supernet(10, op_names=("conv_9x9",))
+    with pytest.raises(ValueError, match=r"^`num_classes` must be a positive int. Received: num_classes=0$"):
+        Supernet(0)
+
+
+def test_stride_two_dilated_op_shapes():
+    # Reduction edges run dilated convs strided: check the output grid.
+    for name in ("dil_conv_3x3", "dil_conv_5x5"):
+        op = ops_lib.make_op(name, 2, 2, affine=False)
+        assert tuple(op(tf.zeros((1, 7, 7, 2))).shape) == (1, 4, 4, 2)
+
+
+def _edge_run(edge, x, theta, sigma2, training, fused):
+    """Output, gradients and moving statistics of one edge call (state restored after)."""
+    state = [v.numpy() for v in edge.non_trainable_variables]
+    edge._fusable = MixedEdge._fusable.__get__(edge) if fused else (lambda: False)
+    with tf.GradientTape() as tape:
+        tape.watch([x, theta])
+        y = edge(x, theta, sigma2, training=training)
+        kl = tf.add_n(edge.losses) if edge.losses else tf.constant(0.0)
+        loss = tf.reduce_sum(y * y) + 1e-3 * kl
+    sources = [x, theta] + edge.trainable_variables
+    grads = [0.0 if g is None else tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, sources)]
+    moved = [v.numpy() for v in edge.non_trainable_variables] + [kl.numpy()]
+    for v, value in zip(edge.non_trainable_variables, state):
+        v.assign(value)
+    del edge._fusable
+    return y.numpy(), grads, moved
+
+
+def _fixed_weight_noise(real):
+    """`variational.standard_normal` with a constant for weight noise (rank 4), the real draw for gates."""
+
+    def draw(shape, seed_generator, dtype):
+        rank = len(shape) if isinstance(shape, (list, tuple)) else int(shape.shape[0])
+        if rank == 4:
+            return tf.fill(shape, tf.constant(0.37, dtype))
+        return real(shape, seed_generator, dtype)
+
+    return draw
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize(
+    "computed, weight_vd",
+    [(None, False), ((1, 3, 5), False), ((2, 4, 6, 7), False), ((1, 2, 7), False), ((3, 4, 6), False),
+     ((0,), False), (None, True), ((2, 3, 6), True)],
+)
+def test_fused_edge_equals_the_ops_one_by_one(strides, computed, weight_vd, monkeypatch):
+    names = ops_lib.OP_SETS["darts_none"]
+    if weight_vd:
+        # The fused edge draws the noise of all its variational convolutions
+        # in one call (another random stream than one draw per layer), so
+        # both computations get the same fixed weight noise here; the gate
+        # noise is the edge's own stream in both.
+        monkeypatch.setattr(vd_lib, "standard_normal", _fixed_weight_noise(vd_lib.standard_normal))
+    edge = MixedEdge(names, 4, strides, seed=0, weight_vd=weight_vd)
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(2, 7, 7, 4)), tf.float32)
+    theta = tf.constant(rng.uniform(0.1, 1.0, len(names)), tf.float32)
+    sigma2 = tf.constant(rng.uniform(0.01, 0.1, len(names)), tf.float32)
+    edge(x, theta, sigma2, training=False)  # builds every op
+    assert edge._fusable()
+    for layer in vd_lib.variational_layers(edge):  # some weights pruned: the masks bite
+        noisy = rng.uniform(size=layer.log_sigma2.shape) < 0.3
+        layer.log_sigma2.assign(np.where(noisy, 4.0, -6.0).astype("float32"))
+    if computed is not None:
+        edge.computed = computed
+    for training in (False, True):
+        want = _edge_run(edge, x, theta, sigma2, training, fused=False)
+        got = _edge_run(edge, x, theta, sigma2, training, fused=True)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+        for g, w in zip(got[1], want[1]):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+        for g, w in zip(got[2], want[2]):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def ops_run_per_call(graph_def, op_type):
+    """How many `op_type` ops one run of `graph_def` executes, through the functions it calls."""
+    library = {f.signature.name: f for f in graph_def.library.function}
+
+    def count(nodes):
+        total = 0
+        for node in nodes:
+            if node.op == op_type:
+                total += 1
+            elif node.op in ("PartitionedCall", "StatefulPartitionedCall"):
+                total += count(library[node.attr["f"].func.name].node_def)
+        return total
+
+    return count(graph_def.node)
+
+
+def test_pruned_ops_leave_the_computation_with_the_same_outputs():
+    model = _model(op_names=("sep_conv_3x3", "dil_conv_3x3", "max_pool_3x3", "skip_connect"))
+    x = _images()
+    for gates in model.gates.values():
+        active = np.ones(gates.active.shape, "float32")
+        active[::2, 0] = 0.0
+        active[1, :] = 0.0  # a whole edge
+        gates.active.assign(active)
+    computed = model.computed_ops()
+    assert computed["normal"][1] == () and 0 not in computed["normal"][0]
+
+    def depthwise_convs(m):
+        graph = tf.function(lambda t: m(t, training=True)).get_concrete_function(tf.constant(x)).graph
+        return ops_run_per_call(graph.as_graph_def(), "DepthwiseConv2dNative")
+
+    pruned_convs = depthwise_convs(model)
+    skipped = model(x, training=False).numpy()
+    every_op = {t: tuple(tuple(range(4)) for _ in rows) for t, rows in computed.items()}
+    model.computed_ops = lambda: every_op  # compute every op and mask the pruned ones
+    masked = model(x, training=False).numpy()
+    np.testing.assert_allclose(skipped, masked, rtol=1e-5, atol=1e-6)
+    assert depthwise_convs(model) > pruned_convs
+
+
+def test_a_node_whose_gates_are_all_pruned_keeps_the_least_pruned_one():
+    model = _model()
+    for gates in model.gates.values():
+        la = np.full(gates.shape, -2.0, "float32")
+        la[2:5] = 6.0  # node 1 (edges 2, 3, 4): every gate pruned ...
+        la[4, OPS.index("skip_connect")] = 3.2  # ... this one with the least evidence
+        gates.set_log_alpha(la)
+        gates.active.assign(np.ones(gates.active.shape, "float32"))
+    model.update_evidence(patience=1)
+    assert model.active_ops()["normal"] == 2 * len(OPS)
+    genotype = model.derive("top_k")
+    assert genotype.normal[1] == (("skip_connect", 2),)  # not input 0 with the first op
+    assert model.derive("threshold").normal[1] == (("skip_connect", 2),)
+
+
+def test_block_diagonal_kernel_applies_each_kernel_to_its_channel_block():
+    from tfvnas.layers.mixed_edge import block_diagonal
+
+    rng = np.random.default_rng(0)
+    sizes, outs = (3, 2, 4), (2, 5, 3)
+    kernels = [tf.constant(rng.normal(size=(1, 1, c, d)), tf.float32) for c, d in zip(sizes, outs)]
+    x = tf.constant(rng.normal(size=(2, 3, 3, sum(sizes))), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch([x] + kernels)
+        y = tf.nn.conv2d(x, block_diagonal(kernels), strides=1, padding="SAME")
+        loss = tf.reduce_sum(y * y)
+    # NumPy: each block of input channels times its own kernel, outputs concatenated.
+    blocks = np.split(x.numpy(), np.cumsum(sizes)[:-1], axis=-1)
+    want = np.concatenate([b @ k.numpy()[0, 0] for b, k in zip(blocks, kernels)], axis=-1)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5)
+    # Differentiable on every CPU (a grouped convolution's gradient needs oneDNN).
+    grads = tape.gradient(loss, [x] + kernels)
+    want_dk = [np.einsum("bhwc,bhwd->cd", b, 2 * o)[None, None]
+               for b, o in zip(blocks, np.split(want, np.cumsum(outs)[:-1], axis=-1))]
+    for g, w in zip(grads[1:], want_dk):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-4)
+    assert block_diagonal(kernels[:1]) is kernels[0]
+
+
+@pytest.mark.parametrize("strides, weight_vd", [(1, False), (2, False), (1, True)])
+def test_the_fused_edge_runs_no_grouped_convolution(strides, weight_vd, monkeypatch):
+    # A grouped convolution (input depth a multiple of the kernel's) has a CPU
+    # gradient only under oneDNN, which TensorFlow enables on Intel CPUs alone:
+    # every convolution of the edge must read as many channels as its kernel.
+    depths = []
+    real = tf.nn.conv2d
+
+    def conv2d(inputs, filters, *args, **kwargs):
+        depths.append((int(inputs.shape[-1]), int(filters.shape[2])))
+        return real(inputs, filters, *args, **kwargs)
+
+    monkeypatch.setattr(tf.nn, "conv2d", conv2d)
+    names = ops_lib.OP_SETS["darts_none"]
+    edge = MixedEdge(names, 4, strides, seed=0, weight_vd=weight_vd)
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 6, 4)), tf.float32)
+    theta, sigma2 = tf.fill([len(names)], 0.5), tf.fill([len(names)], 0.05)
+    edge(x, theta, sigma2, training=False)
+    assert edge._fusable()
+    depths.clear()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = edge(x, theta, sigma2, training=True)
+    assert tape.gradient(y, x) is not None
+    assert depths, "the fused edge ran no tf.nn.conv2d"
+    assert all(inputs == kernel for inputs, kernel in depths), depths
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_fused_edge_drops_skips_as_the_ops_one_by_one_do(strides):
+    names = ops_lib.OP_SETS["darts_none"]
+    edge = MixedEdge(names, 4, strides, seed=0)
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.normal(size=(16, 5, 5, 4)), tf.float32)
+    theta = tf.constant(rng.uniform(0.1, 1.0, len(names)), tf.float32)
+    sigma2 = tf.constant(rng.uniform(0.01, 0.1, len(names)), tf.float32)
+    edge(x, theta, sigma2, training=False)  # builds every op
+    runs = {}
+    for rate in (0.0, 0.5):
+        edge.skip_dropout = rate
+        state = edge.seed_generator.state.numpy()
+        runs[rate] = [_edge_run(edge, x, theta, sigma2, True, fused) for fused in (False, True)]
+        edge.seed_generator.state.assign(state)
+    want, got = runs[0.5]
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    for g, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    if strides == 1:
+        # Same gate draws in both runs, so per example the difference is the identity's
+        # share, z * x, taken away (dropped) or added once more (kept, scaled by 2):
+        # one factor of x at every position, with both signs across examples.
+        diff = runs[0.5][0][0] - runs[0.0][0][0]
+        factor = np.median((diff / x.numpy()).reshape(len(diff), -1), axis=1)
+        np.testing.assert_allclose(diff, factor[:, None, None, None] * x.numpy(), rtol=0, atol=1e-5)
+        assert (factor > 0.01).any() and (factor < -0.01).any()
+    else:  # a strided skip is FactorizedReduce: not dropped
+        np.testing.assert_array_equal(runs[0.5][0][0], runs[0.0][0][0])
+    edge.skip_dropout = 0.0
+
+
+def test_skip_dropout_in_a_traced_step_is_the_eager_draw_and_only_in_training():
+    model = _model(skip_dropout=0.5, seed=2)
+    assert {e.skip_dropout for c in model.cells for e in c.edge_layers} == {0.5}
+    assert Supernet.from_config(json.loads(json.dumps(model.get_config()))).skip_dropout == 0.5
+    x = tf.constant(_images(n=8, seed=4))
+    state = [v.numpy() for v in model.non_trainable_variables]
+    eager = model(x, training=True).numpy()
+    for v, value in zip(model.non_trainable_variables, state):
+        v.assign(value)
+    traced = tf.function(lambda images: model(images, training=True))(x).numpy()  # the shared edge functions
+    np.testing.assert_allclose(traced, eager, rtol=1e-4, atol=1e-4)
+    again = model(x, training=True).numpy()  # the stream moved on: other draws
+    assert np.abs(again - eager).max() > 1e-4
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    with pytest.raises(ValueError, match=re.escape("`skip_dropout` must be a rate in [0, 1). Received: skip_dropout=1.0")):
+        Supernet(10, skip_dropout=1.0)

@@ -1,0 +1,56 @@
+"""The search benchmark's bookkeeping (scripts/bench_search.py): what it measures is what it says."""
+
+import json
+
+import pytest
+
+from tests.helpers.scripts import load_script
+
+
+def _bench():
+    return load_script("bench_search")
+
+
+def test_synthetic_configurations_are_searched_at_their_own_size():
+    # `SearchConfig.replace` ignores None, so `resolution=None` there kept the quick
+    # preset's 14x14 resize: configuration 0 ran on 14x14 images against a reference at 8x8.
+    bench = _bench()
+    for index in (0,):
+        config = bench.CONFIGS[index]
+        searcher = bench.build_searcher(dict(config=config, variant="vinnas", threads=None))
+        assert searcher.config.resolution is None and searcher.config.limit is None
+        assert bench.searched_image(searcher) == (config["size"], config["size"], config["in_channels"])
+        assert searcher.config.batch_size == config["batch"] and searcher.config.layers == config["layers"]
+
+
+def test_the_floor_fraction_and_the_sweep_grid():
+    bench = _bench()
+    # 2 GFLOP at 40 GFLOP/s is 50 ms of floor; a 200 ms step reaches a quarter of it.
+    assert bench.floor_fraction(200.0, 2e9, 40.0) == pytest.approx(0.25)
+    points = bench.sweep_configs()
+    assert len(points) == 3 * 3 * 2 and len({p["name"] for p in points}) == len(points)
+    assert {(p["layers"], p["channels"], p["batch"]) for p in points} == {
+        (l, c, b) for l in (3, 5, 8) for c in (4, 8, 16) for b in (32, 64)}
+
+
+def test_the_sweep_table_and_plot_come_from_the_results_lines(tmp_path):
+    bench = _bench()
+    rows = []
+    for layers in (3, 5):
+        for variant, step in (("vinnas", 100.0 * layers), ("reference", 300.0 * layers)):
+            rows.append({"config": f"{layers}c", "variant": variant, "layers": layers, "channels": 4, "batch": 32,
+                         "step_ms": step, "images_per_s": 64e3 / step, "first_step_s": 10.0 + layers,
+                         "peak_rss_mb": 900.0, "ratio_vs_reference": 3.0 if variant == "vinnas" else 1.0,
+                         "step_gflop": 0.5, "floor_fraction": 0.05, "gemm_gflops": 48.0, "threads": 2,
+                         "load": "0 0 0", "date": f"2026-12-02 1{layers}:00:00"})
+    text = bench.render_sweep(json.loads(json.dumps(rows)), {"cpu": "test CPU"})
+    assert "| 3 | 4 | 32 | 300 / 900 | 3.00 | 13.0 / 13.0 | 900 / 900 | 0.500 | 5.0% / 5.0% |" in text
+    assert "| 5 | 4 | 32 | 500 / 1500 |" in text
+    doc = tmp_path / "BENCH.md"
+    doc.write_text("# Benchmarks\n\nkept\n")
+    bench.write_sweep_doc(str(doc), text)
+    bench.write_sweep_doc(str(doc), text)  # replaced in place, not appended twice
+    written = doc.read_text()
+    assert written.count(bench.SWEEP_BEGIN) == 1 and "kept" in written
+    bench.sweep_plot(rows, str(tmp_path / "sweep.png"))
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,1 @@
+"""The Keras layers of the method: candidate operations, variational weights, the gate tables and the supernet's gated edge."""

@@ -1,0 +1,628 @@
+"""Candidate operations of the DARTS search space, in one registry.
+
+`OPS` maps an operation name to a factory
+`factory(channels, strides, *, weight_vd=False, affine=True, seed=None)`
+that returns a `keras.layers.Layer` mapping `channels` input channels to
+`channels` output channels with the given stride. `weight_vd=True` makes
+every convolution a sparse variational one (`tfvnas.layers.variational`);
+`affine=False` gives the parameter-free batch normalisation DARTS uses in
+the supernet. Named operation sets (`OP_SETS`) select subsets.
+
+References:
+    - Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search."
+      ICLR 2019 (operations and cell structure).
+"""
+
+import keras
+import tensorflow as tf
+
+from tfvnas import checks
+from tfvnas.layers import variational
+
+BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
+BN_EPSILON = 1e-5
+
+
+def offset_seed(seed, offset):
+    """`seed + offset`, or None when `seed` is None (the layer then draws its own)."""
+    return None if seed is None else int(seed) + offset
+
+
+def conv2d(filters, kernel_size, strides=1, dilation_rate=1, *, weight_vd=False, seed=None, name=None):
+    """A bias-free 'same' Conv2D, variational when `weight_vd`."""
+    if weight_vd:
+        return variational.VariationalConv2D(
+            filters, kernel_size, strides=strides, dilation_rate=dilation_rate, seed=seed, name=name
+        )
+    if strides > 1 and dilation_rate > 1:
+        raise ValueError(
+            "A plain strided dilated Conv2D is not supported. "
+            f"Received: strides={strides}, dilation_rate={dilation_rate}"
+        )
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        dilation_rate=dilation_rate,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )
+
+
+def depthwise_conv2d(kernel_size, strides=1, dilation_rate=1, *, weight_vd=False, seed=None):
+    """Bias-free 'same' depthwise conv layers (a list: a subsample may follow).
+
+    TensorFlow has no strided dilated depthwise convolution; it is computed
+    at stride 1 and subsampled, by `VariationalDepthwiseConv2D` itself or,
+    with plain weights, by a 1x1 max-pool of stride `strides` (a standard
+    layer that keeps every `strides`-th pixel).
+    """
+    if weight_vd:
+        return [
+            variational.VariationalDepthwiseConv2D(
+                kernel_size, strides=strides, dilation_rate=dilation_rate, seed=seed
+            )
+        ]
+    subsample = strides > 1 and dilation_rate > 1
+    layers = [
+        keras.layers.DepthwiseConv2D(
+            kernel_size,
+            strides=1 if subsample else strides,
+            dilation_rate=dilation_rate,
+            padding="same",
+            use_bias=False,
+            depthwise_initializer="he_normal",
+        )
+    ]
+    if subsample:
+        layers.append(keras.layers.MaxPooling2D(pool_size=1, strides=strides))
+    return layers
+
+
+def batch_norm(affine):
+    return BatchNorm(affine=affine)
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class BatchNorm(keras.layers.Layer):
+    """Batch normalisation over the channel axis with TensorFlow's fused kernel.
+
+    Computes what `keras.layers.BatchNormalization(momentum, epsilon, center=affine,
+    scale=affine)` computes (a test pins it), in one fused op instead of
+    about thirty: a supernet has hundreds of these, and graph size is what
+    makes its first trace slow. Moving statistics average across replicas
+    (`aggregation="mean"`).
+
+    With `synchronized=True`, training normalises with the statistics of the
+    global batch: each replica's per-channel sums are added across replicas
+    (one all-reduce), as `keras.layers.BatchNormalization(synchronized=True)`
+    does. Without a strategy, or on one replica, it is the same as the
+    per-replica statistics.
+
+    Args:
+        affine: learn a scale and an offset (`center` and `scale`).
+        momentum: moving-average momentum.
+        epsilon: variance epsilon.
+        synchronized: batch statistics over all replicas.
+
+    Call arguments:
+        inputs: NHWC tensor.
+        training: normalise with batch statistics and update the moving ones.
+    """
+
+    def __init__(self, affine=True, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=False, **kwargs):
+        super().__init__(**kwargs)
+        self.affine = bool(affine)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.synchronized = bool(synchronized)
+
+    def build(self, input_shape):
+        channels = (int(input_shape[-1]),)
+        if self.affine:
+            self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones")
+            self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros")
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=channels, initializer="zeros",
+            trainable=False, aggregation="mean",
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=channels, initializer="ones",
+            trainable=False, aggregation="mean",
+        )
+
+    def _scale_offset(self, x):
+        if self.affine:
+            return self.gamma, self.beta
+        channels = int(x.shape[-1])
+        return tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
+
+    def _synchronized_moments(self, inputs):
+        """Mean and biased variance of the global batch, or None off a multi-replica run."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync <= 1:
+            return None
+        x = tf.cast(inputs, tf.float32)
+        local = tf.concat(
+            [
+                tf.reduce_sum(x, axis=[0, 1, 2]),
+                tf.reduce_sum(tf.square(x), axis=[0, 1, 2]),
+                tf.cast(tf.reshape(tf.size(x) // tf.shape(x)[-1], [1]), tf.float32),
+            ],
+            axis=0,
+        )
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        c = int(inputs.shape[-1])
+        count = total[2 * c]
+        mean = total[:c] / count
+        variance = tf.maximum(total[c : 2 * c] / count - tf.square(mean), 0.0)
+        return tf.cast(mean, inputs.dtype), tf.cast(variance, inputs.dtype)
+
+    def call(self, inputs, training=None):
+        scale, offset = self._scale_offset(inputs)
+        moments = self._synchronized_moments(inputs) if training and self.synchronized else None
+        if moments is not None:
+            mean, variance = moments
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
+            self.moving_variance.assign(self.moving_variance * m + tf.stop_gradient(variance) * (1 - m))
+            return tf.nn.batch_normalization(inputs, mean, variance, offset, scale, self.epsilon)
+        if training:
+            y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, scale, offset, epsilon=self.epsilon, is_training=True
+            )
+            # The fused kernel returns the unbiased batch variance; Keras'
+            # BatchNormalization tracks the biased one, and so do we. The
+            # count is a Python number when the shape is static (one op
+            # instead of eight: a supernet step has hundreds of these).
+            n = count_per_channel(inputs)
+            if isinstance(n, int):
+                variance = variance * ((n - 1.0) / max(n, 1.0))
+            else:
+                variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
+            self.moving_variance.assign(
+                self.moving_variance * m + tf.stop_gradient(variance) * (1 - m)
+            )
+            return y
+        y, *_ = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            scale,
+            offset,
+            mean=self.moving_mean,
+            variance=self.moving_variance,
+            epsilon=self.epsilon,
+            is_training=False,
+        )
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            affine=self.affine, momentum=self.momentum, epsilon=self.epsilon, synchronized=self.synchronized
+        )
+        return config
+
+
+def synchronize_batch_norm(model, synchronized=True):
+    """Sets `synchronized` on every `BatchNorm` inside `model`; returns how many."""
+    layers = [l for l in model._flatten_layers(include_self=True, recursive=True) if isinstance(l, BatchNorm)]
+    for layer in layers:
+        layer.synchronized = bool(synchronized)
+    return len(layers)
+
+
+def apply_layer(layer, inputs, training=None):
+    """`layer(inputs, training=training)` without Keras' per-call machinery, once built.
+
+    A supernet step calls thousands of small sublayers. Keras' `__call__`
+    (name scopes, autocast, argument inspection, build checks) costs far
+    more than the TensorFlow op under it while a step is traced, and trace
+    time is what makes the first step slow. A built standard layer is
+    computed here with the TensorFlow op Keras' TensorFlow backend runs for
+    it (same kernel, same result); a built tfvnas layer through its `call`.
+    An unbuilt layer goes through `__call__`, which builds it.
+    """
+    if not layer.built:
+        return layer(inputs, training=training)
+    kind = type(layer)
+    if kind is keras.layers.ReLU and _plain_relu(layer):
+        return tf.nn.relu(inputs)
+    if kind is keras.layers.Conv2D and _plain_conv(layer):
+        return tf.nn.conv2d(
+            inputs, layer.kernel, strides=layer.strides[0], padding="SAME", dilations=layer.dilation_rate[0]
+        )
+    if kind is keras.layers.DepthwiseConv2D and _plain_conv(layer) and (
+        layer.strides[0] == 1 or layer.dilation_rate[0] == 1
+    ):
+        s, d = layer.strides[0], layer.dilation_rate[0]
+        return tf.nn.depthwise_conv2d(
+            inputs, layer.kernel, strides=[1, s, s, 1], padding="SAME", dilations=[d, d]
+        )
+    if kind in (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D) and layer.data_format == "channels_last":
+        pool = tf.nn.max_pool2d if kind is keras.layers.MaxPooling2D else tf.nn.avg_pool2d
+        return pool(inputs, layer.pool_size, layer.strides, layer.padding.upper())
+    if isinstance(layer, (BatchNorm, Chain, variational.VariationalConv2D, variational.VariationalDepthwiseConv2D)):
+        return layer.call(inputs, training=training)
+    return layer(inputs, training=training)
+
+
+def build_layer(layer, input_shape):
+    """Builds `layer` (and the sublayers of a tfvnas composite) for `input_shape`, computing nothing.
+
+    Creating a supernet's weights by running it once costs seconds of eager
+    execution and of Keras' per-call machinery over thousands of sublayers;
+    their shapes follow from the input shape alone. Returns the output
+    shape.
+    """
+    input_shape = tuple(input_shape)
+    if isinstance(layer, FactorizedReduce):
+        for conv in (layer.conv_a, layer.conv_b):
+            build_layer(conv, input_shape)
+        shape = _conv_output_shape(input_shape, 2, layer.out_channels)
+        build_layer(layer.bn, shape)
+        layer.built = True
+        return shape
+    if isinstance(layer, (Identity, Zero)):
+        layer.built = True
+        return _conv_output_shape(input_shape, layer.strides, input_shape[-1])
+    if isinstance(layer, Chain):
+        shape = input_shape
+        for step in layer.steps:
+            shape = build_layer(step, shape)
+        layer.built = True
+        return shape
+    if not layer.built:
+        layer.build(input_shape)
+    return tuple(layer.compute_output_shape(input_shape))
+
+
+def _conv_output_shape(shape, strides, channels):
+    def out(n):
+        return None if n is None else -(-int(n) // strides)
+
+    return (shape[0], out(shape[1]), out(shape[2]), channels)
+
+
+def _plain_relu(layer):
+    return layer.max_value is None and not layer.negative_slope and not layer.threshold
+
+
+def _plain_conv(layer):
+    return (
+        layer.padding == "same"
+        and not layer.use_bias
+        and layer.activation is keras.activations.linear
+        and layer.data_format == "channels_last"
+        and len(set(layer.strides)) == 1
+        and len(set(layer.dilation_rate)) == 1
+        and (layer.strides[0] == 1 or layer.dilation_rate[0] == 1)
+        and getattr(layer, "depth_multiplier", 1) == 1
+        and getattr(layer, "groups", 1) == 1
+    )
+
+
+def count_per_channel(x):
+    """Elements per channel of an NHWC tensor: an int if the shape is static."""
+    dims = x.shape[:-1]
+    if all(d is not None for d in dims):
+        n = 1
+        for d in dims:
+            n *= int(d)
+        return n
+    return tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+
+
+class Chain(keras.layers.Layer):
+    """Applies `self.steps` in order; the steps are built in `__init__`."""
+
+    steps = ()
+
+    def build(self, input_shape):
+        # Sublayers build on their first call. Without this, Keras builds a
+        # composite layer by tracing `call` symbolically, once per level of
+        # nesting, which dominates supernet construction time.
+        self.built = True
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for step in self.steps:
+            x = apply_layer(step, x, training=training)
+        return x
+
+
+class _Op(Chain):
+    """Base of the registered operations: validates and records the arguments."""
+
+    def __init__(self, channels, strides, weight_vd=False, affine=True, seed=None, **kwargs):
+        self.channels = _check_positive_int("channels", channels)
+        self.strides = _check_strides(strides)
+        self.weight_vd = bool(weight_vd)
+        self.affine = bool(affine)
+        self.seed = seed
+        super().__init__(**kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            channels=self.channels,
+            strides=self.strides,
+            weight_vd=self.weight_vd,
+            affine=self.affine,
+            seed=self.seed,
+        )
+        return config
+
+
+def _check_strides(strides):
+    if isinstance(strides, bool) or not isinstance(strides, int) or strides not in (1, 2):
+        raise ValueError(f"`strides` must be 1 or 2. Received: strides={strides!r}")
+    return strides
+
+
+_check_positive_int = checks.check_positive_int
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class SepConv(_Op):
+    """ReLU, depthwise kxk, pointwise 1x1, BN, twice (the first strided)."""
+
+    def __init__(self, channels, strides, kernel_size=3, **kwargs):
+        self.kernel_size = kernel_size
+        super().__init__(channels, strides, **kwargs)
+        c, vd, s = self.channels, self.weight_vd, self.seed
+        self.steps = [
+            keras.layers.ReLU(),
+            *depthwise_conv2d(kernel_size, self.strides, weight_vd=vd, seed=offset_seed(s, 1)),
+            conv2d(c, 1, weight_vd=vd, seed=offset_seed(s, 2)),
+            batch_norm(self.affine),
+            keras.layers.ReLU(),
+            *depthwise_conv2d(kernel_size, 1, weight_vd=vd, seed=offset_seed(s, 3)),
+            conv2d(c, 1, weight_vd=vd, seed=offset_seed(s, 4)),
+            batch_norm(self.affine),
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class DilConv(_Op):
+    """ReLU, dilated depthwise kxk (rate 2), pointwise 1x1, BN."""
+
+    def __init__(self, channels, strides, kernel_size=3, dilation_rate=2, **kwargs):
+        self.kernel_size = kernel_size
+        self.dilation_rate = dilation_rate
+        super().__init__(channels, strides, **kwargs)
+        c, vd, s = self.channels, self.weight_vd, self.seed
+        self.steps = [
+            keras.layers.ReLU(),
+            *depthwise_conv2d(kernel_size, self.strides, dilation_rate, weight_vd=vd, seed=offset_seed(s, 1)),
+            conv2d(c, 1, weight_vd=vd, seed=offset_seed(s, 2)),
+            batch_norm(self.affine),
+        ]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "dilation_rate": self.dilation_rate,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class Pool(_Op):
+    """3x3 max or average pooling (average excludes padding), then BN in the supernet.
+
+    DARTS follows pooling with a parameter-free BN inside mixed edges so its
+    scale matches the convolutions'; `affine=False` (supernet) adds it, the
+    final network (`affine=True`) does not.
+    """
+
+    def __init__(self, channels, strides, kind="max", **kwargs):
+        if kind not in ("max", "avg"):
+            raise ValueError(f"`kind` must be 'max' or 'avg'. Received: kind={kind!r}")
+        self.kind = kind
+        super().__init__(channels, strides, **kwargs)
+        pool_cls = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D
+        self.steps = [pool_cls(pool_size=3, strides=self.strides, padding="same")]
+        if not self.affine:
+            self.steps.append(batch_norm(False))
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class FactorizedReduce(_Op):
+    """Halves the resolution with two offset strided 1x1 convs, concatenated, then BN."""
+
+    def __init__(self, channels, strides=2, out_channels=None, **kwargs):
+        super().__init__(channels, strides, **kwargs)
+        self.out_channels = self.channels if out_channels is None else _check_positive_int(
+            "out_channels", out_channels
+        )
+        if self.out_channels % 2:
+            raise ValueError(
+                "`out_channels` of FactorizedReduce must be even. "
+                f"Received: out_channels={self.out_channels}"
+            )
+        half, vd, s = self.out_channels // 2, self.weight_vd, self.seed
+        self.relu = keras.layers.ReLU()
+        self.conv_a = conv2d(half, 1, strides=2, weight_vd=vd, seed=offset_seed(s, 1))
+        self.shift = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))
+        self.crop = keras.layers.Cropping2D(((1, 0), (1, 0)))
+        self.conv_b = conv2d(half, 1, strides=2, weight_vd=vd, seed=offset_seed(s, 2))
+        self.concat = keras.layers.Concatenate()
+        self.bn = batch_norm(self.affine)
+
+    def call(self, inputs, training=None):
+        if not all(l.built for l in (self.conv_a, self.conv_b, self.bn)):
+            x = self.relu(inputs)
+            a = self.conv_a(x, training=training)
+            b = self.conv_b(self.crop(self.shift(x)), training=training)
+            return self.bn(self.concat([a, b]), training=training)
+        # Built: the same computation without Keras' per-call overhead
+        # (shift then crop is a one-pixel offset with zeros at the far edge).
+        x = tf.nn.relu(inputs)
+        a = apply_layer(self.conv_a, x, training)
+        shifted = tf.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        b = apply_layer(self.conv_b, shifted, training)
+        return self.bn.call(tf.concat([a, b], axis=-1), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels}
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class Identity(_Op):
+    """skip_connect with stride 1."""
+
+    def call(self, inputs, training=None):
+        return inputs
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class Zero(_Op):
+    """The `none` operation: zeros at the output resolution."""
+
+    def call(self, inputs, training=None):
+        x = inputs[:, :: self.strides, :: self.strides, :] if self.strides > 1 else inputs
+        return tf.zeros_like(x)
+
+
+@keras.saving.register_keras_serializable(package="tfvnas")
+class ReLUConvBN(_Op):
+    """ReLU, 1x1 conv, BN: the cell's input preprocessing."""
+
+    def __init__(self, channels, strides=1, out_channels=None, **kwargs):
+        super().__init__(channels, strides, **kwargs)
+        self.out_channels = self.channels if out_channels is None else _check_positive_int(
+            "out_channels", out_channels
+        )
+        self.steps = [
+            keras.layers.ReLU(),
+            conv2d(self.out_channels, 1, strides=self.strides, weight_vd=self.weight_vd, seed=offset_seed(self.seed, 1)),
+            batch_norm(self.affine),
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels}
+
+
+def _skip(channels, strides, **kwargs):
+    if strides == 1:
+        return Identity(channels, 1, **kwargs)
+    return FactorizedReduce(channels, strides, **kwargs)
+
+
+OPS = {
+    "none": lambda c, s, **kw: Zero(c, s, **kw),
+    "max_pool_3x3": lambda c, s, **kw: Pool(c, s, kind="max", **kw),
+    "avg_pool_3x3": lambda c, s, **kw: Pool(c, s, kind="avg", **kw),
+    "skip_connect": _skip,
+    "sep_conv_3x3": lambda c, s, **kw: SepConv(c, s, kernel_size=3, **kw),
+    "sep_conv_5x5": lambda c, s, **kw: SepConv(c, s, kernel_size=5, **kw),
+    "dil_conv_3x3": lambda c, s, **kw: DilConv(c, s, kernel_size=3, **kw),
+    "dil_conv_5x5": lambda c, s, **kw: DilConv(c, s, kernel_size=5, **kw),
+}
+
+# Operations without weights at stride 1: what "parameter-free" counts. At
+# stride 2 `skip_connect` is a FactorizedReduce (two 1x1 convolutions).
+PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
+
+
+def is_parameter_free(name, strides=1):
+    """Whether operation `name` has no weights at `strides` (`skip_connect` at stride 2 has)."""
+    if name == "skip_connect":
+        return strides == 1
+    return name in PARAMETER_FREE
+
+
+def cell_op_counts(genotype, cell_type):
+    """`(parameter_free, skips, total)` over the (op, input) pairs of one cell of `genotype`.
+
+    An edge from a cell input (0 or 1) of a reduction cell has stride 2, so
+    its `skip_connect` is a FactorizedReduce: a skip, but not parameter-free.
+    """
+    cell = genotype.normal if cell_type == "normal" else genotype.reduce
+    pairs = [(op, 2 if cell_type == "reduce" and inp < 2 else 1) for node in cell for op, inp in node]
+    free = sum(is_parameter_free(op, s) for op, s in pairs)
+    skips = sum(op == "skip_connect" for op, _ in pairs)
+    return free, skips, len(pairs)
+
+OP_SETS = {
+    "darts": (
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    ),
+    "darts_none": (
+        "none",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    ),
+    # Fits the TFLite/XNNPACK sparse kernels: no dilation.
+    "mobile": (
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    ),
+}
+DEFAULT_OP_SET = "darts"
+
+
+def op_names():
+    """Every registered operation name, sorted."""
+    return tuple(sorted(OPS))
+
+
+def check_op_names(names):
+    """Validates a sequence of operation names; returns it as a tuple."""
+    if isinstance(names, str):
+        raise ValueError(f"`ops` must be a list of operation names. Received: ops={names!r}")
+    names = tuple(names)
+    if not names:
+        raise ValueError("`ops` must name at least one operation. Received: ops=()")
+    for name in names:
+        if name not in OPS:
+            raise ValueError(
+                f"Unknown operation {name!r}. Known operations: {', '.join(op_names())}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"`ops` must not repeat a name. Received: ops={list(names)}")
+    return names
+
+
+def resolve_op_set(op_set=DEFAULT_OP_SET, ops=None):
+    """The operation names of a named set, or `ops` when given."""
+    if ops is not None:
+        return check_op_names(ops)
+    if op_set not in OP_SETS:
+        raise ValueError(
+            f"Unknown operation set {op_set!r}. Known sets: {', '.join(sorted(OP_SETS))}"
+        )
+    return OP_SETS[op_set]
+
+
+def make_op(name, channels, strides, **kwargs):
+    """Builds the operation `name`; raises `ValueError` for an unknown name."""
+    check_op_names([name])
+    return OPS[name](channels, _check_strides(strides), **kwargs)

@@ -1,0 +1,704 @@
+"""The custom training loop shared by the search and the training of a network.
+
+`Loop` owns what both have in common: the strategy, the per-epoch
+distributed datasets, one `tf.function` step run through `strategy.run`,
+the progress bar, the per-epoch history, the non-finite-loss stop,
+checkpoints and resume, and SIGTERM/SIGINT handling. A subclass builds the
+model and its optimizers and defines the per-replica step.
+
+Checkpoints (`tf.train.CheckpointManager`, in `<out_dir>/checkpoints`) hold
+the model (weights, gate state, batch-norm statistics and the state of every
+`SeedGenerator`, so the noise continues where it stopped) and the
+optimizers. Beside each checkpoint `ckpt-N`, `state-N.json` holds the
+position (epoch, step) and the history so far. The state is written before
+the checkpoint, and the checkpoint index last, so an interrupted save leaves
+the previous checkpoint as the latest complete one. Data order is a pure
+function of `(seed, epoch)`, so a resumed run sees the batches the
+uninterrupted run would have seen.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import keras
+import tensorflow as tf
+
+from tfvnas import choices
+from tfvnas import data as data_lib
+from tfvnas import files
+from tfvnas.layers import variational
+
+STRATEGIES = choices.STRATEGIES
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised after a SIGTERM or SIGINT once a checkpoint has been saved."""
+
+
+def make_strategy(name="auto"):
+    """A `tf.distribute.Strategy` by name.
+
+    `auto` picks `MultiWorkerMirroredStrategy` when `TF_CONFIG` is set,
+    `MirroredStrategy` when more than one GPU is visible, and the default
+    strategy otherwise. Create it before any other TensorFlow work (a
+    multi-worker strategy must be created first).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(
+            f"`strategy` must be one of {', '.join(STRATEGIES)}. Received: strategy={name!r}"
+        )
+    if name == "auto":
+        if os.environ.get("TF_CONFIG"):
+            name = "multiworker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "multiworker":
+        # Not kept in a module-level cache: a multi-worker strategy alive at
+        # interpreter exit stalls the coordination service's shutdown.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return mirrored_strategy()
+    return tf.distribute.get_strategy()
+
+
+# One strategy per device set and process. TensorFlow numbers the collective
+# operations of every `MirroredStrategy` from the same start, so a second
+# strategy over the same devices reuses the first one's collective keys and
+# its all-reduces fail ("Shape mismatch in the collective instance 100").
+_STRATEGY_CACHE = {}
+_COLLECTIVE_OWNERS = {}
+
+
+def mirrored_strategy(devices=None):
+    """The process's `MirroredStrategy` over `devices` (default: all GPUs, else the CPU).
+
+    Every call with the same devices returns the same object: see
+    `check_strategy` for why a second one cannot be used.
+    """
+    key = ("mirrored", tuple(_canonical_device(d) for d in devices) if devices is not None else None)
+    if key not in _STRATEGY_CACHE:
+        _STRATEGY_CACHE[key] = tf.distribute.MirroredStrategy(devices)
+    return _STRATEGY_CACHE[key]
+
+
+def _canonical_device(name):
+    """One spelling per local device: "/cpu:0", "CPU:0" and "/job:localhost/device:CPU:0" agree."""
+    spec = tf.DeviceSpec.from_string(name)
+    return spec.replace(
+        job=spec.job or "localhost",
+        replica=0 if spec.replica is None else spec.replica,
+        task=0 if spec.task is None else spec.task,
+        device_index=0 if spec.device_index is None else spec.device_index,
+    ).to_string()
+
+
+def check_strategy(strategy):
+    """Refuses a second collective `MirroredStrategy` over devices another one already used.
+
+    Raises:
+        ValueError: naming the devices and the fix (one strategy per process,
+            e.g. from `mirrored_strategy`, passed to every call).
+    """
+    if not isinstance(strategy, tf.distribute.MirroredStrategy):
+        return
+    extended = strategy.extended
+    cross_device_ops = getattr(extended, "_cross_device_ops", None) or getattr(extended, "_collective_ops", None)
+    if type(cross_device_ops).__name__ != "CollectiveAllReduce":
+        return  # NCCL, hierarchical copy or reduction to one device: no collective keys
+    devices = tuple(extended.worker_devices)
+    owner = _COLLECTIVE_OWNERS.setdefault(devices, strategy)
+    if owner is not strategy:
+        raise ValueError(
+            f"This process already ran a MirroredStrategy over {', '.join(devices)}; a second one over the "
+            "same devices would reuse its collective keys and fail in its first all-reduce (a TensorFlow "
+            "limitation). Create one strategy and pass it to every call, e.g. "
+            "`tfvnas.loops.loop.mirrored_strategy(devices)`, or pass `strategy=\"mirrored\"`. "
+            f"Received: a new {type(strategy).__name__} object"
+        )
+
+
+def enable_determinism(seed):
+    """Seeds Python, NumPy, TensorFlow and Keras and turns on op determinism."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def is_chief(strategy):
+    """Whether this process writes artefacts (worker 0 or the chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "cluster_spec", None):
+        return True
+    cluster = resolver.cluster_spec()
+    if not cluster.as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in (None, "chief") or (
+        task_type == "worker" and task_id == 0 and "chief" not in cluster.jobs
+    )
+
+
+def num_workers(strategy):
+    """How many worker processes `strategy` spans (chief included)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "cluster_spec", None):
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(cluster.get(job, ())) for job in ("chief", "worker")))
+
+
+class HostBatches:
+    """Global batches from a host `tf.data` pipeline, split over the replicas.
+
+    Each global batch is cut into contiguous per-replica slices with
+    `strategy.experimental_distribute_values_from_function` (replica r of R
+    gets rows `[r*n//R, (r+1)*n//R)`). Every worker reads the same global
+    batches (the pipelines are seeded) and keeps its replicas' slices, which
+    is DATA sharding. No multi-device iterator is created: destroying one
+    at the end of every epoch stalled the loop for minutes (and once for
+    good) under MirroredStrategy on 2 busy cores.
+    """
+
+    def __init__(self, strategy, dataset):
+        self.strategy = strategy
+        self.dataset = dataset
+
+    def __iter__(self):
+        for batch in self.dataset:
+            if self.strategy.num_replicas_in_sync == 1:
+                yield batch
+                continue
+            yield self.strategy.experimental_distribute_values_from_function(
+                lambda ctx, batch=batch: tf.nest.map_structure(lambda t: _replica_slice(t, ctx), batch)
+            )
+
+
+# tf.data's autotuner off for the per-epoch pipelines: with it on, destroying
+# an epoch's iterator while the step's threads are busy blocked for 9-15 s
+# in half the epochs or more (measured on the `quick` search: 24 epochs of
+# 11 s of steps took 12 s or 22 s each; off, 12-14 s each). Parallel calls and
+# prefetching keep their defaults.
+_EPOCH_DATA_OPTIONS = tf.data.Options()
+_EPOCH_DATA_OPTIONS.autotune.enabled = False
+
+
+def _replica_slice(t, ctx):
+    n = tf.shape(t)[0]
+    r, count = ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+    return t[r * n // count:(r + 1) * n // count]
+
+
+class Loop:
+    """Base of `Searcher` and `Trainer`.
+
+    Subclasses implement `build_model()`, `build_optimizers(total_steps)`
+    (returning `{name: (optimizer, variables)}`), `training_parts()`
+    (returning `{name: (x, y)}`, the arrays each step draws one batch
+    from) and `replica_step(batches, beta)`; they may override
+    `end_epoch(epoch)`, `epoch_record(record)` and `augment(batch, seed)`.
+
+    Args:
+        config: a `SearchConfig` or `TrainConfig`.
+        dataset: a `tfvnas.data.Dataset`.
+        strategy: a `tf.distribute.Strategy`; default the current one.
+        verbose: 0 silent, 1 progress bar and summary lines.
+        checkpoint_every: also checkpoint every this many steps (0: only at
+            the end of each epoch).
+    """
+
+    kind = "run"
+
+    def __init__(self, config, dataset, *, strategy=None, verbose=1, checkpoint_every=0):
+        self.config = config
+        self.dataset = dataset
+        self.strategy = strategy or tf.distribute.get_strategy()
+        check_strategy(self.strategy)
+        self.verbose = verbose
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+            raise ValueError(
+                "`checkpoint_every` must be a non-negative int (steps; 0: every epoch only). "
+                f"Received: checkpoint_every={checkpoint_every!r}"
+            )
+        self.checkpoint_every = checkpoint_every
+        self._parts = self.training_parts()
+        self._check_batch_size()
+        self.steps_per_epoch = min(len(x) for x, _ in self._parts.values()) // config.batch_size
+        self.total_steps = config.epochs * self.steps_per_epoch
+        with self.strategy.scope():
+            keras.utils.set_random_seed(config.seed)
+            self.model = self.build_model()
+            if getattr(config, "sync_bn", False):
+                from tfvnas.layers.ops import synchronize_batch_norm
+
+                synchronize_batch_norm(self.model)
+            self.optimizers = self.build_optimizers(self.total_steps)
+            # Built under the scope before the first step (else the first
+            # distributed step fails with a placeholder error).
+            for optimizer, variables in self.optimizers.values():
+                optimizer.build(variables)
+        # Keras 3 models do not expose layers held in lists to
+        # tf.train.Checkpoint, so the checkpoint tracks every model variable
+        # (weights, gate state, BN statistics, SeedGenerator states) in the
+        # model's own, deterministic order.
+        self._checkpoint = tf.train.Checkpoint(
+            model_variables=list(self.model.variables),
+            **{name: opt for name, (opt, _) in self.optimizers.items()},
+        )
+        self.history = []
+        self.position = {"epoch": 0, "step_in_epoch": 0, "step": 0, "sums": None}
+        self.checkpoint_dir = None
+        self._stop_signal = None
+        self.summaries = None  # a tfvnas.loops.tensorboard.EpochSummaries while `train` runs
+        self._multi_worker = num_workers(self.strategy) > 1
+        self._build_steps()
+
+    # -- to implement -----------------------------------------------------
+
+    def build_model(self):
+        raise NotImplementedError
+
+    def build_optimizers(self, total_steps):
+        raise NotImplementedError
+
+    def checkpoint_state(self):
+        """JSON-able state saved beside each checkpoint (besides position and history)."""
+        return {}
+
+    def restore_checkpoint_state(self, state):
+        """Restores what `checkpoint_state` returned."""
+
+    def training_parts(self):
+        raise NotImplementedError
+
+    def replica_step(self, batches, beta):
+        raise NotImplementedError
+
+    def begin_epoch(self, epoch):
+        """Called before the first step of an epoch (also a resumed one)."""
+
+    def end_epoch(self, epoch):
+        """Called after the last step of an epoch; returns extra record fields."""
+        return {}
+
+    def after_step(self, sums):
+        """Called after every step, with the epoch's running sums (saved with checkpoints)."""
+
+    def finished(self):
+        """Whether the run is done before its last epoch (checked between epochs; default: never)."""
+        return False
+
+    def augment(self, batch, seed):
+        """Training-time augmentation of one `(x, y)` batch (default: none)."""
+        return batch
+
+    # -- data -------------------------------------------------------------
+
+    def _check_batch_size(self):
+        cfg = self.config
+        smallest = min(len(x) for x, _ in self._parts.values())
+        if cfg.batch_size > smallest:
+            what = "half of the training data" if len(self._parts) > 1 else "the training data"
+            raise ValueError(
+                f"`batch_size` must be at most the size of {what} ({smallest} examples). "
+                f"Received: batch_size={cfg.batch_size}"
+            )
+        n_replicas = self.strategy.num_replicas_in_sync
+        if cfg.batch_size % n_replicas:
+            raise ValueError(
+                f"`batch_size` (the global batch) must be divisible by the number of replicas "
+                f"({n_replicas}). Received: batch_size={cfg.batch_size}"
+            )
+
+    def epoch_data(self, epoch, skip=0):
+        """The distributed batches of one epoch, a pure function of (seed, epoch)."""
+        cfg = self.config
+        parts = {}
+        for k, (name, (x, y)) in enumerate(sorted(self._parts.items())):
+            seed = (cfg.seed * 1_000_003 + epoch * 101 + k) % (2**31 - 1)
+            ds = data_lib.make_tf_dataset(x, y, cfg.batch_size, shuffle=True, seed=seed, drop_remainder=True)
+            parts[name] = ds.take(self.steps_per_epoch)
+        ds = tf.data.Dataset.zip(parts).enumerate()
+        epoch_seed = (cfg.seed * 7919 + epoch) % (2**31 - 1)
+        ds = ds.map(
+            lambda i, b: {n: self.augment(v, tf.stack([tf.constant(epoch_seed, tf.int64), i])) for n, v in b.items()},
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        ds = ds.skip(skip).prefetch(tf.data.AUTOTUNE).with_options(_EPOCH_DATA_OPTIONS)
+        return self._distribute(ds)
+
+    def _eval_data(self, x, y):
+        return self._distribute(data_lib.make_tf_dataset(x, y, self.config.batch_size, shuffle=False))
+
+    def _distribute(self, ds):
+        return HostBatches(self.strategy, ds)
+
+    # -- steps ------------------------------------------------------------
+
+    def _build_steps(self):
+        strategy = self.strategy
+
+        @tf.function
+        def train_step(batches, beta):
+            per_replica = strategy.run(self.replica_step, args=(batches, beta))
+            out = {}
+            for key, value in per_replica.items():
+                op = tf.distribute.ReduceOp.MEAN if key.endswith("kl") else tf.distribute.ReduceOp.SUM
+                out[key] = strategy.reduce(op, value, axis=None)
+            return out
+
+        def eval_replica(batch):
+            x, y = batch
+            logits = self.model(x, training=False)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            pred = tf.argmax(logits, -1, output_type=tf.int32)
+            return {
+                "loss_sum": tf.reduce_sum(ce),
+                "correct": tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.float32)),
+                "count": tf.cast(tf.shape(y)[0], tf.float32),
+            }
+
+        self._val_data = self._eval_data(self.dataset.x_val, self.dataset.y_val)
+
+        @tf.function(reduce_retracing=True)
+        def eval_step(batch):
+            per = strategy.run(eval_replica, args=(batch,))
+            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per.items()}
+
+        @tf.function
+        def workers_stopping(flag):
+            per = strategy.run(tf.identity, args=(flag,))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None)
+
+        self.train_step = train_step
+        self._eval_step = eval_step
+        self._workers_stopping = workers_stopping
+
+    def beta(self, step):
+        """KL weight at global step `step`: linear warm-up to `kl_weight`."""
+        warm = self.config.kl_warmup * self.total_steps
+        if warm <= 0:
+            return self.config.kl_weight
+        return self.config.kl_weight * min(1.0, step / warm)
+
+    def evaluate(self, split="val"):
+        """`(loss, accuracy)` of the inference path on the `val` or `test` split."""
+        if split == "val":
+            data = self._val_data
+        elif split == "test":
+            data = self._eval_data(self.dataset.x_test, self.dataset.y_test)
+        else:
+            raise ValueError(f"`split` must be 'val' or 'test'. Received: split={split!r}")
+        totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+        for batch in data:
+            for k, v in self._eval_step(batch).items():
+                totals[k] += float(v)
+        n = max(totals["count"], 1.0)
+        return totals["loss_sum"] / n, totals["correct"] / n
+
+    # -- checkpoints ------------------------------------------------------
+
+    def checkpoint_path(self):
+        """The latest complete checkpoint prefix, or None."""
+        if self.checkpoint_dir is None:
+            return None
+        return tf.train.latest_checkpoint(self.checkpoint_dir)
+
+    def save_checkpoint(self):
+        """Saves model, optimizers and position; returns the checkpoint prefix."""
+        if self.checkpoint_dir is None:
+            return None
+        number = self.position["step"]
+        chief = is_chief(self.strategy)
+        directory = self.checkpoint_dir
+        if chief:
+            os.makedirs(directory, exist_ok=True)
+            state = {"position": self.position, "history": self.history, "config": self.config.to_dict(),
+                     "extra": self.checkpoint_state()}
+            files.write_json(os.path.join(directory, f"state-{number}.json"), state, indent=None)
+        else:
+            # Every worker takes part in the save (reading distributed
+            # variables can be a collective operation); only the chief's copy
+            # is kept. The others write to a temporary folder outside the
+            # output folder and delete it.
+            directory = tempfile.mkdtemp(prefix="tfvnas-worker-checkpoint-")
+        manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=2)
+        path = manager.save(checkpoint_number=number)
+        if chief:
+            kept = {os.path.basename(p) for p in manager.checkpoints}
+            for name in os.listdir(directory):
+                if name.startswith("state-") and name.endswith(".json"):
+                    if "ckpt-" + name[len("state-"):-len(".json")] not in kept:
+                        os.remove(os.path.join(directory, name))
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+            path = os.path.join(self.checkpoint_dir, os.path.basename(path))  # the chief's copy
+        return path
+
+    def restore(self, checkpoint_dir):
+        """Restores the latest checkpoint in `checkpoint_dir`; returns its prefix.
+
+        Raises:
+            ValueError: when there is no checkpoint, or it was written with a
+                different configuration.
+        """
+        checkpoint_dir = os.fspath(checkpoint_dir)
+        path = tf.train.latest_checkpoint(checkpoint_dir)
+        if path is None:
+            raise ValueError(
+                f"No checkpoint to resume from in {checkpoint_dir!r} "
+                "(expected the 'checkpoints' folder a previous run wrote)."
+            )
+        number = path.rsplit("-", 1)[-1]
+        state_path = os.path.join(checkpoint_dir, f"state-{number}.json")
+        try:
+            with open(state_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"Cannot read the checkpoint state {state_path!r}: {e}") from e
+        check_resume_config(type(self.config).from_dict(state["config"]), self.config, checkpoint_dir)
+        self._checkpoint.restore(path).assert_consumed()
+        self.position = state["position"]
+        self.history = state["history"]
+        self.restore_checkpoint_state(state.get("extra", {}))
+        return path
+
+    # -- loop -------------------------------------------------------------
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            self._stop_signal = signal.Signals(signum).name
+
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def train(self, checkpoint_dir=None, tensorboard_dir=None):
+        """Runs (or continues) the epochs; returns the history.
+
+        Args:
+            checkpoint_dir: where checkpoints go (None: none are written).
+            tensorboard_dir: where TensorBoard summaries go, one step per
+                epoch (None: none are written).
+
+        Raises:
+            FloatingPointError: when the loss stops being finite (the last
+                good checkpoint is kept).
+            Interrupted: after SIGTERM/SIGINT, once a checkpoint is saved.
+        """
+        self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+        if tensorboard_dir is not None:
+            from tfvnas.loops.tensorboard import EpochSummaries
+
+            self.summaries = EpochSummaries(tensorboard_dir)
+        previous = self._install_signal_handlers()
+        try:
+            while self.position["epoch"] < self.config.epochs and not self.finished():
+                self._run_epoch()
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+        return self.history
+
+    def _stop_requested(self):
+        """Whether to stop after this step.
+
+        On several workers the answer is whether any worker was signalled
+        (a sum over all of them), so every worker stops after the same step
+        and takes part in the same last save; otherwise the workers still
+        running would wait forever in the next step's collectives.
+        """
+        if not self._multi_worker:
+            return self._stop_signal is not None
+        flag = tf.constant(0.0 if self._stop_signal is None else 1.0)
+        return float(self._workers_stopping(flag)) > 0
+
+    def _run_epoch(self):
+        cfg = self.config
+        epoch = self.position["epoch"]
+        skip = self.position["step_in_epoch"]
+        sums = self.position["sums"] or {"loss": 0.0, "correct": 0.0, "arch_loss": 0.0, "arch_correct": 0.0, "seen": 0}
+        start = time.perf_counter()
+        bar = None
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{cfg.epochs}" + (f" (resumed at step {skip + 1})" if skip else ""))
+            bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=list(self.progress_names))
+        self.begin_epoch(epoch)
+        status = self.progress_status()
+        stats = {}
+        for i, batches in enumerate(self.epoch_data(epoch, skip), start=skip):
+            beta = self.beta(self.position["step"])
+            # The model's KL weight, read by every KL layer (tfvnas.layers.variational).
+            self.model.kl_weight.assign(variational.kl_weight(beta, self.n_train))
+            stats = {k: float(v) for k, v in self.train_step(batches, tf.constant(beta, tf.float32)).items()}
+            if not math.isfinite(stats["loss"]):
+                last = self.checkpoint_path()
+                if bar is not None:
+                    print()  # end the progress bar's line before the message
+                raise FloatingPointError(
+                    f"The {self.kind} loss became {stats['loss']} at epoch {epoch + 1}, step {i + 1} "
+                    f"(global step {self.position['step'] + 1}). {self.nan_hint} "
+                    + (f"The last good checkpoint is {last}." if last else "No checkpoint was saved.")
+                )
+            sums["seen"] += cfg.batch_size
+            for k in ("loss", "arch_loss"):
+                if k in stats:
+                    sums[k] += stats[k] * cfg.batch_size
+            for k in ("correct", "arch_correct"):
+                if k in stats:
+                    sums[k] += stats[k]
+            self.position.update(step=self.position["step"] + 1, step_in_epoch=i + 1, sums=sums)
+            self.after_step(sums)
+            if bar is not None:
+                seen = sums["seen"]
+                bar.update(
+                    i + 1,
+                    values=[("loss", sums["loss"] / seen), ("acc", sums["correct"] / seen),
+                            ("kl", stats.get("kl", 0.0)), ("beta", beta), *status],
+                )
+            if self._stop_requested():
+                path = self.save_checkpoint()
+                if bar is not None:
+                    print()
+                by = self._stop_signal or "a signal to another worker"
+                raise Interrupted(
+                    f"Stopped by {by} at epoch {epoch + 1}, step {i + 1}. "
+                    + (f"Checkpoint saved: {path}; continue with --resume." if path else "No checkpoint directory.")
+                )
+            if (
+                self.checkpoint_every
+                and self.position["step"] % self.checkpoint_every == 0
+                and i + 1 < self.steps_per_epoch
+            ):
+                self.save_checkpoint()
+        record = {"epoch": epoch + 1, "step": self.position["step"]}
+        record.update(self.end_epoch(epoch))
+        val_loss, val_acc = self.evaluate("val")
+        seen = max(sums["seen"], 1)
+        record.update(
+            beta=self.beta(self.position["step"]),
+            train_loss=sums["loss"] / seen,
+            train_accuracy=sums["correct"] / seen,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+        )
+        record = self.epoch_record(record, sums)
+        record["time_s"] = round(time.perf_counter() - start, 3)
+        self.history.append(record)
+        if self.summaries is not None and is_chief(self.strategy):
+            self.write_summaries(record)
+        self.position = {"epoch": epoch + 1, "step_in_epoch": 0, "step": self.position["step"], "sums": None}
+        if self.verbose:
+            print("  " + self.epoch_line(record))
+        self.save_checkpoint()
+
+    # -- reporting (overridable) ------------------------------------------
+
+    progress_names = ("loss", "acc", "kl", "beta")
+    nan_hint = "Lower the learning rate, or check the data."
+
+    def progress_status(self):
+        """Extra `(name, value)` pairs the progress bar shows through the epoch."""
+        return []
+
+    def epoch_record(self, record, sums):
+        return record
+
+    def write_summaries(self, record):
+        """TensorBoard summaries of one epoch (scalars of the record by default)."""
+        self.summaries.scalars(record, record["epoch"])
+
+    def epoch_line(self, record):
+        return f"val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
+
+
+def latest_state(out_dir, kind="run"):
+    """The state (`position`, `history`, `config`, `extra`) a run in `out_dir` saved with its latest checkpoint.
+
+    Raises:
+        ValueError: when there is no checkpoint or its state does not read.
+    """
+    if out_dir is None:
+        raise ValueError(f"Resuming a {kind} needs the output folder of the run to continue. Received: None")
+    checkpoint_dir = os.path.join(os.fspath(out_dir), CHECKPOINT_SUBDIR)
+    path = tf.train.latest_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else None
+    if path is None:
+        raise ValueError(
+            f"No checkpoint to resume from in {checkpoint_dir!r} "
+            f"(expected the output folder of an interrupted {kind})."
+        )
+    state = os.path.join(checkpoint_dir, "state-" + path.rsplit("-", 1)[-1] + ".json")
+    try:
+        with open(state, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"Cannot read the checkpoint state {state!r}: {e}") from e
+
+
+def saved_config(out_dir, config_cls, kind):
+    """The configuration a run in `out_dir` saved with its latest checkpoint.
+
+    Raises:
+        ValueError: when there is no checkpoint or its state does not read.
+    """
+    state = latest_state(out_dir, kind)
+    try:
+        return config_cls.from_dict(state["config"])
+    except KeyError as e:
+        raise ValueError(f"Cannot read the checkpoint state of {out_dir!r}: no {e}") from e
+
+
+def run_config(out_dir, resume, config_cls, kind, requested, *, given):
+    """The configuration a `search()` or `train()` call runs with.
+
+    Args:
+        out_dir: the run's output folder.
+        resume: whether the call continues the run saved in `out_dir`.
+        config_cls: `SearchConfig` or `TrainConfig`.
+        kind: 'search' or 'training', for messages.
+        requested: a function of no arguments that resolves the caller's
+            preset, config and overrides.
+        given: whether the caller passed any configuration argument; with
+            `resume`, those must describe the saved run.
+
+    Raises:
+        ValueError: no checkpoint to resume, or a configuration that differs
+            from the saved one.
+    """
+    if not resume:
+        return requested()
+    cfg = saved_config(out_dir, config_cls, kind)
+    if given:
+        check_resume_config(cfg, requested(), os.path.join(out_dir, CHECKPOINT_SUBDIR))
+    return cfg
+
+
+def check_resume_config(saved, requested, checkpoint_dir):
+    """Checks that a resumed run asks for the configuration its checkpoint holds.
+
+    Raises:
+        ValueError: naming the fields that differ.
+    """
+    if saved != requested:
+        requested = requested.to_dict()
+        diff = sorted(k for k, v in saved.to_dict().items() if requested.get(k) != v)
+        raise ValueError(
+            f"The checkpoint in {os.fspath(checkpoint_dir)!r} was written with a different configuration "
+            f"(fields differ: {', '.join(diff)}). Resume with the configuration it was saved with."
+        )
+

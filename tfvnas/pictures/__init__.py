@@ -1,0 +1,1 @@
+"""Pictures: cell drawings, charts of gates, sparsity and results, and `tfvnas show`."""
