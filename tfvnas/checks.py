@@ -13,3 +13,10 @@ def check_positive_int(name, value):
     if not is_int(value) or value < 1:
         raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
     return int(value)
+
+
+def check_non_negative_int(name, value):
+    """Returns `value` as an int, or raises the Keras-style `ValueError`."""
+    if not is_int(value) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative int. Received: {name}={value!r}")
+    return int(value)

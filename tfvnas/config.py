@@ -154,6 +154,22 @@ class SearchConfig(_Config):
             scaled by 1 / (1 - rate)); the operation-level dropout with which
             P-DARTS counters the drift toward parameter-free cells. 0: none.
             Not used by the training of the found cell.
+        skip_bn: the supernet's stride-1 `skip_connect` ends in a
+            parameter-free batch norm like every other candidate, so that its
+            gate is judged on what it is worth, not on the energy of the
+            state it passes on (docs/search.md).
+        aux_skip: DARTS-' auxiliary skip connection (Chu et al., 2021):
+            every stride-1 edge of the supernet adds its input times a weight
+            that falls linearly from this value to 0 over the search; 0: none.
+        selection: how the result's cell is chosen: 'gates' (the `top_k` rule
+            on the gates' `log_alpha`) or 'perturbation' (Wang et al., 2021:
+            on every edge the op whose masking costs the supernet the most
+            validation accuracy, then per node the `top_k` edges whose
+            masking costs the most; `tfvnas.loops.selection`).
+        selection_images: the validation images perturbation selection
+            measures accuracy on (the first ones of the split).
+        arch_algorithm: the gates' optimiser: 'adam' or 'sgd' (with
+            momentum `arch_beta1`).
         grad_clip: global gradient-norm clip for the weights.
         kl_warmup: fraction of the search over which beta goes from 0 to `kl_weight`.
         kl_weight: final beta.
@@ -175,6 +191,9 @@ class SearchConfig(_Config):
             they settle. Pruning reads the current values.
         stop_when_stable: stop once the `top_k` genotype has not changed for
             this many epochs (0: run every epoch).
+        stop_when_settled: stop once pruning has decided every node (each
+            at `top_k` live edges with one op each; the per-node floor keeps
+            them): nothing is left to search.
         resolution: search on images resized to `resolution` x
             `resolution` (area interpolation; a proxy, as lower resolution is
             the field's standard one); None: the data's own size.
@@ -224,6 +243,11 @@ class SearchConfig(_Config):
     arch_lr_anneal: float = 0.0
     arch_warmup: int = 0
     skip_dropout: float = 0.0
+    skip_bn: bool = False
+    aux_skip: float = 0.0
+    selection: str = "gates"
+    selection_images: int = 1000
+    arch_algorithm: str = "adam"
     grad_clip: float = 5.0
     kl_warmup: float = 0.3
     kl_weight: float = 1.0
@@ -235,6 +259,7 @@ class SearchConfig(_Config):
     gate_parameterisation: str = "positive"
     gate_average_decay: float = 0.9
     stop_when_stable: int = 0
+    stop_when_settled: bool = True
     resolution: typing.Optional[int] = None
     top_k: int = 2
     seed: int = 0
@@ -247,7 +272,7 @@ class SearchConfig(_Config):
     def validate(self):
         _non_negative("retrace_cost_steps", self.retrace_cost_steps)
         for name in ("layers", "channels", "nodes", "stem_multiplier", "epochs", "batch_size", "top_k",
-                     "prune_every", "prune_patience"):
+                     "prune_every", "prune_patience", "selection_images"):
             _positive(name, getattr(self, name))
         for name in ("weight_lr", "grad_clip", "gate_theta_init"):
             _positive(name, getattr(self, name))
@@ -274,6 +299,9 @@ class SearchConfig(_Config):
         if self.limit is not None:
             _positive("limit", self.limit)
         _one_of("optimization", self.optimization, ("bilevel", "joint"))
+        _one_of("selection", self.selection, ("gates", "perturbation"))
+        _one_of("arch_algorithm", self.arch_algorithm, ("adam", "sgd"))
+        _non_negative("aux_skip", self.aux_skip)
         _one_of("method", self.method, choices.METHODS)
         _one_of("gate_parameterisation", self.gate_parameterisation, ("positive", "log_alpha"))
         if not 0 <= self.gate_average_decay < 1:

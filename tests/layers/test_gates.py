@@ -169,6 +169,115 @@ def test_patience_one_is_a_plain_threshold_and_the_layer_threshold_is_the_defaul
         gates.update_evidence(patience=0)
 
 
+# ---------------------------------------------------------------------------
+# The per-node floor
+
+# nodes=2: rows are the edges (node, input) = (0,0) (0,1) (1,0) (1,1) (1,2);
+# columns the ops none, skip_connect, sep_conv_3x3.
+FLOOR_OPS = ("none", "skip_connect", "sep_conv_3x3")
+
+
+def _floored(log_alpha, min_inputs=2, average_decay=0.0):
+    gates = gates_lib.GaussianGates(5, 3, nodes=2, min_inputs=min_inputs, average_decay=average_decay,
+                                    countable=[op != "none" for op in FLOOR_OPS])
+    gates.set_log_alpha(np.asarray(log_alpha, "float32"))
+    return gates
+
+
+def _unstructured(log_alpha, threshold=3.0):
+    """What pruning without the floor does: every gate at or above the threshold goes."""
+    return (np.asarray(log_alpha) < threshold).astype("float32")
+
+
+def test_pruning_never_takes_a_node_below_its_live_edges_where_unstructured_pruning_empties_it():
+    la = np.array([
+        [9.0, 5.0, 4.0],  # node 0, input 0: both countable ops due
+        [9.0, 6.0, 8.0],  # node 0, input 1: both due
+        [9.0, 3.5, 1.0],  # node 1, input 0: sep_conv_3x3 survives anyway
+        [9.0, 7.0, 4.5],  # node 1, input 1: both due
+        [9.0, 3.2, 6.5],  # node 1, input 2: both due
+    ])
+    # Without the floor: node 0 loses every edge, node 1 all but one.
+    plain = _unstructured(la)
+    assert gates_lib.live_edges(plain, [0, 0, 1, 1, 1], [False, True, True]) == [0, 1]
+    gates = _floored(la)
+    pruned = gates.update_evidence(3.0, patience=1)
+    active = gates.active.numpy()
+    assert gates.live_edges() == [2, 2]
+    # Due gates go highest first: every `none`; then each edge keeps its op with
+    # the lowest log_alpha; node 1 keeps input 0 (live anyway) and input 2,
+    # whose last op (3.2) comes after input 1's (4.5), which went.
+    np.testing.assert_array_equal(active, [
+        [0, 0, 1],
+        [0, 1, 0],
+        [0, 0, 1],
+        [0, 0, 0],
+        [0, 1, 0],
+    ])
+    assert pruned == 15 - 4
+    assert gates.settled()
+    # Held gates stay active at later checks; what was pruned stays pruned.
+    gates.set_log_alpha(np.full((5, 3), 20.0, "float32"))
+    assert gates.update_evidence(3.0, patience=1) == 0
+    np.testing.assert_array_equal(gates.active.numpy(), active)
+
+
+def test_the_floor_prunes_the_weakest_by_the_derivations_average_first():
+    # The last ops of node 1's inputs 1 and 2 are due at the same check and only
+    # one can go. Now, input 2's reads weaker (8 against 4); on the average the
+    # derivation reads (decay 0.5), input 1's is weaker (6 against 3.5): it goes.
+    gates = _floored(np.full((5, 3), -1.0), average_decay=0.5)
+    average = np.full((5, 3), -1.0, "float32")
+    current = np.full((5, 3), -1.0, "float32")
+    current[:, 0] = average[:, 0] = 9.0  # every `none` due
+    current[3, 1] = current[4, 1] = average[3, 1] = average[4, 1] = 9.0  # both skips due
+    current[3, 2], average[3, 2] = 4.0, 8.0
+    current[4, 2], average[4, 2] = 8.0, -1.0
+    gates.averaged_log_alpha.assign(average)
+    _move(gates, current)
+    gates.update_evidence(3.0, patience=1)
+    np.testing.assert_allclose(gates.averaged_log_alpha.numpy()[3:, 2], [6.0, 3.5])
+    np.testing.assert_array_equal(gates.active.numpy()[:, 1:], [[1, 1], [1, 1], [1, 1], [0, 0], [0, 1]])
+    assert gates.live_edges() == [2, 2]
+
+
+def test_node_floor_against_a_brute_force_search():
+    # For random due sets, the floor's result keeps every node at its floor,
+    # prunes every due gate it can, and never prunes a gate that was not due.
+    rng = np.random.default_rng(0)
+    node_of_edge = np.array([i for i in range(3) for _ in range(2 + i)])
+    countable = np.array([False, True, True, True])
+    for _ in range(300):
+        active = rng.random((9, 4)) < 0.7
+        for n in range(3):  # start at or above the floor
+            for e in np.flatnonzero(node_of_edge == n)[:2]:
+                active[e, 1 + rng.integers(3)] = True
+        due = active & (rng.random((9, 4)) < 0.6)
+        order = rng.normal(size=(9, 4))
+        prune, held = gates_lib.node_floor(due, active, order, node_of_edge, countable, 2)
+        assert not (prune & ~due).any() and not (held & ~due).any() and not (prune & held).any()
+        after = active & ~prune
+        live = gates_lib.live_edges(after, node_of_edge, countable)
+        assert all(l >= 2 for l in live)
+        for e, o in np.argwhere(held):  # a held gate could not go without breaking the floor
+            trial = after.copy()
+            trial[e, o] = False
+            assert min(gates_lib.live_edges(trial, node_of_edge, countable)) < 2
+
+
+def test_floor_arguments_are_checked_and_saved():
+    with pytest.raises(ValueError, match=r"^`min_inputs` needs `nodes` \(which edge enters which node\)\. "):
+        gates_lib.GaussianGates(5, 3, min_inputs=2)
+    with pytest.raises(ValueError, match=r"^A cell of 2 nodes has 5 edges\. Received: nodes=2, num_edges=4$"):
+        gates_lib.GaussianGates(4, 3, nodes=2)
+    with pytest.raises(ValueError, match=r"^`countable` must hold one flag per op \(3\)\. "):
+        gates_lib.GaussianGates(5, 3, nodes=2, countable=[True])
+    gates = _floored(np.zeros((5, 3)))
+    config = json.loads(json.dumps(gates.get_config()))
+    again = gates_lib.GaussianGates.from_config(config)
+    assert (again.nodes, again.min_inputs, again.countable) == (2, 2, [False, True, True])
+
+
 @pytest.mark.parametrize("parameterisation", PARAMETERISATIONS)
 def test_config_round_trip(parameterisation):
     gates = gates_lib.GaussianGates(3, 2, theta_init=0.5, log_alpha_init=-4.0, threshold=2.5, kl_weight=0.1,

@@ -23,7 +23,8 @@ HISTORY_FIELDS = {
     "epoch", "step", "beta", "weight_lr", "train_loss", "train_accuracy", "arch_loss",
     "arch_accuracy", "val_loss", "val_accuracy", "kl_arch", "kl_weights", "active_ops",
     "total_ops", "pruned_this_epoch", "weight_sparsity", "log_alpha", "active", "time_s",
-    "pruned_share", "genotype", "genotype_hash", "stable_epochs", "derivation_log_alpha",
+    "pruned_share", "genotype", "genotype_hash", "stable_epochs", "derivation_log_alpha", "settled",
+    "live_edges",
 }
 
 
@@ -64,11 +65,11 @@ def test_cli_search_writes_every_artefact(cli_run):
     thr = genotype_lib.Genotype.load(out / "genotype_threshold.json").validate(ops)
     nodes = config_lib.preset("smoke").nodes
     assert top.normal_nodes == top.reduce_nodes == nodes
-    # top_k (k=2): at most two inputs per node; threshold: at least one.
+    # top_k (k=2): exactly two distinct inputs per node, one op each; threshold: at least two inputs.
     for cell in (top.normal, top.reduce):
-        assert all(1 <= len(node) <= 2 for node in cell)
+        assert all(len(node) == 2 and len({j for _, j in node}) == 2 for node in cell)
     for cell in (thr.normal, thr.reduce):
-        assert all(len(node) >= 1 for node in cell)
+        assert all(len({j for _, j in node}) >= 2 for node in cell)
     cfg = config_lib.SearchConfig.from_dict(_read(out / "search_config.json"))
     assert cfg == config_lib.preset("smoke").replace(seed=3)
 
@@ -93,6 +94,9 @@ def test_cli_search_history_and_pruning(cli_run):
             # A gate is inactive exactly when it has been pruned: log_alpha at
             # pruning time was >= threshold, and it never comes back.
             assert record["active_ops"][t] == int(active.sum())
+            # The smoke preset prunes hard (its gates start at log_alpha 2.9): the
+            # per-node floor keeps every node at top_k live edges or more all the same.
+            assert min(record["live_edges"][t]) >= cfg.top_k
         assert 0.0 <= record["val_accuracy"] <= 1.0
         assert np.isfinite(record["train_loss"]) and np.isfinite(record["kl_arch"])
     last = epochs[-1]
@@ -119,10 +123,12 @@ def test_genotype_matches_history(cli_run):
     # What the derivation read: the averaged values when the search averages (the default).
     assert ("derivation_log_alpha" in last) == (cfg.gate_average_decay > 0)
     log_alpha = {t: np.array(last.get("derivation_log_alpha", last["log_alpha"])[t]) for t in ("normal", "reduce")}
+    active = last["active"]
     expected_top = genotype_lib.derive_top_k(
-        log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold, k=cfg.top_k
+        log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold, k=cfg.top_k, active=active
     )
-    expected_thr = genotype_lib.derive_threshold(log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold)
+    expected_thr = genotype_lib.derive_threshold(log_alpha, cfg.op_names, nodes=cfg.nodes, active=active,
+                                                 k=cfg.top_k)
     assert genotype_lib.Genotype.load(out / "genotype.json") == expected_top
     assert genotype_lib.Genotype.load(out / "genotype_threshold.json") == expected_thr
     # Each epoch records the top_k genotype of its gates, and for how long it has not changed.
@@ -230,12 +236,13 @@ def test_batch_larger_than_data_half():
 
 
 def _prune(model, cell_type, count, rng):
-    """Prunes `count` more ops of a cell type's table (log_alpha far above any threshold)."""
+    """Prunes `count` more ops of a cell type's table (log_alpha far above any threshold), each edge keeping one."""
     gates = model.gates[cell_type]
     shape = tuple(gates.shape)
     log_alpha = gates.raw_log_alpha().numpy().reshape(-1)
-    alive = np.flatnonzero(gates.active.numpy().reshape(-1) > 0)
-    log_alpha[rng.choice(alive, count, replace=False)] = 30.0
+    active = gates.active.numpy() > 0
+    spare = [e * shape[1] + o for e in range(shape[0]) for o in np.flatnonzero(active[e])[1:]]
+    log_alpha[rng.choice(spare, count, replace=False)] = 30.0
     gates.set_log_alpha(log_alpha.reshape(shape))
     assert model.update_evidence(patience=1) == count
 
@@ -254,11 +261,11 @@ def test_retrace_when_pruned_share_times_steps_left_pays():
     assert searcher.end_epoch(0) == {}
     assert searcher.train_step is first and model.step_ops == every_op
     assert model.computed_ops() != every_op
-    # 15 of 28 gone x 8 steps left >= 2: traced anew without them.
-    _prune(model, "reduce", 14, rng)
+    # 13 of 28 gone x 8 steps left >= 2: traced anew without them.
+    _prune(model, "reduce", 12, rng)
     assert searcher.end_epoch(0) == {}
     assert searcher.train_step is not first and model.step_ops == model.computed_ops()
-    assert sum(len(r) for rows in model.step_ops.values() for r in rows) == 13
+    assert sum(len(r) for rows in model.step_ops.values() for r in rows) == 15
     # The traced set is part of the checkpoint state, so a resumed run traces
     # the graph the uninterrupted one runs.
     state = json.loads(json.dumps(searcher.checkpoint_state()))
@@ -268,7 +275,7 @@ def test_retrace_when_pruned_share_times_steps_left_pays():
     # No steps left: no re-trace, whatever was pruned.
     second = searcher.train_step
     searcher.position["step"] = searcher.total_steps
-    _prune(model, "normal", 12, rng)
+    _prune(model, "normal", 11, rng)
     searcher.end_epoch(1)
     assert searcher.train_step is second and model.step_ops == pinned
 
@@ -362,8 +369,7 @@ def test_shared_and_inline_edge_functions_compute_the_same_step():
         # One node per cell: a normal and a reduction cell's edges, a third of the trace.
         cfg = config_lib.PRESETS["smoke"].replace(shared_edge_functions=shared, nodes=1)
         searcher = search_lib.Searcher(cfg, ds, verbose=0)
-        edges = [layer for layer in searcher.model._flatten_layers()
-                 if isinstance(layer, search_lib.mixed_edge.MixedEdge)]
+        edges = [edge for cell in searcher.model.cells for edge in cell.edge_layers]
         assert edges and all(edge.shared_function is shared for edge in edges)
         batches = next(iter(searcher.epoch_data(0)))
         losses[shared] = {k: float(v) for k, v in searcher.train_step(batches, tf.constant(1.0)).items()}

@@ -70,6 +70,10 @@ def raises(message):
     return pytest.raises(ValueError, match="^" + re.escape(message) + "$")
 
 
+def raises_starting(message):
+    return pytest.raises(ValueError, match="^" + re.escape(message))
+
+
 # ---------------------------------------------------------------------------
 # Edge enumeration.
 
@@ -546,16 +550,16 @@ NORMAL2 = [
     [0.0, 0.2, -0.5, 3.0],  # sep_conv_3x3; max_pool at the threshold is pruned
 ]
 REDUCE2 = [
-    [0.0, 5.0, INF, 4.0],  # nothing survives in node 0:
-    [0.0, INF, 3.5, 3.0],  # fallback is max_pool_3x3(1), not the excluded none
-    [-9.0, INF, INF, INF],  # everything pruned in node 1: the fallback takes
-    [-9.0, INF, INF, INF],  # the first input and first non-excluded op
-    [-9.0, INF, INF, INF],
+    [0.0, 5.0, 2.0, 4.0],  # sep_conv_3x3 (none is excluded)
+    [0.0, INF, 3.5, 0.0],  # max_pool_3x3
+    [-9.0, 0.5, INF, INF],  # skip_connect
+    [-9.0, INF, INF, INF],  # only the excluded none: no survivor
+    [-9.0, INF, 2.5, INF],  # sep_conv_3x3
 ]
 TABLES2 = {"normal": np.array(NORMAL2), "reduce": np.array(REDUCE2)}
 REDUCE2_DERIVED = (
-    (("max_pool_3x3", 1),),
-    (("skip_connect", 0),),
+    (("sep_conv_3x3", 0), ("max_pool_3x3", 1)),
+    (("skip_connect", 0), ("sep_conv_3x3", 2)),
 )
 
 
@@ -575,39 +579,65 @@ def test_top_k_nodes2():
 def test_top_k_k1():
     g = derive_top_k(TABLES2, OPS, nodes=2, k=1)
     assert g.normal == ((("sep_conv_3x3", 0),), (("skip_connect", 1),))
-    assert g.reduce == REDUCE2_DERIVED
+    assert g.reduce == ((("max_pool_3x3", 1),), (("skip_connect", 0),))
 
 
 def test_top_k_k3():
-    # Node 0 has only two incoming edges, so k=3 keeps both.
-    g = derive_top_k(TABLES2, OPS, nodes=2, k=3)
-    assert g.normal == (
+    # Node 0 has only two incoming edges, so k=3 keeps both; node 1 keeps three.
+    g = derive_top_k({"normal": NORMAL2, "reduce": NORMAL2}, OPS, nodes=2, k=3)
+    assert g.normal == g.reduce == (
         (("sep_conv_3x3", 0), ("max_pool_3x3", 1)),
         (("skip_connect", 0), ("skip_connect", 1), ("sep_conv_3x3", 2)),
     )
-    assert g.reduce == REDUCE2_DERIVED
 
 
-def test_top_k_fewer_survivors_than_k():
-    # Only edge (1, 2) survives in node 1: it is kept alone.
+def test_top_k_refuses_a_node_short_of_k_instead_of_refilling_it():
+    # The reduce cell's node 1 has two edges with a survivor; k=3 needs three.
+    with raises_starting("Node 3 of the reduce cell has 2 incoming edge(s) with ops below the threshold; the "
+                "derivation needs 3."):
+        derive_top_k(TABLES2, OPS, nodes=2, k=3)
+    # Only one edge of node 0 survives: no edge is taken back from the pruned.
     table = np.full((5, 4), INF)
-    table[0, 1] = table[1, 2] = 0.0
-    table[4, 3] = 1.0
-    g = derive_top_k({"normal": table, "reduce": table}, OPS, nodes=2)
-    assert g.normal == (
-        (("skip_connect", 0), ("sep_conv_3x3", 1)),
-        (("max_pool_3x3", 2),),
-    )
+    table[0, 1] = table[3, 2] = table[4, 3] = 0.0
+    with raises_starting("Node 2 of the normal cell has 1 incoming edge(s) with ops below the threshold"):
+        derive_top_k({"normal": table, "reduce": table}, OPS, nodes=2)
+
+
+def test_every_top_k_node_has_exactly_k_distinct_inputs_each_with_one_op():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        tables = {t: rng.normal(size=(num_edges(4), len(DARTS_OPS))) for t in ("normal", "reduce")}
+        active = {t: (rng.random(size=tables[t].shape) < 0.3).astype(float) for t in tables}
+        for t in active:  # two live edges per node at least, as the per-node floor keeps
+            for i in range(4):
+                for j in rng.choice(2 + i, size=2, replace=False):
+                    active[t][edge_index(i, int(j)), rng.integers(len(DARTS_OPS) - 1)] = 1.0  # not `none`
+        g = derive_top_k(tables, DARTS_OPS, nodes=4, active=active)
+        for cell in (g.normal, g.reduce):
+            assert all(len(node) == 2 and len({j for _, j in node}) == 2 for node in cell)
+
+
+def test_active_gates_survive_whatever_their_log_alpha():
+    # A gate held by the per-node floor is active above the threshold; a
+    # pruned gate is gone below it.
+    table = np.zeros((5, 4))
+    table[:, 2] = 5.0  # sep_conv_3x3 above the threshold everywhere
+    active = np.zeros((5, 4))
+    active[:, 2] = 1.0  # ... and active (held); every other op pruned
+    g = derive_top_k({"normal": table, "reduce": table}, OPS, nodes=2, active={"normal": active, "reduce": active})
+    assert g.normal == ((("sep_conv_3x3", 0), ("sep_conv_3x3", 1)), (("sep_conv_3x3", 0), ("sep_conv_3x3", 1)))
+    t = derive_threshold({"normal": table, "reduce": table}, OPS, nodes=2, k=2,
+                         active={"normal": active, "reduce": active})
+    assert t.normal[1] == (("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2))
 
 
 def test_top_k_threshold_argument():
-    # With threshold 1.0 only skip(1) and sep(2) survive in node 1, and only
-    # sep(0) in node 0.
-    g = derive_top_k(TABLES2, OPS, nodes=2, threshold=1.0)
-    assert g.normal == (
-        (("sep_conv_3x3", 0),),
-        (("skip_connect", 1), ("sep_conv_3x3", 2)),
-    )
+    # With threshold 1.0 only sep(0) survives in node 0 of the normal cell.
+    with raises_starting("Node 2 of the normal cell has 1 incoming edge(s) with ops below the threshold; the "
+                "derivation needs 2."):
+        derive_top_k(TABLES2, OPS, nodes=2, threshold=1.0)
+    g = derive_top_k(TABLES2, OPS, nodes=2, threshold=1.0, k=1)
+    assert g.normal == ((("sep_conv_3x3", 0),), (("skip_connect", 1),))
 
 
 def test_top_k_without_exclusion_picks_none():
@@ -617,22 +647,23 @@ def test_top_k_without_exclusion_picks_none():
 
 
 def test_exclude_other_ops():
-    g = derive_top_k(TABLES2, OPS, nodes=2, exclude=["none", "skip_connect"])
+    g = derive_top_k({"normal": NORMAL2, "reduce": NORMAL2}, OPS, nodes=2, exclude=["none", "skip_connect"])
     # Node 1: skip(0), skip(1) excluded; best survivors sep(1)=0.0, sep(2)=-0.5.
     assert g.normal == (
         (("sep_conv_3x3", 0), ("max_pool_3x3", 1)),
         (("sep_conv_3x3", 1), ("sep_conv_3x3", 2)),
     )
-    # Reduce node 1 is all pruned: first input, first allowed op.
-    assert g.reduce[1] == (("sep_conv_3x3", 0),)
+    # Reduce node 1 keeps skip(0) and sep(2): without skip, one edge is left.
+    with raises_starting("Node 3 of the reduce cell has 1 incoming edge(s)"):
+        derive_top_k(TABLES2, OPS, nodes=2, exclude=["none", "skip_connect"])
 
 
 def test_ties_are_deterministic():
     table = np.zeros((5, 4))
     for derive in (derive_top_k, derive_threshold):
-        g = derive({"normal": table, "reduce": table}, OPS, nodes=2, threshold=-1.0)
-        # Fallback: lowest input, then lowest non-excluded op.
-        assert g.normal == ((("skip_connect", 0),), (("skip_connect", 0),))
+        # Everything pruned: no refill.
+        with raises_starting("Node 2 of the normal cell has 0 incoming edge(s)"):
+            derive({"normal": table, "reduce": table}, OPS, nodes=2, threshold=-1.0)
     g = derive_top_k({"normal": table, "reduce": table}, OPS, nodes=2)
     assert g.normal == (
         (("skip_connect", 0), ("skip_connect", 1)),

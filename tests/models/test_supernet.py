@@ -116,10 +116,19 @@ def test_derive_uses_the_gates(model):
     for t, gates in model.gates.items():
         np.testing.assert_array_equal(la[t], gates.raw_log_alpha().numpy())
         np.testing.assert_allclose(la[t], gates.log_sigma2.numpy() - 2 * gates.log_theta.numpy(), rtol=1e-6)
-    expected = genotype_lib.derive_top_k(la, OPS, nodes=2, threshold=model.threshold, k=2)
+    # Every gate is active (none pruned): the derivation reads the active tables, not the threshold.
+    active = {t: np.ones_like(v) for t, v in la.items()}
+    expected = genotype_lib.derive_top_k(la, OPS, nodes=2, threshold=model.threshold, k=2, active=active)
     assert model.derive("top_k") == expected
-    expected_thr = genotype_lib.derive_threshold(la, OPS, nodes=2, threshold=model.threshold)
+    expected_thr = genotype_lib.derive_threshold(la, OPS, nodes=2, active=active, k=2)
     assert model.derive("threshold") == expected_thr
+    assert all(len(node) == len(OPS) * (2 + i) for i, node in enumerate(expected_thr.normal))
+    # Pruned gates leave both; a held gate (active, above the threshold) stays.
+    for gates in model.gates.values():
+        pruned = np.ones(gates.shape, "float32")
+        pruned[:, 0] = 0.0
+        gates.active.assign(pruned)
+    assert all(op != OPS[0] for node in model.derive("threshold").normal for op, _ in node)
     with pytest.raises(ValueError, match="`rule` must be 'top_k' or 'threshold'. Received: rule='best'"):
         model.derive("best")
 
@@ -297,19 +306,26 @@ def test_pruned_ops_leave_the_computation_with_the_same_outputs():
     assert depthwise_convs(model) > pruned_convs
 
 
-def test_a_node_whose_gates_are_all_pruned_keeps_the_least_pruned_one():
+def test_a_node_whose_gates_all_cross_the_threshold_keeps_top_k_live_edges():
     model = _model()
     for gates in model.gates.values():
         la = np.full(gates.shape, -2.0, "float32")
-        la[2:5] = 6.0  # node 1 (edges 2, 3, 4): every gate pruned ...
-        la[4, OPS.index("skip_connect")] = 3.2  # ... this one with the least evidence
+        la[2:5] = 6.0  # node 1 (edges 2, 3, 4): every gate due ...
+        la[4, OPS.index("skip_connect")] = 3.2  # ... this one the least
+        la[3, OPS.index("sep_conv_3x3")] = 4.0  # ... and this one next
         gates.set_log_alpha(la)
         gates.active.assign(np.ones(gates.active.shape, "float32"))
     model.update_evidence(patience=1)
-    assert model.active_ops()["normal"] == 2 * len(OPS)
+    # Unstructured pruning would empty node 1; the floor keeps its two
+    # strongest edges, each with its strongest op, and prunes the rest.
+    for gates in model.gates.values():
+        assert gates.live_edges() == [2, 2]
+        active = gates.active.numpy()
+        assert active[2].sum() == 0 and active[3].sum() == 1 and active[4].sum() == 1
     genotype = model.derive("top_k")
-    assert genotype.normal[1] == (("skip_connect", 2),)  # not input 0 with the first op
-    assert model.derive("threshold").normal[1] == (("skip_connect", 2),)
+    assert genotype.normal[1] == (("sep_conv_3x3", 1), ("skip_connect", 2))
+    assert model.derive("threshold").normal[1] == (("sep_conv_3x3", 1), ("skip_connect", 2))
+    assert model.settled() is False  # node 0 still has every op
 
 
 def test_block_diagonal_kernel_applies_each_kernel_to_its_channel_block():

@@ -26,7 +26,18 @@ model whose noise averages out downstream.
 A gate is pruned only when the evidence holds: its `log_alpha` is at or
 above the threshold at `patience` consecutive checks (`GaussianGates.
 update_evidence`). Pruning is permanent, and the gate's `log_alpha` at that
-moment is kept for the derivation.
+moment is kept for the record.
+
+**The per-node floor.** A cell's derivation keeps `min_inputs` (the `top_k`
+rule's k) distinct inputs per node, so pruning never takes a node below
+`min_inputs` live edges (an edge is live while one of its countable ops,
+every op but `none`, is active): a gate whose pruning would do so is *held*,
+active, whatever its `log_alpha` (`node_floor`). When several gates of one
+node are due at the same check, they go in order of the derivation's own
+reading (`derivation_log_alpha`, the averaged one), weakest first, so the
+floor keeps the edges the derivation ranks highest. Unstructured pruning
+without it empties nodes, and a derivation then has to refill them from
+gates that were pruned, ranked by how far each overshot the threshold.
 
 References:
     - Ferianc, Fan, Rodrigues. "VINNAS: Variational Inference-based Neural
@@ -81,6 +92,56 @@ def example_gates(theta, sigma2, eps, keep=None):
     else:
         z = theta[None, :] + tf.sqrt(sigma2)[None, :] * eps
     return z if keep is None else z * keep
+
+
+def node_floor(candidates, active, order, node_of_edge, countable, min_inputs):
+    """Which of the `candidates` gates can be pruned without taking a node below `min_inputs` live edges.
+
+    Args:
+        candidates: bool `(edges, ops)`, the gates due for pruning.
+        active: bool `(edges, ops)`, the gates active now.
+        order: float `(edges, ops)`; due gates are pruned highest first (the
+            weakest by the derivation's reading).
+        node_of_edge: int `(edges,)`, the node each edge enters.
+        countable: bool `(ops,)`, the ops that make an edge live (all but `none`).
+        min_inputs: the live edges every node keeps (a node with fewer
+            incoming edges keeps all of them); 0: no floor.
+
+    Returns:
+        `(prune, held)`, bool `(edges, ops)`: the gates to prune now, and
+        the due ones kept by the floor.
+    """
+    candidates = np.asarray(candidates, bool)
+    if not min_inputs or not candidates.any():
+        return candidates, np.zeros_like(candidates)
+    active = np.array(active, bool)
+    countable = np.asarray(countable, bool)
+    node_of_edge = np.asarray(node_of_edge)
+    prune = np.zeros_like(candidates)
+    due = [tuple(ix) for ix in np.argwhere(candidates)]
+    due.sort(key=lambda ix: -float(order[ix]))
+    for e, o in due:
+        if not countable[o]:
+            prune[e, o] = True
+            active[e, o] = False
+            continue
+        edge_stays_live = (active[e] & countable).sum() > 1
+        if not edge_stays_live:
+            node = node_of_edge[e]
+            edges = np.flatnonzero(node_of_edge == node)
+            live = int(sum((active[j] & countable).any() for j in edges))
+            if live - 1 < min(min_inputs, len(edges)):
+                continue
+        prune[e, o] = True
+        active[e, o] = False
+    return prune, candidates & ~prune
+
+
+def live_edges(active, node_of_edge, countable):
+    """Per node, the number of incoming edges with an active countable op."""
+    active = np.asarray(active, bool) & np.asarray(countable, bool)[None, :]
+    node_of_edge = np.asarray(node_of_edge)
+    return [int(active[node_of_edge == n].any(axis=1).sum()) for n in range(int(node_of_edge.max()) + 1)]
 
 
 def skip_keep(batch, identity, rate, seed_generator, dtype):
@@ -158,6 +219,13 @@ class GaussianGates(GateTable, variational.KLTerm):
             average (Polyak averaging of the iterates) is the estimate of
             where they settle. The pruning rule reads the current values.
             0: the derivation reads the current values too.
+        nodes: the cell's intermediate nodes (rows are edges in
+            `tfvnas.models.genotype.edge_list(nodes)` order); needed with
+            `min_inputs`.
+        min_inputs: the per-node floor (`node_floor`): pruning never takes a
+            node below this many live edges. 0: no floor.
+        countable: per op, whether it makes an edge live (False for `none`);
+            default every op.
 
     Call arguments:
         training: unused; the gates are the same in both modes (the mixed
@@ -177,6 +245,9 @@ class GaussianGates(GateTable, variational.KLTerm):
         kl_weight=1.0,
         parameterisation="positive",
         average_decay=0.0,
+        nodes=None,
+        min_inputs=0,
+        countable=None,
         **kwargs,
     ):
         if isinstance(average_decay, bool) or not isinstance(average_decay, (int, float)) or not (
@@ -195,6 +266,17 @@ class GaussianGates(GateTable, variational.KLTerm):
             raise ValueError(f"`theta_init` must be positive. Received: theta_init={theta_init!r}")
         self.parameterisation = parameterisation
         super().__init__(num_edges, num_ops, **kwargs)
+        self.min_inputs = checks.check_non_negative_int("min_inputs", min_inputs)
+        self.nodes = None if nodes is None else checks.check_positive_int("nodes", nodes)
+        if self.min_inputs and self.nodes is None:
+            raise ValueError(f"`min_inputs` needs `nodes` (which edge enters which node). Received: "
+                             f"min_inputs={min_inputs!r}, nodes=None")
+        if self.nodes is not None and self.nodes * (self.nodes + 3) // 2 != self.num_edges:
+            raise ValueError(f"A cell of {self.nodes} nodes has {self.nodes * (self.nodes + 3) // 2} edges. "
+                             f"Received: nodes={nodes!r}, num_edges={num_edges!r}")
+        self.countable = [True] * self.num_ops if countable is None else [bool(c) for c in countable]
+        if len(self.countable) != self.num_ops:
+            raise ValueError(f"`countable` must hold one flag per op ({self.num_ops}). Received: countable={countable!r}")
         self.init_kl_weight(kl_weight)
 
         def weight(name, value):
@@ -267,6 +349,26 @@ class GaussianGates(GateTable, variational.KLTerm):
         kl = variational.ard_kl_of_log_alpha(self.raw_log_alpha())
         return tf.reduce_sum(tf.where(self.active > 0, kl, tf.zeros_like(kl)))
 
+    @property
+    def node_of_edge(self):
+        """The node each row's edge enters (None without `nodes`)."""
+        if self.nodes is None:
+            return None
+        return np.array([i for i in range(self.nodes) for _ in range(2 + i)])
+
+    def live_edges(self):
+        """Per node, its edges with an active countable op (needs `nodes`)."""
+        return live_edges(self.active.numpy() > 0, self.node_of_edge, self.countable)
+
+    def settled(self):
+        """Whether pruning is done: every node at `min_inputs` live edges, each with one active countable op."""
+        if not self.min_inputs:
+            return False
+        active = (self.active.numpy() > 0) & np.asarray(self.countable)[None, :]
+        per_edge = active.sum(axis=1)
+        floor = [min(self.min_inputs, 2 + n) for n in range(self.nodes)]
+        return self.live_edges() == floor and bool(np.all(per_edge <= 1))
+
     def update_evidence(self, threshold=None, patience=1):
         """One check: counts each gate's streak at `log_alpha >= threshold`, prunes at `patience`.
 
@@ -274,7 +376,10 @@ class GaussianGates(GateTable, variational.KLTerm):
         `log_alpha` at or above the threshold and falls back to zero at any
         check below it; a gate whose streak reaches `patience` is pruned
         for good, and its `log_alpha` of that check kept in
-        `pruned_log_alpha`. With `patience=1` this is a plain threshold.
+        `pruned_log_alpha`, unless the per-node floor holds it
+        (`min_inputs`, `node_floor`): a held gate stays active and due, and
+        goes at the first check that can spare it. With `patience=1` this is
+        a plain threshold.
 
         Returns:
             The number of gates pruned by this check.
@@ -289,7 +394,12 @@ class GaussianGates(GateTable, variational.KLTerm):
             self.averaged_log_alpha.assign(np.where(active, d * average + (1.0 - d) * la, average).astype("float32"))
         over = active & (la >= threshold)
         streak = np.where(over, self.streak.numpy() + 1, 0).astype("float32")
-        newly = over & (streak >= patience)
+        due = over & (streak >= patience)
+        if self.min_inputs:
+            newly, _ = node_floor(due, active, self.derivation_log_alpha().numpy(), self.node_of_edge,
+                                  self.countable, self.min_inputs)
+        else:
+            newly = due
         self.streak.assign(np.where(newly, 0.0, streak).astype("float32"))
         if newly.any():
             self.pruned_log_alpha.assign(np.where(newly, la, self.pruned_log_alpha.numpy()).astype("float32"))
@@ -318,5 +428,8 @@ class GaussianGates(GateTable, variational.KLTerm):
             kl_weight=self.kl_weight,
             parameterisation=self.parameterisation,
             average_decay=self.average_decay,
+            nodes=self.nodes,
+            min_inputs=self.min_inputs,
+            countable=list(self.countable),
         )
         return config

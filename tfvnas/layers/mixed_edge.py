@@ -51,6 +51,19 @@ class MixedEdge(keras.layers.Layer):
         weight_vd: variational convolution weights inside the ops.
         affine: affine batch normalisation inside the ops.
         seed: seed of the edge's noise (ops derive theirs from it).
+        noisy: draw the gates' noise in training (False: a plain mixture
+            of the gate values, the DARTS baseline).
+        skip_dropout: in training, the rate at which every example drops
+            the stride-1 `skip_connect` as a whole (`tfvnas.layers.gates.
+            skip_keep`); 0: none.
+        skip_bn: the stride-1 `skip_connect` ends in a parameter-free batch
+            norm like every other candidate (`tfvnas.layers.ops.Identity`,
+            `normalised`).
+        fused: compute the candidates together (`edge_outputs`) when the op
+            set allows it; False: op by op.
+        shared_function: in a traced step, call the one traced function of
+            the edge's plan (`edge_function`); False: trace the computation
+            inline, as eager code runs it.
 
     Call arguments:
         inputs: NHWC tensor.
@@ -59,7 +72,8 @@ class MixedEdge(keras.layers.Layer):
         training: training flag.
     """
 
-    def __init__(self, op_names, channels, strides, weight_vd=False, affine=False, seed=None, **kwargs):
+    def __init__(self, op_names, channels, strides, weight_vd=False, affine=False, seed=None, noisy=True,
+                 skip_dropout=0.0, skip_bn=False, fused=True, shared_function=True, **kwargs):
         super().__init__(**kwargs)
         self.op_names = ops_lib.check_op_names(op_names)
         self.channels = channels
@@ -67,6 +81,14 @@ class MixedEdge(keras.layers.Layer):
         self.weight_vd = bool(weight_vd)
         self.affine = bool(affine)
         self.seed = seed
+        self.noisy = bool(noisy)
+        self.skip_dropout = float(skip_dropout)
+        if not 0.0 <= self.skip_dropout < 1.0:
+            raise ValueError(f"`skip_dropout` must be a rate in [0, 1). Received: skip_dropout={skip_dropout!r}")
+        self.skip_bn = bool(skip_bn)
+        self.fused = bool(fused)
+        self.shared_function = bool(shared_function)
+        identity = identity_ops(self.op_names, strides)
         self.candidates = [
             ops_lib.make_op(
                 name,
@@ -75,22 +97,16 @@ class MixedEdge(keras.layers.Layer):
                 weight_vd=self.weight_vd,
                 affine=self.affine,
                 seed=None if seed is None else seed + 10 * (k + 1),
+                **({"normalised": True} if self.skip_bn and identity[k] else {}),
             )
             for k, name in enumerate(self.op_names)
         ]
         self.seed_generator = keras.random.SeedGenerator(seed)
         # Indices of the candidates the edge computes; the others are pruned
         # (their gates are exactly zero). Set by the Supernet from its gate
-        # tables when a step is traced (`Supernet.computed_ops`).
+        # tables when a step is traced (`Supernet.computed_ops`): call-time
+        # state, not configuration.
         self.computed = tuple(range(len(self.op_names)))
-        # False for the DARTS baseline: a plain softmax mixture, no noise.
-        self.noisy = True
-        # In training, the rate at which every example drops the identity
-        # op (`tfvnas.layers.gates.skip_keep`); set by the Supernet.
-        self.skip_dropout = 0.0
-        # In a traced step, call the shared `edge_function` of the edge's
-        # plan (False: trace the computation inline, as eager code runs it).
-        self.shared_function = True
 
     def build(self, input_shape):
         for op in self.candidates:
@@ -146,6 +162,7 @@ class MixedEdge(keras.layers.Layer):
             stats_out=bool(stats_out),
             replica=int(replica),
             skip_dropout=float(self.skip_dropout),
+            skip_bn=self.skip_bn,
         )
 
     def _fused_call(self, inputs, theta, sigma2, training):
@@ -203,8 +220,8 @@ class MixedEdge(keras.layers.Layer):
             self.add_loss(0.0 * tf.add_n(zero))
 
     def _fusable(self):
-        """Whether `edge_outputs` computes this edge (DARTS ops without affine or bias, all built)."""
-        if self.affine or not set(self.op_names) <= _FUSED_OPS:
+        """Whether `edge_outputs` computes this edge (`fused`; DARTS ops without affine or bias, all built)."""
+        if not self.fused or self.affine or not set(self.op_names) <= _FUSED_OPS:
             return False
         layers = list(self._flatten_layers())
         if any(l.synchronized for l in layers if isinstance(l, ops_lib.BatchNorm)):
@@ -222,6 +239,11 @@ class MixedEdge(keras.layers.Layer):
             weight_vd=self.weight_vd,
             affine=self.affine,
             seed=self.seed,
+            noisy=self.noisy,
+            skip_dropout=self.skip_dropout,
+            skip_bn=self.skip_bn,
+            fused=self.fused,
+            shared_function=self.shared_function,
         )
         return config
 
@@ -263,6 +285,7 @@ class EdgePlan:
             call per constant argument, one copy per edge).
         skip_dropout: in training, the rate at which every example drops
             the identity op (`tfvnas.layers.gates.skip_keep`); 0: none.
+        skip_bn: the identity op ends in a parameter-free batch norm.
     """
 
     op_names: tuple
@@ -277,6 +300,7 @@ class EdgePlan:
     stats_out: bool = False
     replica: int = 0
     skip_dropout: float = 0.0
+    skip_bn: bool = False
 
     def kind(self, k):
         name = self.op_names[k]
@@ -351,6 +375,8 @@ def edge_variables(edge, plan, unwrap=False):
             convs, bns = [], [op.steps[1]]
         elif kind == "reduce":
             convs, bns = [op.conv_a, op.conv_b], [op.bn]
+        elif kind == "identity":
+            convs, bns = [], list(op.steps)
         else:
             convs, bns = [], []
         weights.append(tuple(entry(l) for l in convs))
@@ -619,7 +645,7 @@ class _Run:
         for k in plan.ops_of("reduce"):
             groups.append((self.factorized_reduce(x, w[k], (k, 0)), [k]))
         for k in plan.ops_of("identity"):
-            groups.append((x, [k]))
+            groups.append((self.batch_norm(x, [(k, 0)]) if plan.skip_bn else x, [k]))
         if not groups:  # only `none`
             groups.append((tf.zeros_like(x[:, ::s, ::s, :] if s > 1 else x), [None]))
         return groups

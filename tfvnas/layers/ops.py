@@ -269,7 +269,7 @@ def build_layer(layer, input_shape):
         build_layer(layer.bn, shape)
         layer.built = True
         return shape
-    if isinstance(layer, (Identity, Zero)):
+    if isinstance(layer, (Identity, Zero)) and not layer.steps:
         layer.built = True
         return _conv_output_shape(input_shape, layer.strides, input_shape[-1])
     if isinstance(layer, Chain):
@@ -482,10 +482,32 @@ class FactorizedReduce(_Op):
 
 @keras.saving.register_keras_serializable(package="tfvnas")
 class Identity(_Op):
-    """skip_connect with stride 1."""
+    """skip_connect with stride 1; in a supernet, optionally followed by a parameter-free BN.
+
+    Args:
+        normalised: a batch norm without scale and shift after the identity
+            (`affine` must be False: only a supernet's edges have it), so that
+            the skip's output has the scale of the other candidates' outputs,
+            which all end in batch norm (DARTS does the same for pooling).
+            Without it a skip from a late node carries that node's whole,
+            unnormalised energy, and its gate is judged on energy instead of
+            on value (docs/search.md). The derived network's identity is
+            plain.
+    """
+
+    def __init__(self, channels, strides=1, normalised=False, **kwargs):
+        self.normalised = bool(normalised)
+        super().__init__(channels, strides, **kwargs)
+        if self.normalised and self.affine:
+            raise ValueError("A normalised identity is a supernet op: it needs `affine=False`. "
+                             "Received: normalised=True, affine=True")
+        self.steps = [batch_norm(False)] if self.normalised else []
 
     def call(self, inputs, training=None):
-        return inputs
+        return super().call(inputs, training=training) if self.steps else inputs
+
+    def get_config(self):
+        return {**super().get_config(), "normalised": self.normalised}
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")

@@ -291,6 +291,9 @@ class Loop:
         """Called after the last step of an epoch; returns extra record fields."""
         return {}
 
+    def before_step(self, step):
+        """Called before global step `step` runs (a schedule of the model's own variables)."""
+
     def after_step(self, sums):
         """Called after every step, with the epoch's running sums (saved with checkpoints)."""
 
@@ -400,6 +403,13 @@ class Loop:
             data = self._eval_data(self.dataset.x_test, self.dataset.y_test)
         else:
             raise ValueError(f"`split` must be 'val' or 'test'. Received: split={split!r}")
+        return self._evaluate(data)
+
+    def evaluate_arrays(self, x, y):
+        """`(loss, accuracy)` of the inference path on the images `x` with labels `y`."""
+        return self._evaluate(self._eval_data(x, y))
+
+    def _evaluate(self, data):
         totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
         for batch in data:
             for k, v in self._eval_step(batch).items():
@@ -545,6 +555,7 @@ class Loop:
             beta = self.beta(self.position["step"])
             # The model's KL weight, read by every KL layer (tfvnas.layers.variational).
             self.model.kl_weight.assign(variational.kl_weight(beta, self.n_train))
+            self.before_step(self.position["step"])
             stats = {k: float(v) for k, v in self.train_step(batches, tf.constant(beta, tf.float32)).items()}
             if not math.isfinite(stats["loss"]):
                 last = self.checkpoint_path()

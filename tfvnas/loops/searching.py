@@ -19,9 +19,9 @@ from tfvnas import data as data_lib
 from tfvnas import files
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.loops import loop as loop_lib
-from tfvnas.layers import mixed_edge
 from tfvnas.layers import ops as ops_lib
 from tfvnas.loops import optim
+from tfvnas.loops import selection as selection_lib
 from tfvnas.models import supernet as supernet_lib
 from tfvnas.layers import variational
 
@@ -47,6 +47,10 @@ class SearchResult:
             log_alpha and active flag).
         out_dir: where the artefacts were written (None if not written).
         model: the trained `Supernet`.
+        dataset: the data set's name.
+        selection: with `selection='perturbation'`, what each decision
+            measured (`tfvnas.loops.selection.perturbation_genotype`) and
+            the genotype the gates gave; None otherwise.
     """
 
     genotype: genotype_lib.Genotype
@@ -56,6 +60,7 @@ class SearchResult:
     out_dir: str = None
     model: supernet_lib.Supernet = None
     dataset: str = ""
+    selection: dict = None
 
     def converged(self, min_pruned=CONVERGED_PRUNED, stable_epochs=CONVERGED_STABLE):
         """Whether the search converged: at least `min_pruned` of each gate table pruned, and the
@@ -63,6 +68,8 @@ class SearchResult:
         if not self.history:
             return False
         last = self.history[-1]
+        if last.get("settled"):  # pruning has decided every node
+            return True
         if last.get("stable_epochs") is None:  # DARTS prunes nothing: only the genotype counts
             return False
         pruned_enough = self.config.method == "darts" or min(last["pruned_share"].values()) >= min_pruned
@@ -78,6 +85,9 @@ class SearchResult:
             f"pruned normal {share['normal']:.0%}, reduce {share['reduce']:.0%}; top_k genotype unchanged "
             f"for the last {last['stable_epochs']} epoch{'' if last['stable_epochs'] == 1 else 's'}"
         )
+        if last.get("settled"):
+            return (f"converged, settled: every node is down to {self.config.top_k} live edges with one op each, "
+                    f"which pruning keeps ({facts})")
         if self.converged():
             return f"converged: {facts}"
         return (f"not converged ({facts}; converged means at least {CONVERGED_PRUNED:.0%} of each gate "
@@ -182,12 +192,12 @@ class Searcher(loop_lib.Loop):
             seed=cfg.seed,
             method=cfg.method,
             skip_dropout=cfg.skip_dropout,
+            top_k=cfg.top_k,
+            skip_bn=cfg.skip_bn,
+            aux_skip=cfg.aux_skip,
+            shared_edge_functions=cfg.shared_edge_functions,
         )
         model.build((None,) + tuple(ds.image_shape))
-        if not cfg.shared_edge_functions:
-            for layer in model._flatten_layers():
-                if isinstance(layer, mixed_edge.MixedEdge):
-                    layer.shared_function = False
         # The op set the first trace computes: every op. Pruning between
         # traces masks ops to zero; `end_epoch` decides when to trace anew.
         model.step_ops = model.computed_ops()
@@ -207,10 +217,14 @@ class Searcher(loop_lib.Loop):
             variational.weight_decay_exclusions(model, include_means=cfg.decay_variational_means)
         )
         arch = cfg.arch_optimizer
-        self.arch_optimizer = optim.Adam(
-            arch_schedule(arch["lr"], cfg.arch_lr_anneal, total_steps),
-            beta_1=arch["beta_1"], beta_2=0.999, weight_decay=arch["weight_decay"],
-        )
+        rate = arch_schedule(arch["lr"], cfg.arch_lr_anneal, total_steps)
+        if cfg.arch_algorithm == "sgd":
+            # Steps in proportion to the gradient, where Adam's are about the
+            # learning rate whatever the gradient's size.
+            self.arch_optimizer = optim.SGD(rate, momentum=arch["beta_1"], weight_decay=arch["weight_decay"] or None)
+        else:
+            self.arch_optimizer = optim.Adam(rate, beta_1=arch["beta_1"], beta_2=0.999,
+                                             weight_decay=arch["weight_decay"])
         return {
             "weight_optimizer": (self.weight_optimizer, model.weight_variables),
             "arch_optimizer": (self.arch_optimizer, model.arch_variables),
@@ -271,6 +285,11 @@ class Searcher(loop_lib.Loop):
             self.arch_frozen = frozen
             self._build_steps()
 
+    def before_step(self, step):
+        # DARTS-' auxiliary skip: its weight falls linearly to 0 over the search.
+        if self.model.aux_skip_weight is not None:
+            self.model.aux_skip_weight.assign(self.config.aux_skip * max(0.0, 1.0 - step / max(self.total_steps, 1)))
+
     def after_step(self, sums):
         # A pruning check every `prune_every` steps of the whole search (the
         # same steps on every worker, rerun and resume); none while the gates
@@ -300,7 +319,10 @@ class Searcher(loop_lib.Loop):
 
     def finished(self):
         patience = self.config.stop_when_stable
-        return bool(patience and self.history and self.history[-1]["stable_epochs"] >= patience)
+        if patience and self.history and self.history[-1]["stable_epochs"] >= patience:
+            return True
+        # Pruning has decided every node: nothing is left to search.
+        return bool(self.config.stop_when_settled and self.history and self.history[-1].get("settled"))
 
     def checkpoint_state(self):
         ops = self.model.step_ops
@@ -332,6 +354,8 @@ class Searcher(loop_lib.Loop):
             genotype=genotype.to_dict(),
             genotype_hash=genotype.hash(),
             stable_epochs=stable,
+            settled=model.settled(),
+            live_edges={t: g.live_edges() for t, g in model.gates.items()} if cfg.method == "vinnas" else None,
             weight_sparsity=pruned_w / total_w if total_w else None,
             # Every gate's log_alpha now (a pruned gate's at the value it was pruned at).
             log_alpha={t: g.current_log_alpha().numpy().round(4).tolist() for t, g in model.gates.items()},
@@ -386,13 +410,22 @@ class Searcher(loop_lib.Loop):
                 print(f"Resuming from {path} (epoch {self.position['epoch'] + 1}, step {self.position['step']})")
         self.train(checkpoint_dir, tensorboard_dir)
         model, cfg = self.model, self.config
+        genotype = model.derive("top_k", k=cfg.top_k)
+        selection = None
+        if cfg.selection == "perturbation":
+            x, y = self.dataset.x_val[: cfg.selection_images], self.dataset.y_val[: cfg.selection_images]
+            perturbed, selection = selection_lib.perturbation_genotype(
+                model, lambda: self.evaluate_arrays(x, y)[1], k=cfg.top_k)
+            selection.update(images=int(len(x)), gates_genotype=genotype.to_dict())
+            genotype = perturbed
         result = SearchResult(
-            genotype=model.derive("top_k", k=cfg.top_k),
+            genotype=genotype,
             genotype_threshold=model.derive("threshold"),
             config=cfg,
             history=self.history,
             model=model,
             dataset=self.dataset.name,
+            selection=selection,
         )
         if out_dir is not None and loop_lib.is_chief(self.strategy):
             write_artefacts(result, out_dir)
@@ -414,6 +447,8 @@ def write_artefacts(result, out_dir):
         "threshold": result.config.threshold,
         "epochs": result.history,
     }
+    if result.selection is not None:
+        history["selection"] = result.selection
     files.write_json(os.path.join(out_dir, "search_history.json"), history)
 
 

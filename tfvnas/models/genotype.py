@@ -539,7 +539,7 @@ def parse_json(text: Any, source: str) -> Any:
 # Derivation.
 
 
-def _check_derive_args(log_alpha, op_names, nodes, threshold, exclude):
+def _check_derive_args(log_alpha, op_names, nodes, threshold, exclude, active=None):
     nodes = _check_positive_int("nodes", nodes)
     names = _check_names("op_names", op_names)
     if not names:
@@ -565,27 +565,35 @@ def _check_derive_args(log_alpha, op_names, nodes, threshold, exclude):
             f"`exclude` must leave at least one op of `op_names` to choose. "
             f"Received: exclude={sorted(excluded)}, op_names={names}"
         )
-
-    if not isinstance(log_alpha, Mapping):
-        raise ValueError(
-            f"`log_alpha` must be a dict mapping {list(CELL_TYPES)} to arrays. "
-            f"Received: {short_repr(log_alpha)}"
-        )
-    if set(log_alpha) != set(CELL_TYPES):
-        raise ValueError(
-            f"`log_alpha` must have exactly the keys {list(CELL_TYPES)}. "
-            f"Received keys: {sorted(log_alpha, key=str)}"
-        )
     expected = (num_edges(nodes), len(names))
-    tables = {}
+    tables = _check_tables("log_alpha", log_alpha, expected, nodes)
+    if active is None:
+        live = {t: table < float(threshold) for t, table in tables.items()}
+    else:
+        live = {t: table > 0 for t, table in _check_tables("active", active, expected, nodes).items()}
+    return tables, live, names, nodes, allowed
+
+
+def _check_tables(what, tables, expected, nodes):
+    if not isinstance(tables, Mapping):
+        raise ValueError(
+            f"`{what}` must be a dict mapping {list(CELL_TYPES)} to arrays. "
+            f"Received: {short_repr(tables)}"
+        )
+    if set(tables) != set(CELL_TYPES):
+        raise ValueError(
+            f"`{what}` must have exactly the keys {list(CELL_TYPES)}. "
+            f"Received keys: {sorted(tables, key=str)}"
+        )
+    out = {}
     for cell_type in CELL_TYPES:
-        name = f"log_alpha[{cell_type!r}]"
+        name = f"{what}[{cell_type!r}]"
         try:
-            table = np.asarray(log_alpha[cell_type], dtype=np.float64)
+            table = np.asarray(tables[cell_type], dtype=np.float64)
         except (TypeError, ValueError) as e:
             raise ValueError(
                 f"`{name}` must be an array of floats. Received: "
-                f"{short_repr(log_alpha[cell_type])}"
+                f"{short_repr(tables[cell_type])}"
             ) from e
         if table.shape != expected:
             raise ValueError(
@@ -597,8 +605,8 @@ def _check_derive_args(log_alpha, op_names, nodes, threshold, exclude):
                 f"`{name}` must not contain NaN. Received NaN at (edge, op) "
                 f"{[tuple(int(v) for v in ix) for ix in np.argwhere(np.isnan(table))]}"
             )
-        tables[cell_type] = table
-    return tables, names, nodes, float(threshold), allowed
+        out[cell_type] = table
+    return out
 
 
 def _node_edges(table: np.ndarray, node: int) -> np.ndarray:
@@ -606,22 +614,13 @@ def _node_edges(table: np.ndarray, node: int) -> np.ndarray:
     return table[start : start + 2 + node]
 
 
-def _fallback(rows: np.ndarray, allowed: list[int]) -> tuple[int, int]:
-    # Best (input, op) pair ignoring the threshold; ties -> lower input, then
-    # lower op index. Pruned gates carry the log_alpha they were pruned at, so
-    # a node whose gates are all pruned keeps the one pruned with the least
-    # evidence: a node needs an input, and this is the least bad one.
-    best = min((rows[j, k], j, k) for j in range(rows.shape[0]) for k in allowed)
-    return best[1], best[2]
-
-
-def _derive(tables, names, nodes, allowed, choose) -> Genotype:
+def _derive(tables, live, names, nodes, choose) -> Genotype:
     cells = {}
     for cell_type in CELL_TYPES:
         cell = []
         for i in range(nodes):
             rows = _node_edges(tables[cell_type], i)
-            pairs = choose(rows) or [_fallback(rows, allowed)]
+            pairs = choose(rows, _node_edges(live[cell_type], i), cell_type, i)
             cell.append(tuple((names[k], j) for j, k in sorted(pairs)))
         cells[cell_type] = tuple(cell)
     concat = tuple(range(2, 2 + nodes))
@@ -633,6 +632,16 @@ def _derive(tables, names, nodes, allowed, choose) -> Genotype:
     ).validate(names)
 
 
+def _too_few(cell_type, node, have, need, active):
+    source = ("active gates" if active else "ops below the threshold")
+    raise ValueError(
+        f"Node {2 + node} of the {cell_type} cell has {have} incoming edge(s) with {source}; the derivation "
+        f"needs {need}. A search keeps that many (its pruning holds a per-node floor, "
+        f"`tfvnas.layers.gates.node_floor`); these tables come from gates pruned without it. "
+        f"Received: {have} live edge(s) into node {2 + node}"
+    )
+
+
 def derive_top_k(
     log_alpha: Mapping[str, np.ndarray],
     op_names: Sequence[str],
@@ -641,54 +650,63 @@ def derive_top_k(
     threshold: float = 3.0,
     k: int = 2,
     exclude: Iterable[str] = ("none",),
+    active: Mapping[str, np.ndarray] | None = None,
 ) -> Genotype:
     """Derives a genotype keeping the `k` best incoming edges of every node.
 
-    An op survives on an edge if its `log_alpha < threshold` and it is not in
-    `exclude`. An edge's strength is the `log_alpha` of its best surviving op
-    (lower is better). Each node keeps its `k` strongest edges that have a
-    survivor, each with its best op: fewer if fewer edges have one, and, if
-    none has, the single best non-excluded (edge, op) pair ignoring the
-    threshold. With `k=2` this is the DARTS rule. Ties go to the lower op
-    index within an edge and to the lower input index between edges. Pairs
-    are ordered by input index, and both cells concatenate all intermediate
-    nodes.
+    An op survives on an edge if it is live (active, when `active` is given;
+    else `log_alpha < threshold`) and not in `exclude`. An edge's strength is
+    the `log_alpha` of its best surviving op (lower is better). Every node
+    keeps exactly `min(k, inputs)` distinct incoming edges, its strongest
+    ones with a survivor, each with its best surviving op: the space
+    `random_genotype` draws from. With `k=2` this is the DARTS rule. Ties go
+    to the lower op index within an edge and to the lower input index
+    between edges. Pairs are ordered by input index, and both cells
+    concatenate all intermediate nodes.
 
     Args:
         log_alpha: Maps `"normal"` and `"reduce"` to float arrays of shape
             `(num_edges(nodes), len(op_names))`, rows in `edge_list` order.
-            A pruned op carries the `log_alpha` it was pruned at (at or
-            above the threshold).
         op_names: Names of the ops, in column order.
         nodes: Number of intermediate nodes per cell.
-        threshold: Ops with `log_alpha >= threshold` are pruned.
+        threshold: Without `active`, ops with `log_alpha >= threshold` are
+            pruned.
         k: Number of incoming edges per node, a positive int.
         exclude: Op names never chosen (the zero op).
+        active: Maps the cell types to 0/1 arrays like `log_alpha`: the
+            gates not pruned (a search's gate tables). A gate the per-node
+            floor holds is active whatever its `log_alpha`.
 
     Returns:
         A validated `Genotype`.
 
     Raises:
-        ValueError: If an argument is malformed: `k` or `nodes` not a
+        ValueError: If an argument is malformed (`k` or `nodes` not a
             positive int, `threshold` not finite, `op_names` empty or with
-            duplicates, `exclude` excluding every op, or `log_alpha` missing a
-            cell type, with the wrong shape or with NaN.
+            duplicates, `exclude` excluding every op, a table missing a cell
+            type, of the wrong shape or with NaN), or if a node has fewer
+            edges with a survivor than it must keep (no refill from pruned
+            gates: their `log_alpha` says how far each overshot, not what
+            it is worth).
     """
     k = _check_positive_int("k", k)
-    tables, names, nodes, threshold, allowed = _check_derive_args(
-        log_alpha, op_names, nodes, threshold, exclude
+    tables, live, names, nodes, allowed = _check_derive_args(
+        log_alpha, op_names, nodes, threshold, exclude, active
     )
 
-    def choose(rows):
+    def choose(rows, alive, cell_type, node):
         best = []  # (strength, input, op) of the best survivor of each edge
         for j in range(rows.shape[0]):
-            survivors = [(rows[j, o], o) for o in allowed if rows[j, o] < threshold]
+            survivors = [(rows[j, o], o) for o in allowed if alive[j, o]]
             if survivors:
                 value, op = min(survivors)
                 best.append((value, j, op))
-        return [(j, op) for _, j, op in sorted(best)[:k]]
+        need = min(k, rows.shape[0])
+        if len(best) < need:
+            _too_few(cell_type, node, len(best), need, active is not None)
+        return [(j, op) for _, j, op in sorted(best)[:need]]
 
-    return _derive(tables, names, nodes, allowed, choose)
+    return _derive(tables, live, names, nodes, choose)
 
 
 def derive_threshold(
@@ -698,46 +716,43 @@ def derive_threshold(
     nodes: int,
     threshold: float = 3.0,
     exclude: Iterable[str] = ("none",),
+    active: Mapping[str, np.ndarray] | None = None,
+    k: int = 1,
 ) -> Genotype:
     """Derives a genotype keeping every surviving (edge, op) pair.
 
-    An op survives on an edge if its `log_alpha < threshold` and it is not in
-    `exclude`. Each node keeps all its surviving pairs, so it may have any
-    number of inputs and several ops on one edge; a node with no survivor
-    keeps its single best non-excluded pair, ignoring the threshold (ties go
-    to the lower input index, then the lower op index). Pairs are ordered by
-    input index, then by op order in `op_names`; both cells concatenate all
-    intermediate nodes.
+    An op survives on an edge if it is live (active, when `active` is given;
+    else `log_alpha < threshold`) and not in `exclude`. Each node keeps all
+    its surviving pairs, so it may have any number of inputs and several ops
+    on one edge, but it must have survivors on at least `min(k, inputs)`
+    distinct edges. Pairs are ordered by input index, then by op order in
+    `op_names`; both cells concatenate all intermediate nodes.
 
     Args:
-        log_alpha: Maps `"normal"` and `"reduce"` to float arrays of shape
-            `(num_edges(nodes), len(op_names))`, rows in `edge_list` order.
-            A pruned op carries the `log_alpha` it was pruned at (at or
-            above the threshold).
-        op_names: Names of the ops, in column order.
-        nodes: Number of intermediate nodes per cell.
-        threshold: Ops with `log_alpha >= threshold` are pruned.
-        exclude: Op names never chosen (the zero op).
+        log_alpha, op_names, nodes, threshold, exclude, active: as in
+            `derive_top_k`.
+        k: the distinct inputs every node must have.
 
     Returns:
         A validated `Genotype`.
 
     Raises:
-        ValueError: If an argument is malformed (see `derive_top_k`).
+        ValueError: If an argument is malformed (see `derive_top_k`), or a
+            node has fewer than `min(k, inputs)` edges with a survivor.
     """
-    tables, names, nodes, threshold, allowed = _check_derive_args(
-        log_alpha, op_names, nodes, threshold, exclude
+    k = _check_positive_int("k", k)
+    tables, live, names, nodes, allowed = _check_derive_args(
+        log_alpha, op_names, nodes, threshold, exclude, active
     )
 
-    def choose(rows):
-        return [
-            (j, o)
-            for j in range(rows.shape[0])
-            for o in allowed
-            if rows[j, o] < threshold
-        ]
+    def choose(rows, alive, cell_type, node):
+        pairs = [(j, o) for j in range(rows.shape[0]) for o in allowed if alive[j, o]]
+        have, need = len({j for j, _ in pairs}), min(k, rows.shape[0])
+        if have < need:
+            _too_few(cell_type, node, have, need, active is not None)
+        return pairs
 
-    return _derive(tables, names, nodes, allowed, choose)
+    return _derive(tables, live, names, nodes, choose)
 
 
 # ---------------------------------------------------------------------------

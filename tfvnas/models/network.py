@@ -96,12 +96,17 @@ class Cell(keras.layers.Layer):
         weight_vd: variational convolution weights.
         affine: affine batch normalisation.
         seed: base seed of the cell's noise.
+        edge_options: more keyword arguments of every `edge_factory` call
+            (a mixed edge's noise, skip dropout, ...).
 
     Call arguments:
         inputs: `[s0, s1]`, the outputs of the two previous cells.
         gates: for a mixed cell, `(theta, sigma2)` of shape
             `(len(edges), num_ops)`; edge e is called with row e of
             each. None otherwise.
+        aux_skip: for a mixed cell, a scalar weight: every stride-1 edge
+            adds this times its input to its output (DARTS-' auxiliary
+            skip connection); None: nothing added.
         training: training flag.
         drop_path: overrides the constructor's drop-path rate (a float or a
             scalar tensor, e.g. a rate ramped up during training).
@@ -117,9 +122,11 @@ class Cell(keras.layers.Layer):
         affine=True,
         seed=None,
         drop_path=0.0,
+        edge_options=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.edge_options = dict(edge_options or {})
         self.plan = plan if isinstance(plan, CellPlan) else CellPlan(**plan)
         self.edges = [(int(n), int(j), tuple(o)) for n, j, o in edges]
         self.concat = [int(c) for c in concat]
@@ -146,7 +153,8 @@ class Cell(keras.layers.Layer):
         self.edge_layers = []
         for e, (node, inp, op_names) in enumerate(self.edges):
             strides = 2 if p.reduction and inp < 2 else 1
-            self.edge_layers.append(edge_factory(op_names, c, strides, seed=ops_lib.offset_seed(seed, 100 * (e + 1)), **kw))
+            self.edge_layers.append(edge_factory(op_names, c, strides, seed=ops_lib.offset_seed(seed, 100 * (e + 1)),
+                                                 **kw, **self.edge_options))
 
     def build(self, input_shape):
         """Builds every sublayer from the input shapes `[s0, s1]` (`ops.build_layer`), computing nothing."""
@@ -167,7 +175,7 @@ class Cell(keras.layers.Layer):
         spatial = [None if d is None else -(-int(d) // strides) for d in s1[1:3]]
         return (s1[0], *spatial, self.plan.channels * len(self.concat))
 
-    def call(self, inputs, gates=None, training=None, drop_path=None):
+    def call(self, inputs, gates=None, training=None, drop_path=None, aux_skip=None):
         s0, s1 = inputs
         rate = self.drop_path if drop_path is None else drop_path
         use_drop_path = bool(training) and (drop_path is not None or self.drop_path > 0)
@@ -187,6 +195,8 @@ class Cell(keras.layers.Layer):
                 layer = self.edge_layers[e]
                 if gates is not None:
                     out = layer(states[inp], thetas[e], sigma2s[e], training=training)
+                    if aux_skip is not None and not (self.plan.reduction and inp < 2):
+                        out = out + tf.cast(aux_skip, out.dtype) * states[inp]
                 else:
                     out = layer(states[inp], training=training)
                     if use_drop_path and not isinstance(layer, ops_lib.Identity):
@@ -205,6 +215,7 @@ class Cell(keras.layers.Layer):
             affine=self.affine,
             seed=self.seed,
             drop_path=self.drop_path,
+            edge_options=self.edge_options,
         )
         return config
 

@@ -55,6 +55,18 @@ class Supernet(keras.Model):
         skip_dropout: in training, the rate at which every example drops
             each stride-1 `skip_connect` of every edge as a whole (scaled by
             `1 / (1 - rate)` when kept; `tfvnas.layers.gates.skip_keep`); 0: none.
+        top_k: the inputs per node of the derived cell; pruning never takes a
+            node below this many live edges (`tfvnas.layers.gates.node_floor`).
+        skip_bn: the stride-1 `skip_connect` ends in a parameter-free batch
+            norm, as every other candidate does (`tfvnas.layers.ops.Identity`).
+        aux_skip: DARTS-' auxiliary skip connection: every stride-1 edge adds
+            its input times the model's `aux_skip_weight` (a variable the
+            search decays from this value to 0); 0: none.
+        fused: compute each edge's candidates together where the op set
+            allows (`tfvnas.layers.mixed_edge.edge_outputs`).
+        shared_edge_functions: edges of one plan call one traced function
+            (`tfvnas.layers.mixed_edge.edge_function`); False: every edge
+            traced inline.
 
     Call arguments:
         inputs: raw images, NHWC (or NHW for one-channel images).
@@ -83,6 +95,11 @@ class Supernet(keras.Model):
         method="vinnas",
         kl_weight=1.0,
         skip_dropout=0.0,
+        top_k=2,
+        skip_bn=False,
+        aux_skip=0.0,
+        fused=True,
+        shared_edge_functions=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -108,6 +125,13 @@ class Supernet(keras.Model):
         self.skip_dropout = float(skip_dropout)
         if not 0.0 <= self.skip_dropout < 1.0:
             raise ValueError(f"`skip_dropout` must be a rate in [0, 1). Received: skip_dropout={skip_dropout!r}")
+        self.top_k = checks.check_positive_int("top_k", top_k)
+        self.skip_bn = bool(skip_bn)
+        if isinstance(aux_skip, bool) or not isinstance(aux_skip, (int, float)) or aux_skip < 0:
+            raise ValueError(f"`aux_skip` must be a non-negative number. Received: aux_skip={aux_skip!r}")
+        self.aux_skip = float(aux_skip)
+        self.fused = bool(fused)
+        self.shared_edge_functions = bool(shared_edge_functions)
 
         edge_list = genotype_lib.edge_list(self.nodes)
         num_edges = len(edge_list)
@@ -117,6 +141,9 @@ class Supernet(keras.Model):
             parameterisation=self.gate_parameterisation,
             average_decay=self.gate_average_decay,
             threshold=self.threshold,
+            nodes=self.nodes,
+            min_inputs=self.top_k,
+            countable=[name != "none" for name in self.op_names],
         )
         if self.method == "darts":
             self.normal_gates = darts_lib.SoftmaxGates(
@@ -150,14 +177,19 @@ class Supernet(keras.Model):
                 weight_vd=self.weight_vd,
                 affine=False,
                 seed=self.seed + 100_000 * (plan.index + 1),
+                edge_options=dict(noisy=self.method == "vinnas", skip_dropout=self.skip_dropout,
+                                  skip_bn=self.skip_bn, fused=self.fused,
+                                  shared_function=self.shared_edge_functions),
                 name=f"cell_{plan.index}",
             )
             for plan in plans
         ]
-        for cell in self.cells:
-            for edge in cell.edge_layers:
-                edge.noisy = self.method == "vinnas"
-                edge.skip_dropout = self.skip_dropout
+        # DARTS-' auxiliary skip weight, set by the search at every step.
+        self.aux_skip_weight = None
+        if self.aux_skip:
+            self.aux_skip_weight = self.add_weight(
+                name="aux_skip_weight", shape=(), initializer=keras.initializers.Constant(self.aux_skip),
+                trainable=False)
         self.global_pool = keras.layers.GlobalAveragePooling2D()
         self.classifier = network.classifier_layer(self.num_classes, weight_vd=self.weight_vd, seed=self.seed)
         # The op set traced steps compute (None: `computed_ops()`, every op
@@ -213,8 +245,9 @@ class Supernet(keras.Model):
             x = ops_lib.apply_layer(layer, x, training)
         gate_values = {t: g(training=training) for t, g in self.gates.items()}
         s0 = s1 = x
+        aux = None if self.aux_skip_weight is None else tf.convert_to_tensor(self.aux_skip_weight)
         for cell in self.cells:
-            s0, s1 = s1, cell([s0, s1], gates=gate_values[cell.plan.cell_type], training=training)
+            s0, s1 = s1, cell([s0, s1], gates=gate_values[cell.plan.cell_type], training=training, aux_skip=aux)
         return self.classifier(self.global_pool(s1), training=training)
 
     # -- variables --------------------------------------------------------
@@ -246,6 +279,15 @@ class Supernet(keras.Model):
         """One pruning check of both gate tables (`GaussianGates.update_evidence`); returns how many were pruned."""
         return sum(g.update_evidence(threshold, patience) for g in self.gates.values())
 
+    def active(self):
+        """`{"normal": array, "reduce": array}` of 0/1: the gates not pruned."""
+        return {t: g.active.numpy() for t, g in self.gates.items()}
+
+    def settled(self):
+        """Whether pruning has nothing left to decide: every node of both cells at `top_k` live edges with
+        one op each (`GaussianGates.settled`; never for the DARTS baseline, which prunes nothing)."""
+        return self.method == "vinnas" and all(g.settled() for g in self.gates.values())
+
     def pruned_share(self):
         """`{"normal": share, "reduce": share}` of each gate table pruned."""
         return {t: float(1.0 - np.mean(g.active.numpy())) for t, g in self.gates.items()}
@@ -263,14 +305,15 @@ class Supernet(keras.Model):
             return tf.constant(0.0)
         return tf.add_n([l.kl() for l in layers])
 
-    def derive(self, rule="top_k", k=2, threshold=None):
-        """The genotype the current gates give, by the `top_k` or `threshold` rule."""
+    def derive(self, rule="top_k", k=None, threshold=None):
+        """The genotype the current gates give, by the `top_k` (k: default `top_k`) or `threshold` rule."""
+        k = self.top_k if k is None else k
         threshold = self.threshold if threshold is None else threshold
-        kwargs = dict(nodes=self.nodes, threshold=threshold)
+        kwargs = dict(nodes=self.nodes, threshold=threshold, active=self.active())
         if rule == "top_k":
             return genotype_lib.derive_top_k(self.log_alpha(), self.op_names, k=k, **kwargs)
         if rule == "threshold":
-            return genotype_lib.derive_threshold(self.log_alpha(), self.op_names, **kwargs)
+            return genotype_lib.derive_threshold(self.log_alpha(), self.op_names, k=self.top_k, **kwargs)
         raise ValueError(f"`rule` must be 'top_k' or 'threshold'. Received: rule={rule!r}")
 
     def get_config(self):
@@ -293,4 +336,9 @@ class Supernet(keras.Model):
             "method": self.method,
             "kl_weight": float(self.kl_weight.numpy()),
             "skip_dropout": self.skip_dropout,
+            "top_k": self.top_k,
+            "skip_bn": self.skip_bn,
+            "aux_skip": self.aux_skip,
+            "fused": self.fused,
+            "shared_edge_functions": self.shared_edge_functions,
         }
