@@ -10,10 +10,19 @@ functions; the modules that hold them are `tfvnas.loops.searching`,
 `tfvnas.loops.training`, `tfvnas.exporting` and `tfvnas.pipeline`. Every public
 name is loaded on first use, so `import tfvnas` imports neither TensorFlow
 nor LiteRT, tf_keras, tfmot or keras-tuner.
+
+Yet `keras.models.load_model` finds every tfvnas layer and model after a
+plain `import tfvnas`: each registered class has a stand-in in Keras' registry
+of custom objects (`_SERIALIZABLE`), put there as soon as Keras is imported,
+which loads the real class from its module when a saved model names it (the
+real class replaces the stand-in when its module is imported).
 """
 
 import importlib
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 # TensorFlow's C++ info lines drown the progress bar; users can still set it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,6 +65,75 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
+
+# Every class registered with `keras.saving.register_keras_serializable(package="tfvnas")`
+# -> the module that defines it (a test checks the list against the registry).
+_SERIALIZABLE = {
+    "BatchNorm": "tfvnas.layers.ops",
+    "DilConv": "tfvnas.layers.ops",
+    "FactorizedReduce": "tfvnas.layers.ops",
+    "Identity": "tfvnas.layers.ops",
+    "Pool": "tfvnas.layers.ops",
+    "ReLUConvBN": "tfvnas.layers.ops",
+    "SepConv": "tfvnas.layers.ops",
+    "Zero": "tfvnas.layers.ops",
+    "VariationalConv2D": "tfvnas.layers.variational",
+    "VariationalDense": "tfvnas.layers.variational",
+    "VariationalDepthwiseConv2D": "tfvnas.layers.variational",
+    "GaussianGates": "tfvnas.layers.gates",
+    "SoftmaxGates": "tfvnas.layers.darts",
+    "MixedEdge": "tfvnas.layers.mixed_edge",
+    "Cell": "tfvnas.models.network",
+    "AuxiliaryHead": "tfvnas.models.network",
+    "Network": "tfvnas.models.network",
+    "Supernet": "tfvnas.models.supernet",
+}
+
+
+def _stand_in(name, module):
+    """A class Keras' deserialisation can call `from_config` on: it imports `module` and defers to its `name`."""
+
+    def from_config(cls, config, custom_objects=None):
+        real = getattr(importlib.import_module(module), name)
+        return real.from_config(config)
+
+    return type(name, (), {"from_config": classmethod(from_config), "get_config": lambda self: {},
+                           "__doc__": f"Stands in for `{module}.{name}` until that module is imported."})
+
+
+def _register_stand_ins():
+    from keras.src.saving import object_registration  # noqa: PLC0415 - Keras is imported by now
+
+    registry = object_registration.GLOBAL_CUSTOM_OBJECTS
+    for name, module in _SERIALIZABLE.items():
+        registry.setdefault(f"tfvnas>{name}", _stand_in(name, module))
+
+
+class _AfterKeras(importlib.abc.MetaPathFinder):
+    """Registers the stand-ins once the `keras` package has been imported (by anyone, TensorFlow included)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("keras")
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _register_stand_ins()
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_stand_ins()
+elif not any(isinstance(f, _AfterKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterKeras())
 
 
 def __getattr__(name):
