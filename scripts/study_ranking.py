@@ -65,7 +65,8 @@ ARMS = {
     "vinnas_bn_lr003": {"method": "vinnas", "skip_bn": True, "arch_lr": 0.03},
     # The tempered KL at 4 instead of the preset's 16.
     "vinnas_bn_kl4": {"method": "vinnas", "skip_bn": True, "kl_weight": 4.0},
-    # Perturbation-based selection (Wang et al., 2021) over the gates' survivors.
+    # Perturbation-based selection (Wang et al., 2021) over the gates' survivors: the
+    # `vinnas_bn` search itself (the selection runs after it), so not searched again.
     "vinnas_bn_pt": {"method": "vinnas", "skip_bn": True, "selection": "perturbation"},
     # DARTS-' auxiliary skip (Chu et al., 2021), its weight decaying from 1 to 0.
     "vinnas_bn_dartsminus": {"method": "vinnas", "skip_bn": True, "aux_skip": 1.0},
@@ -74,6 +75,8 @@ ARMS = {
 }
 SETTINGS_ARMS = ("vinnas_plain", "vinnas_bn", "vinnas_bn_lr003", "vinnas_bn_kl4", "vinnas_bn_pt",
                  "vinnas_bn_dartsminus")
+# Arms whose cell is another arm's search, selected by perturbation.
+PERTURBED = {"vinnas_bn_pt": "vinnas_bn"}
 S2_ARMS = ("vinnas_plain", "vinnas_bn", "darts")
 QUICK = {  # a pipeline check in minutes
     "search": {"limit": 256, "epochs": 2, "layers": 3, "channels": 4, "batch_size": 32, "nodes": 2},
@@ -190,6 +193,9 @@ def run_search(units, kind, arm, seed, dataset, quick, **more):
     images = dataset.resized(result.config.resolution).x_train[:64] if result.config.resolution else \
         dataset.x_train[:64]
     inter, skips = skip_origins(result.genotype)
+    perturbed = {}
+    if arm in PERTURBED.values():
+        perturbed = _perturbation(result, dataset)
     units.finish({
         "kind": kind, "key": key, "arm": arm, "method": result.config.method, "seed": seed, "seconds": seconds,
         "epochs": len(result.history), "steps": last["step"], "settled": bool(last.get("settled")),
@@ -201,8 +207,31 @@ def run_search(units, kind, arm, seed, dataset, quick, **more):
         "energy_end": _energy(result.model, images),
         "selection": None if result.selection is None else {
             k: result.selection[k] for k in ("base_accuracy", "reduced_accuracy", "gates_genotype")},
+        **perturbed,
         **evidence.cell_statistics(result.genotype),
     })
+
+
+def _perturbation(result, dataset, images=1000):
+    """The perturbation-selected genotype of a finished search (`tfvnas.loops.selection`), and its record."""
+    import tensorflow as tf
+
+    from tfvnas.loops.selection import perturbation_genotype
+
+    data = dataset.resized(result.config.resolution) if result.config.resolution else dataset
+    x, y = data.x_val[:images], data.y_val[:images]
+    model = result.model
+    logits = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+
+    def accuracy():
+        predictions = np.concatenate([np.argmax(logits(tf.constant(x[i:i + 250])).numpy(), -1)
+                                      for i in range(0, len(x), 250)])
+        return float(np.mean(predictions == y))
+
+    genotype, record = perturbation_genotype(model, accuracy, k=result.config.top_k)
+    return {"pt_genotype": genotype.to_dict(), "pt_base_accuracy": record["base_accuracy"],
+            "pt_reduced_accuracy": record["reduced_accuracy"], "pt_same_as_gates": genotype == result.genotype,
+            "pt_degenerate_nodes": degenerate_nodes(genotype)}
 
 
 def phase_energy(units, dataset, quick):
@@ -275,11 +304,13 @@ def phase_settings(units, dataset, quick):
 
     for seed in SETTINGS_SEEDS[:1] if quick else SETTINGS_SEEDS:
         for arm in SETTINGS_ARMS:
-            run_search(units, "search", arm, seed, dataset, quick)
-            record = units.get("search", f"{arm}-seed{seed}")
+            searched = PERTURBED.get(arm, arm)
+            run_search(units, "search", searched, seed, dataset, quick)
+            record = units.get("search", f"{searched}-seed{seed}")
             if record is not None:
+                genotype = record["pt_genotype"] if arm in PERTURBED else record["genotype"]
                 _train(units, "valtrain", f"{arm}-seed{seed}", f"{arm}-seed{seed}", arm,
-                       Genotype.from_dict(record["genotype"]), dataset, quick, "dense", "val")
+                       Genotype.from_dict(genotype), dataset, quick, "dense", "val")
 
 
 def chosen_arm(units, quick=False):
@@ -301,9 +332,13 @@ def final_cells(units, quick):
 
     arm = chosen_arm(units, quick)
     cells = []
+    searched = PERTURBED.get(arm, arm)
     for r in units.of_kind("search"):
-        if r["arm"] == arm or r["arm"] == "darts":
-            cells.append((r["key"], "vinnas" if r["arm"] == arm else "darts", Genotype.from_dict(r["genotype"])))
+        if r["arm"] == searched:
+            genotype = r["pt_genotype"] if arm in PERTURBED else r["genotype"]
+            cells.append((f"{arm}-seed{r['seed']}", "vinnas", Genotype.from_dict(genotype)))
+        elif r["arm"] == "darts":
+            cells.append((r["key"], "darts", Genotype.from_dict(r["genotype"])))
     ops = config_lib.preset("quick").op_names
     nodes = 2 if quick else 4
     for i in range(1 if quick else RANDOM_CELLS):
@@ -316,7 +351,7 @@ def final_cells(units, quick):
 def phase_final(units, dataset, quick):
     arm = chosen_arm(units, quick)
     for seed in SEEDS[:1] if quick else SEEDS:
-        run_search(units, "search", arm, seed, dataset, quick)
+        run_search(units, "search", PERTURBED.get(arm, arm), seed, dataset, quick)
         run_search(units, "search", "darts", seed, dataset, quick)
     for name, group, genotype in final_cells(units, quick):
         for weights in ("sparse", "dense"):
