@@ -27,7 +27,6 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -191,8 +190,8 @@ def main(argv=None):
     args = _parse(argv)
     import numpy as np
 
-    from tfvnas.compress import counting
     from tfvnas import files
+    from tfvnas.compress import counting
     from tfvnas.compress import macs as macs_lib
     from tfvnas.exporting import report as report_lib
     from tfvnas.exporting import tflite

@@ -140,10 +140,8 @@ def build_searcher(spec):
         cfg = cfg.replace(resolution=None, limit=None)
     if not spec.get("shared", True):  # every edge traced inline (`SearchConfig.shared_edge_functions`)
         cfg = cfg.replace(shared_edge_functions=False)
-    if not spec.get("fuse", True):
-        from tfvnas.layers import mixed_edge
-
-        mixed_edge.MixedEdge._fusable = lambda self: False
+    if not spec.get("fuse", True):  # every candidate op by op (`SearchConfig.fused_edges`)
+        cfg = cfg.replace(fused_edges=False)
     searcher = search_lib.Searcher(cfg, dataset, verbose=0)
     size = cfg.resolution or dataset.image_shape[0]
     if c["data"] != "mnist-5k" and size != c["size"]:
@@ -217,15 +215,15 @@ def _prune_half(searcher, timed, spec):
     model = searcher.model
     rng = np.random.default_rng(1)
     for gates in model.gates.values():
-        shape = tuple(gates.theta.shape)
-        n = shape[0] * shape[1]
-        chosen = rng.permutation(n)[: n // 2]
-        log_sigma2 = gates.log_sigma2.numpy().reshape(-1)
-        log_sigma2[chosen] = 30.0  # log_alpha far above any threshold
-        gates.log_sigma2.assign(log_sigma2.reshape(shape))
+        log_alpha = gates.raw_log_alpha().numpy().reshape(-1)
+        log_alpha[rng.permutation(log_alpha.size)[: log_alpha.size // 2]] = 30.0  # far above any threshold
+        gates.set_log_alpha(log_alpha.reshape(gates.shape))
     start_step = searcher.train_step
     t0 = time.perf_counter()
-    pruned = searcher.end_epoch(0)["pruned_this_epoch"]  # the search's own pruning path
+    # The search's own path: a pruning check (the per-node floor may hold some
+    # of the chosen gates), then the end-of-epoch decision to trace anew.
+    pruned = model.update_evidence(patience=1)
+    searcher.end_epoch(0)
     pruned_step = searcher.train_step
     timed(pruned_step)  # (re-)trace
     retrace_s = time.perf_counter() - t0

@@ -22,15 +22,14 @@ sys.path.insert(0, HERE)
 
 
 def diagnose(search_dir, dataset=None, images=64):
+    import study_ranking
+
     from tfvnas import config as config_lib
     from tfvnas import data as data_lib
-    from tfvnas import files
-    from tfvnas.loops import loop as loop_lib
+    from tfvnas import files, runs
     from tfvnas.loops.searching import Searcher
     from tfvnas.models.energy import energy_summary, node_energy
     from tfvnas.models.genotype import Genotype
-
-    import study_ranking
 
     cfg = config_lib.SearchConfig.load(os.path.join(search_dir, "search_config.json"))
     history = files.read_json(os.path.join(search_dir, "search_history.json"))
@@ -38,7 +37,7 @@ def diagnose(search_dir, dataset=None, images=64):
     searcher = Searcher(cfg, data, verbose=0)
     batch = searcher.dataset.x_train[:images]
     out = {"init": energy_summary(node_energy(searcher.model, batch))}
-    checkpoints = os.path.join(search_dir, loop_lib.CHECKPOINT_SUBDIR)
+    checkpoints = os.path.join(search_dir, runs.CHECKPOINT_SUBDIR)
     searcher.restore(checkpoints)
     out["end"] = energy_summary(node_energy(searcher.model, batch))
     genotype = Genotype.load(os.path.join(search_dir, "genotype.json"))

@@ -45,7 +45,6 @@ machine:
 
 import argparse
 import base64
-import json
 import os
 import statistics
 import sys
@@ -54,6 +53,10 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from units import Units  # noqa: E402
+
 DATA = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "fashion_mnist_50k_10k.npz"))
 
 BUDGETS = {
@@ -114,82 +117,11 @@ PHASES = ("null", "recipe", "search", "train", "collapse")
 # Results file
 
 
-# `--results` (None: `<out>/results.jsonl`); the run folders under --out hold checkpoints and models only.
-RESULTS = {"path": None}
-
-
-def results_path(out_dir):
-    return RESULTS["path"] or os.path.join(out_dir, "results.jsonl")
-
-
-def read_results(out_dir):
-    from tfvnas import files
-
-    return files.read_json_lines(results_path(out_dir))
-
-
-def _append(out_dir, record):
-    from tfvnas import files
-
-    files.append_json_line(results_path(out_dir), record)
-
-
-def _done(out_dir, kind, key):
-    return any(r["kind"] == kind and r["key"] == key for r in read_results(out_dir))
-
-
-def _claim_path(out_dir, kind, key):
-    return os.path.join(out_dir, "claims", f"{kind}-{key}.pid")
-
-
-def _take(out_dir, kind, key):
-    """Whether this process runs unit `kind`/`key`: not finished, and not being run by another live process.
-
-    A unit is claimed by creating `<out>/claims/<kind>-<key>.pid` exclusively,
-    so several driver processes (one per core, `--threads 1`) can work through
-    the same phases and results file without running a unit twice. A claim
-    whose process is gone (killed, crashed) is taken over.
-    """
-    if _done(out_dir, kind, key):
-        return False
-    path = _claim_path(out_dir, kind, key)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                with open(path, encoding="ascii") as f:
-                    pid = int(f.read().strip() or 0)
-                os.kill(pid, 0)
-                return False  # a live process runs it
-            except (ProcessLookupError, ValueError):
-                os.remove(path)  # stale: its process is gone
-                continue
-            except PermissionError:
-                return False  # a live process of another user
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(str(os.getpid()))
-        if _done(out_dir, kind, key):  # it finished between the two checks
-            os.remove(path)
-            return False
-        return True
-    return False
-
-
-def _finish(out_dir, record):
-    """Append a finished unit's record and drop its claim."""
-    _append(out_dir, record)
-    path = _claim_path(out_dir, record["kind"], record["key"])
-    if os.path.exists(path):
-        os.remove(path)
-
-
 def _resumable(run_dir):
     """Whether `run_dir` holds a checkpoint of an interrupted unit (then it continues from there)."""
     import tensorflow as tf
 
-    from tfvnas.loops.loop import CHECKPOINT_SUBDIR
+    from tfvnas.runs import CHECKPOINT_SUBDIR
 
     checkpoints = os.path.join(run_dir, CHECKPOINT_SUBDIR)
     return os.path.isdir(checkpoints) and tf.train.latest_checkpoint(checkpoints) is not None
@@ -226,7 +158,7 @@ def cell_statistics(genotype):
     }
 
 
-def _dataset(budget):
+def _dataset():
     from tfvnas import data as data_lib
 
     if not os.path.isfile(DATA):
@@ -239,11 +171,11 @@ def _dataset(budget):
 # Phases
 
 
-def phase_null(out_dir, budget, cfg):
+def phase_null(units, cfg):
     from tfvnas import config as config_lib
     from tfvnas.models.genotype import random_genotype
 
-    if _done(out_dir, "null", "null"):
+    if units.done("null", "null"):
         return
     ops = config_lib.preset("quick").op_names
     rng = np.random.default_rng(12345)
@@ -253,7 +185,7 @@ def phase_null(out_dir, budget, cfg):
     for field in ("parameter_free_share", "distinct_ops", "normal_parameter_free_share", "normal_skips"):
         values = [s[field] for s in stats]
         record[field] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
-    _append(out_dir, record)
+    units.append(record)
 
 
 def _train_config(cfg, **changes):
@@ -268,63 +200,67 @@ def _resized(dataset, cfg):
     return dataset.resized(size) if size else dataset
 
 
-def phase_recipe(out_dir, budget, cfg, dataset):
-    from tfvnas.models import zoo
+def phase_recipe(units, cfg, dataset):
     from tfvnas.loops.training import Trainer
+    from tfvnas.models import zoo
 
     genotype = zoo.load_genotype(cfg["recipe_cell"])
     data = _resized(dataset, cfg)
     for lr in cfg["recipe_lrs"]:
         key = f"lr={lr}"
-        if not _take(out_dir, "recipe", key):
+        if not units.take("recipe", key):
             continue
         print(f"== recipe {key}", flush=True)
         start = time.perf_counter()
         trainer = Trainer(genotype, _train_config(cfg, lr=lr, seed=0), data, verbose=0)
         trainer.train()
         _, val = trainer.evaluate("val")  # the validation split only
-        _finish(out_dir, {"kind": "recipe", "key": key, "lr": lr, "val_accuracy": val,
+        units.finish({"kind": "recipe", "key": key, "lr": lr, "val_accuracy": val,
                           "seconds": round(time.perf_counter() - start, 1)})
 
 
-def chosen_lr(out_dir):
-    recipes = [r for r in read_results(out_dir) if r["kind"] == "recipe"]
+def chosen_lr(units):
+    recipes = units.of_kind("recipe")
     if not recipes:
         raise SystemExit("experiment_collapse: run the recipe phase first (the learning rate is chosen there)")
     return max(recipes, key=lambda r: r["val_accuracy"])["lr"]
 
 
-def phase_search(out_dir, budget, cfg, dataset, methods):
+def _searches(units, kind, seeds, config, dataset, methods, record):
+    """The search units of a phase: every method and seed not finished, each `record(result)` appended."""
     from tfvnas.loops.searching import search
 
-    for seed in cfg["seeds"]:
+    for seed in seeds:
         for method in methods:
             key = f"{method}-seed{seed}"
-            if not _take(out_dir, "search", key):
+            if not units.take(kind, key):
                 continue
-            print(f"== search {key}", flush=True)
+            print(f"== {kind} {key}", flush=True)
             start = time.perf_counter()
-            run_dir = os.path.join(out_dir, "search", key)
-            result = search(dataset, preset="quick", config={**cfg["search"], **METHOD_CONFIGS[method]},
+            run_dir = os.path.join(units.out_dir, kind, key)
+            result = search(dataset, preset="quick", config={**config, **METHOD_CONFIGS[method]},
                             seed=seed, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
-            last = result.history[-1]
-            _finish(out_dir, {
-                "kind": "search", "key": key, "method": method, "seed": seed,
-                "seconds": round(time.perf_counter() - start, 1), "epochs": len(result.history),
-                "steps": last["step"], "converged": result.converged(), "pruned_share": last["pruned_share"],
-                "stable_epochs": last["stable_epochs"], "genotype": result.genotype.to_dict(),
-                **cell_statistics(result.genotype),
-            })
+            units.finish({"kind": kind, "key": key, "method": method, "seed": seed,
+                          "seconds": round(time.perf_counter() - start, 1), **record(result)})
 
 
-def _cells(out_dir, cfg):
+def phase_search(units, cfg, dataset, methods):
+    def record(result):
+        last = result.history[-1]
+        return {"epochs": len(result.history), "steps": last["step"], "converged": result.converged(),
+                "pruned_share": last["pruned_share"], "stable_epochs": last["stable_epochs"],
+                "genotype": result.genotype.to_dict(), **cell_statistics(result.genotype)}
+
+    _searches(units, "search", cfg["seeds"], cfg["search"], dataset, methods, record)
+
+
+def _cells(units, cfg):
     """`(name, group, genotype)` of every cell the train phase trains."""
     from tfvnas import config as config_lib
     from tfvnas.models import zoo
     from tfvnas.models.genotype import Genotype, random_genotype
 
-    cells = [(r["key"], r["method"], Genotype.from_dict(r["genotype"]))
-             for r in read_results(out_dir) if r["kind"] == "search"]
+    cells = [(r["key"], r["method"], Genotype.from_dict(r["genotype"])) for r in units.of_kind("search")]
     ops = config_lib.preset("quick").op_names
     nodes = cfg["search"].get("nodes", 4)
     for i in range(cfg["random_cells"]):
@@ -333,25 +269,25 @@ def _cells(out_dir, cfg):
     return cells
 
 
-def phase_train(out_dir, budget, cfg, dataset):
+def phase_train(units, cfg, dataset):
     from tfvnas.loops.training import train
 
-    lr = chosen_lr(out_dir)
+    lr = chosen_lr(units)
     data = _resized(dataset, cfg)
-    for name, group, genotype in _cells(out_dir, cfg):
+    for name, group, genotype in _cells(units, cfg):
         for weights in ("sparse", "dense"):
             key = f"{name}-{weights}"
-            if not _take(out_dir, "train", key):
+            if not units.take("train", key):
                 continue
             print(f"== train {key}", flush=True)
             start = time.perf_counter()
-            run_dir = os.path.join(out_dir, "train", key)
+            run_dir = os.path.join(units.out_dir, "train", key)
             result = train(genotype, data, config=_train_config(cfg, lr=lr, weight_vd=weights == "sparse"),
                            seed=0, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
             logits = result.model.predict(data.x_test, batch_size=500, verbose=0)
             correct = np.argmax(logits, -1) == data.y_test
             p = result.parameters
-            _finish(out_dir, {
+            units.finish({
                 "kind": "train", "key": key, "cell": name, "group": group, "weights": weights,
                 "genotype_hash": genotype.hash(), "seconds": round(time.perf_counter() - start, 1),
                 "test_accuracy": result.test_accuracy, "test_accuracy_check": float(correct.mean()),
@@ -363,22 +299,11 @@ def phase_train(out_dir, budget, cfg, dataset):
             })
 
 
-def phase_collapse(out_dir, budget, cfg, dataset, methods):
-    from tfvnas.loops.searching import search
+def phase_collapse(units, cfg, dataset, methods):
+    def record(result):
+        return {"arch_updates": _arch_updates(result.history), "per_epoch": _per_epoch(result.history)}
 
-    for seed in cfg["collapse_seeds"]:
-        for method in methods:
-            key = f"{method}-seed{seed}"
-            if not _take(out_dir, "collapse", key):
-                continue
-            print(f"== collapse {key}", flush=True)
-            start = time.perf_counter()
-            run_dir = os.path.join(out_dir, "collapse", key)
-            result = search(dataset, preset="quick", config={**cfg["collapse"], **METHOD_CONFIGS[method]},
-                            seed=seed, out_dir=run_dir, resume=_resumable(run_dir), verbose=0)
-            _finish(out_dir, {"kind": "collapse", "key": key, "method": method, "seed": seed,
-                              "seconds": round(time.perf_counter() - start, 1),
-                              "arch_updates": _arch_updates(result.history), "per_epoch": _per_epoch(result.history)})
+    _searches(units, "collapse", cfg["collapse_seeds"], cfg["collapse"], dataset, methods, record)
 
 
 def _warmup_steps(history):
@@ -404,7 +329,7 @@ def _per_epoch(history):
     return per_epoch
 
 
-def record_partial_collapses(out_dir, cfg, methods):
+def record_partial_collapses(units, cfg, methods):
     """A `collapse_partial` line for each unfinished long search: its epochs so far, from its last checkpoint.
 
     Checkpoint states are written atomically, so the latest one reads even
@@ -412,19 +337,19 @@ def record_partial_collapses(out_dir, cfg, methods):
     continues from the checkpoint when the phase runs again); the report
     shows it, marked partial, until the finished unit's line replaces it.
     """
-    from tfvnas.loops.loop import latest_state
+    from tfvnas.runs import latest_state
 
     for seed in cfg["collapse_seeds"]:
         for method in methods:
             key = f"{method}-seed{seed}"
-            run_dir = os.path.join(out_dir, "collapse", key)
-            if _done(out_dir, "collapse", key) or not _resumable(run_dir):
+            run_dir = os.path.join(units.out_dir, "collapse", key)
+            if units.done("collapse", key) or not _resumable(run_dir):
                 continue
             history = latest_state(run_dir, "search")["history"]
             planned = {**cfg["collapse"], **METHOD_CONFIGS[method]}
             per_epoch = _per_epoch(history)
             if per_epoch:  # not while the weights warm up (`arch_warmup`)
-                _append(out_dir, {"kind": "collapse_partial", "key": key, "method": method, "seed": seed,
+                units.append({"kind": "collapse_partial", "key": key, "method": method, "seed": seed,
                                   "arch_updates": _arch_updates(history),
                                   "planned_epochs": planned["epochs"] - planned.get("arch_warmup", 0),
                                   "per_epoch": per_epoch})
@@ -493,7 +418,7 @@ def targets(records):
         rows.append((target, f"{len(v)} VINNAS sparse and {len(d)} DARTS dense cells trained", "not yet run"))
     searches = [r for r in records if r["kind"] == "search" and r["method"] == "vinnas"]
     collapse = [r for r in records if r["kind"] == "collapse" and r["method"] == "darts"]
-    mean, std = null["parameter_free_share"]["mean"], null["parameter_free_share"]["std"]
+    mean = null["parameter_free_share"]["mean"]
     nmean, nstd = null["normal_parameter_free_share"]["mean"], null["normal_parameter_free_share"]["std"]
     if searches and collapse:
         share = statistics.mean(r["parameter_free_share"] for r in searches)
@@ -509,10 +434,10 @@ def targets(records):
     return rows
 
 
-def report(out_dir, doc):
+def report(units, doc):
     from tfvnas.pictures import charts
 
-    records = read_results(out_dir)
+    records = units.read()
     null = next(r for r in records if r["kind"] == "null")
     trains = [r for r in records if r["kind"] == "train"]
     searches = [r for r in records if r["kind"] == "search"]
@@ -521,7 +446,7 @@ def report(out_dir, doc):
     if recipes:
         lines += ["Training recipe, chosen on the validation split: "
                   + "; ".join(f"lr {r['lr']}: val accuracy {r['val_accuracy']:.4f}" for r in recipes)
-                  + f" (kept lr {chosen_lr(out_dir)}).", ""]
+                  + f" (kept lr {chosen_lr(units)}).", ""]
     if trains:
         lines += ["| group | weights | cells | test accuracy | non-zero params | after dead-channel elimination | "
                   "dense params | parameter-free share | distinct op types |",
@@ -651,11 +576,10 @@ def main(argv=None):
     parser.add_argument("--record-partial", action="store_true",
                         help="write the epochs so far of unfinished long searches (collapse) to the results file")
     args = parser.parse_args(argv)
-    budget = "quick" if args.quick else "full"
-    cfg = BUDGETS[budget]
+    cfg = BUDGETS["quick" if args.quick else "full"]
     out = args.out or os.path.join("runs", "evidence-quick" if args.quick else "evidence")
     os.makedirs(out, exist_ok=True)
-    RESULTS["path"] = args.results
+    units = Units(out, args.results)
     methods = [m for m in args.methods.split(",") if m]
     if not methods or set(methods) - set(METHOD_CONFIGS):
         parser.error(f"--methods must be a comma-separated list of {', '.join(METHOD_CONFIGS)}; "
@@ -672,26 +596,22 @@ def main(argv=None):
         unknown = sorted(set(phases) - set(PHASES))
         if unknown:
             parser.error(f"unknown phases {unknown}; known: {', '.join(PHASES)}")
-        dataset = None if phases == ["null"] else _dataset(budget)
-        for phase in PHASES:
-            if phase not in phases:
-                continue
+        dataset = None if phases == ["null"] else _dataset()
+        run = {
+            "null": lambda: phase_null(units, cfg),
+            "recipe": lambda: phase_recipe(units, cfg, dataset),
+            "search": lambda: phase_search(units, cfg, dataset, methods),
+            "train": lambda: phase_train(units, cfg, dataset),
+            "collapse": lambda: phase_collapse(units, cfg, dataset, methods),
+        }
+        for phase in (p for p in PHASES if p in phases):
             start = time.perf_counter()
-            if phase == "null":
-                phase_null(out, budget, cfg)
-            elif phase == "recipe":
-                phase_recipe(out, budget, cfg, dataset)
-            elif phase == "search":
-                phase_search(out, budget, cfg, dataset, methods)
-            elif phase == "train":
-                phase_train(out, budget, cfg, dataset)
-            else:
-                phase_collapse(out, budget, cfg, dataset, methods)
+            run[phase]()
             print(f"== phase {phase}: {time.perf_counter() - start:.0f} s", flush=True)
     if args.record_partial:
-        record_partial_collapses(out, cfg, methods)
+        record_partial_collapses(units, cfg, methods)
     if args.report:
-        report(out, args.report)
+        report(units, args.report)
     return 0
 
 

@@ -39,9 +39,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 def sizes(network):
     """MACs and non-zero parameters of the stripped network, unshrunk and shrunk; pruned channels."""
-    from tfvnas.layers import channel_prior
     from tfvnas.compress import counting, macs, shrinking
     from tfvnas.compress import strip as strip_lib
+    from tfvnas.layers import channel_prior
 
     unshrunk = strip_lib.strip(network, shrink=False)
     shrunk = shrinking.shrink(unshrunk)

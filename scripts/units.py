@@ -41,14 +41,15 @@ class Units:
     def of_kind(self, kind):
         return [r for r in self.read() if r["kind"] == kind]
 
-    def _claim_path(self, kind, key):
+    def claim_path(self, kind, key):
+        """Where the claim of unit `kind`/`key` lives."""
         return os.path.join(self.out_dir, "claims", f"{kind}-{key}.pid")
 
     def take(self, kind, key):
         """Whether this process runs unit `kind`/`key`: not finished, and not being run by another live process."""
         if self.done(kind, key):
             return False
-        path = self._claim_path(kind, key)
+        path = self.claim_path(kind, key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         for _ in range(2):
             try:
@@ -75,6 +76,6 @@ class Units:
     def finish(self, record):
         """Appends a finished unit's record and drops its claim."""
         self.append(record)
-        path = self._claim_path(record["kind"], record["key"])
+        path = self.claim_path(record["kind"], record["key"])
         if os.path.exists(path):
             os.remove(path)

@@ -158,3 +158,52 @@ def test_python_dash_m_tfvnas_is_the_command():
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: tfvnas")
+
+
+def test_an_actionable_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from tfvnas.checks import ActionableError
+    from tfvnas.pictures import plots
+
+    def missing_tool(target, **kwargs):
+        raise ActionableError("`engine='dot'` needs graphviz's `dot` on PATH. Received: no `dot` found on PATH")
+
+    monkeypatch.setattr(plots, "show", missing_tool)
+    assert main(["show", "darts_v2"]) == 2
+    assert capsys.readouterr().err == (
+        "tfvnas: error: `engine='dot'` needs graphviz's `dot` on PATH. Received: no `dot` found on PATH\n")
+
+    def bug(target, **kwargs):
+        raise RuntimeError("an internal invariant broke")
+
+    monkeypatch.setattr(plots, "show", bug)
+    with pytest.raises(RuntimeError, match="^an internal invariant broke$"):
+        main(["show", "darts_v2"])
+
+
+def test_every_option_reaches_the_library_call(monkeypatch):
+    # The one forwarder: each subcommand's options arrive as the function's keywords.
+    import functools
+
+    from tfvnas.loops import searching, training
+
+    calls = {}
+
+    def recorder(real):
+        @functools.wraps(real)  # the real signature, which the forwarder reads
+        def record(*a, **k):
+            calls[real.__name__] = (a, k)
+
+        return record
+
+    monkeypatch.setattr(searching, "search", recorder(searching.search))
+    monkeypatch.setattr(training, "train", recorder(training.train))
+    main(["search", "--dataset", "x.npz", "--epochs", "3", "--seed", "4", "--method", "darts", "--out", "o",
+          "--resume", "--checkpoint-every", "5", "--deterministic", "--tensorboard", "tb", "--quiet"])
+    args, kwargs = calls["search"]
+    assert args == ("x.npz",)
+    assert kwargs == dict(preset="quick", epochs=3, seed=4, config=None, strategy="auto", resume=True,
+                          checkpoint_every=5, deterministic=True, tensorboard_dir="tb", method="darts", out_dir="o",
+                          verbose=0)
+    main(["train", "--genotype", "darts_v2", "--out", "t"])
+    args, kwargs = calls["train"]
+    assert args == ("darts_v2", "mnist-5k") and kwargs["out_dir"] == "t" and kwargs["verbose"] == 1

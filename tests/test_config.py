@@ -2,13 +2,10 @@
 
 import json
 import re
-import sys
 
 import pytest
 
-from tfvnas.loops import searching as search_lib
 from tfvnas import config as config_lib
-
 
 
 def test_paper_preset_is_darts_scale():
@@ -30,12 +27,12 @@ def test_json_and_yaml_files_round_trip(tmp_path):
     assert config_lib.SearchConfig.load(tmp_path / "c.json") == cfg
     assert json.loads((tmp_path / "c.json").read_text())["ops"] == ["sep_conv_3x3", "skip_connect"]
     (tmp_path / "c.yaml").write_text("channels: 6\nweight_vd: true\n")
-    partial = search_lib.resolve_config("smoke", str(tmp_path / "c.yaml"))
+    partial = config_lib.settle(config_lib.SearchConfig, preset="smoke", config=str(tmp_path / "c.yaml"))
     assert partial == config_lib.preset("smoke").replace(channels=6, weight_vd=True)
 
 
 def test_precedence_preset_then_config_then_overrides():
-    cfg = search_lib.resolve_config("smoke", {"epochs": 7, "seed": 1}, epochs=9)
+    cfg = config_lib.settle(config_lib.SearchConfig, preset="smoke", config={"epochs": 7, "seed": 1}, epochs=9)
     assert cfg.epochs == 9 and cfg.seed == 1 and cfg.layers == config_lib.preset("smoke").layers
 
 
@@ -48,7 +45,8 @@ def test_replace_sets_none_and_an_override_left_none_is_not_given():
     assert quick.replace(arch_lr=None).arch_lr is None
     # An argument or flag left None leaves the config's value; a None inside `config` is a value.
     assert quick.override(resolution=None, epochs=3) == quick.replace(epochs=3)
-    assert search_lib.resolve_config("quick", {"resolution": None}, epochs=None, seed=None) == full.replace(limit=1600)
+    assert config_lib.settle(config_lib.SearchConfig, preset="quick", config={"resolution": None}, epochs=None,
+                             seed=None) == full.replace(limit=1600)
 
 
 @pytest.mark.parametrize(
@@ -94,3 +92,51 @@ def test_bad_config_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
     with pytest.raises(ValueError, match=re.escape(f"Could not read config file '{tmp_path}/bad.yaml': ")):
         config_lib.read_config_file(tmp_path / "bad.yaml")
+
+
+def test_darts_gets_its_own_op_set_in_every_route_unless_one_is_chosen(tmp_path):
+    settle = config_lib.settle
+    assert settle(config_lib.SearchConfig, preset="smoke", method="darts").op_set == "darts_none"
+    # The same rule for a config that names the method (the tuner's and the scripts' route).
+    assert settle(config_lib.SearchConfig, preset="smoke", config={"method": "darts"}).op_set == "darts_none"
+    (tmp_path / "d.yaml").write_text("method: darts\n")
+    assert settle(config_lib.SearchConfig, preset="smoke", config=str(tmp_path / "d.yaml")).op_set == "darts_none"
+    # An op set or ops chosen anywhere are kept.
+    assert settle(config_lib.SearchConfig, preset="smoke", config={"method": "darts", "op_set": "darts"}).op_set == "darts"
+    chosen = settle(config_lib.SearchConfig, preset="smoke", method="darts", config={"ops": ["sep_conv_3x3", "none"]})
+    assert chosen.op_names == ("sep_conv_3x3", "none")
+    assert settle(config_lib.SearchConfig, preset="smoke").op_set == "darts"
+
+
+def test_run_and_search_see_the_same_splits_for_the_same_config(tmp_path, monkeypatch):
+    from tfvnas import data as data_lib
+    from tfvnas import pipeline
+    from tfvnas.loops import loop as loop_lib
+
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\n")
+    seen = []
+    real = data_lib.load
+
+    def load(name, **kwargs):
+        seen.append(kwargs["seed"])
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(data_lib, "load", load)
+    _, cfg, searched = loop_lib.open_run(config_lib.SearchConfig, "mnist-5k", preset="smoke", config=str(path))
+
+    class Stop(Exception):
+        pass
+
+    def stop(dataset, **kwargs):
+        raise Stop(dataset)
+
+    monkeypatch.setattr("tfvnas.loops.searching.search", stop)
+    with pytest.raises(Stop) as caught:
+        pipeline.run("mnist-5k", preset="smoke", search_config=str(path), out_dir=tmp_path / "run", verbose=0)
+    ran = caught.value.args[0]
+    assert seen == [3, 3] and cfg.seed == 3
+    import numpy as np
+
+    np.testing.assert_array_equal(ran.y_val, searched.y_val)
+    np.testing.assert_array_equal(ran.x_train, searched.x_train)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import shutil
 
 import keras
@@ -11,12 +10,12 @@ import pytest
 
 from tests.conftest import summary_events
 from tfvnas import data as data_lib
-from tfvnas.models import genotype as genotype_lib
 from tfvnas import pipeline
-from tfvnas.models import zoo
 from tfvnas.cli import main
 from tfvnas.exporting import load_trained
 from tfvnas.loops.training import ARTEFACTS as TRAIN_ARTEFACTS
+from tfvnas.models import genotype as genotype_lib
+from tfvnas.models import zoo
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 

@@ -20,3 +20,12 @@ def check_non_negative_int(name, value):
     if not is_int(value) or value < 0:
         raise ValueError(f"`{name}` must be a non-negative int. Received: {name}={value!r}")
     return int(value)
+
+
+class ActionableError(RuntimeError):
+    """A failure the user can act on (a missing tool or file, a download that failed, a study that stopped).
+
+    Its message says what happened and what to do; the `tfvnas` command
+    prints it as one line. Any other `RuntimeError` is a bug and keeps its
+    traceback.
+    """

@@ -10,12 +10,17 @@ A user mistake prints one line, `tfvnas: error: ...`, and exits with status 2.
 """
 
 import argparse
+import importlib
+import inspect
 import os
 import sys
 
+from tfvnas.checks import ActionableError
 from tfvnas.choices import METHODS, PRESET_NAMES, STRATEGIES, TUNERS, TUNING_MODES
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError, FloatingPointError)
+# What a user can act on; any other exception (a bug) keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ActionableError,
+               FloatingPointError)
 
 
 def _positive_int(text):
@@ -42,13 +47,18 @@ DATASET_HELP = (
 )
 
 
-def _add_loop_args(parser, kind, config_class):
-    """Options shared by every command that runs a training loop."""
+def _add_config_args(parser, kind, config_class):
+    """The data and the configuration: options of every command that runs a loop or a study."""
     parser.add_argument("--dataset", default="mnist-5k", help=DATASET_HELP)
     parser.add_argument("--preset", choices=PRESET_NAMES, default="quick", help=f"{kind} size (default: quick)")
     parser.add_argument("--epochs", type=_positive_int, help="override the preset's number of epochs")
     parser.add_argument("--seed", type=_int, help="override the seed")
     parser.add_argument("--config", help=f"JSON or YAML file of {config_class} fields overriding the preset")
+
+
+def _add_loop_args(parser, kind, config_class):
+    """Options shared by every command that runs a training loop."""
+    _add_config_args(parser, kind, config_class)
     _add_distribution_args(parser)
 
 
@@ -102,7 +112,7 @@ def build_parser():
     run.add_argument("--train-config", help="JSON or YAML file of TrainConfig fields")
     run.add_argument("--train-epochs", type=_positive_int, help="override the training preset's epochs")
     _add_export_flags(run)
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_forward("tfvnas.pipeline:run", ("dataset",), {"config": "search_config"}))
 
     search = sub.add_parser(
         "search",
@@ -115,7 +125,7 @@ def build_parser():
     _add_loop_args(search, "search", "SearchConfig")
     _add_method_arg(search)
     search.add_argument("--out", default="runs/search", help="output folder (default: runs/search)")
-    search.set_defaults(handler=_search)
+    search.set_defaults(handler=_forward("tfvnas.loops.searching:search", ("dataset",)))
 
     train = sub.add_parser(
         "train",
@@ -132,7 +142,7 @@ def build_parser():
     )
     _add_loop_args(train, "training", "TrainConfig")
     train.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_forward("tfvnas.loops.training:train", ("genotype", "dataset")))
 
     export = sub.add_parser(
         "export",
@@ -150,7 +160,7 @@ def build_parser():
     _add_export_flags(export)
     export.add_argument("--config", help="JSON or YAML file of ExportConfig fields")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=_forward("tfvnas.exporting:export", ("model", "out")))
 
     _add_show_parser(sub)
     _add_tune_parser(sub)
@@ -176,84 +186,31 @@ def _add_export_flags(parser):
     )
 
 
-def _loop_kwargs(args):
-    return dict(
-        strategy=args.strategy,
-        resume=args.resume,
-        checkpoint_every=args.checkpoint_every,
-        deterministic=args.deterministic,
-        tensorboard_dir=args.tensorboard,
-        verbose=0 if args.quiet else 1,
-    )
+# Command-line option -> the library's keyword, where the names differ.
+_KEYWORDS = {"out": "out_dir", "tensorboard": "tensorboard_dir"}
 
 
-def _search(args):
-    from tfvnas.loops.searching import search
+def _forward(target, positional=(), renamed=None):
+    """A handler that calls the library function `target` ("module:function") with the parsed options.
 
-    search(
-        args.dataset,
-        preset=args.preset,
-        config=args.config,
-        out_dir=args.out,
-        epochs=args.epochs,
-        seed=args.seed,
-        method=args.method,
-        **_loop_kwargs(args),
-    )
-    return 0
+    `positional` options are passed first, in order; every other option the
+    function takes is passed by keyword (`_KEYWORDS` and `renamed` map an
+    option to a keyword of another name); `--quiet` becomes `verbose=0`.
+    """
 
+    def handler(args):
+        module, name = target.split(":")
+        function = getattr(importlib.import_module(module), name)
+        takes = inspect.signature(function).parameters
+        names = {**_KEYWORDS, **(renamed or {})}
+        kwargs = {names.get(option, option): value for option, value in vars(args).items()
+                  if option not in positional and names.get(option, option) in takes}
+        if "quiet" in vars(args) and "verbose" in takes:
+            kwargs["verbose"] = 0 if args.quiet else 1
+        function(*(getattr(args, option) for option in positional), **kwargs)
+        return 0
 
-def _train(args):
-    from tfvnas.loops.training import train
-
-    train(
-        args.genotype,
-        args.dataset,
-        preset=args.preset,
-        config=args.config,
-        out_dir=args.out,
-        epochs=args.epochs,
-        seed=args.seed,
-        **_loop_kwargs(args),
-    )
-    return 0
-
-
-def _export(args):
-    from tfvnas.exporting import export
-
-    export(
-        args.model,
-        args.out,
-        dataset=args.dataset,
-        config=args.config,
-        int8=args.int8,
-        qat=args.qat,
-        shrink=args.shrink,
-        overwrite=args.overwrite,
-    )
-    return 0
-
-
-def _run(args):
-    from tfvnas.pipeline import run
-
-    run(
-        args.dataset,
-        preset=args.preset,
-        out_dir=args.out,
-        search_config=args.config,
-        train_config=args.train_config,
-        epochs=args.epochs,
-        train_epochs=args.train_epochs,
-        seed=args.seed,
-        int8=args.int8,
-        qat=args.qat,
-        shrink=args.shrink,
-        method=args.method,
-        **_loop_kwargs(args),
-    )
-    return 0
+    return handler
 
 
 def _add_show_parser(subparsers):
@@ -268,14 +225,7 @@ def _add_show_parser(subparsers):
     )
     show.add_argument("target", metavar="GENOTYPE_OR_DIR", help="a genotype JSON file or an output folder")
     show.add_argument("--out", help="folder for the pictures (default: <target folder>/pictures)")
-    show.set_defaults(handler=_show)
-
-
-def _show(args):
-    from tfvnas.pictures.plots import show
-
-    show(args.target, out_dir=args.out)
-    return 0
+    show.set_defaults(handler=_forward("tfvnas.pictures.plots:show", ("target",)))
 
 
 def _add_tune_parser(subparsers):
@@ -295,7 +245,7 @@ def _add_tune_parser(subparsers):
         help="mode train: a genotype JSON file, a search output folder, or a published cell: "
         "darts_v1, darts_v2, pc_darts, drnas",
     )
-    tune.add_argument("--dataset", default="mnist-5k", help=DATASET_HELP)
+    _add_config_args(tune, "every trial's", "TrainConfig (SearchConfig with --mode search)")
     tune.add_argument("--mode", choices=TUNING_MODES, default="train", help="what to tune (default: train)")
     tune.add_argument(
         "--tuner", choices=TUNERS, default="random",
@@ -306,36 +256,9 @@ def _add_tune_parser(subparsers):
         help="trials in total, earlier runs of the study included (default: 10)",
     )
     tune.add_argument("--out", default="runs/tune", help="study folder (default: runs/tune)")
-    tune.add_argument(
-        "--preset", choices=PRESET_NAMES, default="quick",
-        help="size of every trial: the training or search preset (default: quick)",
-    )
-    tune.add_argument("--epochs", type=_positive_int, help="override the preset's number of epochs")
-    tune.add_argument("--seed", type=_int, help="override the seed (of every trial and of the tuner)")
-    tune.add_argument("--config", help="JSON or YAML file of TrainConfig (SearchConfig with --mode search) fields")
     tune.add_argument("--overwrite", action="store_true", help="discard the study in --out and start a new one")
     tune.add_argument("--quiet", action="store_true", help="no trial tables or progress bars")
-    tune.set_defaults(handler=_tune)
-
-
-def _tune(args):
-    from tfvnas.loops.tuning import tune
-
-    tune(
-        args.genotype,
-        args.dataset,
-        mode=args.mode,
-        tuner=args.tuner,
-        max_trials=args.max_trials,
-        out_dir=args.out,
-        preset=args.preset,
-        config=args.config,
-        epochs=args.epochs,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        verbose=0 if args.quiet else 1,
-    )
-    return 0
+    tune.set_defaults(handler=_forward("tfvnas.loops.tuning:tune", ("genotype", "dataset")))
 
 
 # TensorFlow 2.21 prints these at import whatever TF_CPP_MIN_LOG_LEVEL says.

@@ -214,6 +214,10 @@ class SearchConfig(_Config):
             Short searches, tuning trials and tests gain from sharing; a
             search of many hundred steps at small maps may not
             (docs/BENCHMARKS.md, fourth round).
+        fused_edges: compute each edge's candidates together where the op
+            set allows (`tfvnas.layers.mixed_edge.edge_outputs`, the same
+            result as op by op); False: op by op (a reference for tests and
+            benchmarks).
         retrace_cost_steps: what re-tracing the step costs, in steps. Pruned
             ops leave the computation only when the step is traced anew; that
             happens at the end of an epoch when (share of the traced ops
@@ -268,6 +272,7 @@ class SearchConfig(_Config):
     sync_bn: bool = False
     retrace_cost_steps: int = 100
     shared_edge_functions: bool = True
+    fused_edges: bool = True
 
     def validate(self):
         _non_negative("retrace_cost_steps", self.retrace_cost_steps)
@@ -355,6 +360,57 @@ PRESETS = {
 def preset(name):
     """The `SearchConfig` of a named preset."""
     return _preset(PRESETS, name)
+
+
+def settle(config_class, *, preset="quick", config=None, out_dir=None, resume=False, **overrides):
+    """The configuration a search or a training runs with: the one place a run's settings are decided.
+
+    The preset, then `config`, then `overrides` (`resolve`); for a search
+    with `method='darts'` whose op set was not chosen, DARTS' own op set
+    with `none` (`darts_none`). With `resume`, the configuration the run in
+    `out_dir` saved with its latest checkpoint, which any `config` or
+    override given must resolve to.
+
+    Args:
+        config_class: `SearchConfig` or `TrainConfig`.
+        preset: a preset name of the class's table (`PRESETS`, `TRAIN_PRESETS`).
+        config: a config object, a dict of fields, or a JSON/YAML path.
+        out_dir: the run's output folder (read with `resume`).
+        resume: continue the run saved in `out_dir`.
+        **overrides: fields; None means not given.
+
+    Raises:
+        ValueError: an unknown preset or field, a bad value, no checkpoint to
+            resume, or a configuration that differs from the saved one.
+    """
+    from tfvnas import runs
+
+    if config_class not in (SearchConfig, TrainConfig):
+        raise ValueError(f"`config_class` must be SearchConfig or TrainConfig. Received: {config_class!r}")
+    search = config_class is SearchConfig
+    table, kind = (PRESETS, "search") if search else (TRAIN_PRESETS, "training")
+
+    def requested():
+        cfg = resolve(config_class, table, preset, config, **overrides)
+        if search and cfg.method == "darts" and not _chooses_op_set(config, overrides):
+            cfg = cfg.replace(op_set="darts_none")
+        return cfg
+
+    if not resume:
+        return requested()
+    saved = runs.saved_config(out_dir, config_class, kind)
+    if config is not None or any(v is not None for v in overrides.values()):
+        runs.check_resume_config(saved, requested(), os.path.join(os.fspath(out_dir), runs.CHECKPOINT_SUBDIR))
+    return saved
+
+
+def _chooses_op_set(config, overrides):
+    """Whether a config (object, dict or file) or the overrides choose the operations."""
+    if isinstance(config, _Config):
+        return True
+    fields = {} if config is None else config if isinstance(config, dict) else read_config_file(config)
+    given = {k for k, v in overrides.items() if v is not None}
+    return bool({"op_set", "ops"} & (set(fields) | given))
 
 
 def resolve(config_class, table, preset="quick", config=None, **overrides):

@@ -290,7 +290,7 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
             ).open("rb") as handle:
                 arrays = _read_npz(handle, display=f"{package}/{resource}")
         except (FileNotFoundError, ModuleNotFoundError) as error:
-            raise RuntimeError(
+            raise checks.ActionableError(
                 f"The bundled dataset file {package}/{resource} is missing; "
                 "reinstall tfvnas with its package data."
             ) from error
@@ -436,7 +436,7 @@ def _load_keras(name):
     try:
         (x_train, y_train), (x_test, y_test) = module.load_data()
     except Exception as error:
-        raise RuntimeError(
+        raise checks.ActionableError(
             f"The `{name}` dataset could not be downloaded through "
             f"`keras.datasets.{name}.load_data()` (no internet?). "
             "Alternatively, save the arrays to an .npz file with keys "

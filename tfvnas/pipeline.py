@@ -11,9 +11,11 @@ import dataclasses
 import os
 import re
 
+from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas.models import genotype as genotype_lib
+from tfvnas import runs
 from tfvnas.loops import loop as loop_lib
+from tfvnas.models import genotype as genotype_lib
 
 DEFAULT_ROOT = "saved_models"
 
@@ -98,75 +100,78 @@ def run(
     Returns:
         A `RunResult`.
     """
-    from tfvnas.exporting import export as export_model, read_report
+    from tfvnas.exporting import export as export_model
+    from tfvnas.exporting import read_report
     from tfvnas.loops.searching import search as run_search
     from tfvnas.loops.training import train as run_train
 
-    if out_dir is None:
-        out_dir = default_out_dir(dataset, preset)
-    out_dir = os.fspath(out_dir)
+    out_dir = _out_folder(dataset, preset, out_dir, resume)
+    # The search's configuration settles the data's splits (its seed), as `tfvnas search` with the
+    # same configuration would; the training then sees the same splits.
+    strategy, _, dataset = loop_lib.open_run(config_lib.SearchConfig, dataset, preset=preset, config=search_config,
+                                             strategy=strategy, epochs=epochs, seed=seed, method=method)
+    steps = _Steps(out_dir, resume, verbose)
+    common = dict(strategy=strategy, checkpoint_every=checkpoint_every, deterministic=deterministic,
+                  verbose=verbose)
+    if steps.start("search"):
+        run_search(dataset, preset=preset, config=search_config, out_dir=steps.dirs["search"], epochs=epochs,
+                   seed=seed, method=method, resume=steps.interrupted("search"),
+                   tensorboard_dir=steps.board(tensorboard_dir, "search"), **common)
+    genotype = genotype_lib.Genotype.load(os.path.join(steps.dirs["search"], "genotype.json"))
+    if steps.start("train"):
+        run_train(genotype, dataset, preset=preset, config=train_config, out_dir=steps.dirs["train"],
+                  epochs=train_epochs, seed=seed, resume=steps.interrupted("train"),
+                  tensorboard_dir=steps.board(tensorboard_dir, "train"), **common)
+    if steps.start("export"):
+        report = export_model(steps.dirs["train"], steps.dirs["export"], dataset=dataset, int8=int8, qat=qat,
+                              shrink=shrink, overwrite=True, verbose=verbose)
+    else:
+        report = read_report(steps.dirs["export"])
+    result = RunResult(out_dir, steps.dirs["search"], steps.dirs["train"], steps.dirs["export"], genotype, report)
+    if verbose:
+        print(result.summary())
+    return result
+
+
+def _out_folder(dataset, preset, out_dir, resume):
+    """The run's folder (default `default_out_dir`), refused when it holds files and the run is not resumed."""
+    out_dir = os.fspath(default_out_dir(dataset, preset) if out_dir is None else out_dir)
     if not resume and os.path.isdir(out_dir) and os.listdir(out_dir):
         raise ValueError(
             f"The output folder {out_dir!r} already holds files. Pass --resume (resume=True) to "
             "continue that run, or choose another --out."
         )
-    if isinstance(strategy, str):
-        strategy = loop_lib.make_strategy(strategy)
-    dirs = {step: os.path.join(out_dir, step) for step in ("search", "train", "export")}
-    common = dict(strategy=strategy, checkpoint_every=checkpoint_every, deterministic=deterministic,
-                  verbose=verbose)
-    board = {
-        step: None if tensorboard_dir is None else os.path.join(os.fspath(tensorboard_dir), step)
-        for step in ("search", "train")
-    }
-    if not isinstance(dataset, data_lib.Dataset):
-        dataset = data_lib.load(dataset, seed=0 if seed is None else seed)
+    return out_dir
 
-    def status(step):
-        last = {"search": "search_history.json", "train": "train_history.json", "export": "report.json"}[step]
-        if os.path.isfile(os.path.join(dirs[step], last)):
+
+class _Steps:
+    """The three steps' folders, and which of them a resumed run has finished or left interrupted."""
+
+    LAST = {"search": "search_history.json", "train": "train_history.json", "export": "report.json"}
+
+    def __init__(self, out_dir, resume, verbose):
+        self.dirs = {step: os.path.join(out_dir, step) for step in self.LAST}
+        self.resume, self.verbose = resume, verbose
+
+    def status(self, step):
+        if not self.resume:
+            return "new"
+        if os.path.isfile(os.path.join(self.dirs[step], self.LAST[step])):
             return "done"
-        if os.path.isdir(os.path.join(dirs[step], loop_lib.CHECKPOINT_SUBDIR)):
+        if step != "export" and os.path.isdir(os.path.join(self.dirs[step], runs.CHECKPOINT_SUBDIR)):
             return "interrupted"
         return "new"
 
-    def say(text):
-        if verbose:
-            print(f"== {text}")
+    def interrupted(self, step):
+        return self.status(step) == "interrupted"
 
-    state = status("search") if resume else "new"
-    if state == "done":
-        say(f"search: already finished in {dirs['search']}")
-    else:
-        say(f"search -> {dirs['search']}")
-        run_search(
-            dataset, preset=preset, config=search_config, out_dir=dirs["search"], epochs=epochs,
-            seed=seed, method=method, resume=state == "interrupted", tensorboard_dir=board["search"],
-            **common,
-        )
-    genotype = genotype_lib.Genotype.load(os.path.join(dirs["search"], "genotype.json"))
+    def start(self, step):
+        """Whether `step` runs (it has not finished); says which."""
+        done = self.status(step) == "done"
+        if self.verbose:
+            print(f"== {step}: already finished in {self.dirs[step]}" if done else f"== {step} -> {self.dirs[step]}")
+        return not done
 
-    state = status("train") if resume else "new"
-    if state == "done":
-        say(f"train: already finished in {dirs['train']}")
-    else:
-        say(f"train -> {dirs['train']}")
-        run_train(
-            genotype, dataset, preset=preset, config=train_config, out_dir=dirs["train"],
-            epochs=train_epochs, seed=seed, resume=state == "interrupted", tensorboard_dir=board["train"],
-            **common,
-        )
-
-    if resume and status("export") == "done":
-        say(f"export: already finished in {dirs['export']}")
-        report = read_report(dirs["export"])
-    else:
-        say(f"export -> {dirs['export']}")
-        report = export_model(
-            dirs["train"], dirs["export"], dataset=dataset, int8=int8, qat=qat, shrink=shrink, overwrite=True,
-            verbose=verbose,
-        )
-    result = RunResult(out_dir, dirs["search"], dirs["train"], dirs["export"], genotype, report)
-    if verbose:
-        print(result.summary())
-    return result
+    @staticmethod
+    def board(tensorboard_dir, step):
+        return None if tensorboard_dir is None else os.path.join(os.fspath(tensorboard_dir), step)

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvnas.compress import channel_plan, macs, shrinking
-from tfvnas.layers import variational
-from tfvnas.models import zoo
 from tfvnas import data as data_lib
+from tfvnas.compress import channel_plan, macs, shrinking
+from tfvnas.compress import strip as strip_lib
+from tfvnas.layers import variational
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import network as network_lib
-from tfvnas.compress import strip as strip_lib
+from tfvnas.models import zoo
 
 L = keras.layers
 SHAPE = (12, 12, 1)

@@ -22,9 +22,8 @@ import pytest
 import tensorflow as tf
 
 from tfvnas import config as config_lib
-from tfvnas.compress import counting
 from tfvnas import data as data_lib
-from tfvnas.compress import macs, shrinking
+from tfvnas.compress import counting, macs, shrinking
 from tfvnas.exporting import api, qat, saved_model, tflite
 
 pytestmark = pytest.mark.slow  # one real export (SavedModel, TFLite, int8, QAT) serves the module

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvnas.layers import channel_prior
-from tfvnas import config
-from tfvnas.compress import macs, strip as strip_lib
-from tfvnas.models import network as network_lib
-from tfvnas.layers import variational as vd
-from tests.models.test_network import EVERY_OP, SHAPE, _scramble
 from tests.layers.test_variational import MODES, _np_kl, _np_same_conv, _run, _theta
+from tests.models.test_network import EVERY_OP, SHAPE, _scramble
+from tfvnas import config
+from tfvnas.compress import macs
+from tfvnas.compress import strip as strip_lib
+from tfvnas.layers import channel_prior
+from tfvnas.layers import variational as vd
+from tfvnas.models import network as network_lib
 
 THRESHOLD = 3.0
 
@@ -360,11 +361,10 @@ def test_pruned_channel_groups_become_dead_channels_that_shrink_removes(images):
 
 
 def test_a_train_config_file_sets_the_channel_prior(tmp_path):
-    from tfvnas.loops import training
 
     path = tmp_path / "prior.json"
     path.write_text('{"channel_prior": true, "channel_scale_init": 0.05}')
-    cfg = training.resolve_config("quick", str(path))
+    cfg = config.settle(config.TrainConfig, preset="quick", config=str(path))
     assert cfg.channel_prior and cfg.channel_scale_init == 0.05
     assert cfg.channels == config.TRAIN_PRESETS["quick"].channels
 

@@ -10,8 +10,8 @@ import tensorflow as tf
 from tfvnas import config as config_lib
 from tfvnas.layers import darts
 from tfvnas.layers import ops as ops_lib
-from tfvnas.loops.searching import search
 from tfvnas.layers.mixed_edge import MixedEdge
+from tfvnas.loops.searching import search
 from tfvnas.models.supernet import Supernet
 
 

@@ -31,12 +31,12 @@ import tensorflow as tf
 from tests.conftest import LOGICAL_CPUS, mirrored
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas.loops import loop as loop_lib
-from tfvnas.layers import variational
+from tfvnas import runs
 from tfvnas.cli import main
+from tfvnas.layers import variational
+from tfvnas.loops import loop as loop_lib
 from tfvnas.loops import searching as search_lib
 from tfvnas.loops.searching import search as run_search
-
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 
@@ -171,9 +171,9 @@ def _read(path):
 
 def _state(out):
     """`(prefix, contents of state-N.json)` of the latest checkpoint in `out`."""
-    path = tf.train.latest_checkpoint(os.path.join(out, loop_lib.CHECKPOINT_SUBDIR))
+    path = tf.train.latest_checkpoint(os.path.join(out, runs.CHECKPOINT_SUBDIR))
     number = path.rsplit("-", 1)[-1]
-    return path, _read(os.path.join(out, loop_lib.CHECKPOINT_SUBDIR, f"state-{number}.json"))
+    return path, _read(os.path.join(out, runs.CHECKPOINT_SUBDIR, f"state-{number}.json"))
 
 
 def _checkpoint_tensors(path):

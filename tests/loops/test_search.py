@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ import tensorflow as tf
 from tests.conftest import mirrored, summary_events
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas.models import genotype as genotype_lib
-from tfvnas.loops import searching as search_lib
 from tfvnas.cli import main
+from tfvnas.loops import searching as search_lib
+from tfvnas.models import genotype as genotype_lib
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 

@@ -11,13 +11,18 @@ import keras_tuner
 import pytest
 
 from tfvnas import data as data_lib
-from tfvnas.loops import loop as loop_lib
-from tfvnas.layers import variational
-from tfvnas.models import zoo
 from tfvnas.cli import main
 from tfvnas.config import SearchConfig, TrainConfig
+from tfvnas.layers import variational
+from tfvnas.loops import loop as loop_lib
 from tfvnas.loops.training import Trainer
-from tfvnas.loops.tuning import DEFAULT_TRAIN_SPACE, TrainHyperModel, normalise_space, tune
+from tfvnas.loops.tuning import (
+    DEFAULT_TRAIN_SPACE,
+    TrainHyperModel,
+    normalise_space,
+    tune,
+)
+from tfvnas.models import zoo
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 
@@ -118,10 +123,11 @@ def test_study_runs_then_resumes_with_one_more_trial(tmp_path, mnist, trainers):
     assert best["hyperparameters"] == winner["hyperparameters"]
     assert best["metrics"]["nonzero_params"] == winner["nonzero_params"]
     # best_config.json is a TrainConfig file for `tfvnas train --config`.
-    from tfvnas.loops.training import resolve_config
+    from tfvnas import config as config_lib
 
-    cfg = resolve_config("smoke", str(out / "best_config.json"))
-    assert cfg == resolve_config("smoke", TINY_TRAIN).replace(**winner["hyperparameters"])
+    cfg = config_lib.settle(config_lib.TrainConfig, preset="smoke", config=str(out / "best_config.json"))
+    assert cfg == config_lib.settle(config_lib.TrainConfig, preset="smoke", config=TINY_TRAIN).replace(
+        **winner["hyperparameters"])
     assert cfg.to_dict() == best["config"] and cfg == first.best_config
 
     # Resume: keras-tuner's state keeps the first two trials; one more runs.

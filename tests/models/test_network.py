@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvnas.models import genotype as genotype_lib
-from tfvnas.models import network as network_lib
 from tfvnas.compress import strip as strip_lib
 from tfvnas.layers import variational
-from tfvnas.models import zoo
 from tfvnas.loops.training import cutout
+from tfvnas.models import genotype as genotype_lib
+from tfvnas.models import network as network_lib
+from tfvnas.models import zoo
 
 SHAPE = (12, 12, 1)
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvnas.models import genotype as genotype_lib
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational as vd_lib
 from tfvnas.layers.mixed_edge import MixedEdge
+from tfvnas.models import genotype as genotype_lib
 from tfvnas.models.supernet import Supernet
 
 OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect")

@@ -10,10 +10,18 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
-from tests.helpers.pictures import DARTS_V2, DENSE, OPS, by_gid, check_png, parse_svg, svg_texts
-from tfvnas.pictures import cell_drawing
+from tests.helpers.pictures import (
+    DARTS_V2,
+    DENSE,
+    OPS,
+    by_gid,
+    check_png,
+    parse_svg,
+    svg_texts,
+)
 from tfvnas.models.genotype import Genotype
 from tfvnas.models.zoo import zoo_entry, zoo_names
+from tfvnas.pictures import cell_drawing
 
 CELLS = [(name, zoo_entry(name)[0]) for name in zoo_names()] + [("dense", DENSE)]
 

@@ -2,7 +2,15 @@
 
 import pytest
 
-from tests.helpers.pictures import LAYERS, OPS, by_gid, check_png, parse_svg, search_history, svg_texts
+from tests.helpers.pictures import (
+    LAYERS,
+    OPS,
+    by_gid,
+    check_png,
+    parse_svg,
+    search_history,
+    svg_texts,
+)
 from tfvnas.pictures import cell_drawing, charts
 
 POINTS = [

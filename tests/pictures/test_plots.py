@@ -5,9 +5,16 @@ import os
 
 import pytest
 
-from tests.helpers.pictures import DARTS_V2, DENSE, LAYERS, check_png, parse_svg, search_history
-from tfvnas.pictures import plots
+from tests.helpers.pictures import (
+    DARTS_V2,
+    DENSE,
+    LAYERS,
+    check_png,
+    parse_svg,
+    search_history,
+)
 from tfvnas.models.zoo import zoo_entry, zoo_names
+from tfvnas.pictures import plots
 
 
 def _search_dir(path, history=None):

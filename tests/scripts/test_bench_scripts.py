@@ -54,3 +54,18 @@ def test_the_sweep_table_and_plot_come_from_the_results_lines(tmp_path):
     assert written.count(bench.SWEEP_BEGIN) == 1 and "kept" in written
     bench.sweep_plot(rows, str(tmp_path / "sweep.png"))
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_default_prune_path_prunes_half_and_times_both_steps():
+    # The benchmark's half-pruned timing (its default path): the search's own pruning
+    # check and re-trace decision, then the two steps timed alternately.
+    bench = _bench()
+    config = dict(name="tiny", layers=1, channels=4, batch=8, size=8, in_channels=1, data="synthetic")
+    result = bench._tfvnas_child(dict(config=config, variant="vinnas", threads=None, warmup=0, steps=1,
+                                      prune=True))
+    searcher_gates = 2 * 14 * 7  # two tables of 14 edges x 7 ops
+    # Half of each table was pushed over the threshold; the per-node floor holds what a node needs.
+    assert searcher_gates // 2 - 16 <= result["pruned_gates"] <= searcher_gates // 2
+    assert result["active_gates"] == searcher_gates - result["pruned_gates"]
+    assert result["retraced"] is True
+    assert result["step_ms_start"] > 0 and result["step_ms_half_pruned"] > 0

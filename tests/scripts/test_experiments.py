@@ -1,5 +1,7 @@
 """The evidence study's bookkeeping (scripts/experiment_collapse.py): results file, bootstrap."""
 
+import json
+
 import numpy as np
 
 from tests.helpers.scripts import load_script
@@ -19,18 +21,18 @@ def test_per_image_correctness_round_trips_through_text():
         np.testing.assert_array_equal(driver.unpack_correct(text, n), correct)
 
 
+def _units(out, results=None):
+    return load_script("units").Units(out, results)
+
+
 def test_the_results_file_resumes_and_may_live_apart_from_the_run_folders(tmp_path):
-    driver = _driver()
-    driver.RESULTS["path"] = str(tmp_path / "kept" / "results.jsonl")
-    try:
-        assert driver.read_results(str(tmp_path / "runs")) == []
-        driver._append(str(tmp_path / "runs"), {"kind": "train", "key": "a", "value": 1})
-        assert driver._done(str(tmp_path / "runs"), "train", "a")
-        assert not driver._done(str(tmp_path / "runs"), "train", "b")
-        assert not (tmp_path / "runs" / "results.jsonl").exists()
-    finally:
-        driver.RESULTS["path"] = None
-    assert driver.results_path("x") == "x/results.jsonl"
+    units = _units(tmp_path / "runs", tmp_path / "kept" / "results.jsonl")
+    assert units.read() == []
+    units.append({"kind": "train", "key": "a", "value": 1})
+    assert units.done("train", "a") and units.get("train", "a")["value"] == 1
+    assert not units.done("train", "b") and units.get("train", "b") is None
+    assert not (tmp_path / "runs" / "results.jsonl").exists()
+    assert _units("x").path == "x/results.jsonl"
 
 
 def test_paired_bootstrap_matches_the_observed_difference_and_its_spread():
@@ -64,7 +66,7 @@ def test_an_unfinished_long_search_is_recorded_partial_and_not_done(tmp_path):
     history = [{"epoch": e, "step": 25 * e, "genotype": genotype, "pruned_share": {"normal": 0.1, "reduce": 0.2},
                 "arch_loss": None if e == 1 else 0.5} for e in range(1, 5)]
     (checkpoints / "state-25.json").write_text('{"history": []}')
-    (checkpoints / "state-75.json").write_text(driver.json.dumps({"history": history}))
+    (checkpoints / "state-75.json").write_text(json.dumps({"history": history}))
     # What tf.train.CheckpointManager leaves: the index of each kept checkpoint and the pointer to the latest.
     for number in (25, 75):
         (checkpoints / f"ckpt-{number}.index").write_bytes(b"")
@@ -72,15 +74,16 @@ def test_an_unfinished_long_search_is_recorded_partial_and_not_done(tmp_path):
                                             'all_model_checkpoint_paths: "ckpt-25"\n'
                                             'all_model_checkpoint_paths: "ckpt-75"\n')
     assert driver._resumable(str(out / "collapse" / "vinnas-seed0"))
-    driver.record_partial_collapses(str(out), cfg, ["vinnas", "darts"])  # darts: never started
-    records = driver.read_results(str(out))
+    units = _units(out)
+    driver.record_partial_collapses(units, cfg, ["vinnas", "darts"])  # darts: never started
+    records = units.read()
     assert [r["key"] for r in records] == ["vinnas-seed0"]
     partial = records[0]
     assert partial["kind"] == "collapse_partial" and partial["arch_updates"] == 75
     assert [(e["epoch"], e["step"]) for e in partial["per_epoch"]] == [(1, 25), (2, 50), (3, 75)]
     stats = driver.cell_statistics(zoo.load_genotype("darts_v2"))
     assert partial["per_epoch"][0]["skip_count"] == stats["normal_skips"]
-    assert not driver._done(str(out), "collapse", "vinnas-seed0")  # the phase still runs it
+    assert not units.done("collapse", "vinnas-seed0")  # the phase still runs it
 
 
 def test_two_driver_processes_never_run_the_same_unit(tmp_path):
@@ -88,31 +91,30 @@ def test_two_driver_processes_never_run_the_same_unit(tmp_path):
     import subprocess
     import sys
 
-    driver = _driver()
-    out = str(tmp_path)
-    assert driver._take(out, "train", "a")  # claimed by this process
-    assert not driver._take(out, "train", "a")  # already claimed (this process is alive)
+    units = _units(tmp_path)
+    assert units.take("train", "a")  # claimed by this process
+    assert not units.take("train", "a")  # already claimed (this process is alive)
     # Another live process's claim holds; a dead process's claim is taken over.
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     try:
         for key, pid in (("b", live.pid), ("c", dead.pid)):
-            path = driver._claim_path(out, "train", key)
+            path = units.claim_path("train", key)
             with open(path, "w", encoding="ascii") as f:
                 f.write(str(pid))
-        assert not driver._take(out, "train", "b")
-        assert driver._take(out, "train", "c")
-        with open(driver._claim_path(out, "train", "c"), encoding="ascii") as f:
+        assert not units.take("train", "b")
+        assert units.take("train", "c")
+        with open(units.claim_path("train", "c"), encoding="ascii") as f:
             assert int(f.read()) == os.getpid()
     finally:
         live.kill()
         live.wait()
     # A finished unit is never taken, and finishing drops the claim.
-    driver._finish(out, {"kind": "train", "key": "a", "value": 1})
-    assert not os.path.exists(driver._claim_path(out, "train", "a"))
-    assert not driver._take(out, "train", "a")
-    assert driver._done(out, "train", "a")
+    units.finish({"kind": "train", "key": "a", "value": 1})
+    assert not os.path.exists(units.claim_path("train", "a"))
+    assert not units.take("train", "a")
+    assert units.done("train", "a")
 
 
 def test_the_targets_are_judged_from_the_records():

@@ -26,10 +26,10 @@ the same logits. `shrink=False` keeps every channel (and every zero).
 import keras
 import numpy as np
 
-from tfvnas.models import network as network_lib
-from tfvnas.layers import ops as ops_lib
 from tfvnas.compress import shrinking
+from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational
+from tfvnas.models import network as network_lib
 
 STANDARD_LAYERS = (
     keras.layers.InputLayer,

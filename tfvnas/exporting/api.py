@@ -34,18 +34,29 @@ import keras
 import numpy as np
 
 from tfvnas import config as config_lib
-from tfvnas.compress import counting
 from tfvnas import data as data_lib
 from tfvnas import files
+from tfvnas.compress import counting, shrinking
 from tfvnas.compress import macs as macs_lib
-from tfvnas.models import network as network_lib
-from tfvnas.compress import shrinking
 from tfvnas.compress import strip as strip_lib
 from tfvnas.exporting import qat, tflite, verify
 from tfvnas.exporting import report as report_lib
-from tfvnas.exporting.names import (FLOAT_DENSE_TFLITE, FLOAT_TFLITE, INT8_TFLITE, QAT_TFLITE, REPORT_JSON,
-                                    SAVED_MODEL_DIR, TRAIN_HISTORY, TRAIN_MODEL)
-from tfvnas.exporting.saved_model import image_shape, saved_model_logits, write_saved_model
+from tfvnas.exporting.names import (
+    FLOAT_DENSE_TFLITE,
+    FLOAT_TFLITE,
+    INT8_TFLITE,
+    QAT_TFLITE,
+    REPORT_JSON,
+    SAVED_MODEL_DIR,
+    TRAIN_HISTORY,
+    TRAIN_MODEL,
+)
+from tfvnas.exporting.saved_model import (
+    image_shape,
+    saved_model_logits,
+    write_saved_model,
+)
+from tfvnas.models import network as network_lib
 
 
 def _representative(dataset, config):
@@ -188,44 +199,72 @@ def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, 
 
 
 def _export_into(unshrunk, dataset, folder, config, log):
-    input_dtype = np.dtype(dataset.x_train.dtype).name
+    """Writes every artefact into `folder` and returns the report: convert, verify, time, then report."""
+    job = _Export(unshrunk, dataset, folder, config, log)
+    job.convert()
+    job.convert_unshrunk()
+    job.verify()
+    job.time()
+    try:
+        return files.jsonable(job.report())
+    finally:
+        if job.baseline:
+            shutil.rmtree(os.path.join(folder, ".unshrunk"))
 
-    def path(name):
-        return os.path.join(folder, name)
 
-    representative = _representative(dataset, config)
-    model = unshrunk
-    if config.shrink:
-        log("removing dead channels and folding constants")
-        model = shrinking.shrink(unshrunk)
+class _Export:
+    """One export: the steps of `_export_into`, each filling in its part."""
 
-    log("writing the SavedModel")
-    write_saved_model(model, path(SAVED_MODEL_DIR), input_dtype=input_dtype)
-    log("converting to TFLite (float, sparse and dense)")
-    _write_float_tflite(path(SAVED_MODEL_DIR), folder)
-    encodings = {}
-    if config.int8:
-        log("converting to int8 TFLite (post-training quantization)")
-        encodings[INT8_TFLITE] = tflite.convert_loadable_int8(
-            path(SAVED_MODEL_DIR), path(INT8_TFLITE), representative, log)
-    qat_info = None
-    if config.qat:
+    def __init__(self, unshrunk, dataset, folder, config, log):
+        self.unshrunk, self.dataset, self.folder, self.config, self.log = unshrunk, dataset, folder, config, log
+        self.input_dtype = np.dtype(dataset.x_train.dtype).name
+        self.representative = _representative(dataset, config)
+        self.model = unshrunk
+        self.encodings, self.qat_info = {}, None
+        self.baseline, self.encodings_baseline = {}, {}
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    @property
+    def tflite_files(self):
+        return [FLOAT_TFLITE, FLOAT_DENSE_TFLITE] + list(self.encodings)
+
+    def convert(self):
+        """The shipped model (dead channels removed unless `shrink` is off) as SavedModel and TFLite files."""
+        config, log, path = self.config, self.log, self.path
+        if config.shrink:
+            log("removing dead channels and folding constants")
+            self.model = shrinking.shrink(self.unshrunk)
+        log("writing the SavedModel")
+        write_saved_model(self.model, path(SAVED_MODEL_DIR), input_dtype=self.input_dtype)
+        log("converting to TFLite (float, sparse and dense)")
+        _write_float_tflite(path(SAVED_MODEL_DIR), self.folder)
+        if config.int8:
+            log("converting to int8 TFLite (post-training quantization)")
+            self.encodings[INT8_TFLITE] = tflite.convert_loadable_int8(
+                path(SAVED_MODEL_DIR), path(INT8_TFLITE), self.representative, log)
+        if config.qat:
+            self._convert_qat()
+
+    def _convert_qat(self):
+        config, dataset, log = self.config, self.dataset, self.log
         log("quantization-aware fine-tuning (tf_keras, pruning-preserving)")
         start = time.perf_counter()
         qat_model, moved = qat.quantization_aware_finetune(
-            model, dataset.x_train, dataset.y_train, epochs=config.qat_epochs,
+            self.model, dataset.x_train, dataset.y_train, epochs=config.qat_epochs,
             learning_rate=config.qat_lr, batch_size=config.qat_batch_size, seed=config.seed,
-            calibration=representative)
-        qat_keras_zeros = verify.qat_zero_pattern(model, qat_model)
-        qat_source = os.path.join(folder, ".qat_saved_model")
-        write_saved_model(qat_model, qat_source, input_dtype=input_dtype)
-        encodings[QAT_TFLITE] = tflite.convert_loadable_int8(
-            qat_source, path(QAT_TFLITE), representative, log)
+            calibration=self.representative)
+        qat_keras_zeros = verify.qat_zero_pattern(self.model, qat_model)
+        qat_source = os.path.join(self.folder, ".qat_saved_model")
+        write_saved_model(qat_model, qat_source, input_dtype=self.input_dtype)
+        self.encodings[QAT_TFLITE] = tflite.convert_loadable_int8(
+            qat_source, self.path(QAT_TFLITE), self.representative, log)
         shutil.rmtree(qat_source)
-        qat_info = {
+        self.qat_info = {
             "scheme": "Default8BitPrunePreserveQuantizeScheme",
             "activation_ranges": ("started at the float model's output ranges on the "
-                                  f"{len(representative)} representative images"),
+                                  f"{len(self.representative)} representative images"),
             "epochs": config.qat_epochs,
             "learning_rate": config.qat_lr,
             "batch_size": config.qat_batch_size,
@@ -235,131 +274,140 @@ def _export_into(unshrunk, dataset, folder, config, log):
             "zeros_moved_by_scheme": moved,
             "keras_zeros_by_type": qat_keras_zeros["by_type"],
         }
-    tflite_files = [FLOAT_TFLITE, FLOAT_DENSE_TFLITE] + list(encodings)
-    baseline, encodings_baseline = {}, {}
-    if config.shrink and config.compare_unshrunk:
-        log("converting the unshrunk network for the comparison (not shipped)")
-        baseline_dir = os.path.join(folder, ".unshrunk")
-        write_saved_model(unshrunk, os.path.join(baseline_dir, SAVED_MODEL_DIR), input_dtype=input_dtype)
-        _write_float_tflite(os.path.join(baseline_dir, SAVED_MODEL_DIR), baseline_dir)
-        baseline = {name: os.path.join(baseline_dir, name) for name in (FLOAT_TFLITE, FLOAT_DENSE_TFLITE)}
+
+    def convert_unshrunk(self):
+        """The unshrunk network's TFLite files, for the comparison (not shipped)."""
+        config = self.config
+        if not (config.shrink and config.compare_unshrunk):
+            return
+        self.log("converting the unshrunk network for the comparison (not shipped)")
+        folder = os.path.join(self.folder, ".unshrunk")
+        saved = os.path.join(folder, SAVED_MODEL_DIR)
+        write_saved_model(self.unshrunk, saved, input_dtype=self.input_dtype)
+        _write_float_tflite(saved, folder)
+        self.baseline = {name: os.path.join(folder, name) for name in (FLOAT_TFLITE, FLOAT_DENSE_TFLITE)}
         if config.int8:
-            entry = tflite.convert_loadable_int8(
-                os.path.join(baseline_dir, SAVED_MODEL_DIR), os.path.join(baseline_dir, INT8_TFLITE),
-                representative, log)
-            baseline[INT8_TFLITE] = os.path.join(baseline_dir, INT8_TFLITE)
-            encodings_baseline[INT8_TFLITE] = entry
+            self.encodings_baseline[INT8_TFLITE] = tflite.convert_loadable_int8(
+                saved, os.path.join(folder, INT8_TFLITE), self.representative, self.log)
+            self.baseline[INT8_TFLITE] = os.path.join(folder, INT8_TFLITE)
 
-    log("verifying")
-    x, labels = dataset.x_test, dataset.y_test
-    batch = config.eval_batch_size
-    reference = verify.keras_logits(model, x, batch)
-    parity = {"split": "test", "examples": int(len(x)),
-              "keras": {"accuracy": float(np.mean(reference.argmax(1) == labels))}}
-    parity[SAVED_MODEL_DIR] = verify.parity(reference, saved_model_logits(path(SAVED_MODEL_DIR), x, batch),
-                                      labels)
-    tflite_entries = {}
-    delegates = {}
-    for name in tflite_files:
-        xnnpack_error = tflite.load_error(path(name), "xnnpack")
-        delegate = "xnnpack" if xnnpack_error is None else "none"
-        delegates[path(name)] = delegate
-        logits = tflite.run_tflite(path(name), x, delegate=delegate, batch_size=batch)["logits"]
-        parity[name] = {**verify.parity(reference, logits, labels), "delegate": delegate}
-        tflite_entries[name] = {
-            **tflite.tflite_io(path(name)),
-            "encoding": encodings.get(name, {}).get(
-                "encoding", "sparse" if name == FLOAT_TFLITE else "dense"),
-            "loads_with_xnnpack": xnnpack_error is None,
-            "xnnpack_error": xnnpack_error,
+    def verify(self):
+        """Parity of every file with the Keras model on the test split; which delegate each loads with."""
+        self.log("verifying")
+        path, batch = self.path, self.config.eval_batch_size
+        x, labels = self.dataset.x_test, self.dataset.y_test
+        self.reference = verify.keras_logits(self.model, x, batch)
+        parity = {"split": "test", "examples": int(len(x)),
+                  "keras": {"accuracy": float(np.mean(self.reference.argmax(1) == labels))}}
+        parity[SAVED_MODEL_DIR] = verify.parity(
+            self.reference, saved_model_logits(path(SAVED_MODEL_DIR), x, batch), labels)
+        self.tflite_entries, self.delegates = {}, {}
+        for name in self.tflite_files:
+            xnnpack_error = tflite.load_error(path(name), "xnnpack")
+            delegate = "xnnpack" if xnnpack_error is None else "none"
+            self.delegates[path(name)] = delegate
+            logits = tflite.run_tflite(path(name), x, delegate=delegate, batch_size=batch)["logits"]
+            parity[name] = {**verify.parity(self.reference, logits, labels), "delegate": delegate}
+            self.tflite_entries[name] = {
+                **tflite.tflite_io(path(name)),
+                "encoding": self.encodings.get(name, {}).get(
+                    "encoding", "sparse" if name == FLOAT_TFLITE else "dense"),
+                "loads_with_xnnpack": xnnpack_error is None,
+                "xnnpack_error": xnnpack_error,
+            }
+        for name, entry in self.encodings.items():
+            drop = parity["keras"]["accuracy"] - parity[name]["accuracy"]
+            entry.update({
+                "accuracy_drop": float(drop),
+                "tolerance": self.config.int8_tolerance,
+                "within_tolerance": bool(drop <= self.config.int8_tolerance + 1e-12),
+            })
+        for file in self.baseline.values():
+            self.delegates[file] = "xnnpack" if tflite.load_error(file, "xnnpack") is None else "none"
+        self.parity = parity
+
+    def time(self):
+        """Every file's latency in the LiteRT interpreter."""
+        config = self.config
+        self.log("timing (LiteRT)")
+        self.timed = tflite.tflite_latencies(
+            [self.path(name) for name in self.tflite_files] + list(self.baseline.values()), self.dataset.x_test[0],
+            runs=config.latency_runs, rounds=config.latency_rounds, threads=config.latency_threads,
+            delegates=self.delegates)
+
+    def report(self):
+        """`report.json`'s contents from what the steps found."""
+        config, dataset, model, path = self.config, self.dataset, self.model, self.path
+        tflite_files = self.tflite_files
+        threads = tflite.LATENCY_THREADS if tflite.LATENCY_THREADS in config.latency_threads \
+            else config.latency_threads[0]
+        latency = {name: self.timed[path(name)][threads] for name in tflite_files}
+        zeros = {SAVED_MODEL_DIR: verify.zero_pattern(model, saved_model=path(SAVED_MODEL_DIR))}
+        for name in tflite_files:
+            zeros[name] = verify.zero_pattern(model, tflite=path(name))
+        sizes = {name: _file_sizes(path(name)) for name in [SAVED_MODEL_DIR] + tflite_files}
+        sparse, dense = sizes[FLOAT_TFLITE], sizes[FLOAT_DENSE_TFLITE]
+        rows = _comparison_rows(
+            "shrunk" if config.shrink else "unshrunk", True, model, {name: path(name) for name in tflite_files},
+            self.encodings, self.timed, {name: self.parity[name]["accuracy"] for name in tflite_files})
+        if self.baseline:
+            x, labels, batch = dataset.x_test, dataset.y_test, config.eval_batch_size
+            accuracy = {
+                name: float(np.mean(tflite.run_tflite(file, x, delegate=self.delegates[file], batch_size=batch)
+                                    ["logits"].argmax(1) == labels))
+                for name, file in self.baseline.items()
+            }
+            rows += _comparison_rows("unshrunk", False, self.unshrunk, self.baseline, self.encodings_baseline,
+                                     self.timed, accuracy)
+        return {
+            "format": "tfvnas-export/1",
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "dataset": {"name": dataset.name, "num_classes": dataset.num_classes,
+                        "test_examples": int(len(dataset.x_test))},
+            "input": report_lib.input_report(model, dataset),
+            "outputs": {
+                "logits": f"float32 ({dataset.num_classes},) per image",
+                "probabilities": "softmax of the logits",
+            },
+            "parameters": counting.count_parameters(model),
+            "macs": macs_lib.count_macs(model),
+            "shrink": self._shrink_report(),
+            "files": sizes,
+            "float_sparse_to_dense_ratio": {
+                "bytes": sparse["bytes"] / dense["bytes"],
+                "gzip_bytes": sparse["gzip_bytes"] / dense["gzip_bytes"],
+            },
+            "tflite": self.tflite_entries,
+            "parity": self.parity,
+            "latency": latency,
+            "comparison": {
+                "latency": {"runs": config.latency_runs * config.latency_rounds, "rounds": config.latency_rounds,
+                            "threads": list(config.latency_threads), "image": "the first test image"},
+                "rows": rows,
+            },
+            "zero_pattern": zeros,
+            "int8": self.encodings.get(INT8_TFLITE),
+            "qat": None if self.qat_info is None else {**self.qat_info, **self.encodings[QAT_TFLITE],
+                                                       "zeros_by_type": zeros[QAT_TFLITE]["by_type"]},
+            "config": config.to_dict(),
+            "versions": report_lib.versions(),
         }
-    for name, entry in encodings.items():
-        drop = parity["keras"]["accuracy"] - parity[name]["accuracy"]
-        entry.update({
-            "accuracy_drop": float(drop),
-            "tolerance": config.int8_tolerance,
-            "within_tolerance": bool(drop <= config.int8_tolerance + 1e-12),
-        })
-    for file in baseline.values():
-        delegates[file] = "xnnpack" if tflite.load_error(file, "xnnpack") is None else "none"
 
-    log("timing (LiteRT)")
-    timed = tflite.tflite_latencies(
-        [path(name) for name in tflite_files] + list(baseline.values()), x[0], runs=config.latency_runs,
-        rounds=config.latency_rounds, threads=config.latency_threads, delegates=delegates)
-    threads = tflite.LATENCY_THREADS if tflite.LATENCY_THREADS in config.latency_threads \
-        else config.latency_threads[0]
-    latency = {name: timed[path(name)][threads] for name in tflite_files}
-
-    zeros = {SAVED_MODEL_DIR: verify.zero_pattern(model, saved_model=path(SAVED_MODEL_DIR))}
-    for name in tflite_files:
-        zeros[name] = verify.zero_pattern(model, tflite=path(name))
-
-    sizes = {name: _file_sizes(path(name)) for name in [SAVED_MODEL_DIR] + tflite_files}
-    sparse, dense = sizes[FLOAT_TFLITE], sizes[FLOAT_DENSE_TFLITE]
-    shipped_rows = _comparison_rows(
-        "shrunk" if config.shrink else "unshrunk", True, model,
-        {name: path(name) for name in tflite_files}, encodings, timed,
-        {name: parity[name]["accuracy"] for name in tflite_files})
-    baseline_rows = []
-    if baseline:
-        accuracy = {
-            name: float(np.mean(tflite.run_tflite(file, x, delegate=delegates[file], batch_size=batch)
-                                ["logits"].argmax(1) == labels))
-            for name, file in baseline.items()
-        }
-        baseline_rows = _comparison_rows("unshrunk", False, unshrunk, baseline, encodings_baseline, timed,
-                                         accuracy)
-    if config.shrink:
-        unshrunk_logits = verify.keras_logits(unshrunk, x, batch)
-        shrink_report = {
+    def _shrink_report(self):
+        if not self.config.shrink:
+            return {"enabled": False}
+        x = self.dataset.x_test
+        unshrunk_logits = verify.keras_logits(self.unshrunk, x, self.config.eval_batch_size)
+        return {
             "enabled": True,
-            **shrinking.shrink_summary(unshrunk, model),
+            **shrinking.shrink_summary(self.unshrunk, self.model),
             "parity": {
                 "split": "test",
                 "examples": int(len(x)),
-                "max_abs_diff": float(np.max(np.abs(unshrunk_logits - reference))),
-                "top1_agreement": float(np.mean(unshrunk_logits.argmax(1) == reference.argmax(1))),
+                "max_abs_diff": float(np.max(np.abs(unshrunk_logits - self.reference))),
+                "top1_agreement": float(np.mean(unshrunk_logits.argmax(1) == self.reference.argmax(1))),
             },
         }
-    else:
-        shrink_report = {"enabled": False}
-    report = {
-        "format": "tfvnas-export/1",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {"name": dataset.name, "num_classes": dataset.num_classes,
-                    "test_examples": int(len(dataset.x_test))},
-        "input": report_lib.input_report(model, dataset),
-        "outputs": {
-            "logits": f"float32 ({dataset.num_classes},) per image",
-            "probabilities": "softmax of the logits",
-        },
-        "parameters": counting.count_parameters(model),
-        "macs": macs_lib.count_macs(model),
-        "shrink": shrink_report,
-        "files": sizes,
-        "float_sparse_to_dense_ratio": {
-            "bytes": sparse["bytes"] / dense["bytes"],
-            "gzip_bytes": sparse["gzip_bytes"] / dense["gzip_bytes"],
-        },
-        "tflite": tflite_entries,
-        "parity": parity,
-        "latency": latency,
-        "comparison": {
-            "latency": {"runs": config.latency_runs * config.latency_rounds, "rounds": config.latency_rounds,
-                        "threads": list(config.latency_threads), "image": "the first test image"},
-            "rows": shipped_rows + baseline_rows,
-        },
-        "zero_pattern": zeros,
-        "int8": encodings.get(INT8_TFLITE),
-        "qat": None if qat_info is None else {**qat_info, **encodings[QAT_TFLITE],
-                                              "zeros_by_type": zeros[QAT_TFLITE]["by_type"]},
-        "config": config.to_dict(),
-        "versions": report_lib.versions(),
-    }
-    if baseline:
-        shutil.rmtree(os.path.join(folder, ".unshrunk"))
-    return files.jsonable(report)
 
 
 def _write_float_tflite(saved_model_dir, folder):

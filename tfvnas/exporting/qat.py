@@ -18,8 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvnas.compress import counting
 from tfvnas import data as data_lib
+from tfvnas.compress import counting
 from tfvnas.compress import strip as strip_lib
 
 # Keyword arguments every tf_keras layer takes (tf_keras base Layer).

@@ -13,8 +13,16 @@ import tensorflow as tf
 
 from tfvnas import files
 from tfvnas.exporting import names
-from tfvnas.exporting.names import (CONFIG_JSON, INPUT_NAME, INT8_TFLITE, MODEL_CARD, QAT_TFLITE,
-                                    REPORT_JSON, REPORT_MD, SAVED_MODEL_DIR)
+from tfvnas.exporting.names import (
+    CONFIG_JSON,
+    INPUT_NAME,
+    INT8_TFLITE,
+    MODEL_CARD,
+    QAT_TFLITE,
+    REPORT_JSON,
+    REPORT_MD,
+    SAVED_MODEL_DIR,
+)
 
 
 def input_report(model, dataset):

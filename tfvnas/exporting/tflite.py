@@ -547,7 +547,7 @@ def convert_loadable_int8(source, path, representative, log):
         reason = ("neither encoding loads with XNNPACK; the dense file loads with "
                   "built-in kernels only (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)")
     else:
-        raise RuntimeError(
+        raise checks.ActionableError(
             f"The int8 model {os.path.basename(path)} does not load in LiteRT in either "
             f"encoding. Sparse: {sparse['xnnpack_error']}; dense: {dense['xnnpack_error']}")
     log(f"{os.path.basename(path)}: kept the {kept} encoding")

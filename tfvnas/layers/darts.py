@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfvnas.layers import gates as gates_lib
 
+
 @keras.saving.register_keras_serializable(package="tfvnas")
 class SoftmaxGates(gates_lib.GateTable):
     """A table of DARTS architecture logits, one per (edge, op).

@@ -54,7 +54,6 @@ import tensorflow as tf
 from tfvnas import checks
 from tfvnas.layers import variational
 
-
 PARAMETERISATIONS = ("positive", "log_alpha")
 
 

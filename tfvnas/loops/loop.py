@@ -29,13 +29,13 @@ import time
 import keras
 import tensorflow as tf
 
-from tfvnas import choices
+from tfvnas import choices, files
+from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas import files
 from tfvnas.layers import variational
+from tfvnas.runs import check_resume_config
 
 STRATEGIES = choices.STRATEGIES
-CHECKPOINT_SUBDIR = "checkpoints"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -79,6 +79,27 @@ def make_strategy(name="auto"):
 # its all-reduces fail ("Shape mismatch in the collective instance 100").
 _STRATEGY_CACHE = {}
 _COLLECTIVE_OWNERS = {}
+
+
+def open_run(config_class, dataset, *, preset="quick", config=None, out_dir=None, resume=False, strategy=None,
+             deterministic=False, **overrides):
+    """What every run does first: `(strategy, config, dataset)` for a search, a training, `run` or `tune`.
+
+    The strategy from its name (`make_strategy`) or as given (None: the
+    current one); the configuration settled in one place
+    (`tfvnas.config.settle`); determinism when asked for, seeded by that
+    configuration; and the data set, loaded when named, its validation split
+    drawn with the configuration's seed, so that every command given the
+    same configuration sees the same splits.
+    """
+    if isinstance(strategy, str):
+        strategy = make_strategy(strategy)
+    cfg = config_lib.settle(config_class, preset=preset, config=config, out_dir=out_dir, resume=resume, **overrides)
+    if deterministic:
+        enable_determinism(cfg.seed)
+    if not isinstance(dataset, data_lib.Dataset):
+        dataset = data_lib.load(dataset, seed=cfg.seed)
+    return strategy, cfg, dataset
 
 
 def mirrored_strategy(devices=None):
@@ -636,80 +657,3 @@ class Loop:
 
     def epoch_line(self, record):
         return f"val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
-
-
-def latest_state(out_dir, kind="run"):
-    """The state (`position`, `history`, `config`, `extra`) a run in `out_dir` saved with its latest checkpoint.
-
-    Raises:
-        ValueError: when there is no checkpoint or its state does not read.
-    """
-    if out_dir is None:
-        raise ValueError(f"Resuming a {kind} needs the output folder of the run to continue. Received: None")
-    checkpoint_dir = os.path.join(os.fspath(out_dir), CHECKPOINT_SUBDIR)
-    path = tf.train.latest_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else None
-    if path is None:
-        raise ValueError(
-            f"No checkpoint to resume from in {checkpoint_dir!r} "
-            f"(expected the output folder of an interrupted {kind})."
-        )
-    state = os.path.join(checkpoint_dir, "state-" + path.rsplit("-", 1)[-1] + ".json")
-    try:
-        with open(state, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"Cannot read the checkpoint state {state!r}: {e}") from e
-
-
-def saved_config(out_dir, config_cls, kind):
-    """The configuration a run in `out_dir` saved with its latest checkpoint.
-
-    Raises:
-        ValueError: when there is no checkpoint or its state does not read.
-    """
-    state = latest_state(out_dir, kind)
-    try:
-        return config_cls.from_dict(state["config"])
-    except KeyError as e:
-        raise ValueError(f"Cannot read the checkpoint state of {out_dir!r}: no {e}") from e
-
-
-def run_config(out_dir, resume, config_cls, kind, requested, *, given):
-    """The configuration a `search()` or `train()` call runs with.
-
-    Args:
-        out_dir: the run's output folder.
-        resume: whether the call continues the run saved in `out_dir`.
-        config_cls: `SearchConfig` or `TrainConfig`.
-        kind: 'search' or 'training', for messages.
-        requested: a function of no arguments that resolves the caller's
-            preset, config and overrides.
-        given: whether the caller passed any configuration argument; with
-            `resume`, those must describe the saved run.
-
-    Raises:
-        ValueError: no checkpoint to resume, or a configuration that differs
-            from the saved one.
-    """
-    if not resume:
-        return requested()
-    cfg = saved_config(out_dir, config_cls, kind)
-    if given:
-        check_resume_config(cfg, requested(), os.path.join(out_dir, CHECKPOINT_SUBDIR))
-    return cfg
-
-
-def check_resume_config(saved, requested, checkpoint_dir):
-    """Checks that a resumed run asks for the configuration its checkpoint holds.
-
-    Raises:
-        ValueError: naming the fields that differ.
-    """
-    if saved != requested:
-        requested = requested.to_dict()
-        diff = sorted(k for k, v in saved.to_dict().items() if requested.get(k) != v)
-        raise ValueError(
-            f"The checkpoint in {os.fspath(checkpoint_dir)!r} was written with a different configuration "
-            f"(fields differ: {', '.join(diff)}). Resume with the configuration it was saved with."
-        )
-

@@ -35,7 +35,6 @@ import contextlib
 import keras
 import tensorflow as tf
 
-
 CHUNK = 8
 
 

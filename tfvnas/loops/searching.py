@@ -15,15 +15,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfvnas import config as config_lib
-from tfvnas import data as data_lib
-from tfvnas import files
-from tfvnas.models import genotype as genotype_lib
+from tfvnas import files, runs
+from tfvnas.layers import variational
 from tfvnas.loops import loop as loop_lib
-from tfvnas.layers import ops as ops_lib
 from tfvnas.loops import optim
 from tfvnas.loops import selection as selection_lib
+from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import supernet as supernet_lib
-from tfvnas.layers import variational
 
 ARTEFACTS = ("genotype.json", "genotype_threshold.json", "search_config.json", "search_history.json")
 
@@ -114,11 +112,6 @@ class SearchResult:
         return "\n".join(lines)
 
 
-def resolve_config(preset="quick", config=None, **overrides):
-    """Preset, then a config (object, dict or file path), then explicit overrides."""
-    return config_lib.resolve(config_lib.SearchConfig, config_lib.PRESETS, preset, config, **overrides)
-
-
 def arch_schedule(lr, anneal, total_steps):
     """The gates' learning rate: `lr`, then over the last `anneal` share of the steps a cosine to 0.
 
@@ -196,6 +189,7 @@ class Searcher(loop_lib.Loop):
             skip_bn=cfg.skip_bn,
             aux_skip=cfg.aux_skip,
             shared_edge_functions=cfg.shared_edge_functions,
+            fused=cfg.fused_edges,
         )
         model.build((None,) + tuple(ds.image_shape))
         # The op set the first trace computes: every op. Pruning between
@@ -401,7 +395,7 @@ class Searcher(loop_lib.Loop):
         Returns:
             A `SearchResult`.
         """
-        checkpoint_dir = None if out_dir is None else os.path.join(out_dir, loop_lib.CHECKPOINT_SUBDIR)
+        checkpoint_dir = None if out_dir is None else os.path.join(out_dir, runs.CHECKPOINT_SUBDIR)
         if resume:
             if checkpoint_dir is None:
                 raise ValueError("`resume` needs the `out_dir` of the run to continue.")
@@ -503,22 +497,9 @@ def search(
         FloatingPointError: when the loss stops being finite.
         tfvnas.loops.loop.Interrupted: after SIGTERM/SIGINT (a checkpoint is saved).
     """
-    if isinstance(strategy, str):
-        strategy = loop_lib.make_strategy(strategy)
-    def requested():
-        cfg = resolve_config(preset, config, epochs=epochs, seed=seed, method=method)
-        if method == "darts" and cfg.op_set == ops_lib.DEFAULT_OP_SET and cfg.ops is None:
-            cfg = cfg.replace(op_set="darts_none")
-        return cfg
-
-    cfg = loop_lib.run_config(
-        out_dir, resume, config_lib.SearchConfig, "search", requested,
-        given=any(v is not None for v in (config, epochs, seed, method)),
-    )
-    if deterministic:
-        loop_lib.enable_determinism(cfg.seed)
-    if not isinstance(dataset, data_lib.Dataset):
-        dataset = data_lib.load(dataset, seed=cfg.seed)
+    strategy, cfg, dataset = loop_lib.open_run(
+        config_lib.SearchConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
+        strategy=strategy, deterministic=deterministic, epochs=epochs, seed=seed, method=method)
     searcher = Searcher(cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
     result = searcher.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
     if verbose:

@@ -23,17 +23,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvnas.layers import channel_prior as channel_prior_lib
 from tfvnas import config as config_lib
+from tfvnas import files, runs
 from tfvnas.compress import counting
-from tfvnas import data as data_lib
-from tfvnas import files
-from tfvnas.models import genotype as genotype_lib
-from tfvnas.loops import loop as loop_lib
-from tfvnas.models import network as network_lib
-from tfvnas.loops import optim
 from tfvnas.compress import strip as strip_lib
+from tfvnas.layers import channel_prior as channel_prior_lib
 from tfvnas.layers import variational
+from tfvnas.loops import loop as loop_lib
+from tfvnas.loops import optim
+from tfvnas.models import genotype as genotype_lib
+from tfvnas.models import network as network_lib
 from tfvnas.models import zoo
 
 ARTEFACTS = ("model.keras", "genotype.json", "train_config.json", "train_history.json")
@@ -85,11 +84,6 @@ class TrainResult:
         if self.out_dir:
             lines.append(f"  artefacts in {self.out_dir}")
         return "\n".join(lines)
-
-
-def resolve_config(preset="quick", config=None, **overrides):
-    """Preset, then a config (object, dict or file path), then explicit overrides."""
-    return config_lib.resolve(config_lib.TrainConfig, config_lib.TRAIN_PRESETS, preset, config, **overrides)
 
 
 class Trainer(loop_lib.Loop):
@@ -214,7 +208,7 @@ class Trainer(loop_lib.Loop):
         Returns:
             A `TrainResult`.
         """
-        checkpoint_dir = None if out_dir is None else os.path.join(out_dir, loop_lib.CHECKPOINT_SUBDIR)
+        checkpoint_dir = None if out_dir is None else os.path.join(out_dir, runs.CHECKPOINT_SUBDIR)
         if resume:
             path = self.restore(checkpoint_dir)
             if self.verbose:
@@ -352,20 +346,12 @@ def train(
     """
     from tfvnas.layers import ops as ops_lib
 
-    if isinstance(strategy, str):
-        strategy = loop_lib.make_strategy(strategy)
     if not isinstance(genotype, genotype_lib.Genotype):
         genotype = zoo.load_genotype(genotype)
     genotype.validate(ops_lib.op_names())
-    cfg = loop_lib.run_config(
-        out_dir, resume, config_lib.TrainConfig, "training",
-        lambda: resolve_config(preset, config, epochs=epochs, seed=seed),
-        given=any(v is not None for v in (config, epochs, seed)),
-    )
-    if deterministic:
-        loop_lib.enable_determinism(cfg.seed)
-    if not isinstance(dataset, data_lib.Dataset):
-        dataset = data_lib.load(dataset, seed=cfg.seed)
+    strategy, cfg, dataset = loop_lib.open_run(
+        config_lib.TrainConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
+        strategy=strategy, deterministic=deterministic, epochs=epochs, seed=seed)
     trainer = Trainer(genotype, cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
     result = trainer.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
     if verbose:

@@ -38,12 +38,11 @@ import typing
 
 import keras_tuner
 
-from tfvnas import choices
+from tfvnas import checks, choices, files, runs
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas import files
-from tfvnas.models import genotype as genotype_lib
 from tfvnas.loops import loop as loop_lib
+from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import zoo
 
 MODES = choices.TUNING_MODES
@@ -227,10 +226,10 @@ class _ConfigHyperModel(keras_tuner.HyperModel):
         """Restores `loop` from an interrupted run of the same trial; returns the checkpoint folder."""
         if trial_dir is None:
             return None
-        checkpoint_dir = os.path.join(trial_dir, loop_lib.CHECKPOINT_SUBDIR)
+        checkpoint_dir = os.path.join(trial_dir, runs.CHECKPOINT_SUBDIR)
         if os.path.isdir(checkpoint_dir):
             try:
-                same = loop_lib.saved_config(trial_dir, type(loop.config), loop.kind) == loop.config
+                same = runs.saved_config(trial_dir, type(loop.config), loop.kind) == loop.config
             except ValueError:
                 same = False
             if same:
@@ -350,7 +349,7 @@ class SearchHyperModel(_ConfigHyperModel):
         if last.get("weight_sparsity") is not None:
             metrics["weight_sparsity"] = last["weight_sparsity"]
         if trial_dir is not None:
-            shutil.rmtree(os.path.join(trial_dir, loop_lib.CHECKPOINT_SUBDIR), ignore_errors=True)
+            shutil.rmtree(os.path.join(trial_dir, runs.CHECKPOINT_SUBDIR), ignore_errors=True)
         return metrics
 
 
@@ -436,7 +435,7 @@ def make_tuner(
     if name not in TUNERS:
         raise ValueError(f"`tuner` must be one of {', '.join(map(repr, TUNERS))}. Received: tuner={name!r}")
     if name == "bayesian" and importlib.util.find_spec("sklearn") is None:
-        raise RuntimeError(
+        raise checks.ActionableError(
             "The 'bayesian' tuner needs scikit-learn (keras-tuner's Gaussian process): "
             "pip install 'keras-tuner[bayesian]'. Received: tuner='bayesian'"
         )
@@ -645,6 +644,45 @@ def _check_study(out_dir, study, overwrite):
         )
 
 
+def _check_tune_arguments(genotype, mode, tuner, max_trials, out_dir, strategy):
+    """The arguments of `tune` that need no data: each wrong one is a Keras-style `ValueError`."""
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(map(repr, MODES))}. Received: mode={mode!r}")
+    if tuner not in TUNERS:
+        raise ValueError(f"`tuner` must be one of {', '.join(map(repr, TUNERS))}. Received: tuner={tuner!r}")
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials <= 0:
+        raise ValueError(f"`max_trials` must be a positive int. Received: max_trials={max_trials!r}")
+    if out_dir is None:
+        raise ValueError("`out_dir` is required: the study keeps its state there. Received: out_dir=None")
+    if mode == "train" and genotype is None:
+        raise ValueError(
+            "`genotype` is required with mode='train' (the cell whose training is tuned). Received: genotype=None"
+        )
+    if mode == "search" and genotype is not None:
+        raise ValueError(
+            "`genotype` is only used with mode='train' (a search finds its own cell). "
+            f"Received: genotype={genotype!r}"
+        )
+    if strategy == "multiworker":
+        raise ValueError("`strategy` must be a single-process strategy for tuning. Received: strategy='multiworker'")
+
+
+def _search(kt, out_dir, verbose):
+    """Runs keras-tuner's search; a study stopped by failing trials is one line naming the last error."""
+    try:
+        kt.search(verbose=verbose)
+    except RuntimeError as e:
+        if not str(e).startswith("Number of consecutive failures"):
+            raise
+        records, _, _ = write_reports(kt)
+        last = records[-1].get("error", "").rstrip(".") if records else ""
+        # keras-tuner's message carries the whole traceback; one line is enough here.
+        raise checks.ActionableError(
+            f"The study stopped: {kt.oracle.max_consecutive_failed_trials} trials in a row failed "
+            f"(keras-tuner's limit). The last one: {last}. See {os.path.join(out_dir, 'trials.json')}."
+        ) from None
+
+
 def tune(
     genotype=None,
     dataset="mnist-5k",
@@ -705,42 +743,14 @@ def tune(
             or for 'bayesian' without scikit-learn.
         tfvnas.loops.loop.Interrupted: after SIGTERM/SIGINT during a trial.
     """
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {', '.join(map(repr, MODES))}. Received: mode={mode!r}")
-    if tuner not in TUNERS:
-        raise ValueError(f"`tuner` must be one of {', '.join(map(repr, TUNERS))}. Received: tuner={tuner!r}")
-    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials <= 0:
-        raise ValueError(f"`max_trials` must be a positive int. Received: max_trials={max_trials!r}")
-    if out_dir is None:
-        raise ValueError("`out_dir` is required: the study keeps its state there. Received: out_dir=None")
-    if mode == "train" and genotype is None:
-        raise ValueError(
-            "`genotype` is required with mode='train' (the cell whose training is tuned). Received: genotype=None"
-        )
-    if mode == "search" and genotype is not None:
-        raise ValueError(
-            "`genotype` is only used with mode='train' (a search finds its own cell). "
-            f"Received: genotype={genotype!r}"
-        )
-    if isinstance(strategy, str):
-        if strategy == "multiworker":
-            raise ValueError("`strategy` must be a single-process strategy for tuning. Received: strategy='multiworker'")
-        strategy = loop_lib.make_strategy(strategy)
+    _check_tune_arguments(genotype, mode, tuner, max_trials, out_dir, strategy)
     out_dir = os.fspath(out_dir)
-
+    config_class = config_lib.TrainConfig if mode == "train" else config_lib.SearchConfig
+    strategy, cfg, dataset = loop_lib.open_run(config_class, dataset, preset=preset, config=config,
+                                               strategy=strategy, epochs=epochs, seed=seed)
     if mode == "train":
-        from tfvnas.loops.training import resolve_config
-
-        cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
-        if not isinstance(dataset, data_lib.Dataset):
-            dataset = data_lib.load(dataset, seed=cfg.seed)
         hypermodel = TrainHyperModel(genotype, dataset, cfg, search_space, strategy=strategy)
     else:
-        from tfvnas.loops.searching import resolve_config
-
-        cfg = resolve_config(preset, config, epochs=epochs, seed=seed)
-        if not isinstance(dataset, data_lib.Dataset):
-            dataset = data_lib.load(dataset, seed=cfg.seed)
         hypermodel = SearchHyperModel(dataset, cfg, search_space, strategy=strategy)
 
     study = {
@@ -768,18 +778,7 @@ def tune(
         raise
     files.write_json(os.path.join(out_dir, STUDY_FILE), study)
     before = len(kt.oracle.end_order)
-    try:
-        kt.search(verbose=verbose)
-    except RuntimeError as e:
-        if not str(e).startswith("Number of consecutive failures"):
-            raise
-        records, _, _ = write_reports(kt)
-        last = records[-1].get("error", "").rstrip(".") if records else ""
-        # keras-tuner's message carries the whole traceback; one line is enough here.
-        raise RuntimeError(
-            f"The study stopped: {kt.oracle.max_consecutive_failed_trials} trials in a row failed "
-            f"(keras-tuner's limit). The last one: {last}. See {os.path.join(out_dir, 'trials.json')}."
-        ) from None
+    _search(kt, out_dir, verbose)
     records, best, best_config = write_reports(kt)
     result = TuneResult(
         trials=records,

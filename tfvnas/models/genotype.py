@@ -310,7 +310,7 @@ class Genotype:
                 repeated.
         """
         if known_ops is None:
-            from tfvnas.layers import ops# noqa: PLC0415 - keeps TensorFlow optional
+            from tfvnas.layers import ops  # noqa: PLC0415 - keeps TensorFlow optional
 
             known_ops = ops.op_names()
         known = set(_check_names("known_ops", known_ops))

@@ -17,8 +17,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tfvnas.layers import channel_prior as channel_prior_lib
 from tfvnas import checks
+from tfvnas.layers import channel_prior as channel_prior_lib
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational
 

@@ -13,11 +13,11 @@ import tensorflow as tf
 from tfvnas import checks, choices
 from tfvnas.layers import darts as darts_lib
 from tfvnas.layers import gates as gates_lib
-from tfvnas.models import genotype as genotype_lib
-from tfvnas.layers import mixed_edge
-from tfvnas.models import network
+from tfvnas.layers import mixed_edge, variational
 from tfvnas.layers import ops as ops_lib
-from tfvnas.layers import variational
+from tfvnas.models import genotype as genotype_lib
+from tfvnas.models import network
+
 
 @keras.saving.register_keras_serializable(package="tfvnas")
 class Supernet(keras.Model):

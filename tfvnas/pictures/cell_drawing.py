@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from tfvnas import checks
 from tfvnas.models.genotype import CELL_TYPES, Genotype
 
 __all__ = ["cell_dot", "cell_figure", "cell_png", "cell_svg", "draw_genotype", "op_color"]
@@ -288,16 +289,20 @@ def cell_figure(genotype: Genotype, cell_type: str):
             `Genotype`, or an input or concat index does not point to an
             allowed state.
     """
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: PLC0415
-
     genotype, cell_type = check_genotype(genotype), check_cell_type(cell_type)
     cell, concat = getattr(genotype, cell_type), getattr(genotype, f"{cell_type}_concat")
     ops, states = _ops_in(cell), [0, 1, *range(2, 2 + len(cell)), -1]
     edges = [(inp, 2 + i, op) for i, node in enumerate(cell) for op, inp in node] + [(c, -1, None) for c in concat]
     title = f"{cell_type} cell: {len(cell)} nodes, {sum(len(node) for node in cell)} ops"
-
-    # Every text's extent in inches around its anchor, measured once.
     fig = new_figure(6.4, 4.8, constrained=False)
+    sizes = _measure(fig, ops, states, title)
+    placed = _placement(states, edges, sizes)
+    _draw(fig, ops, edges, title, sizes, placed)
+    return fig
+
+
+def _measure(fig, ops, states, title):
+    """Every text's extent in inches around its anchor, measured once with the figure's renderer."""
     ax, anchor = _inch_axes(fig, 6.4, 4.8), (1.0, 1.0)
     texts = {op: _op_label(ax, *anchor, op) for op in ops}
     names = {s: ax.text(*anchor, _state_name(s), ha="center", va="center", fontsize=_NODE_FONT) for s in states}
@@ -310,27 +315,38 @@ def cell_figure(genotype: Genotype, cell_type: str):
         b = artist.get_window_extent(renderer)
         return (b.x0 - origin[0]) / DPI, (b.x1 - origin[0]) / DPI, (b.y0 - origin[1]) / DPI, (b.y1 - origin[1]) / DPI
 
-    label_box = {op: extent(t.get_bbox_patch()) for op, t in texts.items()}
     state_size = {}
     for s, t in names.items():
         x0, x1, y0, y1 = extent(t)
         state_size[s] = (max(x1 - x0 + 0.28, 0.62), y1 - y0 + 0.18)
-    (tx0, tx1, ty0, ty1), (lx0, lx1, ly0, ly1) = extent(heading), extent(legend)
-    title_h, legend_h = ty1 - ty0, ly1 - ly0
+    return {"label_box": {op: extent(t.get_bbox_patch()) for op, t in texts.items()}, "state_size": state_size,
+            "title": extent(heading), "legend": extent(legend)}
 
-    # Wider gaps until every label has a free place, and further while that
-    # uncovers edges: a step must uncover a quarter of the labels (two at
-    # least) to be worth the room.
+
+def _placement(states, edges, sizes):
+    """Wider gaps until every label has a free place, and further while that uncovers edges.
+
+    A step must uncover a quarter of the labels (two at least) to be worth the room.
+    """
+    label_box = sizes["label_box"]
     gap_x = max((b[1] - b[0] for b in label_box.values()), default=0.0) + 0.35
     placed, cost, price = None, math.inf, max(2.0, sum(op is not None for *_, op in edges) / 4)
     for step in range(12):
-        trial = _place_cell(states, edges, state_size, label_box, gap_x * 1.2**step, 0.3 * 1.2**step)
+        trial = _place_cell(states, edges, sizes["state_size"], label_box, gap_x * 1.2**step, 0.3 * 1.2**step)
         if trial["ok"] and trial["covered"] + price * step < cost:
             placed, cost = trial, trial["covered"] + price * step
         if placed is not None and price * step >= cost:
             break
-    placed = placed or trial
+    return placed or trial
 
+
+def _draw(fig, ops, edges, title, sizes, placed):
+    """The figure sized to the placed graph, its title and legend: boxes, arrows and op labels."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: PLC0415
+
+    label_box = sizes["label_box"]
+    (tx0, tx1, ty0, ty1), (lx0, lx1, ly0, ly1) = sizes["title"], sizes["legend"]
+    title_h, legend_h = ty1 - ty0, ly1 - ly0
     # Bounds of the graph: boxes, labels and the arcs' bulges.
     corners = [b for b in placed["boxes"].values()]
     corners += [(p[0] + label_box[e[2]][0], p[0] + label_box[e[2]][1], p[1] + label_box[e[2]][2],
@@ -360,7 +376,6 @@ def cell_figure(genotype: Genotype, cell_type: str):
             gid=f"edge:{k}:{_state_name(src)}->{_state_name(dst)}"))
         if op is not None:
             _op_label(ax, *(np.asarray(at) + shift), op, gid=f"op:{k}:{op}")
-    return fig
 
 
 def cell_svg(genotype: Genotype, cell_type: str) -> str:
@@ -422,7 +437,7 @@ def _run_dot(dot: str, text: str, fmt: str, path: str) -> None:
     result = subprocess.run([dot, f"-T{fmt}", "-o", path], input=text, capture_output=True, text=True, timeout=120,
                             check=False)
     if result.returncode != 0 or not os.path.exists(path):
-        raise RuntimeError(f"graphviz `dot -T{fmt}` failed with exit status {result.returncode}. "
+        raise checks.ActionableError(f"graphviz `dot -T{fmt}` failed with exit status {result.returncode}. "
                            f"Received: stderr={result.stderr.strip()[:500]!r}")
 
 
@@ -462,7 +477,7 @@ def draw_genotype(
         raise ValueError(f"`engine` must be one of {list(ENGINES)}. Received: engine={engine!r}")
     dot = shutil.which("dot") if engine in ("auto", "dot") else None
     if engine == "dot" and dot is None:
-        raise RuntimeError("`engine='dot'` needs graphviz's `dot` on PATH. Received: no `dot` found on PATH")
+        raise checks.ActionableError("`engine='dot'` needs graphviz's `dot` on PATH. Received: no `dot` found on PATH")
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for cell_type in CELL_TYPES:
@@ -476,7 +491,7 @@ def draw_genotype(
                     continue
                 except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                     if engine == "dot":
-                        raise RuntimeError(str(e)) from e
+                        raise checks.ActionableError(str(e)) from e
                     warnings.warn(f"graphviz failed, drawing with matplotlib instead: {e}", stacklevel=2)
                     dot = None
             fig = fig or cell_figure(genotype, cell_type)

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from tfvnas.pictures.cell_drawing import GREY_COLOR, TEXT_COLOR, check_cell_type, new_figure, op_color, svg_text, write_figure
+from tfvnas.pictures.cell_drawing import (
+    GREY_COLOR,
+    TEXT_COLOR,
+    check_cell_type,
+    new_figure,
+    op_color,
+    svg_text,
+    write_figure,
+)
 
 __all__ = [
     "collapse_figure", "collapse_png", "collapse_svg", "log_alpha_figure", "log_alpha_png", "log_alpha_svg",

@@ -14,10 +14,22 @@ import pathlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tfvnas.pictures.cell_drawing import FORMATS, check_formats, check_genotype, draw_genotype, write_figure
-from tfvnas.pictures.charts import check_layer_sparsity, is_number, log_alpha_figure, shorten, sparsity_figure
 from tfvnas.models.genotype import CELL_TYPES, Genotype
 from tfvnas.models.zoo import canonical_name, load_genotype, zoo_entry, zoo_names
+from tfvnas.pictures.cell_drawing import (
+    FORMATS,
+    check_formats,
+    check_genotype,
+    draw_genotype,
+    write_figure,
+)
+from tfvnas.pictures.charts import (
+    check_layer_sparsity,
+    is_number,
+    log_alpha_figure,
+    shorten,
+    sparsity_figure,
+)
 
 __all__ = ["show", "summary_text"]
 
@@ -38,7 +50,7 @@ def summary_text(genotype: Genotype) -> str:
     """
     genotype = check_genotype(genotype)
     # The parameter-free rule lives with the op registry (one place).
-    from tfvnas.layers import ops as ops_lib# noqa: PLC0415
+    from tfvnas.layers import ops as ops_lib  # noqa: PLC0415
 
     lines = [genotype.summary()]
     for cell_type in CELL_TYPES:
