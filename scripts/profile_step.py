@@ -17,12 +17,16 @@ and either
 - `--half` (either mode): traces the step with the gates frozen, so it is one
   forward/backward (the weights' half) instead of the bi-level step's two; the
   difference bounds what one traced forward/backward shared by both halves
-  could save.
+  could save;
+- `--train NAME` (either mode): the found network's training step instead, as
+  `scripts/bench_train.py` builds it (its configuration NAME, `--genotype`,
+  `--variant dense|sparse|...`).
 
 Usage:
     python scripts/profile_step.py --config 1
     python scripts/profile_step.py --config 3 --mode first --grappler-options '{"remapping": false}'
     python scripts/profile_step.py --config 3 --mode first --half
+    python scripts/profile_step.py --train quick --genotype darts_v2 --variant sparse
 """
 
 import argparse
@@ -40,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # bench_search
 sys.path.append(os.path.dirname(HERE))  # this checkout's tfvnas, after any PYTHONPATH (as the benchmark)
 import bench_search  # noqa: E402
+import bench_train  # noqa: E402
 
 
 def _op_times(logdir, steps, names):
@@ -70,7 +75,11 @@ def _op_times(logdir, steps, names):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=int, default=1, help="index into bench_search.CONFIGS")
-    ap.add_argument("--variant", default="vinnas", choices=bench_search.VARIANTS[:-1])
+    ap.add_argument("--variant", default=None,
+                    help=f"search: {', '.join(bench_search.VARIANTS[:-1])} (default vinnas); --train: "
+                         f"{', '.join(bench_train.VARIANTS)} (default sparse)")
+    ap.add_argument("--train", choices=tuple(bench_train.CONFIGS), help="profile the found network's training step")
+    ap.add_argument("--genotype", default="darts_v2", help="with --train: a zoo name or 'found'")
     ap.add_argument("--mode", default="ops", choices=("ops", "first"))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--grappler-options", default="{}", help="JSON for tf.config.optimizer.set_experimental_options")
@@ -81,19 +90,29 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not 0 <= args.config < len(bench_search.CONFIGS):
         ap.error(f"--config must be in 0..{len(bench_search.CONFIGS) - 1}. Received: {args.config}")
-    spec = dict(config=bench_search.CONFIGS[args.config], variant=args.variant, threads=args.threads)
     options = json.loads(args.grappler_options)
     import tensorflow as tf
 
     t_imports, c_imports = time.time(), time.process_time()
-    searcher = bench_search.build_searcher(spec)
+    if args.train:
+        args.variant = args.variant or "sparse"
+        spec = dict(config=bench_train.CONFIGS[args.train], genotype=args.genotype, variant=args.variant,
+                    threads=args.threads)
+        spec["config"] = {**spec["config"], "name": f"{args.train} {args.genotype}"}
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        loop = bench_train._trainer(spec)
+    else:
+        args.variant = args.variant or "vinnas"
+        spec = dict(config=bench_search.CONFIGS[args.config], variant=args.variant, threads=args.threads)
+        loop = bench_search.build_searcher(spec)
+        if args.half:
+            loop.arch_frozen = True  # read when the step is traced
     if options:
         tf.config.optimizer.set_experimental_options(options)
-    if args.half:
-        searcher.arch_frozen = True  # read when the step is traced
-    batches = iter(searcher.epoch_data(0))
-    beta = tf.constant(searcher.beta(0), tf.float32)
-    step = searcher.train_step
+    batches = iter(loop.epoch_data(0))
+    beta = tf.constant(loop.beta(0), tf.float32)
+    step = loop.train_step
     batch = next(batches)
     t_build, c_build = time.time(), time.process_time()
     nodes = len(step.get_concrete_function(batch, beta).graph.as_graph_def().node)

@@ -27,8 +27,8 @@ import sys
 # TensorFlow's C++ info lines drown the progress bar; users can still set it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN's CPU kernels: TensorFlow enables them by default on Intel CPUs
-# only; on an AMD CPU a search step is 1.3x faster with them
-# (docs/BENCHMARKS.md). Read when TensorFlow is first imported, so it takes
+# only, and a search step on an AMD CPU is faster with them (the grouped
+# convolutions' gradient needs them too). Read when TensorFlow is first imported, so it takes
 # effect when tfvnas is imported first (the `tfvnas` command always is);
 # TF_ENABLE_ONEDNN_OPTS=0 switches it off.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

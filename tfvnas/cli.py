@@ -305,7 +305,7 @@ def entry():
     Every artefact is written, closed and renamed before `main` returns, and
     TensorBoard files are flushed every epoch. What is left at exit is
     freeing TensorFlow's traced graphs one Python object at a time, which
-    took 40 s after a `tfvnas run` here (6 s after a smoke search). A
+    takes tens of seconds after a large run. A
     multi-worker run (`TF_CONFIG` set) exits normally, so that TensorFlow's
     coordination service shuts down with the other workers.
     """

@@ -206,14 +206,12 @@ class SearchConfig(_Config):
             softmax mixing, no noise, no KL, no pruning; use it with the
             `darts_none` op set, as DARTS does).
         shared_edge_functions: every edge with the same plan and input shape
-            calls one traced, non-inlined function (a small graph: the first
-            step of the `quick` search in 23 s instead of 84 s), or, False,
-            every edge is traced inline (a large graph, a cheaper step: at 3
-            cells, 4 channels and 8x8 images the calls cost 100 ms of a
-            366 ms step, and the first step took 47 s instead of 21 s).
+            calls one traced, non-inlined function (a small graph, a fast
+            first step), or, False, every edge is traced inline (a large
+            graph and a slow first step, but no per-call cost in every step).
             Short searches, tuning trials and tests gain from sharing; a
-            search of many hundred steps at small maps may not
-            (docs/BENCHMARKS.md, fourth round).
+            search of many hundred steps at small maps may not (the
+            benchmarks measure both).
         fused_edges: compute each edge's candidates together where the op
             set allows (`tfvnas.layers.mixed_edge.edge_outputs`, the same
             result as op by op); False: op by op (a reference for tests and

@@ -61,10 +61,10 @@ import numpy as np
 from tfvnas.compress import macs as macs_lib
 
 # A selection is added only when it saves at least this share of the
-# unshrunk model's MACs, net of its own. On the example export (14.5 M MACs,
-# 130 TFLite ops, about 0.5 ms with XNNPACK on one thread here) shares of
-# 0, 0.002, 0.005 and 0.01 gave 10, 8, 5 and 1 selections and 10.69 M,
-# 10.72 M, 10.86 M and 11.31 M MACs; 0.005 was the fastest of the four.
+# unshrunk model's MACs, net of its own: every selection is one more op for
+# the interpreter, and on a small model a few ops cost more time than the
+# MACs they save. The value was the fastest of those tried on the example
+# export (docs/guide.md: the shrink measurements).
 MIN_SELECT_GAIN = 0.005
 
 CHANNELWISE = ("depthwise", "batchnorm", "relu", "linear", "rescale", "pool", "pad", "crop", "gap")

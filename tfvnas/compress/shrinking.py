@@ -40,9 +40,9 @@ Why a hand-written pass: Keras, TensorFlow Model Optimization and the
 TFLite converter have no structured (channel) pruning of a trained
 functional graph. The converter folds batch normalisation into the
 preceding convolution but keeps every channel, and LiteRT densifies sparse
-weights at load time, so a phone computes every zero: the sparse float file
-of the example export ran at 0.49 ms against 0.69 ms for the dense one only
-because of its smaller file, not fewer operations.
+weights at load time, so a phone computes every zero: a sparse float file
+can only be faster than the dense one through its smaller size, never
+through fewer operations.
 """
 
 import dataclasses

@@ -14,9 +14,8 @@ with the same `EdgePlan` (operations, stride, training flag, `weight_vd`,
 ...) and input shape calls one `tf.function` (`edge_function`), which is
 traced once and kept out of Grappler's function inlining (`_noinline`).
 The 14 edges of a normal cell share one function, so the step graph holds
-a handful of edge bodies instead of one per edge (docs/BENCHMARKS.md,
-fourth round: the graph, the trace and the first call it saves, and what
-the calls cost).
+a handful of edge bodies instead of one per edge (the benchmarks measure
+the graph, the trace and the first call it saves, and what the calls cost).
 
 References:
     - Ferianc, Fan, Rodrigues. "VINNAS: Variational Inference-based Neural

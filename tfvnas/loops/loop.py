@@ -206,10 +206,9 @@ class HostBatches:
 
 
 # tf.data's autotuner off for the per-epoch pipelines: with it on, destroying
-# an epoch's iterator while the step's threads are busy blocked for 9-15 s
-# in half the epochs or more (measured on the `quick` search: 24 epochs of
-# 11 s of steps took 12 s or 22 s each; off, 12-14 s each). Parallel calls and
-# prefetching keep their defaults.
+# an epoch's iterator while the step's threads are busy can block for about
+# as long as the epoch's steps took. Parallel calls and prefetching keep their
+# defaults.
 _EPOCH_DATA_OPTIONS = tf.data.Options()
 _EPOCH_DATA_OPTIONS.autotune.enabled = False
 

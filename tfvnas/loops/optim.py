@@ -2,9 +2,9 @@
 
 Keras' optimizers trace a chain of small ops per variable through the
 distribution strategy's update path (learning-rate schedule, weight decay,
-momentum, clipping, each per variable): for the search's 546 weight
-variables that was a third of the first step's trace time and 12,578 graph
-nodes (docs/BENCHMARKS.md). `SGD` and `Adam` here compute the schedule, the
+momentum, clipping, each per variable): for a search's hundreds of weight
+variables that is a large share of the first step's trace time and graph
+(measured in the benchmarks). `SGD` and `Adam` here compute the schedule, the
 clipping and the all-reduce once for all variables and then run one
 `ResourceApplyKerasMomentum` / `ResourceApplyAdam` kernel per variable on the
 replica's own copy (every replica applies the same all-reduced gradients, so
@@ -22,8 +22,8 @@ In a traced step, `SGD` updates its variables in chunks of up to
 `CHUNK` variables of one shape, each chunk one call of a `tf.function` traced
 once per chunk shape and kept out of Grappler's inlining (`_noinline`), as
 the supernet's edges are (`tfvnas.layers.mixed_edge`): a search updates hundreds of
-variables of a few shapes, and ten graph nodes per variable were more than
-half of its step's graph (docs/BENCHMARKS.md, fourth round). The global
+variables of a few shapes, and ten graph nodes per variable would be more
+than half of its step's graph. The global
 norm of the clip is summed the same way, chunk by chunk.
 
 Both are `tf.Module`s, so `tf.train.Checkpoint` tracks their slots and step.

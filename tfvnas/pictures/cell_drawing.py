@@ -269,9 +269,8 @@ def cell_figure(genotype: Genotype, cell_type: str):
     grey arrows are the concat. Text is measured with the figure's renderer;
     labels slide along their arrow until they clear every box and label, and
     the gaps grow until they all do. A cell has a dozen states at most, so a
-    placement by depth is enough: about 0.1 s for a DARTS cell and 1 s for an
-    82-op threshold cell on one core (graphviz, `cell_dot`, is used when
-    installed).
+    placement by depth is enough, and fast even for a threshold cell of
+    dozens of ops (graphviz, `cell_dot`, is used when installed).
 
     Artists carry ids (`gid`, kept in SVG): `"state:<name>"` for state boxes,
     `"op:<k>:<op>"` for op labels and `"edge:<k>:<source>-><target>"` for
