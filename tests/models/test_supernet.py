@@ -68,7 +68,7 @@ def test_inference_is_deterministic_training_is_noisy(model):
 
 
 def test_losses_are_the_gate_and_weight_kl():
-    model = _model(weight_vd=True)  # kl_weight 1: the losses are the KL itself
+    model = _model(weight_vd=True, kl_scale=1.0)  # the losses are the KL itself
     model(_images(), training=True)
     total = float(tf.add_n(model.losses))
     assert total == pytest.approx(float(model.arch_kl()) + float(model.weight_kl()), rel=1e-5)
@@ -154,15 +154,15 @@ def test_variational_weights_take_the_supernet_threshold():
     assert {g.threshold for g in model.gates.values()} == {1.5}
 
 
-def test_the_kl_weight_is_one_model_variable_every_kl_layer_reads():
-    model = _model(weight_vd=True, kl_weight=0.0)
+def test_the_kl_scale_is_one_model_variable_every_kl_layer_reads():
+    model = _model(weight_vd=True, kl_scale=0.0)
     model(_images(), training=True)
     assert float(tf.add_n(model.losses)) == 0.0
-    model.kl_weight.assign(0.5)
+    model.kl_scale.assign(0.5)
     model(_images(), training=True)
     total = float(tf.add_n(model.losses))
     assert total == pytest.approx(0.5 * (float(model.arch_kl()) + float(model.weight_kl())), rel=1e-5)
-    assert {id(layer._bound_kl_weight.variable) for layer in vd_lib.kl_layers(model)} == {id(model.kl_weight)}
+    assert {id(layer._bound_kl_scale.variable) for layer in vd_lib.kl_layers(model)} == {id(model.kl_scale)}
 
 
 def test_one_channel_images_may_come_without_a_channel_axis(model):

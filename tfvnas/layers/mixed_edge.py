@@ -192,7 +192,7 @@ class MixedEdge(keras.layers.Layer):
                     moving_var.assign(var)
         if plan.weight_vd:
             layer = variational.variational_layers(self)[0]
-            self.add_loss(kl * layer.kl_scale(kl.dtype))
+            self.add_loss(layer.scaled_kl(kl))
         return y
 
     def _keep_skipped_in_the_objective(self, computed):
@@ -215,7 +215,7 @@ class MixedEdge(keras.layers.Layer):
             zero += [tf.reduce_sum(v) for v in op.trainable_weights if id(v) not in covered]
         if vd_layers:
             kl = variational.summed_ard_kl([(l.theta, l.log_sigma2) for l in vd_layers])
-            self.add_loss(kl * vd_layers[0].kl_scale(kl.dtype))
+            self.add_loss(vd_layers[0].scaled_kl(kl))
         if zero:
             self.add_loss(0.0 * tf.add_n(zero))
 

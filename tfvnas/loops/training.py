@@ -165,7 +165,7 @@ class Trainer(loop_lib.Loop):
         x, y = batch
         return cutout(x, side, seed, fill=self._pixel_mean), y
 
-    def replica_step(self, batches, beta):
+    def replica_step(self, batches):
         cfg, model = self.config, self.model
         x, y = batches["train"]
         variables = model.trainable_variables
@@ -191,7 +191,7 @@ class Trainer(loop_lib.Loop):
         pruned, total = variational.weight_sparsity(self.model)
         record.update(
             lr=float(self.optimizer.learning_rate),
-            kl_weights=float(tf.add_n([l.kl() for l in variational.variational_layers(self.model)]))
+            kl_network_weights=float(tf.add_n([l.kl() for l in variational.variational_layers(self.model)]))
             if total else 0.0,
             weight_sparsity=pruned / total if total else None,
         )
