@@ -106,6 +106,27 @@ def test_mixed_edge_is_the_gate_weighted_sum():
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_registered_op_is_a_gated_candidate_computed_op_by_op():
+    names = ("mbconv_3x3_e3", "skip_connect", "max_pool_3x3")
+    edge = MixedEdge(names, 3, 1, affine=False, seed=0)
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 5, 3)), tf.float32)
+    theta, sigma2 = tf.constant([0.7, 0.2, -1.0]), tf.constant([0.1, 0.05, 0.3])
+    out = edge(x, theta, sigma2, training=False).numpy()
+    assert not edge._fusable()  # the fused edge knows tfvnas' own operations only
+    expected = sum(float(t) * op(x, training=False).numpy() for t, op in zip(theta.numpy(), edge.candidates))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    # A supernet of it: one gate column per op, and the derived cell names it.
+    model = _model(weight_vd=True, op_names=names)
+    model(_images(), training=True)
+    assert model.normal_gates.shape == (5, 3)
+    assert float(model.weight_kl()) > 0 and model.losses
+    for gates in model.gates.values():
+        la = np.full(gates.shape, 5.0, "float32")
+        la[:, 0] = -3.0  # only the inverted residual stays
+        gates.set_log_alpha(la)
+    assert set(model.derive("top_k").op_histogram()) == {"mbconv_3x3_e3"}
+
+
 def test_derive_uses_the_gates(model):
     rng = np.random.default_rng(2)
     for gates in model.gates.values():

@@ -109,8 +109,9 @@ class MixedEdge(keras.layers.Layer):
         self.computed = tuple(range(len(self.op_names)))
 
     def build(self, input_shape):
-        for op in self.candidates:
-            ops_lib.build_layer(op, input_shape)
+        for name, op in zip(self.op_names, self.candidates):
+            shape = ops_lib.build_layer(op, input_shape)
+            ops_lib.check_op_output(name, op, input_shape, shape, self.channels, self.strides)
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -220,8 +221,12 @@ class MixedEdge(keras.layers.Layer):
             self.add_loss(0.0 * tf.add_n(zero))
 
     def _fusable(self):
-        """Whether `edge_outputs` computes this edge (`fused`; DARTS ops without affine or bias, all built)."""
-        if not self.fused or self.affine or not set(self.op_names) <= _FUSED_OPS:
+        """Whether `edge_outputs` computes this edge (`fused`; DARTS ops without affine or bias, all built).
+
+        A registered operation (`tfvnas.layers.ops.register`) is computed op
+        by op: the fused edge knows tfvnas' own operations only.
+        """
+        if not self.fused or self.affine or not all(ops_lib.OPS[name].builtin for name in self.op_names):
             return False
         layers = list(self._flatten_layers())
         if any(l.synchronized for l in layers if isinstance(l, ops_lib.BatchNorm)):
@@ -251,11 +256,6 @@ class MixedEdge(keras.layers.Layer):
 # ---------------------------------------------------------------------------
 # The fused edge, a function of its inputs and variables
 # ---------------------------------------------------------------------------
-
-_FUSED_OPS = frozenset(
-    {"sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "avg_pool_3x3",
-     "skip_connect", "none"}
-)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -350,13 +350,11 @@ def train(
         FloatingPointError: when the loss stops being finite.
         tfvnas.loops.loop.Interrupted: after SIGTERM/SIGINT (a checkpoint is saved).
     """
-    from tfvnas.layers import ops as ops_lib
-
     if isinstance(strategy, str):
         strategy = loop_lib.make_strategy(strategy)
     if not isinstance(genotype, genotype_lib.Genotype):
         genotype = zoo.load_genotype(genotype)
-    genotype.validate(ops_lib.op_names())
+    genotype.validate()  # against the op registry
     cfg = loop_lib.run_config(
         out_dir, resume, config_lib.TrainConfig, "training",
         lambda: resolve_config(preset, config, epochs=epochs, seed=seed),

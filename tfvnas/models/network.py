@@ -163,10 +163,14 @@ class Cell(keras.layers.Layer):
             ops_lib.build_layer(self.preprocess0, input_shape[0]),
             ops_lib.build_layer(self.preprocess1, input_shape[1]),
         ]
+        c = self.plan.channels
         for node in range(self.nodes):
-            for (n, inp, _), layer in zip(self.edges, self.edge_layers):
+            for (n, inp, op_names), layer in zip(self.edges, self.edge_layers):
                 if n == node:
                     shape = ops_lib.build_layer(layer, states[inp])
+                    if len(op_names) == 1:  # a mixed edge checks each of its ops
+                        strides = 2 if self.plan.reduction and inp < 2 else 1
+                        ops_lib.check_op_output(op_names[0], layer, states[inp], shape, c, strides)
             states.append(shape)
         self.built = True
 
@@ -386,7 +390,7 @@ class Network(elbo.ELBOModel, keras.Model):
                 "`genotype` must be a tfvnas.Genotype or its dict. "
                 f"Received: genotype of type {type(genotype).__name__}"
             )
-        genotype.validate(ops_lib.op_names())
+        genotype.validate()  # against the op registry
         self.genotype = genotype
         self.num_classes = checks.check_positive_int("num_classes", num_classes)
         self.num_layers = checks.check_positive_int("layers", layers)
