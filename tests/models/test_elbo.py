@@ -206,16 +206,16 @@ def test_old_configs_and_files_load():
 
 @pytest.mark.slow
 def test_the_plain_keras_fit_learns_held_out_digits():
-    from tfvnas import data as data_lib
+    # scikit-learn's 8x8 digits: 1,000 to train on, 797 held out (docs/guide.md:
+    # with the KL unscaled, the old default, such a call ends at chance).
+    from sklearn.datasets import load_digits
 
-    ds = data_lib.load("mnist-5k").resized(12)
-    x, y = ds.x_train[:512], ds.y_train[:512]
+    digits = load_digits()
+    x, y = digits.images.astype("float32")[..., None], digits.target
     keras.utils.set_random_seed(0)
-    net = network_lib.Network(10, zoo.load_genotype("darts_v2"), layers=3, channels=8,
-                              normalisation=ds.normalisation())
+    net = network_lib.Network(10, zoo.load_genotype("darts_v2"), layers=3, channels=8)
     net.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
-    net.fit(x, y, batch_size=32, epochs=4, verbose=0)
-    assert float(net.kl_scale.numpy()) == pytest.approx(1.0 / 512)
-    accuracy = net.evaluate(ds.x_test[:500], ds.y_test[:500], verbose=0, return_dict=True)["accuracy"]
-    assert accuracy > 0.8
+    net.fit(x[:1000], y[:1000], epochs=5, verbose=0)
+    assert float(net.kl_scale.numpy()) == pytest.approx(1.0 / 1000)
+    assert net.evaluate(x[1000:], y[1000:], verbose=0, return_dict=True)["accuracy"] > 0.8
