@@ -158,8 +158,6 @@ def searched_image(searcher):
 
 def _tfvnas_child(spec):
     """One tfvnas variant; returns its result dict (runs in a fresh process)."""
-    import tensorflow as tf
-
     searcher = build_searcher(spec)
     c = spec["config"]
 
@@ -171,13 +169,12 @@ def _tfvnas_child(spec):
             epoch += 1
 
     stream = batches()
-    beta = tf.constant(searcher.beta(0), tf.float32)
 
     def timed(step_fn):
         t0 = time.perf_counter()
         b = next(stream)
         t1 = time.perf_counter()
-        out = step_fn(b, beta)
+        out = step_fn(b)
         float(out["loss"])  # waits for the step, as the loop does
         t2 = time.perf_counter()
         return t2 - t1, t1 - t0

@@ -111,18 +111,17 @@ def main(argv=None):
     if options:
         tf.config.optimizer.set_experimental_options(options)
     batches = iter(loop.epoch_data(0))
-    beta = tf.constant(loop.beta(0), tf.float32)
     step = loop.train_step
     batch = next(batches)
     t_build, c_build = time.time(), time.process_time()
-    nodes = len(step.get_concrete_function(batch, beta).graph.as_graph_def().node)
+    nodes = len(step.get_concrete_function(batch).graph.as_graph_def().node)
     t_trace, c_trace = time.time(), time.process_time()
-    float(step(batch, beta)["loss"])
+    float(step(batch)["loss"])
     t_first, c_first = time.time(), time.process_time()
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        float(step(next(batches), beta)["loss"])
+        float(step(next(batches))["loss"])
         times.append(time.perf_counter() - start)
     if args.mode == "first":
         print(json.dumps({
@@ -142,7 +141,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         for _ in range(steps):
-            float(step(next(batches), beta)["loss"])
+            float(step(next(batches))["loss"])
         tf.profiler.experimental.stop()
         names = set(filter(None, args.names.split(",")))
         by_type, calls, by_name = _op_times(logdir, steps, names)

@@ -83,7 +83,7 @@ def test_trained_model_reloads_with_identical_outputs(run_dir):
     assert sum(l["nonzero"] for l in layers) == history["parameters"]["kernel_nonzero"]
     record = history["epochs"][-1]
     for key in ("epoch", "step", "beta", "lr", "train_loss", "train_accuracy", "val_loss",
-                "val_accuracy", "kl_weights", "weight_sparsity", "time_s"):
+                "val_accuracy", "kl_network_weights", "weight_sparsity", "time_s"):
         assert key in record, key
 
 
@@ -199,7 +199,7 @@ def test_train_rejects_missing_dataset(tmp_path, capsys):
 def test_run_writes_tensorboard_for_search_and_training(run_dir):
     train = _read(run_dir / "train" / "train_history.json")["epochs"]
     events = summary_events(run_dir.parent / "tb" / "train")
-    for tag in ("train_loss", "val_accuracy", "lr", "kl_weights", "weight_sparsity"):
+    for tag in ("train_loss", "val_accuracy", "lr", "kl_network_weights", "weight_sparsity"):
         assert [s for s, _, _ in events[tag]] == [r["epoch"] for r in train], tag
     np.testing.assert_allclose(float(events["val_accuracy"][-1][2]), train[-1]["val_accuracy"], rtol=1e-6)
     search = summary_events(run_dir.parent / "tb" / "search")

@@ -35,7 +35,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 
-# Public name -> module that holds it.
+# Public name -> module that holds it (or `(module, name there)`).
 _PUBLIC = {
     "ExportConfig": "tfvnas.config",
     "PRESETS": "tfvnas.config",
@@ -50,6 +50,7 @@ _PUBLIC = {
     "VariationalConv2D": "tfvnas.layers.variational",
     "VariationalDense": "tfvnas.layers.variational",
     "VariationalDepthwiseConv2D": "tfvnas.layers.variational",
+    "register_op": ("tfvnas.layers.ops", "register"),
     "SearchResult": "tfvnas.loops.searching",
     "Searcher": "tfvnas.loops.searching",
     "search": "tfvnas.loops.searching",
@@ -73,6 +74,7 @@ _SERIALIZABLE = {
     "DilConv": "tfvnas.layers.ops",
     "FactorizedReduce": "tfvnas.layers.ops",
     "Identity": "tfvnas.layers.ops",
+    "InvertedResidual": "tfvnas.layers.inverted_residual",
     "Pool": "tfvnas.layers.ops",
     "ReLUConvBN": "tfvnas.layers.ops",
     "SepConv": "tfvnas.layers.ops",
@@ -138,7 +140,8 @@ elif not any(isinstance(f, _AfterKeras) for f in sys.meta_path):
 
 def __getattr__(name):
     if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        module, attribute = _PUBLIC[name] if isinstance(_PUBLIC[name], tuple) else (_PUBLIC[name], name)
+        value = getattr(importlib.import_module(module), attribute)
         globals()[name] = value  # later look-ups skip this function
         return value
     raise AttributeError(f"module 'tfvnas' has no attribute {name!r}")

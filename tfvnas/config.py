@@ -172,7 +172,9 @@ class SearchConfig(_Config):
             momentum `arch_beta1`).
         grad_clip: global gradient-norm clip for the weights.
         kl_warmup: fraction of the search over which beta goes from 0 to `kl_weight`.
-        kl_weight: final beta.
+        kl_weight: beta, the weight of the KL in the ELBO after the warm-up
+            (the objective is cross-entropy + beta * KL / N_train; the
+            models' variable `kl_scale` holds beta / N_train).
         threshold: a gate is pruned when its `log_alpha` is at or above this
             at `prune_patience` consecutive checks, one every `prune_every`
             steps (and one at the end of every epoch).
@@ -452,7 +454,9 @@ class TrainConfig(_Config):
         lr, lr_min, momentum, weight_decay, grad_clip: SGD with cosine decay.
         decay_variational_means: weight decay also on the means (`theta`) of
             variational weights (never on their `log_sigma2`).
-        kl_warmup, kl_weight: KL schedule of the variational weights.
+        kl_warmup, kl_weight: the KL schedule of the variational weights:
+            beta warms up from 0 to `kl_weight` over the `kl_warmup` share of
+            the steps (as `SearchConfig`'s).
         threshold: a weight is zero at `log_alpha >= threshold`.
         seed: seed of initialisation, data order and noise.
         limit: use only the first `limit` training examples (None: all).

@@ -101,7 +101,7 @@ def test_channel_scales_are_weights_of_one_per_output_channel(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_kl_adds_the_closed_form_kl_of_the_channel_scales(kind):
     rng = np.random.default_rng(0)
-    layer, shape = _built(kind, rng, weight_log_sigma2=-3.0, kl_weight=0.01)
+    layer, shape = _built(kind, rng, weight_log_sigma2=-3.0, kl_scale=0.01)
     channels = layer.channel_phi.shape[0]
     phi = _theta(rng, (channels,))
     log_sigma2 = rng.uniform(-6, 4, channels).astype("float32")
@@ -408,7 +408,7 @@ def test_keras_fit_trains_the_elbo_with_the_channel_kl():
     from tfvnas.layers import variational
 
     x, y = _digits(32)
-    net = _network(kl_weight=1.0 / 256)
+    net = _network(kl_scale=1.0 / 256)
     _scramble(net)
     _prune_channels(net, 0.3, seed=6)
     net.compile(optimizer=keras.optimizers.SGD(0.01),

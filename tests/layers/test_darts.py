@@ -76,7 +76,7 @@ def test_darts_search_runs_end_to_end(tmp_path):
     result = search("mnist-5k", config=cfg, method="darts", out_dir=tmp_path / "darts", verbose=0)
     assert result.config.method == "darts" and result.config.op_set == "darts_none"
     last = result.history[-1]
-    assert last["kl_arch"] == 0.0 and last["pruned_this_epoch"] == 0
+    assert last["kl_gates"] == 0.0 and last["pruned_this_epoch"] == 0
     assert last["active_ops"] == {"normal": last["total_ops"], "reduce": last["total_ops"]}
     for cell in (result.genotype.normal, result.genotype.reduce):
         assert all(len(node) == 2 for node in cell)

@@ -75,7 +75,7 @@ def test_kl_is_the_closed_form_of_log_alpha_over_active_gates_times_the_weight(p
     closed = 0.5 * np.log1p(np.exp(-la.astype("float64")))
     expected = float(np.sum(closed * gates.active.numpy()))
     assert float(gates.kl()) == pytest.approx(expected, rel=1e-4)
-    gates.kl_weight = 0.02
+    gates.kl_scale = 0.02
     gates(training=True)
     assert float(gates.losses[0]) == pytest.approx(0.02 * expected, rel=1e-4)
 
@@ -280,7 +280,7 @@ def test_floor_arguments_are_checked_and_saved():
 
 @pytest.mark.parametrize("parameterisation", PARAMETERISATIONS)
 def test_config_round_trip(parameterisation):
-    gates = gates_lib.GaussianGates(3, 2, theta_init=0.5, log_alpha_init=-4.0, threshold=2.5, kl_weight=0.1,
+    gates = gates_lib.GaussianGates(3, 2, theta_init=0.5, log_alpha_init=-4.0, threshold=2.5, kl_scale=0.1,
                                     parameterisation=parameterisation, average_decay=0.9)
     clone = gates_lib.GaussianGates.from_config(json.loads(json.dumps(gates.get_config())))
     assert clone.get_config() == gates.get_config()

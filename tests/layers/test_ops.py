@@ -309,6 +309,20 @@ def _relu_conv_bn_chain(strides, c_out):
     ]
 
 
+def _mbconv_chain(expansion, strides, c=C):
+    """MobileNetV2's inverted residual without the identity, in standard layers."""
+    return [
+        keras.layers.Conv2D(expansion * c, 1, padding="same", use_bias=False),
+        _keras_bn(),
+        keras.layers.ReLU(max_value=6.0),
+        keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False),
+        _keras_bn(),
+        keras.layers.ReLU(max_value=6.0),
+        keras.layers.Conv2D(c, 1, padding="same", use_bias=False),
+        _keras_bn(),
+    ]
+
+
 def _registered(name):
     return lambda s, weight_vd: ops.make_op(name, C, s, weight_vd=weight_vd, seed=1)
 
@@ -318,6 +332,7 @@ CHAIN_CASES = {
     "sep_conv_5x5": (_registered("sep_conv_5x5"), lambda s: _sep_chain(5, s)),
     "dil_conv_3x3": (_registered("dil_conv_3x3"), lambda s: _dil_chain(3, s)),
     "dil_conv_5x5": (_registered("dil_conv_5x5"), lambda s: _dil_chain(5, s)),
+    "mbconv_3x3_e3": (_registered("mbconv_3x3_e3"), lambda s: _mbconv_chain(3, s)),
     "relu_conv_bn": (
         lambda s, weight_vd: ops.ReLUConvBN(C, s, out_channels=3, weight_vd=weight_vd, seed=1),
         lambda s: _relu_conv_bn_chain(s, 3),
@@ -400,7 +415,7 @@ def test_op_names_is_the_sorted_registry():
     assert list(names) == sorted(ops.OPS)
     assert set(names) == {
         "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
+        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "mbconv_3x3_e3",
     }
 
 
@@ -420,14 +435,14 @@ def test_op_sets_name_only_registered_ops():
     assert ops.resolve_op_set() == ops.OP_SETS["darts"]
     assert "none" not in ops.OP_SETS["darts"] and "none" in ops.OP_SETS["darts_none"]
     assert not any(n.startswith("dil_") for n in ops.OP_SETS["mobile"])
-    assert ops.PARAMETER_FREE <= set(ops.OPS)
+    assert {n for n in ops.OPS if ops.is_parameter_free(n)} == {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"}
 
 
 @pytest.mark.parametrize("name", sorted(ops.OPS))
 def test_parameter_free_ops_have_no_trainable_weights(name):
     op = ops.make_op(name, C, 1, affine=True)
     op(_x(), training=False)
-    assert (not op.trainable_weights) == (name in ops.PARAMETER_FREE)
+    assert (not op.trainable_weights) == ops.is_parameter_free(name)
 
 
 def test_resolve_op_set_prefers_explicit_ops():
@@ -441,11 +456,11 @@ def _raises(fn, message):
 
 
 def test_registry_errors_have_whole_messages():
-    _raises(
-        lambda: ops.check_op_names(["sep_conv_3x3", "conv_7x7"]),
-        f"Unknown operation 'conv_7x7'. Known operations: {KNOWN}",
-    )
-    _raises(lambda: ops.make_op("conv_7x7", C, 1), f"Unknown operation 'conv_7x7'. Known operations: {KNOWN}")
+    unknown = (f"Unknown operation 'conv_7x7'. Known operations: {KNOWN}. To use an operation of your own, "
+               "register it first: `tfvnas.register_op('conv_7x7', factory)`, with `factory(channels, strides)` "
+               "returning a keras.layers.Layer, in the process that builds the model.")
+    _raises(lambda: ops.check_op_names(["sep_conv_3x3", "conv_7x7"]), unknown)
+    _raises(lambda: ops.make_op("conv_7x7", C, 1), unknown)
     _raises(
         lambda: ops.check_op_names(["skip_connect", "none", "skip_connect"]),
         "`ops` must not repeat a name. Received: ops=['skip_connect', 'none', 'skip_connect']",
@@ -457,7 +472,7 @@ def test_registry_errors_have_whole_messages():
         "Unknown operation set 'no_such_set'. Known sets: " + ", ".join(sorted(ops.OP_SETS)),
     )
     assert KNOWN == (
-        "avg_pool_3x3, dil_conv_3x3, dil_conv_5x5, max_pool_3x3, none, "
+        "avg_pool_3x3, dil_conv_3x3, dil_conv_5x5, max_pool_3x3, mbconv_3x3_e3, none, "
         "sep_conv_3x3, sep_conv_5x5, skip_connect"
     )
 
@@ -622,3 +637,117 @@ def test_skip_connect_is_parameter_free_only_at_stride_one():
     assert ops.cell_op_counts(genotype, "normal") == (3, 2, 4)
     # Reduction cell: skips from inputs 0 and 1 are FactorizedReduce; from node 2 an identity.
     assert ops.cell_op_counts(genotype, "reduce") == (2, 3, 4)
+
+
+# ---------------------------------------------------------------------------
+# 5. Registering operations of one's own
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def register():
+    """`ops.register`, with every name it registers taken out of the registry afterwards."""
+    names = []
+
+    def register(name, factory, **kwargs):
+        op = ops.register(name, factory, **kwargs)
+        names.append(name)
+        return op
+
+    yield register
+    for name in names:
+        ops.OPS.pop(name, None)
+
+
+def _conv_bn(channels, strides):
+    """A plain `(channels, strides)` factory: a Keras Sequential of standard layers."""
+    return keras.Sequential([
+        keras.layers.Conv2D(channels, 3, strides=strides, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+    ])
+
+
+def test_a_registered_op_is_made_like_any_other(register):
+    import tfvnas
+
+    assert tfvnas.register_op is ops.register
+    op = register("conv_bn_3x3", _conv_bn)
+    assert ops.OPS["conv_bn_3x3"] is op and "conv_bn_3x3" in ops.op_names()
+    assert op.options == frozenset() and not op.builtin and not ops.is_parameter_free("conv_bn_3x3")
+    # The options tfvnas passes and the factory does not take are left out.
+    layer = ops.make_op("conv_bn_3x3", 3, 2, weight_vd=True, affine=False, seed=4)
+    x = _x((2, 5, 5, 3))
+    assert tuple(layer(x).shape) == (2, 3, 3, 3)
+    assert ops.check_op_names(["conv_bn_3x3", "skip_connect"]) == ("conv_bn_3x3", "skip_connect")
+    # A factory taking some of the options gets those.
+    seen = {}
+
+    def pool(channels, strides, seed=None):
+        seen["seed"] = seed
+        return keras.layers.AveragePooling2D(3, strides=strides, padding="same")
+
+    register("my_pool", pool, parameter_free=True)
+    ops.make_op("my_pool", 2, 1, weight_vd=True, seed=7)
+    assert seen == {"seed": 7} and ops.is_parameter_free("my_pool")
+
+
+def test_register_checks_the_layer_its_factory_makes(register):
+    class Unsaveable(keras.layers.Layer):
+        """Takes an argument no config can hold."""
+
+        def __init__(self, channels, rng, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(channels, 1)
+
+        def call(self, x):
+            return self.conv(x)
+
+    cases = [
+        ("bad-name", _conv_bn, {}, "`name` must be letters, digits and underscores. Received: name='bad-name'"),
+        ("sep_conv_3x3", _conv_bn, {},
+         "'sep_conv_3x3' is one of tfvnas' own operations and cannot be replaced. Received: name='sep_conv_3x3'"),
+        ("x", "conv", {}, "`factory` must be callable as factory(channels, strides). Received: factory='conv'"),
+        ("x", _conv_bn, {"parameter_free": 1}, "`parameter_free` must be a bool. Received: parameter_free=1"),
+        ("x", lambda c, s: tf.nn.relu, {},
+         "The factory of operation 'x' must return a keras.layers.Layer. Received: function for channels=4, "
+         "strides=1"),
+        ("x", lambda c, s: keras.layers.Conv2D(c, 3, padding="same"), {},
+         "Operation 'x' must map inputs of shape (None, 8, 8, 4) to (None, 4, 4, 4) (channels=4, strides=2: as "
+         "many channels, the resolution divided by the stride). Received: output shape (None, 8, 8, 4) from its "
+         "Conv2D"),
+        ("x", lambda c, s: keras.layers.Conv2D(2 * c, 1, strides=s, padding="same"), {},
+         "Operation 'x' must map inputs of shape (None, 8, 8, 4) to (None, 8, 8, 4) (channels=4, strides=1: as "
+         "many channels, the resolution divided by the stride). Received: output shape (None, 8, 8, 8) from its "
+         "Conv2D"),
+        ("x", _conv_bn, {"parameter_free": True},
+         "Operation 'x' is registered parameter-free but its layer has weights at stride 1. Received: "),
+        ("x", lambda c, s: Unsaveable(c, np.random.default_rng(0)), {},
+         "The layer of operation 'x' (Unsaveable) must rebuild from its JSON config (`get_config`, "
+         "`from_config`). Received: "),
+    ]
+    for name, factory, kwargs, message in cases:
+        with pytest.raises(ValueError, match="^" + re.escape(message)):
+            register(name, factory, **kwargs)
+        assert name not in ops.OPS or ops.OPS[name].builtin
+    register("conv_bn", _conv_bn)
+    _raises(lambda: register("conv_bn", _conv_bn),
+            "Operation 'conv_bn' is already registered; pass overwrite=True to replace it. Received: name='conv_bn'")
+    replaced = register("conv_bn", _conv_bn, overwrite=True)
+    assert ops.OPS["conv_bn"] is replaced
+
+
+def test_a_wrong_shape_is_caught_where_the_op_is_built(register):
+    from tfvnas.layers.mixed_edge import MixedEdge
+    from tfvnas.models import genotype as genotype_lib
+    from tfvnas.models import network as network_lib
+
+    # Right at the 4 channels `register` tries, wrong at others.
+    register("fixed_width", lambda c, s: keras.layers.Conv2D(4, 1, strides=s, padding="same"), check=False)
+    message = ("Operation 'fixed_width' must map inputs of shape (None, 6, 6, 2) to (None, 6, 6, 2) (channels=2, "
+               "strides=1: as many channels, the resolution divided by the stride). Received: output shape "
+               "(None, 6, 6, 4) from its Conv2D")
+    _raises(lambda: MixedEdge(("fixed_width", "skip_connect"), 2, 1).build((None, 6, 6, 2)), message)
+    genotype = genotype_lib.Genotype(normal=[[("fixed_width", 0), ("skip_connect", 1)]], normal_concat=[2],
+                                     reduce=[[("max_pool_3x3", 0), ("skip_connect", 1)]], reduce_concat=[2])
+    with pytest.raises(ValueError, match=re.escape("Operation 'fixed_width' must map inputs of shape")):
+        network_lib.Network(10, genotype, layers=3, channels=2, stem_multiplier=1).build((None, 6, 6, 1))

@@ -477,16 +477,16 @@ def test_layer_adds_its_kl_with_add_loss(case, training):
     assert kl == pytest.approx(expected, rel=1e-5)
 
 
-def test_layer_kl_is_scaled_by_its_weight_or_the_bound_variable():
+def test_layer_kl_is_scaled_by_its_kl_scale_or_the_bound_variable():
     rng = _rng(51)
-    layer = vd.VariationalDense(3, kl_weight=0.01, seed=1)
+    layer = vd.VariationalDense(3, kl_scale=0.01, seed=1)
     x = rng.normal(size=(2, 4)).astype("float32")
     layer(x, training=True)
     kl = float(layer.kl())
     assert float(layer.losses[0]) == pytest.approx(0.01 * kl, rel=1e-6)
     weight = keras.Variable(0.25, trainable=False)
     model = keras.Sequential([keras.Input((4,)), layer])
-    assert vd.bind_kl_weight(model, weight) == 1
+    assert vd.bind_kl_scale(model, weight) == 1
     layer(x, training=True)
     assert float(layer.losses[0]) == pytest.approx(0.25 * kl, rel=1e-6)
     weight.assign(0.5)  # read at every call, also inside a traced function
@@ -496,7 +496,7 @@ def test_layer_kl_is_scaled_by_its_weight_or_the_bound_variable():
     assert float(call(tf.constant(x))) == pytest.approx(0.125 * kl, rel=1e-6)
 
 
-def test_kl_schedule_warms_up_the_weight_under_fit():
+def test_kl_schedule_warms_up_the_scale_under_fit():
     rng = _rng(52)
     layer = vd.VariationalDense(2, seed=2)
     model = keras.Sequential([keras.Input((3,)), layer])
@@ -511,7 +511,7 @@ def test_kl_schedule_warms_up_the_weight_under_fit():
     x, y = rng.normal(size=(40, 3)).astype("float32"), rng.integers(0, 2, 40)
     model.fit(x, y, batch_size=10, epochs=2, verbose=0, callbacks=[schedule, Record()])
     np.testing.assert_allclose(seen, [0.0, 0.25 / 40, 0.5 / 40, 0.75 / 40, 1 / 40, 1 / 40, 1 / 40, 1 / 40], rtol=1e-6)
-    assert layer._bound_kl_weight.variable is schedule.variable
+    assert layer._bound_kl_scale.variable is schedule.variable
 
 
 def test_weight_decay_exclusions_are_the_variances_and_by_default_the_means():
@@ -642,7 +642,7 @@ def test_elbo_loss_one_replica(scale, mode):
     gbs = scale * len(labels)
     loss, ce, kl_term = _run(
         mode,
-        lambda y, z, k: vd.elbo_loss(y, z, k * vd.kl_weight(beta, n_train), global_batch_size=gbs),
+        lambda y, z, k: vd.elbo_loss(y, z, k * vd.kl_scale(beta, n_train), global_batch_size=gbs),
         labels,
         logits,
         tf.constant(kl),
@@ -671,7 +671,7 @@ def test_elbo_loss_sums_to_the_global_value_over_replicas(mode):
 
     def step(y, z):
         return strategy.run(
-            lambda a, b: vd.elbo_loss(a, b, tf.constant(kl) * vd.kl_weight(beta, n_train),
+            lambda a, b: vd.elbo_loss(a, b, tf.constant(kl) * vd.kl_scale(beta, n_train),
                                       global_batch_size=len(labels)),
             args=(y, z),
         )
@@ -727,7 +727,7 @@ def test_elbo_loss_sums_to_the_global_value_over_replicas(mode):
         ),
         (lambda: vd.VariationalDense(0), "`units` must be a positive int. Received: units=0"),
         (lambda: vd.VariationalDense(-4), "`units` must be a positive int. Received: units=-4"),
-        (lambda: vd.VariationalDense(3, kl_weight=-1.0), "`kl_weight` must be a non-negative number. Received: kl_weight=-1.0"),
+        (lambda: vd.VariationalDense(3, kl_scale=-1.0), "`kl_scale` must be a non-negative number. Received: kl_scale=-1.0"),
     ],
 )
 def test_invalid_arguments_raise_keras_style_errors(make, message):

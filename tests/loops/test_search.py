@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tests.conftest import mirrored, summary_events
 from tfvnas import config as config_lib
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.slow  # end-to-end runs
 
 HISTORY_FIELDS = {
     "epoch", "step", "beta", "weight_lr", "train_loss", "train_accuracy", "arch_loss",
-    "arch_accuracy", "val_loss", "val_accuracy", "kl_arch", "kl_weights", "active_ops",
+    "arch_accuracy", "val_loss", "val_accuracy", "kl_gates", "kl_network_weights", "active_ops",
     "total_ops", "pruned_this_epoch", "weight_sparsity", "log_alpha", "active", "time_s",
     "pruned_share", "genotype", "genotype_hash", "stable_epochs", "derivation_log_alpha", "settled",
     "live_edges",
@@ -97,7 +96,7 @@ def test_cli_search_history_and_pruning(cli_run):
             # per-node floor keeps every node at top_k live edges or more all the same.
             assert min(record["live_edges"][t]) >= cfg.top_k
         assert 0.0 <= record["val_accuracy"] <= 1.0
-        assert np.isfinite(record["train_loss"]) and np.isfinite(record["kl_arch"])
+        assert np.isfinite(record["train_loss"]) and np.isfinite(record["kl_gates"])
     last = epochs[-1]
     total = last["total_ops"]
     pruned = sum(total - last["active_ops"][t] for t in ("normal", "reduce"))
@@ -155,7 +154,7 @@ def test_mirrored_search_keeps_gates_identical(mirrored_run):
     assert sum(last["total_ops"] - last["active_ops"][t] for t in ("normal", "reduce")) >= 1
     # weight_vd was on: the weights are variational and sparsity is measured.
     assert last["weight_sparsity"] is not None and 0.0 <= last["weight_sparsity"] <= 1.0
-    assert last["kl_weights"] > 0
+    assert last["kl_network_weights"] > 0
     assert result.genotype == genotype_lib.Genotype.load(out / "genotype.json")
     assert result.config.weight_vd is True
     summary = result.summary()
@@ -334,7 +333,7 @@ def test_tensorboard_holds_scalars_histograms_and_cell_images(cli_run):
     _, out = cli_run
     events = summary_events(out.parent / "tb")
     history = _read(out / "search_history.json")["epochs"]
-    for tag in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "kl_arch", "beta",
+    for tag in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "kl_gates", "beta",
                 "weight_lr", "active_ops/normal", "active_ops/reduce", "pruned_this_epoch"):
         assert [(s, p) for s, p, _ in events[tag]] == [(r["epoch"], "scalars") for r in history], tag
         np.testing.assert_allclose([float(v) for _, _, v in events[tag]],
@@ -371,7 +370,7 @@ def test_shared_and_inline_edge_functions_compute_the_same_step():
         edges = [edge for cell in searcher.model.cells for edge in cell.edge_layers]
         assert edges and all(edge.shared_function is shared for edge in edges)
         batches = next(iter(searcher.epoch_data(0)))
-        losses[shared] = {k: float(v) for k, v in searcher.train_step(batches, tf.constant(1.0)).items()}
+        losses[shared] = {k: float(v) for k, v in searcher.train_step(batches).items()}
     assert losses[True].keys() == losses[False].keys()
     for key in losses[True]:
         assert losses[True][key] == pytest.approx(losses[False][key], rel=1e-5, abs=1e-6), key

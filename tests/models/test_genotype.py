@@ -460,6 +460,24 @@ def test_unknown_op():
         Genotype.from_dict(d).validate(DARTS_OPS)
 
 
+def test_an_unregistered_op_is_told_how_to_register():
+    # By default the ops are the registry's, and a network is built from it.
+    from tfvnas.layers import ops
+    from tfvnas.models.network import Network
+
+    d = json.loads(json.dumps(DARTS_V2))
+    d["normal"][0][0][0] = "conv_7x7"
+    message = (
+        f"`normal[0][0]` op must be one of the known ops {sorted(ops.OPS)}. Received: op='conv_7x7'. To use an "
+        "operation of your own, register it first: `tfvnas.register_op('conv_7x7', factory)`, with "
+        "`factory(channels, strides)` returning a keras.layers.Layer, in the process that builds the model."
+    )
+    with raises(message):
+        Genotype.from_dict(d).validate()
+    with raises(message):
+        Network(10, d)
+
+
 def test_known_ops_restrict():
     with raises(
         "`normal[0][0]` op must be one of the known ops ['max_pool_3x3', "

@@ -199,10 +199,10 @@ def _digits(n, seed=0):
 
 def test_keras_fit_trains_the_elbo_tfvnas_trains():
     # The KL a variational layer adds is already scaled (the model's
-    # kl_weight, beta / N): Keras' compiled loss plus the model's losses is
+    # kl_scale, beta / N): Keras' compiled loss plus the model's losses is
     # tfvnas' ELBO on the same batch.
     x, y = _digits(64)
-    net = _network(kl_weight=1.0 / 512)
+    net = _network(kl_scale=1.0 / 512)
     _scramble(net)
     net.compile(optimizer=keras.optimizers.SGD(0.01),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -222,7 +222,7 @@ def test_keras_fit_with_the_kl_schedule_learns_and_sparsifies():
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     schedule = variational.KLSchedule(n_train=len(x), warmup_steps=8)
     history = net.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[schedule])
-    assert float(net.kl_weight.numpy()) == pytest.approx(1.0 / len(x))
+    assert float(net.kl_scale.numpy()) == pytest.approx(1.0 / len(x))
     # With the KL scaled as the ELBO needs (beta / N), the network learns
     # (unscaled, the KL of ~10k weights crushed it), and its weights sparsify.
     assert history.history["accuracy"][-1] > 0.6

@@ -68,7 +68,7 @@ def test_inference_is_deterministic_training_is_noisy(model):
 
 
 def test_losses_are_the_gate_and_weight_kl():
-    model = _model(weight_vd=True)  # kl_weight 1: the losses are the KL itself
+    model = _model(weight_vd=True, kl_scale=1.0)  # the losses are the KL itself
     model(_images(), training=True)
     total = float(tf.add_n(model.losses))
     assert total == pytest.approx(float(model.arch_kl()) + float(model.weight_kl()), rel=1e-5)
@@ -104,6 +104,27 @@ def test_mixed_edge_is_the_gate_weighted_sum():
         float(t) * op(x, training=False).numpy() for t, op in zip(theta.numpy(), edge.candidates)
     )
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_registered_op_is_a_gated_candidate_computed_op_by_op():
+    names = ("mbconv_3x3_e3", "skip_connect", "max_pool_3x3")
+    edge = MixedEdge(names, 3, 1, affine=False, seed=0)
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 5, 3)), tf.float32)
+    theta, sigma2 = tf.constant([0.7, 0.2, -1.0]), tf.constant([0.1, 0.05, 0.3])
+    out = edge(x, theta, sigma2, training=False).numpy()
+    assert not edge._fusable()  # the fused edge knows tfvnas' own operations only
+    expected = sum(float(t) * op(x, training=False).numpy() for t, op in zip(theta.numpy(), edge.candidates))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    # A supernet of it: one gate column per op, and the derived cell names it.
+    model = _model(weight_vd=True, op_names=names)
+    model(_images(), training=True)
+    assert model.normal_gates.shape == (5, 3)
+    assert float(model.weight_kl()) > 0 and model.losses
+    for gates in model.gates.values():
+        la = np.full(gates.shape, 5.0, "float32")
+        la[:, 0] = -3.0  # only the inverted residual stays
+        gates.set_log_alpha(la)
+    assert set(model.derive("top_k").op_histogram()) == {"mbconv_3x3_e3"}
 
 
 def test_derive_uses_the_gates(model):
@@ -154,15 +175,15 @@ def test_variational_weights_take_the_supernet_threshold():
     assert {g.threshold for g in model.gates.values()} == {1.5}
 
 
-def test_the_kl_weight_is_one_model_variable_every_kl_layer_reads():
-    model = _model(weight_vd=True, kl_weight=0.0)
+def test_the_kl_scale_is_one_model_variable_every_kl_layer_reads():
+    model = _model(weight_vd=True, kl_scale=0.0)
     model(_images(), training=True)
     assert float(tf.add_n(model.losses)) == 0.0
-    model.kl_weight.assign(0.5)
+    model.kl_scale.assign(0.5)
     model(_images(), training=True)
     total = float(tf.add_n(model.losses))
     assert total == pytest.approx(0.5 * (float(model.arch_kl()) + float(model.weight_kl())), rel=1e-5)
-    assert {id(layer._bound_kl_weight.variable) for layer in vd_lib.kl_layers(model)} == {id(model.kl_weight)}
+    assert {id(layer._bound_kl_scale.variable) for layer in vd_lib.kl_layers(model)} == {id(model.kl_scale)}
 
 
 def test_one_channel_images_may_come_without_a_channel_axis(model):

@@ -8,7 +8,7 @@ smaller model from the plan.
 **Constant channels** (`constant_channels`). A channel is constant when it
 has the same value at every position for every input. A depthwise channel
 with an all-zero kernel outputs 0; batch normalisation turns that 0 into its
-shift; ReLU keeps it constant. The analysis is exact about where constancy
+shift; ReLU (also ReLU6) keeps it constant. The analysis is exact about where constancy
 survives:
 
 - A 1x1 convolution and a dense layer (also after global average pooling)
@@ -133,8 +133,8 @@ def layer_kind(layer, rank):
         return "dense"
     if kind is layers.BatchNormalization and last_axis(layer.axis):
         return "batchnorm"
-    if kind is layers.ReLU and layer.max_value is None and not layer.negative_slope and not layer.threshold:
-        return "relu"
+    if kind is layers.ReLU and not layer.negative_slope and not layer.threshold:
+        return "relu"  # with or without `max_value` (ReLU6)
     if kind is layers.Activation and layer.activation is keras.activations.relu:
         return "relu"
     if (kind is layers.Activation and layer.activation is keras.activations.linear) or kind is layers.Identity:
@@ -280,6 +280,8 @@ def constant_channels(graph):
             value = ins[0] * a + b
         elif kind == "relu":
             value = np.maximum(ins[0], 0.0)  # NaN stays NaN
+            if getattr(node.layer, "max_value", None) is not None:
+                value = np.minimum(value, float(node.layer.max_value))
         elif kind in ("linear", "pool", "crop", "gap"):
             value = ins[0].copy()
         elif kind == "rescale":

@@ -11,7 +11,10 @@ loads with no tfvnas code, and is what `tfvnas.export` exports.
 
 Layers used: Rescaling, Conv2D, DepthwiseConv2D, MaxPooling2D,
 AveragePooling2D, BatchNormalization, ReLU, Add, Concatenate, ZeroPadding2D,
-Cropping2D, GlobalAveragePooling2D, Dense. A strided dilated depthwise
+Cropping2D, GlobalAveragePooling2D, Dense (and whatever standard layers a
+registered operation is made of, `tfvnas.layers.ops.register`: a
+`tfvnas.layers.ops.Op` or a `keras.Sequential` is stripped layer by layer).
+A strided dilated depthwise
 convolution (which TensorFlow cannot run in one op) becomes a stride-1
 `DepthwiseConv2D` followed by `MaxPooling2D(pool_size=1, strides=2)`, which
 keeps every second pixel; the `none` op becomes `Rescaling(0)`.
@@ -143,8 +146,9 @@ class _Builder:
             if layer.strides > 1:
                 x = keras.layers.MaxPooling2D(1, strides=layer.strides, name=f"{name}_subsample")(x)
             return keras.layers.Rescaling(0.0, name=f"{name}_zero")(x)
-        if isinstance(layer, ops_lib.Chain):
-            for i, step in enumerate(layer.steps):
+        if isinstance(layer, (ops_lib.Chain, keras.Sequential)):
+            steps = layer.steps if isinstance(layer, ops_lib.Chain) else layer.layers
+            for i, step in enumerate(steps):
                 x = self.apply(step, x, f"{name}_{i}")
             return x
         if isinstance(layer, ops_lib.BatchNorm):
@@ -160,8 +164,10 @@ class _Builder:
         if type(layer) in STANDARD_LAYERS:
             return self.clone(layer, x, name)
         raise ValueError(
-            f"Cannot strip layer {layer.name!r} of type {type(layer).__name__}: "
-            "it has no standard Keras equivalent."
+            f"Cannot strip layer {layer.name!r}: it has no standard Keras equivalent. An operation of your "
+            "own (`tfvnas.register_op`) strips when its factory returns a `tfvnas.layers.ops.Op` or a "
+            "`keras.Sequential` of standard Keras layers, tfvnas' variational layers and "
+            f"`tfvnas.layers.ops.BatchNorm`. Received: a layer of type {type(layer).__name__}"
         )
 
     def clone(self, layer, x, name):

@@ -187,7 +187,7 @@ class GateTable(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class GaussianGates(GateTable, variational.KLTerm):
+class GaussianGates(variational.KLTerm, GateTable):
     """A table of ARD-gated Gaussian gates z ~ N(theta, alpha * theta^2), one per (edge, op).
 
     The layer owns two trainable tables (`log_theta` and `log_sigma2`, or
@@ -198,7 +198,7 @@ class GaussianGates(GateTable, variational.KLTerm):
     it was pruned), and `averaged_log_alpha` when `average_decay` > 0.
     Calling it returns the effective `(theta, sigma2)` with
     pruned gates exactly zero, and adds the KL of the active gates, times
-    the model's KL weight, with `add_loss`.
+    the model's KL scale, with `add_loss`.
 
     Args:
         num_edges: number of edges (rows).
@@ -206,8 +206,8 @@ class GaussianGates(GateTable, variational.KLTerm):
         theta_init: initial gate mean (the same for every op set size).
         log_alpha_init: initial log dropout rate.
         threshold: pruning threshold on `log_alpha`.
-        kl_weight: the weight of the KL in `losses` when no model binds its
-            own (`variational.bind_kl_weight`).
+        kl_scale: what the KL is multiplied by in `losses` when no model
+            binds its own variable (`variational.bind_kl_scale`).
         parameterisation: 'positive' or 'log_alpha' (the module docstring).
         average_decay: in [0, 1). Above 0, every pruning check
             (`update_evidence`) also updates an exponential moving average of
@@ -241,7 +241,7 @@ class GaussianGates(GateTable, variational.KLTerm):
         theta_init=1.0,
         log_alpha_init=-3.0,
         threshold=variational.DEFAULT_THRESHOLD,
-        kl_weight=1.0,
+        kl_scale=1.0,
         parameterisation="positive",
         average_decay=0.0,
         nodes=None,
@@ -276,7 +276,7 @@ class GaussianGates(GateTable, variational.KLTerm):
         self.countable = [True] * self.num_ops if countable is None else [bool(c) for c in countable]
         if len(self.countable) != self.num_ops:
             raise ValueError(f"`countable` must hold one flag per op ({self.num_ops}). Received: countable={countable!r}")
-        self.init_kl_weight(kl_weight)
+        self.init_kl_scale(kl_scale)
 
         def weight(name, value):
             return self.add_weight(name=name, shape=self.shape, initializer=keras.initializers.Constant(value))
@@ -406,7 +406,7 @@ class GaussianGates(GateTable, variational.KLTerm):
         return int(newly.sum())
 
     def call(self, training=None):
-        self.add_loss(self.kl() * self.kl_scale(self.pruned_log_alpha.dtype))
+        self.add_loss(self.scaled_kl(self.kl()))
         # tf.where, not a product: a pruned gate is exactly zero even if its
         # variance overflowed to inf.
         on = self.active > 0
@@ -424,7 +424,7 @@ class GaussianGates(GateTable, variational.KLTerm):
             theta_init=self.theta_init,
             log_alpha_init=self.log_alpha_init,
             threshold=self.threshold,
-            kl_weight=self.kl_weight,
+            kl_scale=self.kl_scale,
             parameterisation=self.parameterisation,
             average_decay=self.average_decay,
             nodes=self.nodes,

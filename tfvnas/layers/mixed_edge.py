@@ -108,8 +108,9 @@ class MixedEdge(keras.layers.Layer):
         self.computed = tuple(range(len(self.op_names)))
 
     def build(self, input_shape):
-        for op in self.candidates:
-            ops_lib.build_layer(op, input_shape)
+        for name, op in zip(self.op_names, self.candidates):
+            shape = ops_lib.build_layer(op, input_shape)
+            ops_lib.check_op_output(name, op, input_shape, shape, self.channels, self.strides)
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -191,7 +192,7 @@ class MixedEdge(keras.layers.Layer):
                     moving_var.assign(var)
         if plan.weight_vd:
             layer = variational.variational_layers(self)[0]
-            self.add_loss(kl * layer.kl_scale(kl.dtype))
+            self.add_loss(layer.scaled_kl(kl))
         return y
 
     def _keep_skipped_in_the_objective(self, computed):
@@ -214,13 +215,17 @@ class MixedEdge(keras.layers.Layer):
             zero += [tf.reduce_sum(v) for v in op.trainable_weights if id(v) not in covered]
         if vd_layers:
             kl = variational.summed_ard_kl([(l.theta, l.log_sigma2) for l in vd_layers])
-            self.add_loss(kl * vd_layers[0].kl_scale(kl.dtype))
+            self.add_loss(vd_layers[0].scaled_kl(kl))
         if zero:
             self.add_loss(0.0 * tf.add_n(zero))
 
     def _fusable(self):
-        """Whether `edge_outputs` computes this edge (`fused`; DARTS ops without affine or bias, all built)."""
-        if not self.fused or self.affine or not set(self.op_names) <= _FUSED_OPS:
+        """Whether `edge_outputs` computes this edge (`fused`; DARTS ops without affine or bias, all built).
+
+        A registered operation (`tfvnas.layers.ops.register`) is computed op
+        by op: the fused edge knows tfvnas' own operations only.
+        """
+        if not self.fused or self.affine or not all(ops_lib.OPS[name].builtin for name in self.op_names):
             return False
         layers = list(self._flatten_layers())
         if any(l.synchronized for l in layers if isinstance(l, ops_lib.BatchNorm)):
@@ -250,11 +255,6 @@ class MixedEdge(keras.layers.Layer):
 # ---------------------------------------------------------------------------
 # The fused edge, a function of its inputs and variables
 # ---------------------------------------------------------------------------
-
-_FUSED_OPS = frozenset(
-    {"sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "avg_pool_3x3",
-     "skip_connect", "none"}
-)
 
 
 @dataclasses.dataclass(frozen=True)

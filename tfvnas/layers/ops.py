@@ -1,17 +1,30 @@
 """Candidate operations of the DARTS search space, in one registry.
 
-`OPS` maps an operation name to a factory
-`factory(channels, strides, *, weight_vd=False, affine=True, seed=None)`
-that returns a `keras.layers.Layer` mapping `channels` input channels to
-`channels` output channels with the given stride. `weight_vd=True` makes
-every convolution a sparse variational one (`tfvnas.layers.variational`);
-`affine=False` gives the parameter-free batch normalisation DARTS uses in
-the supernet. Named operation sets (`OP_SETS`) select subsets.
+`OPS` maps an operation name to an `OpFactory`: called as
+`OPS[name](channels, strides, *, weight_vd=False, affine=True, seed=None)`
+it returns a `keras.layers.Layer` mapping `channels` input channels to
+`channels` output channels with the given stride (the resolution divided
+by it, rounded up). `weight_vd=True` makes every convolution a sparse
+variational one (`tfvnas.layers.variational`); `affine=False` gives the
+parameter-free batch normalisation DARTS uses in the supernet. Named
+operation sets (`OP_SETS`) select subsets; every other list of names
+(`op_names`, the parameter-free ones) is derived from `OPS`.
+
+`register(name, factory)` (also `tfvnas.register_op`) adds an operation of
+your own: a factory `(channels, strides) -> keras.layers.Layer`, which may
+also take the keyword arguments above. See `register` for where a
+registered operation works and what its layer must be.
 
 References:
     - Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search."
       ICLR 2019 (operations and cell structure).
+    - Sandler, Howard, Zhu, Zhmoginov, Chen. "MobileNetV2: Inverted
+      Residuals and Linear Bottlenecks." CVPR 2018 (`mbconv_3x3_e3`).
 """
+
+import inspect
+import json
+import re
 
 import keras
 import tensorflow as tf
@@ -233,7 +246,7 @@ def apply_layer(layer, inputs, training=None):
         return layer(inputs, training=training)
     kind = type(layer)
     if kind is keras.layers.ReLU and _plain_relu(layer):
-        return tf.nn.relu(inputs)
+        return tf.nn.relu(inputs) if layer.max_value is None else tf.nn.relu6(inputs)
     if kind is keras.layers.Conv2D and _plain_conv(layer):
         return tf.nn.conv2d(
             inputs, layer.kernel, strides=layer.strides[0], padding="SAME", dilations=layer.dilation_rate[0]
@@ -258,8 +271,9 @@ def build_layer(layer, input_shape):
 
     Creating a supernet's weights by running it once costs seconds of eager
     execution and of Keras' per-call machinery over thousands of sublayers;
-    their shapes follow from the input shape alone. Returns the output
-    shape.
+    their shapes follow from the input shape alone. A layer without its own
+    `build` or `compute_output_shape` (a registered operation's) is run
+    once on a symbolic input. Returns the output shape.
     """
     input_shape = tuple(input_shape)
     if isinstance(layer, FactorizedReduce):
@@ -278,9 +292,16 @@ def build_layer(layer, input_shape):
             shape = build_layer(step, shape)
         layer.built = True
         return shape
-    if not layer.built:
+    if not layer.built and type(layer).build is not keras.layers.Layer.build:
         layer.build(input_shape)
-    return tuple(layer.compute_output_shape(input_shape))
+    if layer.built:
+        try:
+            return tuple(layer.compute_output_shape(input_shape))
+        except NotImplementedError:
+            pass
+    # A layer of another kind (a registered operation's): Keras builds it by
+    # running it on a symbolic input, which gives the output shape too.
+    return tuple(layer(keras.KerasTensor(input_shape)).shape)
 
 
 def _conv_output_shape(shape, strides, channels):
@@ -291,7 +312,8 @@ def _conv_output_shape(shape, strides, channels):
 
 
 def _plain_relu(layer):
-    return layer.max_value is None and not layer.negative_slope and not layer.threshold
+    """A ReLU or a ReLU6 (MobileNet's), with no slope or threshold."""
+    return layer.max_value in (None, 6.0) and not layer.negative_slope and not layer.threshold
 
 
 def _plain_conv(layer):
@@ -337,8 +359,12 @@ class Chain(keras.layers.Layer):
         return x
 
 
-class _Op(Chain):
-    """Base of the registered operations: validates and records the arguments."""
+class Op(Chain):
+    """Base of tfvnas' operations: validates and records the arguments; `steps` are applied in order.
+
+    A subclass builds its `steps` in `__init__` after calling this one; an
+    operation made this way is stripped (`tfvnas.compress.strip`) step by step.
+    """
 
     def __init__(self, channels, strides, weight_vd=False, affine=True, seed=None, **kwargs):
         self.channels = _check_positive_int("channels", channels)
@@ -370,7 +396,7 @@ _check_positive_int = checks.check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class SepConv(_Op):
+class SepConv(Op):
     """ReLU, depthwise kxk, pointwise 1x1, BN, twice (the first strided)."""
 
     def __init__(self, channels, strides, kernel_size=3, **kwargs):
@@ -393,7 +419,7 @@ class SepConv(_Op):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class DilConv(_Op):
+class DilConv(Op):
     """ReLU, dilated depthwise kxk (rate 2), pointwise 1x1, BN."""
 
     def __init__(self, channels, strides, kernel_size=3, dilation_rate=2, **kwargs):
@@ -417,7 +443,7 @@ class DilConv(_Op):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class Pool(_Op):
+class Pool(Op):
     """3x3 max or average pooling (average excludes padding), then BN in the supernet.
 
     DARTS follows pooling with a parameter-free BN inside mixed edges so its
@@ -440,7 +466,7 @@ class Pool(_Op):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class FactorizedReduce(_Op):
+class FactorizedReduce(Op):
     """Halves the resolution with two offset strided 1x1 convs, concatenated, then BN."""
 
     def __init__(self, channels, strides=2, out_channels=None, **kwargs):
@@ -481,7 +507,7 @@ class FactorizedReduce(_Op):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class Identity(_Op):
+class Identity(Op):
     """skip_connect with stride 1; in a supernet, optionally followed by a parameter-free BN.
 
     Args:
@@ -511,7 +537,7 @@ class Identity(_Op):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class Zero(_Op):
+class Zero(Op):
     """The `none` operation: zeros at the output resolution."""
 
     def call(self, inputs, training=None):
@@ -520,7 +546,7 @@ class Zero(_Op):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class ReLUConvBN(_Op):
+class ReLUConvBN(Op):
     """ReLU, 1x1 conv, BN: the cell's input preprocessing."""
 
     def __init__(self, channels, strides=1, out_channels=None, **kwargs):
@@ -544,27 +570,179 @@ def _skip(channels, strides, **kwargs):
     return FactorizedReduce(channels, strides, **kwargs)
 
 
+def _mbconv(expansion):
+    def factory(channels, strides, **kwargs):
+        from tfvnas.layers.inverted_residual import InvertedResidual  # noqa: PLC0415 - it subclasses `Op`
+
+        return InvertedResidual(channels, strides, expansion=expansion, **kwargs)
+
+    return factory
+
+
+# The options tfvnas passes to a factory; a factory that does not take one
+# is called without it (a plain `(channels, strides)` factory gets none).
+OPTIONS = ("weight_vd", "affine", "seed", "normalised")
+
+
+class OpFactory:
+    """A registered operation: its layer factory, and whether it has weights.
+
+    Called as `op(channels, strides, **options)`, it calls the factory with
+    the `OPTIONS` the factory takes (all of them when it takes `**kwargs`).
+
+    Attributes:
+        factory: the factory `(channels, strides, ...) -> keras.layers.Layer`.
+        parameter_free: the layer has no weights at stride 1 (pooling, the
+            identity): what the parameter-free share of a cell counts.
+        builtin: one of tfvnas' own, which the supernet's fused edge
+            computes by name (`tfvnas.layers.mixed_edge`): never replaced.
+    """
+
+    def __init__(self, factory, parameter_free=False, builtin=False):
+        self.factory = factory
+        self.parameter_free = bool(parameter_free)
+        self.builtin = bool(builtin)
+        try:
+            parameters = inspect.signature(factory).parameters.values()
+        except (TypeError, ValueError):  # no signature to read: pass every option
+            parameters = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+        if any(p.kind is p.VAR_KEYWORD for p in parameters):
+            self.options = frozenset(OPTIONS)
+        else:
+            self.options = frozenset(p.name for p in parameters if p.kind is not p.POSITIONAL_ONLY) & set(OPTIONS)
+
+    def __call__(self, channels, strides, **options):
+        return self.factory(channels, strides, **{k: v for k, v in options.items() if k in self.options})
+
+
 OPS = {
-    "none": lambda c, s, **kw: Zero(c, s, **kw),
-    "max_pool_3x3": lambda c, s, **kw: Pool(c, s, kind="max", **kw),
-    "avg_pool_3x3": lambda c, s, **kw: Pool(c, s, kind="avg", **kw),
-    "skip_connect": _skip,
-    "sep_conv_3x3": lambda c, s, **kw: SepConv(c, s, kernel_size=3, **kw),
-    "sep_conv_5x5": lambda c, s, **kw: SepConv(c, s, kernel_size=5, **kw),
-    "dil_conv_3x3": lambda c, s, **kw: DilConv(c, s, kernel_size=3, **kw),
-    "dil_conv_5x5": lambda c, s, **kw: DilConv(c, s, kernel_size=5, **kw),
+    "none": OpFactory(lambda c, s, **kw: Zero(c, s, **kw), parameter_free=True, builtin=True),
+    "max_pool_3x3": OpFactory(lambda c, s, **kw: Pool(c, s, kind="max", **kw), parameter_free=True, builtin=True),
+    "avg_pool_3x3": OpFactory(lambda c, s, **kw: Pool(c, s, kind="avg", **kw), parameter_free=True, builtin=True),
+    # At stride 2 a FactorizedReduce (two 1x1 convolutions): `is_parameter_free`.
+    "skip_connect": OpFactory(_skip, parameter_free=True, builtin=True),
+    "sep_conv_3x3": OpFactory(lambda c, s, **kw: SepConv(c, s, kernel_size=3, **kw), builtin=True),
+    "sep_conv_5x5": OpFactory(lambda c, s, **kw: SepConv(c, s, kernel_size=5, **kw), builtin=True),
+    "dil_conv_3x3": OpFactory(lambda c, s, **kw: DilConv(c, s, kernel_size=3, **kw), builtin=True),
+    "dil_conv_5x5": OpFactory(lambda c, s, **kw: DilConv(c, s, kernel_size=5, **kw), builtin=True),
 }
 
-# Operations without weights at stride 1: what "parameter-free" counts. At
-# stride 2 `skip_connect` is a FactorizedReduce (two 1x1 convolutions).
-PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+_HOW_TO_REGISTER = ("`tfvnas.register_op({name!r}, factory)`, with `factory(channels, strides)` returning a "
+                    "keras.layers.Layer, in the process that builds the model")
+
+
+def how_to_register(name):
+    """The sentence an error about an unregistered operation `name` ends with."""
+    return f"To use an operation of your own, register it first: {_HOW_TO_REGISTER.format(name=name)}."
+
+
+def register(name, factory, *, parameter_free=False, overwrite=False, check=True):
+    """Registers an operation `name` made by `factory`, for every part of tfvnas.
+
+    A registered operation can be named in a `SearchConfig`'s `ops`, in a
+    genotype, a `Network` or a `Supernet`. The supernet computes it op by
+    op (its fused edge computes tfvnas' own operations only), with a gate
+    like any other; `tfvnas.compress.strip` strips it, dead-channel
+    elimination shrinks through it, MACs are counted and it exports to
+    SavedModel and TFLite, when its layer is made of what strip knows: a
+    `tfvnas.layers.ops.Op` (its `steps` in order; `InvertedResidual` is
+    one) or a `keras.Sequential`, of standard Keras layers
+    (`tfvnas.compress.strip.STANDARD_LAYERS`; a ReLU may have `max_value`),
+    tfvnas' variational layers and `BatchNorm`. Another layer trains and
+    searches, and strip refuses it by name.
+
+    Registration lives in the process: a genotype file or a saved
+    `Network` names the operation, so the process that loads it registers it
+    first (tfvnas' command line knows its own operations only).
+
+    Args:
+        name: letters, digits and underscores (it names layers).
+        factory: `factory(channels, strides) -> keras.layers.Layer`, the
+            layer mapping `channels` channels to `channels` channels with
+            stride 1 or 2 ('same' padding: the resolution divided by the
+            stride, rounded up). It may take the keyword arguments
+            `weight_vd` (variational weights: use
+            `tfvnas.layers.ops.conv2d(..., weight_vd=...)` and
+            `depthwise_conv2d`, so the weights sparsify), `affine` (False in
+            the supernet: batch norm without scale and shift) and `seed`;
+            those it does not take are not passed.
+        parameter_free: the layer has no weights (at stride 1); counted as
+            parameter-free in a cell's summary.
+        overwrite: replace an operation registered before (never one of
+            tfvnas' own).
+        check: build the layer once for each stride (4 channels, 8x8
+            inputs) to check that it is a Keras layer with the right output
+            shape, no weights if `parameter_free`, and a config that rebuilds
+            it through JSON (`get_config` / `from_config`).
+
+    Returns:
+        The `OpFactory` registered.
+
+    Raises:
+        ValueError: for a bad name, a name taken, a factory that is not
+            callable, or one whose layer fails a check.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"`name` must be letters, digits and underscores. Received: name={name!r}")
+    if not callable(factory):
+        raise ValueError(f"`factory` must be callable as factory(channels, strides). Received: factory={factory!r}")
+    for arg, value in (("parameter_free", parameter_free), ("overwrite", overwrite), ("check", check)):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{arg}` must be a bool. Received: {arg}={value!r}")
+    if name in OPS and OPS[name].builtin:
+        raise ValueError(f"{name!r} is one of tfvnas' own operations and cannot be replaced. Received: name={name!r}")
+    if name in OPS and not overwrite:
+        raise ValueError(f"Operation {name!r} is already registered; pass overwrite=True to replace it. "
+                         f"Received: name={name!r}")
+    op = OpFactory(factory, parameter_free=parameter_free)
+    if check:
+        for strides in (1, 2):
+            check_op_layer(name, op, strides)
+    OPS[name] = op
+    return op
+
+
+def check_op_layer(name, op, strides, channels=4, size=8):
+    """Builds `op(channels, strides)` on `(None, size, size, channels)` inputs and checks what `register` checks."""
+    layer = op(channels, strides)
+    if not isinstance(layer, keras.layers.Layer):
+        raise ValueError(f"The factory of operation {name!r} must return a keras.layers.Layer. "
+                         f"Received: {type(layer).__name__} for channels={channels}, strides={strides}")
+    input_shape = (None, size, size, channels)
+    check_op_output(name, layer, input_shape, build_layer(layer, input_shape), channels, strides)
+    if op.parameter_free and strides == 1 and layer.weights:
+        raise ValueError(f"Operation {name!r} is registered parameter-free but its layer has weights at stride 1. "
+                         f"Received: {', '.join(w.path for w in layer.weights)}")
+    try:
+        config = json.loads(json.dumps(layer.get_config()))
+        again = type(layer).from_config(config).get_config()
+    except Exception as error:  # noqa: BLE001 - any failure to rebuild is the user's to see
+        raise ValueError(f"The layer of operation {name!r} ({type(layer).__name__}) must rebuild from its JSON "
+                         f"config (`get_config`, `from_config`). Received: {type(error).__name__}: {error}") from error
+    if json.loads(json.dumps(again)) != config:
+        differ = sorted(k for k in set(config) | set(again) if config.get(k) != again.get(k))
+        raise ValueError(f"The layer of operation {name!r} ({type(layer).__name__}) must rebuild from its config "
+                         f"with the same config. Received: {', '.join(differ)} differ")
+    return layer
+
+
+def check_op_output(name, layer, input_shape, output_shape, channels, strides):
+    """Raises `ValueError` unless the layer of operation `name` maps `input_shape` to the shape an edge needs."""
+    expected = _conv_output_shape(tuple(input_shape), strides, channels)
+    if tuple(output_shape)[1:] != expected[1:]:
+        raise ValueError(
+            f"Operation {name!r} must map inputs of shape {tuple(input_shape)} to {expected} (channels={channels}, "
+            f"strides={strides}: as many channels, the resolution divided by the stride). "
+            f"Received: output shape {tuple(output_shape)} from its {type(layer).__name__}"
+        )
 
 
 def is_parameter_free(name, strides=1):
-    """Whether operation `name` has no weights at `strides` (`skip_connect` at stride 2 has)."""
+    """Whether operation `name` has no weights at `strides` (`skip_connect` at stride 2 has; unknown: False)."""
     if name == "skip_connect":
         return strides == 1
-    return name in PARAMETER_FREE
+    return name in OPS and OPS[name].parameter_free
 
 
 def cell_op_counts(genotype, cell_type):
@@ -578,6 +756,7 @@ def cell_op_counts(genotype, cell_type):
     free = sum(is_parameter_free(op, s) for op, s in pairs)
     skips = sum(op == "skip_connect" for op, _ in pairs)
     return free, skips, len(pairs)
+
 
 OP_SETS = {
     "darts": (
@@ -626,7 +805,7 @@ def check_op_names(names):
     for name in names:
         if name not in OPS:
             raise ValueError(
-                f"Unknown operation {name!r}. Known operations: {', '.join(op_names())}"
+                f"Unknown operation {name!r}. Known operations: {', '.join(op_names())}. {how_to_register(name)}"
             )
     if len(set(names)) != len(names):
         raise ValueError(f"`ops` must not repeat a name. Received: ops={list(names)}")
@@ -648,3 +827,8 @@ def make_op(name, channels, strides, **kwargs):
     """Builds the operation `name`; raises `ValueError` for an unknown name."""
     check_op_names([name])
     return OPS[name](channels, _check_strides(strides), **kwargs)
+
+
+# MobileNetV2's inverted residual (`tfvnas.layers.inverted_residual`),
+# registered as any operation of a user's is.
+register("mbconv_3x3_e3", _mbconv(3), check=False)

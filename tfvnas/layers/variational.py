@@ -5,15 +5,18 @@ The math lives in small pure functions (`log_alpha`, `ard_kl`,
 are thin wrappers that own weights and randomness and switch on the
 call-time `training` flag. The architecture gates are in `tfvnas.layers.gates`.
 
-**The KL weight.** Every layer with a KL term (`KLTerm`: these layers and
-the gates) adds `KL * kl_weight` to its `losses`, as TensorFlow
+**The KL scale.** Every layer with a KL term (`KLTerm`: these layers and
+the gates) adds `KL * kl_scale` to its `losses`, as TensorFlow
 Probability's layers do with `kernel_divergence_fn = KL / N`: what a layer
 adds is already the objective's term, so a Keras `compile`/`fit` trains the
-same ELBO as tfvnas' own loops. The weight is `beta / N_train` (`beta` the
-KL warm-up factor). A tfvnas model owns one variable for it and binds it to
-all its layers (`bind_kl_weight`); its loops set it every step, and so does
-the `KLSchedule` callback under `fit`. A layer used on its own takes its
-`kl_weight` argument (e.g. `1 / len(x_train)`).
+same ELBO as tfvnas' own loops. The scale is `beta / N_train` (`kl_scale`),
+with `beta` the KL weight of the configs (`SearchConfig.kl_weight`,
+`TrainConfig.kl_weight`), warmed up from 0 (`warmed_up_beta`). A tfvnas
+model owns one variable for the scale and binds it to all its layers
+(`bind_kl_scale`); its loops set it every step, `fit` sets it to `1 / N`
+for the N examples it is given (`tfvnas.models.elbo`), and the
+`KLSchedule` callback warms it up under `fit`. A layer used on its own
+takes its `kl_scale` argument (e.g. `1 / len(x_train)`).
 
 References:
     - Ferianc, Fan, Rodrigues. "VINNAS: Variational Inference-based Neural
@@ -219,9 +222,21 @@ def elbo_loss(labels, logits, kl_term, *, global_batch_size):
     return ce + kl_term, ce, kl_term
 
 
-def kl_weight(beta, n_train):
-    """The KL weight of the ELBO: `beta / n_train` (the KL is per data set)."""
+def kl_scale(beta, n_train):
+    """The scale of the KL in the ELBO: `beta / n_train` (the KL is per data set)."""
     return float(beta) / float(checks.check_positive_int("n_train", n_train))
+
+
+def warmed_up_beta(step, warmup_steps, final=1.0):
+    """The KL weight beta at `step`: linear from 0 to `final` over `warmup_steps` steps.
+
+    The one warm-up of tfvnas: the loops (`tfvnas.loops.loop.Loop.beta`) and
+    `KLSchedule` both read it. `warmup_steps` may be fractional (a share of
+    the steps); 0 or less: `final` from the start.
+    """
+    if warmup_steps <= 0:
+        return float(final)
+    return float(final) * min(1.0, step / warmup_steps)
 
 
 def replica_id():
@@ -313,24 +328,32 @@ class _Shared:
 
 
 class KLTerm:
-    """Mixin of the layers that add a KL term: the KL weight they scale it by.
+    """Mixin of the layers that add a KL term: the scale they multiply it by.
 
-    `kl_weight` (a float, in the config) is used until a model binds its own
-    variable with `bind_kl_weight`; then every layer reads that one variable.
+    `kl_scale` (a float, in the config) is used until a model binds its own
+    variable with `bind_kl_scale`; then every layer reads that one variable.
     """
 
-    def init_kl_weight(self, kl_weight):
-        if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or kl_weight < 0:
-            raise ValueError(f"`kl_weight` must be a non-negative number. Received: kl_weight={kl_weight!r}")
-        self.kl_weight = float(kl_weight)
-        self._bound_kl_weight = None
+    def init_kl_scale(self, kl_scale):
+        if isinstance(kl_scale, bool) or not isinstance(kl_scale, (int, float)) or kl_scale < 0:
+            raise ValueError(f"`kl_scale` must be a non-negative number. Received: kl_scale={kl_scale!r}")
+        self.kl_scale = float(kl_scale)
+        self._bound_kl_scale = None
 
-    def kl_scale(self, dtype="float32"):
-        """The weight of this layer's KL in `losses` (the bound variable, or `kl_weight`)."""
-        bound = self._bound_kl_weight
+    def scaled_kl(self, kl):
+        """`kl` times this layer's KL scale (the bound variable, or `kl_scale`): what it adds to `losses`."""
+        bound = self._bound_kl_scale
         if bound is None:
-            return tf.constant(self.kl_weight, dtype)
-        return tf.cast(tf.convert_to_tensor(bound.variable), dtype)
+            return kl * tf.constant(self.kl_scale, kl.dtype)
+        return kl * tf.cast(tf.convert_to_tensor(bound.variable), kl.dtype)
+
+    @classmethod
+    def from_config(cls, config):
+        # Layer configs written before the rename call the scale `kl_weight`.
+        config = dict(config)
+        if "kl_weight" in config:
+            config["kl_scale"] = config.pop("kl_weight")
+        return super().from_config(config)
 
 
 def kl_layers(model):
@@ -338,22 +361,24 @@ def kl_layers(model):
     return [layer for layer in model._flatten_layers(include_self=True, recursive=True) if isinstance(layer, KLTerm)]
 
 
-def bind_kl_weight(model, variable):
+def bind_kl_scale(model, variable):
     """Makes every KL layer of `model` scale its KL by `variable` (a scalar variable); returns how many."""
     layers = kl_layers(model)
     for layer in layers:
-        layer._bound_kl_weight = _Shared(variable)
+        layer._bound_kl_scale = _Shared(variable)
     return len(layers)
 
 
 class KLSchedule(keras.callbacks.Callback):
-    """Sets the KL weight to `beta(step) / n_train` before every batch of `fit`.
+    """Sets the KL scale to `beta(step) / n_train` before every batch of `fit`.
 
     `beta` warms up linearly from 0 to `final` over `warmup_steps` steps
-    (0: `final` from the start), as in tfvnas' own loops. The model's own KL
-    weight variable is used when it has one (`Network`, `Supernet`);
-    otherwise the callback creates one and binds it to every KL layer of the
-    model (a plain Keras model of `VariationalConv2D` / `VariationalDense`).
+    (`warmed_up_beta`, as in tfvnas' own loops; 0: `final` from the start).
+    The model's own KL scale variable is used when it has one (`Network`,
+    `Supernet`); otherwise the callback creates one and binds it to every KL
+    layer of the model (a plain Keras model of `VariationalConv2D` /
+    `VariationalDense`). A `Network` or `Supernet` given this callback
+    leaves the scale to it (no `1 / N` of its own).
 
     Args:
         n_train: number of training examples.
@@ -372,23 +397,21 @@ class KLSchedule(keras.callbacks.Callback):
         self.variable = None
 
     def beta(self, step):
-        if self.warmup_steps == 0:
-            return self.final
-        return self.final * min(1.0, step / self.warmup_steps)
+        return warmed_up_beta(step, self.warmup_steps, self.final)
 
     def on_train_begin(self, logs=None):
-        variable = getattr(self.model, "kl_weight", None)
+        variable = getattr(self.model, "kl_scale", None)
         if not isinstance(variable, keras.Variable):
-            variable = keras.Variable(0.0, trainable=False, name="kl_weight")
-            bind_kl_weight(self.model, variable)
+            variable = keras.Variable(0.0, trainable=False, name="kl_scale")
+            bind_kl_scale(self.model, variable)
         self.variable = variable
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.variable.assign(kl_weight(self.beta(self.step), self.n_train))
+        self.variable.assign(kl_scale(self.beta(self.step), self.n_train))
         self.step += 1
 
 
-class VariationalLayer(keras.layers.Layer, KLTerm):
+class VariationalLayer(KLTerm, keras.layers.Layer):
     """Shared machinery of the sparse variational layers.
 
     Subclasses create `self.theta` and `self.log_sigma2` in `build` and define
@@ -413,7 +436,7 @@ class VariationalLayer(keras.layers.Layer, KLTerm):
         threshold=DEFAULT_THRESHOLD,
         log_sigma2_init=-10.0,
         seed=None,
-        kl_weight=1.0,
+        kl_scale=1.0,
         channel_prior=False,
         channel_log_alpha_init=-4.0,
         channel_scale_init=0.1,
@@ -425,7 +448,7 @@ class VariationalLayer(keras.layers.Layer, KLTerm):
         self.channel_prior, self.channel_log_alpha_init, self.channel_scale_init = self.check_channel_prior(
             channel_prior, channel_log_alpha_init, channel_scale_init)
         super().__init__(**kwargs)
-        self.init_kl_weight(kl_weight)
+        self.init_kl_scale(kl_scale)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     @staticmethod
@@ -517,7 +540,7 @@ class VariationalLayer(keras.layers.Layer, KLTerm):
         return self.channel_phi + tf.exp(0.5 * self.channel_log_sigma2) * eps
 
     def call(self, inputs, training=None):
-        self.add_loss(self.kl() * self.kl_scale(self.theta.dtype))
+        self.add_loss(self.scaled_kl(self.kl()))
         if training:
             mean, var = self._moments(inputs, self.theta, tf.exp(self.log_sigma2))
             out = sample_lrt(mean, var, self.seed_generator)
@@ -536,7 +559,7 @@ class VariationalLayer(keras.layers.Layer, KLTerm):
             log_sigma2_init=self.log_sigma2_init,
             seed=self.seed,
             use_bias=self.use_bias,
-            kl_weight=self.kl_weight,
+            kl_scale=self.kl_scale,
             channel_prior=self.channel_prior,
             channel_log_alpha_init=self.channel_log_alpha_init,
             channel_scale_init=self.channel_scale_init,
@@ -560,6 +583,9 @@ class VariationalConv2D(VariationalLayer):
         threshold: pruning threshold on `log_alpha`.
         log_sigma2_init: initial log variance of every weight.
         seed: seed of the layer's noise.
+        kl_scale: what the layer's KL is multiplied by in `losses`,
+            `beta / N_train` for the ELBO, until a model binds its own
+            variable (`bind_kl_scale`).
         channel_prior: a scale with an ARD prior per output channel (see
             `VariationalLayer`).
         channel_log_alpha_init: initial log dropout rate of the channel scales.
@@ -627,7 +653,7 @@ class VariationalDepthwiseConv2D(VariationalLayer):
         strides: int stride.
         dilation_rate: int dilation (strided + dilated runs at stride 1 and
             subsamples, see `lrt_conv2d`).
-        use_bias, threshold, log_sigma2_init, seed, channel_prior,
+        use_bias, threshold, log_sigma2_init, seed, kl_scale, channel_prior,
             channel_log_alpha_init, channel_scale_init: as `VariationalConv2D`.
     """
 
@@ -684,8 +710,9 @@ class VariationalDense(VariationalLayer):
     Args:
         units: number of outputs.
         use_bias: whether to add a bias (default true).
-        threshold, log_sigma2_init, seed, channel_prior, channel_log_alpha_init,
-            channel_scale_init: as `VariationalConv2D` (one scale per unit).
+        threshold, log_sigma2_init, seed, kl_scale, channel_prior,
+            channel_log_alpha_init, channel_scale_init: as `VariationalConv2D`
+            (one channel scale per unit).
     """
 
     def __init__(self, units, use_bias=True, kernel_initializer="glorot_uniform", **kwargs):

@@ -225,7 +225,7 @@ class Loop:
     Subclasses implement `build_model()`, `build_optimizers(total_steps)`
     (returning `{name: (optimizer, variables)}`), `training_parts()`
     (returning `{name: (x, y)}`, the arrays each step draws one batch
-    from) and `replica_step(batches, beta)`; they may override
+    from) and `replica_step(batches)`; they may override
     `end_epoch(epoch)`, `epoch_record(record)` and `augment(batch, seed)`.
 
     Args:
@@ -301,7 +301,12 @@ class Loop:
     def training_parts(self):
         raise NotImplementedError
 
-    def replica_step(self, batches, beta):
+    def replica_step(self, batches):
+        """One step on one replica's `batches` (`{name: (x, y)}`); returns a dict of statistics.
+
+        The KL in the model's `losses` is already scaled: the loop sets the
+        model's `kl_scale` to `beta / N_train` before every step.
+        """
         raise NotImplementedError
 
     def begin_epoch(self, epoch):
@@ -373,8 +378,8 @@ class Loop:
         strategy = self.strategy
 
         @tf.function
-        def train_step(batches, beta):
-            per_replica = strategy.run(self.replica_step, args=(batches, beta))
+        def train_step(batches):
+            per_replica = strategy.run(self.replica_step, args=(batches,))
             out = {}
             for key, value in per_replica.items():
                 op = tf.distribute.ReduceOp.MEAN if key.endswith("kl") else tf.distribute.ReduceOp.SUM
@@ -409,11 +414,10 @@ class Loop:
         self._workers_stopping = workers_stopping
 
     def beta(self, step):
-        """KL weight at global step `step`: linear warm-up to `kl_weight`."""
-        warm = self.config.kl_warmup * self.total_steps
-        if warm <= 0:
-            return self.config.kl_weight
-        return self.config.kl_weight * min(1.0, step / warm)
+        """The KL weight beta at global step `step`: warmed up to the config's `kl_weight`
+        over its `kl_warmup` share of the steps (`tfvnas.layers.variational.warmed_up_beta`)."""
+        cfg = self.config
+        return variational.warmed_up_beta(step, cfg.kl_warmup * self.total_steps, cfg.kl_weight)
 
     def evaluate(self, split="val"):
         """`(loss, accuracy)` of the inference path on the `val` or `test` split."""
@@ -573,10 +577,10 @@ class Loop:
         stats = {}
         for i, batches in enumerate(self.epoch_data(epoch, skip), start=skip):
             beta = self.beta(self.position["step"])
-            # The model's KL weight, read by every KL layer (tfvnas.layers.variational).
-            self.model.kl_weight.assign(variational.kl_weight(beta, self.n_train))
+            # The model's KL scale, read by every KL layer (tfvnas.layers.variational).
+            self.model.kl_scale.assign(variational.kl_scale(beta, self.n_train))
             self.before_step(self.position["step"])
-            stats = {k: float(v) for k, v in self.train_step(batches, tf.constant(beta, tf.float32)).items()}
+            stats = {k: float(v) for k, v in self.train_step(batches).items()}
             if not math.isfinite(stats["loss"]):
                 last = self.checkpoint_path()
                 if bar is not None:

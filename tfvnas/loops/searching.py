@@ -226,7 +226,7 @@ class Searcher(loop_lib.Loop):
 
     # -- step -------------------------------------------------------------
 
-    def _loss(self, x, y, beta):
+    def _loss(self, x, y):
         logits = self.model(x, training=True)
         losses = self.model.losses
         kl = tf.add_n(losses) if losses else tf.constant(0.0)
@@ -234,32 +234,32 @@ class Searcher(loop_lib.Loop):
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         return loss, {"loss": loss, "correct": correct, "kl": kl}
 
-    def _update(self, optimizers, variables, x, y, beta):
+    def _update(self, optimizers, variables, x, y):
         """One gradient step of `variables` (split among `optimizers` in order)."""
         with tf.GradientTape() as tape:
-            loss, stats = self._loss(x, y, beta)
+            loss, stats = self._loss(x, y)
         grads = tape.gradient(loss, [v for vs in variables for v in vs])
         for optimizer, vs in zip(optimizers, variables):
             optimizer.apply(grads[: len(vs)])
             grads = grads[len(vs):]
         return stats
 
-    def replica_step(self, batches, beta):
+    def replica_step(self, batches):
         model = self.model
         if "arch" not in batches:
             x, y = batches["weights"]
             return self._update(
                 [self.weight_optimizer, self.arch_optimizer],
-                [model.weight_variables, model.arch_variables], x, y, beta,
+                [model.weight_variables, model.arch_variables], x, y,
             )
         if self.arch_frozen:  # `arch_warmup`: the weights alone, on their half
             x, y = batches["weights"]
-            return self._update([self.weight_optimizer], [model.weight_variables], x, y, beta)
+            return self._update([self.weight_optimizer], [model.weight_variables], x, y)
         # First-order bi-level: the gates step on their half, then the weights on theirs.
         xa, ya = batches["arch"]
-        arch = self._update([self.arch_optimizer], [model.arch_variables], xa, ya, beta)
+        arch = self._update([self.arch_optimizer], [model.arch_variables], xa, ya)
         x, y = batches["weights"]
-        stats = self._update([self.weight_optimizer], [model.weight_variables], x, y, beta)
+        stats = self._update([self.weight_optimizer], [model.weight_variables], x, y)
         stats.update({"arch_" + k: v for k, v in arch.items()})
         return stats
 
@@ -339,8 +339,8 @@ class Searcher(loop_lib.Loop):
             weight_lr=float(self.weight_optimizer.learning_rate),
             arch_loss=sums["arch_loss"] / arch_seen if arch_seen else None,
             arch_accuracy=sums["arch_correct"] / arch_seen if arch_seen else None,
-            kl_arch=float(model.arch_kl()),
-            kl_weights=float(model.weight_kl()),
+            kl_gates=float(model.arch_kl()),
+            kl_network_weights=float(model.weight_kl()),
             active_ops=model.active_ops(),
             total_ops=self.total_ops,
             pruned_this_epoch=int(sums.get("pruned", 0)),

@@ -159,7 +159,7 @@ class Trainer(loop_lib.Loop):
         x, y = batch
         return cutout(x, side, seed, fill=self._pixel_mean), y
 
-    def replica_step(self, batches, beta):
+    def replica_step(self, batches):
         cfg, model = self.config, self.model
         x, y = batches["train"]
         variables = model.trainable_variables
@@ -185,7 +185,7 @@ class Trainer(loop_lib.Loop):
         pruned, total = variational.weight_sparsity(self.model)
         record.update(
             lr=float(self.optimizer.learning_rate),
-            kl_weights=float(tf.add_n([l.kl() for l in variational.variational_layers(self.model)]))
+            kl_network_weights=float(tf.add_n([l.kl() for l in variational.variational_layers(self.model)]))
             if total else 0.0,
             weight_sparsity=pruned / total if total else None,
         )
@@ -344,11 +344,9 @@ def train(
         FloatingPointError: when the loss stops being finite.
         tfvnas.loops.loop.Interrupted: after SIGTERM/SIGINT (a checkpoint is saved).
     """
-    from tfvnas.layers import ops as ops_lib
-
     if not isinstance(genotype, genotype_lib.Genotype):
         genotype = zoo.load_genotype(genotype)
-    genotype.validate(ops_lib.op_names())
+    genotype.validate()  # against the op registry
     strategy, cfg, dataset = loop_lib.open_run(
         config_lib.TrainConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
         strategy=strategy, deterministic=deterministic, epochs=epochs, seed=seed)

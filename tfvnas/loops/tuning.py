@@ -265,11 +265,9 @@ class TrainHyperModel(_ConfigHyperModel):
     default_space = DEFAULT_TRAIN_SPACE
 
     def __init__(self, genotype, dataset, base_config, search_space=None, *, strategy=None, name=None):
-        from tfvnas.layers import ops as ops_lib
-
         if not isinstance(genotype, genotype_lib.Genotype):
             genotype = zoo.load_genotype(genotype)
-        genotype.validate(ops_lib.op_names())
+        genotype.validate()  # against the op registry
         self.genotype = genotype
         super().__init__(dataset, base_config, search_space, strategy=strategy, name=name)
 

@@ -298,7 +298,8 @@ class Genotype:
 
         Args:
             known_ops: The op names allowed in the cells. Defaults to the
-                names registered in `tfvnas.layers.ops` (imported only then).
+                names registered in `tfvnas.layers.ops` (imported only then;
+                the message for another name then says how to register it).
 
         Returns:
             `self`, so that `Genotype.load(path).validate()` chains.
@@ -309,10 +310,11 @@ class Genotype:
                 an intermediate node of its cell (in `[2, 1 + nodes]`) or is
                 repeated.
         """
+        how_to_register = None
         if known_ops is None:
             from tfvnas.layers import ops  # noqa: PLC0415 - keeps TensorFlow optional
 
-            known_ops = ops.op_names()
+            known_ops, how_to_register = ops.op_names(), ops.how_to_register
         known = set(_check_names("known_ops", known_ops))
 
         for cell_type in CELL_TYPES:
@@ -324,6 +326,7 @@ class Genotype:
                         raise ValueError(
                             f"`{where}` op must be one of the known ops "
                             f"{sorted(known)}. Received: op={op!r}"
+                            + (f". {how_to_register(op)}" if how_to_register else "")
                         )
                     if not 0 <= inp <= 1 + i:
                         raise ValueError(

@@ -21,6 +21,7 @@ from tfvnas import checks
 from tfvnas.layers import channel_prior as channel_prior_lib
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational
+from tfvnas.models import elbo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,10 +163,14 @@ class Cell(keras.layers.Layer):
             ops_lib.build_layer(self.preprocess0, input_shape[0]),
             ops_lib.build_layer(self.preprocess1, input_shape[1]),
         ]
+        c = self.plan.channels
         for node in range(self.nodes):
-            for (n, inp, _), layer in zip(self.edges, self.edge_layers):
+            for (n, inp, op_names), layer in zip(self.edges, self.edge_layers):
                 if n == node:
                     shape = ops_lib.build_layer(layer, states[inp])
+                    if len(op_names) == 1:  # a mixed edge checks each of its ops
+                        strides = 2 if self.plan.reduction and inp < 2 else 1
+                        ops_lib.check_op_output(op_names[0], layer, states[inp], shape, c, strides)
             states.append(shape)
         self.built = True
 
@@ -234,21 +239,6 @@ def _drop_path(x, rate, seed_generator):
         [tf.shape(x)[0], 1, 1, 1], seed=variational.replica_seed(seed_generator)
     )
     return x * tf.cast(u < keep, x.dtype) / keep
-
-
-def own_kl_weight(model, kl_weight):
-    """Creates `model`'s KL weight variable and binds every KL layer of the model to it.
-
-    The one variable the loops (and `variational.KLSchedule` under `fit`)
-    set to `beta / N_train`; see `tfvnas.layers.variational`.
-    """
-    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or kl_weight < 0:
-        raise ValueError(f"`kl_weight` must be a non-negative number. Received: kl_weight={kl_weight!r}")
-    variable = model.add_weight(
-        name="kl_weight", shape=(), initializer=keras.initializers.Constant(float(kl_weight)), trainable=False
-    )
-    variational.bind_kl_weight(model, variable)
-    return variable
 
 
 def as_images(inputs, image_shape):
@@ -327,7 +317,7 @@ class AuxiliaryHead(ops_lib.Chain):
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class Network(keras.Model):
+class Network(elbo.ELBOModel, keras.Model):
     """The discrete network a genotype describes (DARTS evaluation network).
 
     The same `cell_plan` and `Cell` as the supernet, with one operation per
@@ -349,11 +339,12 @@ class Network(keras.Model):
         threshold: a weight is zero at `log_alpha >= threshold`.
         normalisation: `(mean, std)` per channel of the raw input.
         seed: base seed of all noise.
-        kl_weight: the weight of the KL in the model's `losses`, held in the
-            variable `kl_weight` that every variational layer reads:
-            `beta / N_train` for the ELBO. `tfvnas.train` sets it every step;
-            under `fit`, pass `1 / len(x_train)` or use the
-            `tfvnas.layers.variational.KLSchedule` callback.
+        kl_scale: what the KL is multiplied by in the model's `losses`,
+            held in the variable `kl_scale` that every variational layer
+            reads: `beta / N_train` for the ELBO. None (the default): `fit`
+            sets it to `1 / N` for the N examples it trains on
+            (`tfvnas.models.elbo`), and `tfvnas.train` sets it every step; a
+            number is kept by `fit` (the `KLSchedule` callback warms it up).
         channel_prior: a scale with its own ARD prior per output channel of
             every variational convolution (`tfvnas.layers.channel_prior`), so whole
             channels go in training; needs `weight_vd`.
@@ -383,7 +374,7 @@ class Network(keras.Model):
         threshold=variational.DEFAULT_THRESHOLD,
         normalisation=((0.0,), (1.0,)),
         seed=0,
-        kl_weight=1.0,
+        kl_scale=None,
         channel_prior=False,
         channel_log_alpha_init=-4.0,
         channel_scale_init=0.1,
@@ -399,7 +390,7 @@ class Network(keras.Model):
                 "`genotype` must be a tfvnas.Genotype or its dict. "
                 f"Received: genotype of type {type(genotype).__name__}"
             )
-        genotype.validate(ops_lib.op_names())
+        genotype.validate()  # against the op registry
         self.genotype = genotype
         self.num_classes = checks.check_positive_int("num_classes", num_classes)
         self.num_layers = checks.check_positive_int("layers", layers)
@@ -456,7 +447,7 @@ class Network(keras.Model):
         if self.channel_prior:
             channel_prior_lib.set_channel_prior(
                 self, log_alpha_init=self.channel_log_alpha_init, scale_init=self.channel_scale_init)
-        self.kl_weight = own_kl_weight(self, kl_weight)
+        self.init_kl_scale(kl_scale)
 
     def build(self, input_shape):
         # One eager forward pass creates every weight (see Supernet.build).
@@ -464,17 +455,6 @@ class Network(keras.Model):
             self.call(tf.zeros((1,) + tuple(input_shape[1:])), training=False, return_aux=True)
         self.input_shape_built = tuple(int(d) for d in input_shape[1:])
         self.built = True
-
-    def load_own_variables(self, store):
-        # A model.keras written before the network owned its KL weight holds
-        # every variable but that one, the last: the weight keeps its value
-        # (the loops and KLSchedule set it before any training step).
-        own = self._trainable_variables + self._non_trainable_variables
-        if len(store.keys()) == len(own) - 1 and own[-1] is self.kl_weight:
-            for i, v in enumerate(own[:-1]):
-                v.assign(store[f"{i}"])
-            return
-        super().load_own_variables(store)
 
     def call(self, inputs, training=None, return_aux=False):
         x = self.normalise(tf.cast(as_images(inputs, self.input_shape_built), self.compute_dtype))
@@ -492,7 +472,7 @@ class Network(keras.Model):
 
     def get_config(self):
         return {
-            "name": self.name,
+            **super().get_config(),
             "num_classes": self.num_classes,
             "genotype": self.genotype.to_dict(),
             "layers": self.num_layers,
@@ -504,7 +484,7 @@ class Network(keras.Model):
             "threshold": self.threshold,
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
-            "kl_weight": float(self.kl_weight.numpy()),
+            "kl_scale": self.kl_scale_argument,
             "channel_prior": self.channel_prior,
             "channel_log_alpha_init": self.channel_log_alpha_init,
             "channel_scale_init": self.channel_scale_init,

@@ -15,19 +15,19 @@ from tfvnas.layers import darts as darts_lib
 from tfvnas.layers import gates as gates_lib
 from tfvnas.layers import mixed_edge, variational
 from tfvnas.layers import ops as ops_lib
+from tfvnas.models import elbo, network
 from tfvnas.models import genotype as genotype_lib
-from tfvnas.models import network
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
-class Supernet(keras.Model):
+class Supernet(elbo.ELBOModel, keras.Model):
     """A DARTS supernet with ARD-gated mixed edges.
 
     The gates of each cell type are one `tfvnas.layers.gates.GaussianGates` table
     shared by all cells of that type (rows: edges in `genotype.edge_list`
     order, columns: `op_names`). The model normalises raw pixels itself, and
-    owns the KL weight (`kl_weight`, a variable every KL layer reads; see
-    `tfvnas.layers.variational`).
+    owns the KL scale (`kl_scale`, a variable every KL layer reads; see
+    `tfvnas.models.elbo`).
 
     Args:
         num_classes: number of classes.
@@ -50,8 +50,9 @@ class Supernet(keras.Model):
         normalisation: `(mean, std)` per channel of the raw input.
         seed: base seed of all noise.
         method: 'vinnas' or 'darts' (softmax gates, `tfvnas.layers.darts`).
-        kl_weight: initial KL weight (`beta / N_train`; the search sets it
-            every step).
+        kl_scale: the KL's scale in `losses`, `beta / N_train` (the search
+            sets it every step); None: `fit` sets it to `1 / N`
+            (`tfvnas.models.elbo`).
         skip_dropout: in training, the rate at which every example drops
             each stride-1 `skip_connect` of every edge as a whole (scaled by
             `1 / (1 - rate)` when kept; `tfvnas.layers.gates.skip_keep`); 0: none.
@@ -93,7 +94,7 @@ class Supernet(keras.Model):
         normalisation=((0.0,), (1.0,)),
         seed=0,
         method="vinnas",
-        kl_weight=1.0,
+        kl_scale=None,
         skip_dropout=0.0,
         top_k=2,
         skip_bn=False,
@@ -199,7 +200,7 @@ class Supernet(keras.Model):
         self.step_ops = None
         for layer in variational.variational_layers(self):
             layer.threshold = self.threshold
-        self.kl_weight = network.own_kl_weight(self, kl_weight)
+        self.init_kl_scale(kl_scale)
         self.input_shape_built = None
 
     def build(self, input_shape):
@@ -318,7 +319,7 @@ class Supernet(keras.Model):
 
     def get_config(self):
         return {
-            "name": self.name,
+            **super().get_config(),
             "num_classes": self.num_classes,
             "layers": self.num_layers,
             "channels": self.channels,
@@ -334,7 +335,7 @@ class Supernet(keras.Model):
             "normalisation": [self.normalisation[0], self.normalisation[1]],
             "seed": self.seed,
             "method": self.method,
-            "kl_weight": float(self.kl_weight.numpy()),
+            "kl_scale": self.kl_scale_argument,
             "skip_dropout": self.skip_dropout,
             "top_k": self.top_k,
             "skip_bn": self.skip_bn,

@@ -62,7 +62,7 @@ def summary_text(genotype: Genotype) -> str:
     width = max(len(op) for op in hist)
     lines.append("op histogram (both cells):")
     for op, count in sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])):
-        tag = "  (parameter-free)" if op in ops_lib.PARAMETER_FREE else ""
+        tag = "  (parameter-free)" if ops_lib.is_parameter_free(op) else ""
         lines.append(f"  {op:<{width}} {count:>3} {'#' * count}{tag}")
     return "\n".join(lines)
 
