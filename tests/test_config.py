@@ -61,7 +61,9 @@ def test_replace_sets_none_and_an_override_left_none_is_not_given():
          "`optimization` must be one of 'bilevel', 'joint'. Received: optimization='second_order'"),
         ({"op_set": "nasnet"}, "Unknown operation set 'nasnet'. Known sets: darts, darts_none, mobile"),
         ({"ops": ["conv_9x9"]}, "Unknown operation 'conv_9x9'. Known operations: avg_pool_3x3, "
-         "dil_conv_3x3, dil_conv_5x5, max_pool_3x3, none, sep_conv_3x3, sep_conv_5x5, skip_connect"),
+         "dil_conv_3x3, dil_conv_5x5, max_pool_3x3, mbconv_3x3_e3, none, sep_conv_3x3, sep_conv_5x5, skip_connect. "
+         "To use an operation of your own, register it first: `tfvnas.register_op('conv_9x9', factory)`, with "
+         "`factory(channels, strides)` returning a keras.layers.Layer, in the process that builds the model."),
         ({"limit": 0}, "`limit` must be positive. Received: limit=0"),
         ({"batch_size": 0}, "`batch_size` must be positive. Received: batch_size=0"),
     ],
@@ -106,6 +108,10 @@ def test_darts_gets_its_own_op_set_in_every_route_unless_one_is_chosen(tmp_path)
     chosen = settle(config_lib.SearchConfig, preset="smoke", method="darts", config={"ops": ["sep_conv_3x3", "none"]})
     assert chosen.op_names == ("sep_conv_3x3", "none")
     assert settle(config_lib.SearchConfig, preset="smoke").op_set == "darts"
+    # A config object carries every field, so only a departure from the default op set is a choice.
+    smoke = config_lib.preset("smoke")
+    assert settle(config_lib.SearchConfig, config=smoke, method="darts").op_set == "darts_none"
+    assert settle(config_lib.SearchConfig, config=smoke.replace(op_set="mobile"), method="darts").op_set == "mobile"
 
 
 def test_run_and_search_see_the_same_splits_for_the_same_config(tmp_path, monkeypatch):

@@ -406,8 +406,8 @@ def settle(config_class, *, preset="quick", config=None, out_dir=None, resume=Fa
 
 def _chooses_op_set(config, overrides):
     """Whether a config (object, dict or file) or the overrides choose the operations."""
-    if isinstance(config, _Config):
-        return True
+    if isinstance(config, _Config):  # an object carries every field: it chooses if it departs from the default
+        return config.ops is not None or config.op_set != ops_lib.DEFAULT_OP_SET
     fields = {} if config is None else config if isinstance(config, dict) else read_config_file(config)
     given = {k for k, v in overrides.items() if v is not None}
     return bool({"op_set", "ops"} & (set(fields) | given))
