@@ -279,8 +279,11 @@ def test_network_puts_the_prior_on_every_convolution_and_not_the_classifier():
     with pytest.raises(ValueError, match=re.escape(
             "`channel_prior` needs variational weights. Received: channel_prior=True, weight_vd=False")):
         network_lib.Network(10, EVERY_OP, layers=3, channels=4, weight_vd=False, channel_prior=True)
-    with pytest.raises(ValueError, match=re.escape("The channel prior must be set before the layers are built.")):
-        channel_prior.set_channel_prior(net)
+    # The options reach every variational layer through the constructors: in each layer's own config.
+    assert all(l.get_config()["channel_prior"] is True and l.get_config()["channel_scale_init"] == 0.5
+               for l in layers)
+    threshold = network_lib.Network(10, EVERY_OP, layers=3, channels=4, threshold=2.5)
+    assert {l.get_config()["threshold"] for l in vd.variational_layers(threshold)} == {2.5}
 
 
 def test_network_config_round_trip_keeps_the_prior(images):

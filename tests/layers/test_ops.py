@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.modes import run_in_mode
 from tfvnas.layers import ops
 from tfvnas.layers import variational as vd
 
@@ -751,3 +752,29 @@ def test_a_wrong_shape_is_caught_where_the_op_is_built(register):
                                      reduce=[[("max_pool_3x3", 0), ("skip_connect", 1)]], reduce_concat=[2])
     with pytest.raises(ValueError, match=re.escape("Operation 'fixed_width' must map inputs of shape")):
         network_lib.Network(10, genotype, layers=3, channels=2, stem_multiplier=1).build((None, 6, 6, 1))
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_max_pool_and_the_shift_equal_tensorflows_ops_in_value_and_gradient(strides):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 7, 6, 3)), tf.float32)
+
+    def value_and_gradient(fn):
+        def run(inputs):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = fn(inputs)
+                loss = tf.reduce_sum(y * tf.reshape(tf.cos(tf.range(tf.size(y), dtype=tf.float32)), tf.shape(y)))
+            return y, tape.gradient(loss, inputs)
+        return run
+
+    pairs = [
+        (lambda t: ops.max_pool(t, 3, strides), lambda t: tf.nn.max_pool2d(t, 3, strides, "SAME")),
+        (ops.shift_up_left, lambda t: tf.pad(t[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])),
+    ]
+    for mode in MODES:
+        for ours, reference in pairs:
+            got = run_in_mode(mode, value_and_gradient(ours), x)
+            want = run_in_mode(mode, value_and_gradient(reference), x)
+            np.testing.assert_allclose(got[0], want[0])
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)

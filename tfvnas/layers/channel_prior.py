@@ -61,32 +61,6 @@ def channel_prior_layers(model):
     return [layer for layer in variational.variational_layers(model) if layer.channel_prior]
 
 
-def set_channel_prior(model, *, log_alpha_init=-4.0, scale_init=0.1):
-    """Turns the channel prior on in every variational convolution of `model`; returns how many.
-
-    Dense layers keep theirs off (a network's classifier would lose classes).
-    Call it before the layers are built: the channel scales are weights
-    created in `build`. The values are validated as the layers' constructor
-    arguments are.
-
-    Raises:
-        ValueError: if one of the convolutions is already built, or for a
-            bad `log_alpha_init` or `scale_init`.
-    """
-    layers = [layer for layer in variational.variational_layers(model) if isinstance(layer, CONV_LAYERS)]
-    built = [layer.name for layer in layers if layer.built]
-    if built:
-        raise ValueError(
-            "The channel prior must be set before the layers are built. "
-            f"Received: built layers {', '.join(built)}")
-    _, log_alpha_init, scale_init = variational.VariationalLayer.check_channel_prior(True, log_alpha_init, scale_init)
-    for layer in layers:
-        layer.channel_prior = True
-        layer.channel_log_alpha_init = log_alpha_init
-        layer.channel_scale_init = scale_init
-    return len(layers)
-
-
 def channel_sparsity(model):
     """`(pruned, total)` channel counts over the layers of `model` with the channel prior."""
     return variational.pruned_counts(layer.channel_mask() for layer in channel_prior_layers(model))

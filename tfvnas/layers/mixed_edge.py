@@ -77,7 +77,7 @@ class MixedEdge(keras.layers.Layer):
         self.op_names = ops_lib.check_op_names(op_names)
         self.channels = channels
         self.strides = strides
-        self.weight_vd = bool(weight_vd)
+        self.weight_vd = ops_lib.check_weight_vd(weight_vd)
         self.affine = bool(affine)
         self.seed = seed
         self.noisy = bool(noisy)
@@ -155,7 +155,7 @@ class MixedEdge(keras.layers.Layer):
             strides=self.strides,
             training=bool(training),
             noisy=bool(self.noisy),
-            weight_vd=self.weight_vd,
+            weight_vd=bool(self.weight_vd),
             threshold=vd_layers[0].threshold if vd_layers else 0.0,
             momentum=bn.momentum,
             epsilon=bn.epsilon,
@@ -634,7 +634,7 @@ class _Run:
             norms += [(k, 1) for k in seps]
         for k in pools:
             if plan.op_names[k] == "max_pool_3x3":
-                second.append(max_pool_3x3(x, s))
+                second.append(ops_lib.max_pool(x, 3, s))
             else:
                 second.append(tf.nn.avg_pool2d(x, 3, s, "SAME"))  # excludes the padding
             norms.append((k, 0))
@@ -652,7 +652,7 @@ class _Run:
     def factorized_reduce(self, x, entries, key):
         """`ops.FactorizedReduce` (the strided skip): two offset strided 1x1 convs, one batch norm."""
         r = tf.nn.relu(x)
-        shifted = tf.pad(r[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        shifted = ops_lib.shift_up_left(r)
 
         def conv(inputs, kernels):
             return tf.nn.conv2d(inputs, kernels[0], strides=2, padding="SAME")
@@ -681,29 +681,6 @@ def block_diagonal(kernels):
         columns.append(tf.pad(kernel, [[0, 0], [0, 0], [start, total - start - size], [0, 0]]))
         start += size
     return tf.concat(columns, axis=-1)
-
-
-def max_pool_3x3(x, strides):
-    """3x3 'same' max pooling whose gradient runs oneDNN's kernel inside a traced edge.
-
-    The gradient computes the pooling again: TensorFlow's oneDNN pass
-    replaces the generic MaxPoolGrad kernel (several times slower) only when
-    the pooling it differentiates is in the same graph, and the forward and
-    backward of a traced edge are two functions.
-    """
-    window, steps = [1, 3, 3, 1], [1, strides, strides, 1]
-
-    @tf.custom_gradient
-    def pool(inputs):
-        def grad(dy):
-            again = tf.nn.max_pool2d(inputs, 3, strides, "SAME")
-            return tf.raw_ops.MaxPoolGrad(
-                orig_input=inputs, orig_output=again, grad=dy, ksize=window, strides=steps, padding="SAME"
-            )
-
-        return tf.nn.max_pool2d(inputs, 3, strides, "SAME"), grad
-
-    return pool(x)
 
 
 def _output_shape(x, strides, channels):

@@ -41,11 +41,37 @@ def offset_seed(seed, offset):
     return None if seed is None else int(seed) + offset
 
 
+VD_OPTIONS = ("threshold", "channel_prior", "channel_log_alpha_init", "channel_scale_init")
+
+
+def check_weight_vd(weight_vd):
+    """`weight_vd` as an op keeps it: False, True, or a dict of the variational layers' options.
+
+    The options (`VD_OPTIONS`: the pruning threshold, the channel prior) are
+    constructor arguments of `tfvnas.layers.variational.VariationalConv2D`
+    and its depthwise twin; `True` takes their defaults. A model passes them
+    down through its cells and ops to every variational layer it builds.
+    """
+    if isinstance(weight_vd, dict):
+        unknown = sorted(set(weight_vd) - set(VD_OPTIONS))
+        if unknown:
+            raise ValueError(f"`weight_vd` options must be among {', '.join(VD_OPTIONS)}. "
+                             f"Received: weight_vd={weight_vd!r}")
+        return dict(weight_vd)
+    return bool(weight_vd)
+
+
+def vd_options(weight_vd, keys=VD_OPTIONS):
+    """The variational layers' keyword arguments `weight_vd` holds ({} for True), among `keys`."""
+    return {k: v for k, v in weight_vd.items() if k in keys} if isinstance(weight_vd, dict) else {}
+
+
 def conv2d(filters, kernel_size, strides=1, dilation_rate=1, *, weight_vd=False, seed=None, name=None):
-    """A bias-free 'same' Conv2D, variational when `weight_vd`."""
+    """A bias-free 'same' Conv2D, variational when `weight_vd` (True, or a dict of its options)."""
     if weight_vd:
         return variational.VariationalConv2D(
-            filters, kernel_size, strides=strides, dilation_rate=dilation_rate, seed=seed, name=name
+            filters, kernel_size, strides=strides, dilation_rate=dilation_rate, seed=seed, name=name,
+            **vd_options(weight_vd),
         )
     if strides > 1 and dilation_rate > 1:
         raise ValueError(
@@ -75,7 +101,7 @@ def depthwise_conv2d(kernel_size, strides=1, dilation_rate=1, *, weight_vd=False
     if weight_vd:
         return [
             variational.VariationalDepthwiseConv2D(
-                kernel_size, strides=strides, dilation_rate=dilation_rate, seed=seed
+                kernel_size, strides=strides, dilation_rate=dilation_rate, seed=seed, **vd_options(weight_vd)
             )
         ]
     subsample = strides > 1 and dilation_rate > 1
@@ -259,11 +285,48 @@ def apply_layer(layer, inputs, training=None):
             inputs, layer.kernel, strides=[1, s, s, 1], padding="SAME", dilations=[d, d]
         )
     if kind in (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D) and layer.data_format == "channels_last":
-        pool = tf.nn.max_pool2d if kind is keras.layers.MaxPooling2D else tf.nn.avg_pool2d
+        pool = max_pool if kind is keras.layers.MaxPooling2D else tf.nn.avg_pool2d
         return pool(inputs, layer.pool_size, layer.strides, layer.padding.upper())
     if isinstance(layer, (BatchNorm, Chain, variational.VariationalConv2D, variational.VariationalDepthwiseConv2D)):
         return layer.call(inputs, training=training)
     return layer(inputs, training=training)
+
+
+def max_pool(x, pool_size, strides, padding="SAME"):
+    """`tf.nn.max_pool2d`, with a gradient that runs oneDNN's kernel inside any traced function.
+
+    The gradient computes the pooling again: TensorFlow's oneDNN pass
+    replaces the generic `MaxPoolGrad` kernel (several times slower; the
+    largest single op of a training step that has max pools) only when the
+    pooling it differentiates is in the same graph, and a traced function's
+    forward and backward can be two graphs.
+    """
+    window = [1, *_pair(pool_size), 1]
+    steps = [1, *_pair(strides), 1]
+
+    @tf.custom_gradient
+    def pool(inputs):
+        def grad(dy):
+            again = tf.nn.max_pool2d(inputs, window[1:3], steps[1:3], padding)
+            return tf.raw_ops.MaxPoolGrad(orig_input=inputs, orig_output=again, grad=dy, ksize=window,
+                                          strides=steps, padding=padding)
+
+        return tf.nn.max_pool2d(inputs, window[1:3], steps[1:3], padding), grad
+
+    return pool(x)
+
+
+def _pair(value):
+    return (int(value), int(value)) if not isinstance(value, (tuple, list)) else tuple(int(v) for v in value)
+
+
+def shift_up_left(x):
+    """`x` moved one pixel up and left, zeros at the far edges (FactorizedReduce's second path).
+
+    A slice and a pad: the slice's gradient is a pad (a strided slice's is
+    `StridedSliceGrad`, a slow generic kernel).
+    """
+    return tf.pad(tf.slice(x, [0, 1, 1, 0], [-1, -1, -1, -1]), [[0, 0], [0, 1], [0, 1], [0, 0]])
 
 
 def build_layer(layer, input_shape):
@@ -369,7 +432,7 @@ class Op(Chain):
     def __init__(self, channels, strides, weight_vd=False, affine=True, seed=None, **kwargs):
         self.channels = _check_positive_int("channels", channels)
         self.strides = _check_strides(strides)
-        self.weight_vd = bool(weight_vd)
+        self.weight_vd = check_weight_vd(weight_vd)
         self.affine = bool(affine)
         self.seed = seed
         super().__init__(**kwargs)
@@ -498,7 +561,7 @@ class FactorizedReduce(Op):
         # (shift then crop is a one-pixel offset with zeros at the far edge).
         x = tf.nn.relu(inputs)
         a = apply_layer(self.conv_a, x, training)
-        shifted = tf.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        shifted = shift_up_left(x)
         b = apply_layer(self.conv_b, shifted, training)
         return self.bn.call(tf.concat([a, b], axis=-1), training=training)
 

@@ -185,6 +185,13 @@ def lrt_conv2d(x, theta, sigma2, strides=1, dilation_rate=1, depthwise=False):
         `mean = conv(x, theta)`, `var = conv(x^2, sigma2)`.
     """
     x, strides, dilation_rate = strided_dilated_as_plain(x, int(theta.shape[0]), strides, dilation_rate)
+    if depthwise:
+        # One depthwise convolution of `[x, x^2]` with `[theta, sigma2]`: the
+        # same arithmetic as two, in one kernel call forward and backward.
+        both = conv_same(tf.concat([x, tf.square(x)], -1), tf.concat([theta, sigma2], 2), strides, dilation_rate,
+                         depthwise)
+        mean, var = tf.split(both, 2, axis=-1)
+        return mean, var
     mean = conv_same(x, theta, strides, dilation_rate, depthwise)
     var = conv_same(tf.square(x), sigma2, strides, dilation_rate, depthwise)
     return mean, var

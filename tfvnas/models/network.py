@@ -18,7 +18,6 @@ import keras
 import tensorflow as tf
 
 from tfvnas import checks
-from tfvnas.layers import channel_prior as channel_prior_lib
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational
 from tfvnas.models import elbo
@@ -132,7 +131,7 @@ class Cell(keras.layers.Layer):
         self.edges = [(int(n), int(j), tuple(o)) for n, j, o in edges]
         self.concat = [int(c) for c in concat]
         edge_factory = edge_factory or discrete_edge
-        self.weight_vd = bool(weight_vd)
+        self.weight_vd = ops_lib.check_weight_vd(weight_vd)
         self.affine = bool(affine)
         self.seed = seed
         self.drop_path = float(drop_path)
@@ -274,8 +273,10 @@ def stem_layers(channels, stem_multiplier, *, weight_vd, affine, seed):
 
 
 def classifier_layer(num_classes, *, weight_vd, seed):
+    """The dense classifier; variational with `weight_vd` (its threshold among the options: no channel prior)."""
     if weight_vd:
-        return variational.VariationalDense(num_classes, seed=ops_lib.offset_seed(seed, 9))
+        return variational.VariationalDense(num_classes, seed=ops_lib.offset_seed(seed, 9),
+                                            **ops_lib.vd_options(weight_vd, ("threshold",)))
     return keras.layers.Dense(num_classes)
 
 
@@ -410,10 +411,12 @@ class Network(elbo.ELBOModel, keras.Model):
             raise ValueError(
                 "`channel_prior` needs variational weights. Received: channel_prior=True, weight_vd=False")
 
+        # The variational layers' options, passed down to every one of them.
+        vd = self.weight_vd and {"threshold": self.threshold, "channel_prior": self.channel_prior,
+                                 "channel_log_alpha_init": self.channel_log_alpha_init,
+                                 "channel_scale_init": self.channel_scale_init}
         self.normalise = normalisation_layer(self.normalisation)
-        self.stem = stem_layers(
-            self.channels, self.stem_multiplier, weight_vd=self.weight_vd, affine=True, seed=self.seed
-        )
+        self.stem = stem_layers(self.channels, self.stem_multiplier, weight_vd=vd, affine=True, seed=self.seed)
         concat = {"normal": list(genotype.normal_concat), "reduce": list(genotype.reduce_concat)}
         plans = cell_plan(
             self.num_layers,
@@ -426,7 +429,7 @@ class Network(elbo.ELBOModel, keras.Model):
                 plan,
                 genotype_edges(genotype, plan.cell_type),
                 concat[plan.cell_type],
-                weight_vd=self.weight_vd,
+                weight_vd=vd,
                 affine=True,
                 seed=self.seed + 100_000 * (plan.index + 1),
                 name=f"cell_{plan.index}",
@@ -436,17 +439,11 @@ class Network(elbo.ELBOModel, keras.Model):
         self.aux_index = reduction_indices(self.num_layers)[-1] if self.auxiliary else None
         self.aux_head = AuxiliaryHead(self.num_classes, name="aux_head") if self.auxiliary else None
         self.global_pool = keras.layers.GlobalAveragePooling2D()
-        self.classifier = classifier_layer(self.num_classes, weight_vd=self.weight_vd, seed=self.seed)
+        self.classifier = classifier_layer(self.num_classes, weight_vd=vd, seed=self.seed)
         self.drop_path_progress = self.add_weight(
             name="drop_path_progress", shape=(), initializer="zeros", trainable=False
         )
         self.input_shape_built = None
-        if self.weight_vd:
-            for layer in variational.variational_layers(self):
-                layer.threshold = self.threshold
-        if self.channel_prior:
-            channel_prior_lib.set_channel_prior(
-                self, log_alpha_init=self.channel_log_alpha_init, scale_init=self.channel_scale_init)
         self.init_kl_scale(kl_scale)
 
     def build(self, input_shape):

@@ -158,9 +158,9 @@ class Supernet(elbo.ELBOModel, keras.Model):
             self.reduce_gates = gates_lib.GaussianGates(num_edges, len(self.op_names), name="reduce_gates", **gate_kw)
 
         self.normalise = network.normalisation_layer(self.normalisation)
-        self.stem = network.stem_layers(
-            self.channels, stem_multiplier, weight_vd=self.weight_vd, affine=False, seed=self.seed
-        )
+        # The variational layers' options, passed down to every one of them.
+        vd = self.weight_vd and {"threshold": self.threshold}
+        self.stem = network.stem_layers(self.channels, stem_multiplier, weight_vd=vd, affine=False, seed=self.seed)
         concat = list(range(2, 2 + self.nodes))
         plans = network.cell_plan(
             self.num_layers,
@@ -175,7 +175,7 @@ class Supernet(elbo.ELBOModel, keras.Model):
                 edges,
                 concat,
                 edge_factory=mixed_edge.MixedEdge,
-                weight_vd=self.weight_vd,
+                weight_vd=vd,
                 affine=False,
                 seed=self.seed + 100_000 * (plan.index + 1),
                 edge_options=dict(noisy=self.method == "vinnas", skip_dropout=self.skip_dropout,
@@ -192,14 +192,12 @@ class Supernet(elbo.ELBOModel, keras.Model):
                 name="aux_skip_weight", shape=(), initializer=keras.initializers.Constant(self.aux_skip),
                 trainable=False)
         self.global_pool = keras.layers.GlobalAveragePooling2D()
-        self.classifier = network.classifier_layer(self.num_classes, weight_vd=self.weight_vd, seed=self.seed)
+        self.classifier = network.classifier_layer(self.num_classes, weight_vd=vd, seed=self.seed)
         # The op set traced steps compute (None: `computed_ops()`, every op
         # not pruned). The search pins it and moves it on when re-tracing
         # pays (`Searcher.end_epoch`); pruned ops still in it are masked to
         # exactly zero.
         self.step_ops = None
-        for layer in variational.variational_layers(self):
-            layer.threshold = self.threshold
         self.init_kl_scale(kl_scale)
         self.input_shape_built = None
 
