@@ -496,6 +496,11 @@ def report(units, doc, quick=False):
     trains = [r for r in records if r["kind"] == "train"]
     if trains:
         lines += _final_tables(trains)
+    try:
+        chosen = chosen_arm(units, quick)
+    except SystemExit:
+        chosen = None
+    lines += _search_targets(records, chosen)
     begin, end = "<!-- ranking:begin -->", "<!-- ranking:end -->"
     with open(doc, encoding="utf-8") as f:
         text = f.read()
@@ -566,6 +571,35 @@ def _final_tables(trains):
     return lines
 
 
+def _search_targets(records, chosen):
+    """The issue's targets on the searches themselves: well-formed cells, skip origins (of the chosen arm), S2."""
+    searches = [r for r in records if r["kind"] == "search" and not r.get("reused")]
+    rows = ["| target (searches) | measured | verdict |", "|---|---|---|"]
+    if searches:
+        bad = [(r["key"], r["degenerate_nodes"]) for r in searches if r["degenerate_nodes"]]
+        rows.append(f"| no degenerate node (fewer than top_k inputs, or only stride-1 skips) in any searched "
+                    f"genotype | {len(bad)} of {len(searches)} searches have one"
+                    + (": " + "; ".join(f"{k}: {', '.join(v)}" for k, v in bad) if bad else "")
+                    + f" | {'met' if not bad else 'missed'} |")
+    null = next((r for r in records if r["kind"] == "skip_null"), None)
+    finals = [r for r in searches if chosen is not None and r["arm"] == PERTURBED.get(chosen, chosen)]
+    if null is not None and finals:
+        i, t = sum(r["skips_from_nodes"] for r in finals), sum(r["normal_skips_all"] for r in finals)
+        share = i / t if t else 0.0
+        low, high = null["mean"] - null["std"], null["mean"] + null["std"]
+        rows.append(f"| the normal cells' share of skips from intermediate nodes within the random null's band "
+                    f"| {share:.2f} ({i} of {t} skips, {len(finals)} searches) against {low:.2f}-{high:.2f} | "
+                    f"{'met' if t == 0 or low <= share <= high else 'missed'} |")
+    s2 = [r for r in records if r["kind"] == "s2" and r["arm"] != "darts"]
+    for arm in sorted({r["arm"] for r in s2}):
+        rs = [r for r in s2 if r["arm"] == arm]
+        share = statistics.mean(r["conv_share"] for r in rs)
+        rows.append(f"| S2: {arm} keeps a convolution on at least 75% of the kept edges (mean over seeds) | "
+                    f"{share:.2f} over {len(rs)} seeds | {'met' if share >= 0.75 and len(rs) >= 3 else 'missed'} |")
+    rows.append("")
+    return rows
+
+
 def _targets(trains):
     rows = ["| target | measured | verdict |", "|---|---|---|"]
     for weights in ("sparse", "dense"):
@@ -595,6 +629,7 @@ def _targets(trains):
 
 
 def main(argv=None):
+    global SETTINGS_SEEDS
     phases_known = ("energy", "s2", "settings", "final")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a pipeline check in minutes (tiny budget)")
@@ -604,11 +639,14 @@ def main(argv=None):
     parser.add_argument("--reuse", metavar="FILE", help="copy the shared units of the earlier study's results file")
     parser.add_argument("--report", metavar="DOC", help="write the results section of DOC")
     parser.add_argument("--no-run", action="store_true", help="only --reuse and --report")
+    parser.add_argument("--settings-seeds", default=",".join(map(str, SETTINGS_SEEDS)),
+                        help="comma-separated seeds of the settings phase (the arm is chosen on their mean)")
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow's intra- and inter-op threads (0: default)")
     args = parser.parse_args(argv)
     out = args.out or os.path.join("runs", "ranking-quick" if args.quick else "ranking")
     os.makedirs(out, exist_ok=True)
     units = Units(out, args.results)
+    SETTINGS_SEEDS = tuple(int(s) for s in args.settings_seeds.split(",") if s.strip())
     if args.threads < 0:
         parser.error(f"--threads must be 0 or a positive count; received {args.threads}")
     if args.threads:
