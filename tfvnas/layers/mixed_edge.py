@@ -178,7 +178,7 @@ class MixedEdge(keras.layers.Layer):
         weights, stats = edge_variables(self, plan, unwrap=shared)
         if shared:
             draws = plan.training and (plan.noisy or plan.weight_vd or plan.drops_skips)
-            state = self.seed_generator.state.value if draws else None
+            state = variational.replica_local(self.seed_generator.state.value) if draws else None
             out = edge_function(plan)(inputs, theta, sigma2, state, weights, stats)
         else:
             out = edge_outputs(plan, inputs, theta, sigma2, self.seed_generator, weights, stats)
@@ -353,10 +353,11 @@ def edge_variables(edge, plan, unwrap=False):
     or `(theta, log_sigma2)` with `weight_vd`), `stats[i]` the
     `(moving_mean, moving_variance)` of its batch norms. `unwrap` gives the
     `tf.Variable` under each Keras variable (what a `tf.function` takes as
-    an argument without tracing anew for every edge).
+    an argument without tracing anew for every edge), this replica's own
+    copy of a distributed one (`variational.replica_local`).
     """
     def var(v):
-        return v.value if unwrap else v
+        return variational.replica_local(v.value) if unwrap else v
 
     def entry(layer):
         if isinstance(layer, variational.VariationalLayer):

@@ -245,6 +245,21 @@ def replica_id():
     return 0 if context is None else context.replica_id_in_sync_group
 
 
+def replica_local(variable):
+    """The copy of a distributed variable that this replica holds (a plain `tf.Variable`); others as they are.
+
+    What a shared `tf.function` must take instead of the distributed
+    variable: TensorFlow traces a distributed variable argument by its
+    shape and dtype only and captures the variable of the first call, so a
+    later call with another variable of that shape would compute with (and
+    assign to) the first one. The copy is a plain variable, passed to the
+    function like any other.
+    """
+    if isinstance(variable, tf.distribute.DistributedValues) and hasattr(variable, "_get_on_device_or_primary"):
+        return variable._get_on_device_or_primary()
+    return variable
+
+
 class GeneratorState:
     """A `keras.random.SeedGenerator` seen through its state variable, on a given replica.
 

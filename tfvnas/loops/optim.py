@@ -35,6 +35,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from tfvnas.layers import variational
+
 CHUNK = 8
 
 
@@ -169,8 +171,10 @@ class SGD(_Fused):
     def apply(self, grads):
         updates, lr, scale = self._prepare(grads)
         for chunk in chunks(updates, self._decays):
-            variables = [v for v, _, _ in chunk]
-            slots = [slot for _, (slot,), _ in chunk]
+            # Each replica's own copies: a distributed variable argument
+            # would bind the traced function to the first chunk's variables.
+            variables = [variational.replica_local(v) for v, _, _ in chunk]
+            slots = [variational.replica_local(slot) for _, (slot,), _ in chunk]
             decay = self.weight_decay if self._decays(chunk[0][0]) else 0.0
             update = _momentum_update(self.momentum, decay)
             _call(update, variables, slots, [g for _, _, g in chunk], lr, scale)
