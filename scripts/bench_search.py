@@ -9,6 +9,9 @@ measured from a clean process):
   `tf.function` the search runs; first-order bi-level: a gate update on one
   batch, a weight update on another), `weight_vd` off;
 - `vinnas+weight_vd`: the same with sparse variational weights;
+- `vinnas+xla`: `vinnas` with `SearchConfig.jit_compile` (each update's
+  forward and backward pass one XLA cluster, the optimizers outside), run
+  right after `vinnas`, so the pair sees the same load;
 - `reference`: `shared/bench/torch_darts_reference.py` with the same cells,
   channels, batch, input and threads, run before and after the tfvnas
   variants (the faster run is kept; `step_ms_runs` has both).
@@ -60,9 +63,9 @@ CONFIGS = [
     # batch 64, the bundled mnist-5k resized to its 14x14 proxy, weight_vd
     # off): the first-step target is set on it.
     dict(name="quick-4c-8ch-b64-14x14x1", layers=4, channels=8, batch=64, size=14, in_channels=1, data="mnist-5k",
-         only=("vinnas",)),
+         only=("vinnas", "vinnas+xla")),
 ]
-VARIANTS = ("vinnas", "vinnas+weight_vd", "darts", "reference")
+VARIANTS = ("vinnas", "vinnas+xla", "vinnas+weight_vd", "darts", "reference")
 # `--sweep`: how cost grows toward the `paper` preset (8 cells, 16 channels);
 # synthetic 16x16x1 images, `vinnas` and the reference.
 SWEEP = dict(layers=(3, 5, 8), channels=(4, 8, 16), batch=(32, 64), size=16, in_channels=1)
@@ -140,6 +143,8 @@ def build_searcher(spec):
         cfg = cfg.replace(resolution=None, limit=None)
     if not spec.get("shared", True):  # every edge traced inline (`SearchConfig.shared_edge_functions`)
         cfg = cfg.replace(shared_edge_functions=False)
+    if spec["variant"] == "vinnas+xla":
+        cfg = cfg.replace(jit_compile=True)
     if not spec.get("fuse", True):  # every candidate op by op (`SearchConfig.fused_edges`)
         cfg = cfg.replace(fused_edges=False)
     searcher = search_lib.Searcher(cfg, dataset, verbose=0)

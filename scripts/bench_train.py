@@ -243,6 +243,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the PyTorch reference (an A/B of tfvnas variants only)")
     ap.add_argument("--results", default=RESULTS, help="a JSON line per row is appended here")
     ap.add_argument("--doc", default=DOC, help="the table goes between the bench-train markers")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -263,23 +265,31 @@ def main(argv=None):
                           f"the cost of {genotype} on {name}")[0]
             flops, moved = 3 * cost["forward_flops"], 3 * cost["forward_bytes"]
             roof = roofline_ms(flops, moved, info["gemm_gflops"], info["bandwidth_gbs"])
-            reference = [run_reference(name, genotype, args)]
-            measured = [(v, run_tfvnas(name, genotype, v, args)) for v in args.variants.split(",")]
-            reference.append(run_reference(name, genotype, args))
-            best = min(reference, key=lambda r: r["step_ms"])
-            for variant, r in [("reference", best)] + measured:
-                row = {"config": name, "genotype": genotype, "variant": variant, **r,
-                       "ratio_vs_reference": None if variant == "reference" else
+            def emit(variant, r, best):
+                row = {"config": name, "genotype": genotype, "variant": variant, "load": bench._load(), **r,
+                       "ratio_vs_reference": None if variant == "reference" or best is None else
                        round(r["images_per_s"] / best["images_per_s"], 3),
                        "step_gflop": flops / 1e9, "step_bytes": moved, "roofline_ms": roof,
                        "roofline_share": roof / r["step_ms"], "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                       "threads": args.threads, "load": bench._load()}
+                       "threads": args.threads}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if args.results:
                     os.makedirs(os.path.dirname(args.results), exist_ok=True)
                     with open(args.results, "a", encoding="utf-8") as f:
                         f.write(json.dumps(row) + "\n")
+
+            if args.no_reference:  # each row as soon as its variant is measured (its load with it)
+                for v in args.variants.split(","):
+                    emit(v, run_tfvnas(name, genotype, v, args), None)
+                continue
+            reference = [run_reference(name, genotype, args)]
+            measured = [(v, run_tfvnas(name, genotype, v, args) | {"load": bench._load()})
+                        for v in args.variants.split(",")]
+            reference.append(run_reference(name, genotype, args))
+            best = min(reference, key=lambda r: r["step_ms"])
+            for variant, r in [("reference", best)] + measured:
+                emit(variant, r, best)
     if args.doc:
         _write_doc(args.doc, render(rows, info, command))
     return 0

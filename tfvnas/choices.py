@@ -17,3 +17,6 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 # keras-tuner studies (`tfvnas.loops.tuning`).
 TUNING_MODES = ("train", "search")
 TUNERS = ("random", "bayesian", "hyperband")
+
+# Keras mixed-precision policies a search or a training runs under (`tfvnas.precision`).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

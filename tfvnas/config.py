@@ -224,6 +224,15 @@ class SearchConfig(_Config):
             pruned since) x (steps left in the search) reaches this, so a
             short search does not spend its time re-tracing for a few pruned
             ops and a long one sheds them early. 0: at every pruning event.
+        jit_compile: compile each update's forward and backward pass with
+            XLA (`tfvnas.loops.loop.Loop.loss_and_gradients`; the
+            optimizers' all-reduce and update stay outside). Off by default:
+            on these CPUs it did not pay (docs/BENCHMARKS.md); a GPU is
+            where it may.
+        precision: Keras' dtype policy the supernet is built under:
+            'float32', 'mixed_bfloat16' or 'mixed_float16' (the gates,
+            `log_sigma2`, the KL and the loss stay float32; float16 scales
+            the loss). For GPUs: `tfvnas.precision`.
     """
 
     layers: int = 5
@@ -273,8 +282,11 @@ class SearchConfig(_Config):
     retrace_cost_steps: int = 100
     shared_edge_functions: bool = True
     fused_edges: bool = True
+    jit_compile: bool = False
+    precision: str = "float32"
 
     def validate(self):
+        _one_of("precision", self.precision, choices.PRECISIONS)
         _non_negative("retrace_cost_steps", self.retrace_cost_steps)
         for name in ("layers", "channels", "nodes", "stem_multiplier", "epochs", "batch_size", "top_k",
                      "prune_every", "prune_patience", "selection_images"):
@@ -467,6 +479,10 @@ class TrainConfig(_Config):
             (`tfvnas.layers.channel_prior`); needs `weight_vd`.
         channel_log_alpha_init, channel_scale_init: initial log dropout rate
             and mean of those scales.
+        jit_compile: compile the step's forward and backward pass with XLA
+            (as `SearchConfig.jit_compile`).
+        precision: Keras' dtype policy the network is built under
+            (as `SearchConfig.precision`); export is float32 whatever it is.
     """
 
     layers: int = 8
@@ -494,8 +510,11 @@ class TrainConfig(_Config):
     channel_prior: bool = False
     channel_log_alpha_init: float = -4.0
     channel_scale_init: float = 0.1
+    jit_compile: bool = False
+    precision: str = "float32"
 
     def validate(self):
+        _one_of("precision", self.precision, choices.PRECISIONS)
         for name in ("layers", "channels", "stem_multiplier", "epochs", "batch_size", "lr", "grad_clip"):
             _positive(name, getattr(self, name))
         for name in ("lr_min", "momentum", "weight_decay", "kl_weight", "auxiliary_weight", "cutout"):

@@ -151,6 +151,43 @@ def test_mirrored_sums_replica_gradients_and_keeps_copies_identical():
 
 
 
+def test_mirrored_chunks_of_one_shape_update_their_own_variables():
+    # TensorFlow traces a distributed-variable argument by shape and dtype and
+    # captures the first one: two chunks of one shape (and a second optimizer)
+    # once updated the first chunk's variables with every chunk's gradients.
+    strategy = mirrored()
+    count = 2 * optim.CHUNK + 1
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 2)).astype("float32") for _ in range(count)]
+    grads = [tf.constant(rng.normal(size=(3, 2)).astype("float32")) for _ in range(count)]
+    results = []
+    for _ in range(2):  # a second optimizer reuses the first one's traced updates
+        with strategy.scope():
+            fused = [keras.Variable(v) for v in start]
+        opt = optim.SGD(0.1, momentum=0.9)
+        opt.build(fused)
+
+        @tf.function
+        def step():
+            def replica_fn():
+                factor = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group + 1, tf.float32)
+                opt.apply([g * factor for g in grads])
+
+            strategy.run(replica_fn)
+
+        step()
+        step()
+        results.append(fused)
+    reference = [keras.Variable(v) for v in start]
+    keras_opt = keras.optimizers.SGD(0.1, momentum=0.9)
+    for _ in range(2):
+        keras_opt.apply_gradients(zip([3.0 * g for g in grads], reference))  # the replicas' sum: 1g + 2g
+    for fused in results:
+        for r, f in zip(reference, fused):
+            for copy in strategy.experimental_local_results(optim._tf_variable(f)):
+                np.testing.assert_allclose(copy.numpy(), r.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_weight_decay_skips_the_excluded_variables_like_keras():
     # Keras' own exclude_from_weight_decay is the reference.
     reference, fused = _variables(2), _variables(2)

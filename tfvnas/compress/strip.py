@@ -29,6 +29,7 @@ the same logits. `shrink=False` keeps every channel (and every zero).
 import keras
 import numpy as np
 
+from tfvnas import precision
 from tfvnas.compress import shrinking
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational
@@ -85,16 +86,19 @@ def strip(network, input_shape=None, name=None, shrink=True):
             raise ValueError("`network` must be built (or `input_shape` given) to be stripped.")
         input_shape = network.input_shape_built
     builder = _Builder()
-    inputs = keras.Input(tuple(input_shape), dtype="float32", name="images")
-    x = builder.clone(network.normalise, inputs, "normalise")
-    for i, layer in enumerate(network.stem):
-        x = builder.apply(layer, x, f"stem_{i}")
-    s0 = s1 = x
-    for cell in network.cells:
-        s0, s1 = s1, builder.cell(cell, s0, s1)
-    x = builder.clone(network.global_pool, s1, "global_pool")
-    logits = builder.apply(network.classifier, x, "classifier")
-    model = keras.Model(inputs, logits, name=name or f"{network.name}_stripped")
+    # float32 throughout, whatever precision the network was trained in and
+    # whatever policy is set (`tfvnas.precision`): export ships float32.
+    with precision.policy_scope("float32"):
+        inputs = keras.Input(tuple(input_shape), dtype="float32", name="images")
+        x = builder.clone(network.normalise, inputs, "normalise")
+        for i, layer in enumerate(network.stem):
+            x = builder.apply(layer, x, f"stem_{i}")
+        s0 = s1 = x
+        for cell in network.cells:
+            s0, s1 = s1, builder.cell(cell, s0, s1)
+        x = builder.clone(network.global_pool, s1, "global_pool")
+        logits = builder.apply(network.classifier, x, "classifier")
+        model = keras.Model(inputs, logits, name=name or f"{network.name}_stripped")
     return shrinking.shrink(model) if shrink else model
 
 
@@ -171,9 +175,9 @@ class _Builder:
         )
 
     def clone(self, layer, x, name):
-        config = dict(layer.get_config(), name=name)
+        config = dict(layer.get_config(), name=name, dtype="float32")  # not a mixed policy it was trained in
         copy = type(layer).from_config(config)
-        return _with_weights(copy, x, [_numpy(w) for w in layer.weights])
+        return _with_weights(copy, x, [_numpy(w).astype("float32") for w in layer.weights])
 
     def _batch_norm(self, layer, x, name):
         bn = keras.layers.BatchNormalization(

@@ -73,8 +73,8 @@ def gate_mixture(outputs, theta, sigma2, eps, keep=None):
         A tensor of shape `outputs.shape[1:]`.
     """
     if eps is None and keep is None:
-        return tf.tensordot(theta, outputs, axes=1)
-    z = example_gates(theta, sigma2, eps, keep)  # (B, K)
+        return tf.tensordot(tf.cast(theta, outputs.dtype), outputs, axes=1)
+    z = tf.cast(example_gates(theta, sigma2, eps, keep), outputs.dtype)  # (B, K), in the outputs' type
     shape = tf.shape(outputs)
     flat = tf.reshape(outputs, [shape[0], shape[1], -1])  # (K, B, rest)
     mixed = tf.einsum("bk,kbr->br", z, flat)

@@ -133,10 +133,10 @@ class MixedEdge(keras.layers.Layer):
             # Drawn for every op, computed or not, so the random stream does
             # not depend on what the step computes.
             shape = [tf.shape(inputs)[0], len(self.op_names)]
-            eps = variational.standard_normal(shape, self.seed_generator, inputs.dtype)
+            eps = variational.standard_normal(shape, self.seed_generator, theta.dtype)
         # After the gate noise, as `edge_outputs` draws it.
         keep = skip_keep(self.op_names, self.strides, training, self.skip_dropout, tf.shape(inputs)[0],
-                         self.seed_generator, inputs.dtype)
+                         self.seed_generator, theta.dtype)
         outputs = [ops_lib.apply_layer(self.candidates[k], inputs, training) for k in computed]
         if len(computed) < len(self.candidates):
             index = list(computed)
@@ -178,7 +178,7 @@ class MixedEdge(keras.layers.Layer):
         weights, stats = edge_variables(self, plan, unwrap=shared)
         if shared:
             draws = plan.training and (plan.noisy or plan.weight_vd or plan.drops_skips)
-            state = self.seed_generator.state.value if draws else None
+            state = variational.replica_local(self.seed_generator.state.value) if draws else None
             out = edge_function(plan)(inputs, theta, sigma2, state, weights, stats)
         else:
             out = edge_outputs(plan, inputs, theta, sigma2, self.seed_generator, weights, stats)
@@ -188,8 +188,8 @@ class MixedEdge(keras.layers.Layer):
             for k, op_stats in zip(plan.computed, variables):
                 for j, (moving_mean, moving_var) in enumerate(op_stats):
                     mean, var = new_stats[f"{k}/{j}"]
-                    moving_mean.assign(mean)
-                    moving_var.assign(var)
+                    ops_lib.assign_synchronised(moving_mean, mean)
+                    ops_lib.assign_synchronised(moving_var, var)
         if plan.weight_vd:
             layer = variational.variational_layers(self)[0]
             self.add_loss(layer.scaled_kl(kl))
@@ -353,10 +353,11 @@ def edge_variables(edge, plan, unwrap=False):
     or `(theta, log_sigma2)` with `weight_vd`), `stats[i]` the
     `(moving_mean, moving_variance)` of its batch norms. `unwrap` gives the
     `tf.Variable` under each Keras variable (what a `tf.function` takes as
-    an argument without tracing anew for every edge).
+    an argument without tracing anew for every edge), this replica's own
+    copy of a distributed one (`variational.replica_local`).
     """
     def var(v):
-        return v.value if unwrap else v
+        return variational.replica_local(v.value) if unwrap else v
 
     def entry(layer):
         if isinstance(layer, variational.VariationalLayer):
@@ -462,8 +463,10 @@ def edge_outputs(plan, x, theta, sigma2, seeds, weights, stats):
     if plan.training and plan.noisy:
         # Drawn for every op, computed or not, so the random stream does
         # not depend on what the step computes.
-        eps = variational.standard_normal([tf.shape(x)[0], len(plan.op_names)], seeds, x.dtype)
-    keep = skip_keep(plan.op_names, plan.strides, plan.training, plan.skip_dropout, tf.shape(x)[0], seeds, x.dtype)
+        # The gates' noise in their own type (float32 under a mixed policy).
+        eps = variational.standard_normal([tf.shape(x)[0], len(plan.op_names)], seeds, theta.dtype)
+    keep = skip_keep(plan.op_names, plan.strides, plan.training, plan.skip_dropout, tf.shape(x)[0], seeds,
+                     theta.dtype)
     stats = {(k, j): pair for k, op_stats in zip(plan.computed, stats) for j, pair in enumerate(op_stats)}
     run = _Run(plan, x, dict(zip(plan.computed, weights)), stats, seeds)
     out = {"output": grouped_mixture(run.groups(), theta, sigma2, eps, keep)}
@@ -501,22 +504,28 @@ class _Run:
         return self.noise[..., start:start + channels]
 
     def kl(self):
-        if not self.plan.weight_vd:
-            return tf.constant(0.0, self.x.dtype)
-        pairs = [e for k in self.plan.computed for e in self.weights[k]]
+        pairs = [e for k in self.plan.computed for e in self.weights[k]] if self.plan.weight_vd else []
         if not pairs:
-            return tf.constant(0.0, self.x.dtype)
-        return variational.summed_ard_kl(pairs)
+            return tf.constant(0.0, tf.float32)
+        return variational.summed_ard_kl(pairs)  # float32: the variational weights are
 
     def conv(self, x, entries, conv):
-        """`conv(x, kernels)` with plain or variational `entries` (see `edge_variables`)."""
+        """`conv(x, kernels)` with plain or variational `entries` (see `edge_variables`).
+
+        The kernels are cast to `x`'s type: variational weights are float32
+        under a mixed precision policy (`tfvnas.precision`).
+        """
         plan = self.plan
+
+        def cast(kernel):
+            return tf.cast(kernel, x.dtype)
+
         if not plan.weight_vd:
-            return conv(x, [tf.convert_to_tensor(e) for e in entries])
+            return conv(x, [cast(e) for e in entries])
         if not plan.training:
-            return conv(x, [variational.masked_weight(t, s, plan.threshold) for t, s in entries])
-        mean = conv(x, [tf.convert_to_tensor(t) for t, _ in entries])
-        var = conv(tf.square(x), [tf.exp(s) for _, s in entries])
+            return conv(x, [cast(variational.masked_weight(t, s, plan.threshold)) for t, s in entries])
+        mean = conv(x, [cast(t) for t, _ in entries])
+        var = conv(tf.square(x), [cast(tf.exp(s)) for _, s in entries])
         return variational.sample_lrt(mean, var, eps=self._take_noise(int(mean.shape[-1])))
 
     def depthwise(self, x, entries, strides, dilation, repeat=True):
@@ -561,7 +570,8 @@ class _Run:
         plan = self.plan
         stats = [self.stats[key] for key in keys]
         channels = int(x.shape[-1])
-        ones, zeros = tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
+        # float32 scale, offset and statistics, whatever `x`'s type.
+        ones, zeros = tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
         if not plan.training:
             mean = [tf.convert_to_tensor(m) for m, _ in stats]
             var = [tf.convert_to_tensor(v) for _, v in stats]
@@ -592,8 +602,8 @@ class _Run:
             if plan.stats_out:
                 self.new_stats[f"{key[0]}/{key[1]}"] = (new_mean, new_var)
             else:
-                moving_mean.assign(new_mean)
-                moving_var.assign(new_var)
+                ops_lib.assign_synchronised(moving_mean, new_mean)
+                ops_lib.assign_synchronised(moving_var, new_var)
         return y
 
     def groups(self):
@@ -705,11 +715,12 @@ def grouped_mixture(groups, theta, sigma2, eps, keep=None):
     either, the gate means are shared by the batch.
     """
     shared = eps is None and keep is None
+    dtype = groups[0][0].dtype  # the outputs' type; the gates are float32 under a mixed policy
     if shared:
-        weights = tf.concat([theta, tf.zeros([1], theta.dtype)], 0)  # (K + 1,)
+        weights = tf.cast(tf.concat([theta, tf.zeros([1], theta.dtype)], 0), dtype)  # (K + 1,)
     else:
         z = gates_lib.example_gates(theta, sigma2, eps, keep)
-        weights = tf.concat([z, tf.zeros_like(z[:, :1])], 1)  # (B, K + 1)
+        weights = tf.cast(tf.concat([z, tf.zeros_like(z[:, :1])], 1), dtype)  # (B, K + 1)
     none = int(theta.shape[0])  # the slot of a `none` op: weight 0
     out = []
     for y, slots in groups:

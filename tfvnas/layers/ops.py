@@ -22,9 +22,11 @@ References:
       Residuals and Linear Bottlenecks." CVPR 2018 (`mbconv_3x3_e3`).
 """
 
+import contextlib
 import inspect
 import json
 import re
+import threading
 
 import keras
 import tensorflow as tf
@@ -124,6 +126,40 @@ def batch_norm(affine):
     return BatchNorm(affine=affine)
 
 
+_DEFERRED = threading.local()
+
+
+@contextlib.contextmanager
+def deferred_sync_updates():
+    """Collects the assignments `assign_synchronised` would make; yields the list of `(variable, value)`.
+
+    A distributed variable that averages across replicas (a moving
+    statistic, `aggregation="mean"`) is assigned through a cross-replica
+    mean, a synchronisation point that a nested function, such as the XLA
+    cluster of a step (`tfvnas.loops.loop.Loop.loss_and_gradients`), cannot
+    hold. Inside this scope such assignments are recorded instead; the
+    caller returns the values from the function and assigns them after it.
+    The scope is per thread, as each replica of a `MirroredStrategy` traces
+    its step in its own thread.
+    """
+    previous = getattr(_DEFERRED, "updates", None)
+    _DEFERRED.updates = []
+    try:
+        yield _DEFERRED.updates
+    finally:
+        _DEFERRED.updates = previous
+
+
+def assign_synchronised(variable, value):
+    """`variable.assign(value)`, or recorded inside `deferred_sync_updates` when `variable` is distributed."""
+    updates = getattr(_DEFERRED, "updates", None)
+    underlying = variable.value if isinstance(variable, keras.Variable) else variable
+    if updates is not None and isinstance(underlying, tf.distribute.DistributedValues):
+        updates.append((variable, value))
+        return
+    variable.assign(value)
+
+
 @keras.saving.register_keras_serializable(package="tfvnas")
 class BatchNorm(keras.layers.Layer):
     """Batch normalisation over the channel axis with TensorFlow's fused kernel.
@@ -160,23 +196,25 @@ class BatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = (int(input_shape[-1]),)
+        # float32 under a mixed precision policy, as in Keras' BatchNormalization
+        # (the fused kernel takes 16-bit inputs with float32 parameters).
         if self.affine:
-            self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones")
-            self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros")
+            self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones", autocast=False)
+            self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros", autocast=False)
         self.moving_mean = self.add_weight(
             name="moving_mean", shape=channels, initializer="zeros",
-            trainable=False, aggregation="mean",
+            trainable=False, aggregation="mean", autocast=False,
         )
         self.moving_variance = self.add_weight(
             name="moving_variance", shape=channels, initializer="ones",
-            trainable=False, aggregation="mean",
+            trainable=False, aggregation="mean", autocast=False,
         )
 
     def _scale_offset(self, x):
         if self.affine:
             return self.gamma, self.beta
         channels = int(x.shape[-1])
-        return tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
+        return tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
 
     def _synchronized_moments(self, inputs):
         """Mean and biased variance of the global batch, or None off a multi-replica run."""
@@ -197,7 +235,7 @@ class BatchNorm(keras.layers.Layer):
         count = total[2 * c]
         mean = total[:c] / count
         variance = tf.maximum(total[c : 2 * c] / count - tf.square(mean), 0.0)
-        return tf.cast(mean, inputs.dtype), tf.cast(variance, inputs.dtype)
+        return mean, variance
 
     def call(self, inputs, training=None):
         scale, offset = self._scale_offset(inputs)
@@ -205,9 +243,10 @@ class BatchNorm(keras.layers.Layer):
         if moments is not None:
             mean, variance = moments
             m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
-            self.moving_variance.assign(self.moving_variance * m + tf.stop_gradient(variance) * (1 - m))
-            return tf.nn.batch_normalization(inputs, mean, variance, offset, scale, self.epsilon)
+            assign_synchronised(self.moving_mean, self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
+            assign_synchronised(self.moving_variance, self.moving_variance * m + tf.stop_gradient(variance) * (1 - m))
+            y = tf.nn.batch_normalization(tf.cast(inputs, tf.float32), mean, variance, offset, scale, self.epsilon)
+            return tf.cast(y, inputs.dtype)
         if training:
             y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
                 inputs, scale, offset, epsilon=self.epsilon, is_training=True
@@ -222,10 +261,8 @@ class BatchNorm(keras.layers.Layer):
             else:
                 variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
             m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
-            self.moving_variance.assign(
-                self.moving_variance * m + tf.stop_gradient(variance) * (1 - m)
-            )
+            assign_synchronised(self.moving_mean, self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
+            assign_synchronised(self.moving_variance, self.moving_variance * m + tf.stop_gradient(variance) * (1 - m))
             return y
         y, *_ = tf.compat.v1.nn.fused_batch_norm(
             inputs,
@@ -401,7 +438,7 @@ def count_per_channel(x):
         for d in dims:
             n *= int(d)
         return n
-    return tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+    return tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)  # statistics are float32
 
 
 class Chain(keras.layers.Layer):

@@ -221,8 +221,9 @@ def elbo_loss(labels, logits, kl_term, *, global_batch_size):
         `(loss, cross_entropy, kl_term)`, each already scaled for
         cross-replica summation.
     """
+    # float32 whatever the compute type (a mixed precision policy).
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=logits
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)
     )
     ce = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
     kl_term = tf.nn.scale_regularization_loss(tf.cast(kl_term, ce.dtype))
@@ -250,6 +251,21 @@ def replica_id():
     """The id of the current replica in its sync group (0 outside a replica context)."""
     context = tf.distribute.get_replica_context()
     return 0 if context is None else context.replica_id_in_sync_group
+
+
+def replica_local(variable):
+    """The copy of a distributed variable that this replica holds (a plain `tf.Variable`); others as they are.
+
+    What a shared `tf.function` must take instead of the distributed
+    variable: TensorFlow traces a distributed variable argument by its
+    shape and dtype only and captures the variable of the first call, so a
+    later call with another variable of that shape would compute with (and
+    assign to) the first one. The copy is a plain variable, passed to the
+    function like any other.
+    """
+    if isinstance(variable, tf.distribute.DistributedValues) and hasattr(variable, "_get_on_device_or_primary"):
+        return variable._get_on_device_or_primary()
+    return variable
 
 
 class GeneratorState:
@@ -285,14 +301,37 @@ def replica_seed(seed_generator):
     )
 
 
+def portable_uniform(shape, seed):
+    """float32 U(0, 1) noise of `shape` from a stateless `seed`: the same numbers with and without XLA.
+
+    `tf.random.stateless_uniform` and `stateless_normal` give other numbers
+    in a `jit_compile` step: XLA derives Philox's key and counter from a
+    seed outside 32 bits, and turns bits into floats, in its own way. Here
+    the seed's two int64 are the key and the counter themselves, and the
+    float is the top 24 of the 32 bits, centred in their interval (0 and 1
+    are never drawn), which TensorFlow's kernel and XLA compute alike.
+    """
+    seed = tf.cast(seed, tf.int64)
+    key = tf.bitcast(seed[:1], tf.uint64)
+    counter = tf.concat([tf.bitcast(seed[1:], tf.uint64), tf.zeros([1], tf.uint64)], 0)
+    bits = tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=1, dtype=tf.uint32)
+    return (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (2.0**-24)
+
+
 def standard_normal(shape, seed_generator, dtype):
-    """N(0, 1) noise of `shape` from the next seed of `seed_generator` (`replica_seed`)."""
-    return tf.random.stateless_normal(shape, seed=replica_seed(seed_generator), dtype=dtype)
+    """N(0, 1) noise of `shape` from the next seed of `seed_generator` (`replica_seed`).
+
+    The inverse normal CDF of `portable_uniform` noise, so a step computes
+    the same noise with and without XLA (`jit_compile`); drawn in float32
+    and cast to `dtype`.
+    """
+    z = tf.math.ndtri(portable_uniform(shape, replica_seed(seed_generator)))
+    return tf.cast(z, dtype)
 
 
 def uniform(shape, seed_generator, dtype):
-    """U[0, 1) noise of `shape` from the next seed of `seed_generator` (`replica_seed`)."""
-    return tf.random.stateless_uniform(shape, seed=replica_seed(seed_generator), dtype=dtype)
+    """U(0, 1) noise of `shape` from the next seed of `seed_generator` (`replica_seed`; `portable_uniform`)."""
+    return tf.cast(portable_uniform(shape, replica_seed(seed_generator)), dtype)
 
 
 def sample_lrt(mean, var, seed_generator=None, eps=None):
@@ -475,11 +514,14 @@ class VariationalLayer(KLTerm, keras.layers.Layer):
         return channel_prior, float(log_alpha_init), float(scale_init)
 
     def _add_kernel(self, shape, initializer):
-        self.theta = self.add_weight(name="theta", shape=shape, initializer=initializer)
+        # Not autocast under a mixed precision policy: the KL and the masks
+        # read them in float32; `call` casts them for the convolution.
+        self.theta = self.add_weight(name="theta", shape=shape, initializer=initializer, autocast=False)
         self.log_sigma2 = self.add_weight(
             name="log_sigma2",
             shape=shape,
             initializer=keras.initializers.Constant(self.log_sigma2_init),
+            autocast=False,
         )
 
     def _add_channel_scale(self, channels):
@@ -488,10 +530,11 @@ class VariationalLayer(KLTerm, keras.layers.Layer):
             return
         phi = self.channel_scale_init
         self.channel_phi = self.add_weight(
-            name="channel_phi", shape=(channels,), initializer=keras.initializers.Constant(phi))
+            name="channel_phi", shape=(channels,), initializer=keras.initializers.Constant(phi), autocast=False)
         self.channel_log_sigma2 = self.add_weight(
             name="channel_log_sigma2", shape=(channels,),
-            initializer=keras.initializers.Constant(self.channel_log_alpha_init + 2.0 * math.log(phi)))
+            initializer=keras.initializers.Constant(self.channel_log_alpha_init + 2.0 * math.log(phi)),
+            autocast=False)
 
     # The kernel axis of the output channels: the last one (a depthwise kernel overrides it).
     channel_axis = -1
@@ -543,18 +586,20 @@ class VariationalLayer(KLTerm, keras.layers.Layer):
         """One draw of every channel scale per example, shaped to multiply `outputs`."""
         shape = tf.concat([tf.shape(outputs)[:1], tf.ones([outputs.shape.rank - 2], tf.int32),
                            tf.shape(outputs)[-1:]], 0)
-        eps = standard_normal(shape, self.seed_generator, outputs.dtype)
-        return self.channel_phi + tf.exp(0.5 * self.channel_log_sigma2) * eps
+        eps = standard_normal(shape, self.seed_generator, tf.float32)
+        return tf.cast(self.channel_phi + tf.exp(0.5 * self.channel_log_sigma2) * eps, outputs.dtype)
 
     def call(self, inputs, training=None):
         self.add_loss(self.scaled_kl(self.kl()))
+        dtype = inputs.dtype  # the compute type: float32, or 16-bit under a mixed policy
         if training:
-            mean, var = self._moments(inputs, self.theta, tf.exp(self.log_sigma2))
+            theta, sigma2 = tf.cast(self.theta, dtype), tf.cast(tf.exp(self.log_sigma2), dtype)
+            mean, var = self._moments(inputs, theta, sigma2)
             out = sample_lrt(mean, var, self.seed_generator)
             if self.channel_prior:
                 out = out * self._channel_sample(out)
         else:
-            out = self._apply(inputs, self.masked_kernel())
+            out = self._apply(inputs, tf.cast(self.masked_kernel(), dtype))
         if self.use_bias:
             out = out + self.bias
         return out

@@ -29,10 +29,12 @@ import time
 import keras
 import tensorflow as tf
 
-from tfvnas import choices, files
+from tfvnas import choices, files, precision
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
+from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational
+from tfvnas.loops import optim
 from tfvnas.runs import check_resume_config
 
 STRATEGIES = choices.STRATEGIES
@@ -251,13 +253,15 @@ class Loop:
                 f"Received: checkpoint_every={checkpoint_every!r}"
             )
         self.checkpoint_every = checkpoint_every
+        self._check_jit_compile()
         self._parts = self.training_parts()
         self._check_batch_size()
         self.steps_per_epoch = min(len(x) for x, _ in self._parts.values()) // config.batch_size
         self.total_steps = config.epochs * self.steps_per_epoch
         with self.strategy.scope():
             keras.utils.set_random_seed(config.seed)
-            self.model = self.build_model()
+            with precision.policy_scope(config.precision):
+                self.model = self.build_model()
             if getattr(config, "sync_bn", False):
                 from tfvnas.layers.ops import synchronize_batch_norm
 
@@ -267,6 +271,8 @@ class Loop:
             # distributed step fails with a placeholder error).
             for optimizer, variables in self.optimizers.values():
                 optimizer.build(variables)
+            # float16 gradients need a loss scale; bfloat16 has float32's range.
+            self.loss_scale = optim.DynamicLossScale() if config.precision == "mixed_float16" else None
         # Keras 3 models do not expose layers held in lists to
         # tf.train.Checkpoint, so the checkpoint tracks every model variable
         # (weights, gate state, BN statistics, SeedGenerator states) in the
@@ -274,6 +280,7 @@ class Loop:
         self._checkpoint = tf.train.Checkpoint(
             model_variables=list(self.model.variables),
             **{name: opt for name, (opt, _) in self.optimizers.items()},
+            **({"loss_scale": self.loss_scale} if self.loss_scale is not None else {}),
         )
         self.history = []
         self.position = {"epoch": 0, "step_in_epoch": 0, "step": 0, "sums": None}
@@ -329,6 +336,65 @@ class Loop:
     def augment(self, batch, seed):
         """Training-time augmentation of one `(x, y)` batch (default: none)."""
         return batch
+
+    # -- updates ----------------------------------------------------------
+
+    def _check_jit_compile(self):
+        if self.config.jit_compile and self.config.sync_bn and self.strategy.num_replicas_in_sync > 1:
+            raise ValueError(
+                "`jit_compile` cannot be combined with `sync_bn` on several replicas: synchronised batch norm "
+                "all-reduces inside the forward pass, and collectives inside an XLA cluster do not compile "
+                "under MirroredStrategy on CPU. Turn one of them off. "
+                f"Received: jit_compile=True, sync_bn=True, replicas={self.strategy.num_replicas_in_sync}"
+            )
+
+    def loss_and_gradients(self, loss_fn, variables, *args):
+        """`(stats, grads)` of one update, on one replica.
+
+        `loss_fn(*args)` returns `(loss, stats)`; `grads` are the gradients
+        of `loss` with respect to `variables` (None for a variable the loss
+        does not reach).
+
+        With the config's `jit_compile`, the forward and backward passes are
+        one XLA cluster (`tf.function(jit_compile=True)`), and the
+        optimizers' all-reduce and update run after it, outside: collectives
+        inside an XLA cluster do not compile under `MirroredStrategy` on
+        CPU. Assignments that synchronise the replicas (the moving
+        statistics of mirrored batch norms) are returned by the cluster and
+        made after it (`tfvnas.layers.ops.deferred_sync_updates`); the
+        others (plain variables, per-replica noise state) stay inside.
+
+        With a loss scale (`precision='mixed_float16'`), the gradients are
+        those of the scaled loss, divided by the scale.
+        """
+        loss_scale = self.loss_scale
+        synchronised = []
+
+        def compute(*args):
+            with ops_lib.deferred_sync_updates() as updates:
+                with tf.GradientTape() as tape:
+                    loss, stats = loss_fn(*args)
+                    if loss_scale is not None:
+                        loss = loss * loss_scale.scale
+                grads = tape.gradient(loss, variables)
+            if loss_scale is not None:
+                inverse = 1.0 / loss_scale.scale
+                grads = [None if g is None else g * tf.cast(inverse, g.dtype) for g in grads]
+            synchronised[:] = [variable for variable, _ in updates]
+            return stats, grads, [value for _, value in updates]
+
+        if self.config.jit_compile:
+            compute = tf.function(compute, jit_compile=True)
+        stats, grads, values = compute(*args)
+        for variable, value in zip(synchronised, values):
+            variable.assign(value)
+        return stats, grads
+
+    def apply_gradients(self, updates):
+        """Applies `[(optimizer, grads)]`; with a loss scale, skips non-finite updates and adjusts the scale."""
+        finite = [optimizer.apply(grads, skip_nonfinite=self.loss_scale is not None) for optimizer, grads in updates]
+        if self.loss_scale is not None:
+            self.loss_scale.update(tf.reduce_all(tf.stack(finite)))
 
     # -- data -------------------------------------------------------------
 
@@ -388,7 +454,7 @@ class Loop:
 
         def eval_replica(batch):
             x, y = batch
-            logits = self.model(x, training=False)
+            logits = tf.cast(self.model(x, training=False), tf.float32)
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
             pred = tf.argmax(logits, -1, output_type=tf.int32)
             return {

@@ -35,6 +35,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from tfvnas.layers import variational
+
 CHUNK = 8
 
 
@@ -96,14 +98,15 @@ class _Fused(tf.Module):
             return tf.cast(self._schedule(step), tf.float32)
         return tf.constant(self._schedule, tf.float32)
 
-    def _prepare(self, grads):
-        """`[(variable, slots, gradient)]` all-reduced (summed), the learning rate and the clip's scale.
+    def _prepare(self, grads, check_finite=False):
+        """`[(variable, slots, gradient)]` all-reduced (summed), the learning rate, the clip's scale and
+        (with `check_finite`) whether every all-reduced gradient is finite.
 
         A variable whose gradient is None (an op the search has pruned out of
         the computation) is left as it is, slots included, as Keras does.
         The scale (None without a clip) multiplies every gradient, as
         `tf.clip_by_global_norm` does; the squared norms are summed in
-        chunks (`chunks`).
+        chunks (`chunks`), and the gradients are finite when that sum is.
         """
         if self._variables is None:
             raise ValueError("The optimizer is not built: call `build(variables)` before `apply`.")
@@ -128,21 +131,48 @@ class _Fused(tf.Module):
         if grads and context is not None and context.num_replicas_in_sync > 1:
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         updates = [(v, s, g) for (v, s, _), g in zip(kept, grads)]
-        scale = None
-        if grads and self.global_clipnorm:
+        scale = finite = None
+        if grads and (self.global_clipnorm or check_finite):
             # tf.clip_by_global_norm's arithmetic, its sum of halved squares by chunks.
             halves = [_call(_half_squares, [g for _, _, g in chunk]) for chunk in chunks(updates)]
             norm = tf.sqrt(tf.add_n(halves) * 2.0)
+            finite = tf.math.is_finite(norm)
+        if grads and self.global_clipnorm:
             clip = tf.constant(self.global_clipnorm, norm.dtype)
             scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)  # NaN/inf propagate
-        return updates, self._learning_rate(self.iterations), scale
+        if check_finite and finite is None:
+            finite = tf.constant(True)
+        return updates, self._learning_rate(self.iterations), scale, finite
+
+    def _update_if(self, finite, update):
+        """Runs `update()` and counts the step, unless `finite` is a false tensor: then nothing changes.
+
+        `finite` is the same on every replica (it is read from the
+        all-reduced gradients), so the replicas' copies stay identical.
+        Returns `finite`.
+        """
+        def run():
+            update()
+            self._step()
+
+        if finite is None:
+            run()
+            return None
+        tf.cond(finite, run, lambda: None)
+        return finite
 
     def _step(self):
         # Each replica increments its own copy, as it updates its own weights.
         tf.raw_ops.AssignAddVariableOp(resource=self.iterations.handle, value=tf.constant(1, tf.int64))
 
-    def apply(self, grads):
-        """Applies one update with `grads` (one per built variable, same order)."""
+    def apply(self, grads, skip_nonfinite=False):
+        """Applies one update with `grads` (one per built variable, same order).
+
+        With `skip_nonfinite` (a dynamic loss scale's steps), an update whose
+        all-reduced gradients are not all finite changes nothing (slots and
+        step counter included), as Keras' `LossScaleOptimizer` skips it;
+        returns whether they were finite (a bool tensor), else None.
+        """
         raise NotImplementedError
 
 
@@ -166,15 +196,19 @@ class SGD(_Fused):
         """Keeps weight decay off the variables of `var_list`."""
         self._no_decay.variables |= {id(_tf_variable(v)) for v in var_list}
 
-    def apply(self, grads):
-        updates, lr, scale = self._prepare(grads)
-        for chunk in chunks(updates, self._decays):
-            variables = [v for v, _, _ in chunk]
-            slots = [slot for _, (slot,), _ in chunk]
-            decay = self.weight_decay if self._decays(chunk[0][0]) else 0.0
-            update = _momentum_update(self.momentum, decay)
-            _call(update, variables, slots, [g for _, _, g in chunk], lr, scale)
-        self._step()
+    def apply(self, grads, skip_nonfinite=False):
+        updates, lr, scale, finite = self._prepare(grads, skip_nonfinite)
+
+        def update():
+            for chunk in chunks(updates, self._decays):
+                # Each replica's own copies: a distributed variable argument
+                # would bind the traced function to the first chunk's variables.
+                variables = [variational.replica_local(v) for v, _, _ in chunk]
+                slots = [variational.replica_local(slot) for _, (slot,), _ in chunk]
+                decay = self.weight_decay if self._decays(chunk[0][0]) else 0.0
+                _call(_momentum_update(self.momentum, decay), variables, slots, [g for _, _, g in chunk], lr, scale)
+
+        return self._update_if(finite, update)
 
     def _decays(self, variable):
         return bool(self.weight_decay) and id(variable) not in self._no_decay.variables
@@ -248,19 +282,60 @@ class Adam(_Fused):
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.weight_decay = float(weight_decay or 0.0)
 
-    def apply(self, grads):
-        updates, lr, scale = self._prepare(grads)
+    def apply(self, grads, skip_nonfinite=False):
+        updates, lr, scale, finite = self._prepare(grads, skip_nonfinite)
         if scale is not None:
             updates = [(v, s, g * scale) for v, s, g in updates]
-        t = tf.cast(self.iterations + 1, tf.float32)
-        beta_1, beta_2 = tf.constant(self.beta_1), tf.constant(self.beta_2)
-        beta_1_power, beta_2_power = tf.pow(beta_1, t), tf.pow(beta_2, t)
-        epsilon = tf.constant(self.epsilon)
-        for variable, (m, v), grad in updates:
-            if self.weight_decay:
-                grad = grad + self.weight_decay * variable.read_value()
-            tf.raw_ops.ResourceApplyAdam(
-                var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
-                beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=grad,
-            )
-        self._step()
+
+        def update():
+            t = tf.cast(self.iterations + 1, tf.float32)
+            beta_1, beta_2 = tf.constant(self.beta_1), tf.constant(self.beta_2)
+            beta_1_power, beta_2_power = tf.pow(beta_1, t), tf.pow(beta_2, t)
+            epsilon = tf.constant(self.epsilon)
+            for variable, (m, v), grad in updates:
+                if self.weight_decay:
+                    grad = grad + self.weight_decay * variable.read_value()
+                tf.raw_ops.ResourceApplyAdam(
+                    var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
+                    beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=grad,
+                )
+
+        return self._update_if(finite, update)
+
+
+class DynamicLossScale(tf.Module):
+    """The dynamic loss scale of `mixed_float16` training, with Keras' `LossScaleOptimizer` rule.
+
+    The loss is multiplied by `scale` before the gradient is taken, so that
+    small float16 gradients do not flush to zero, and the gradients are
+    divided by it after. An update whose gradients are not all finite is
+    skipped (`_Fused.apply(..., skip_nonfinite=True)`) and halves the scale;
+    `growth_steps` finite updates in a row double it. Keras' own
+    `LossScaleOptimizer` wraps a Keras optimizer; the fused optimizers here
+    all-reduce and apply per replica, so the rule is kept beside them.
+    The variables are created under the strategy's scope (`build`) and
+    updated on every replica alike (the decision is read from all-reduced
+    gradients), so checkpoints hold them.
+
+    Args:
+        initial_scale: the first scale (Keras' default 2**15).
+        growth_steps: finite updates in a row before the scale doubles
+            (Keras' default 2000).
+    """
+
+    def __init__(self, initial_scale=2.0**15, growth_steps=2000, name="loss_scale"):
+        super().__init__(name=name)
+        if not initial_scale > 0:
+            raise ValueError(f"`initial_scale` must be positive. Received: initial_scale={initial_scale!r}")
+        self.initial_scale = float(initial_scale)
+        self.growth_steps = int(growth_steps)
+        self.scale = tf.Variable(self.initial_scale, dtype=tf.float32, trainable=False, name="scale")
+        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
+
+    def update(self, finite):
+        """Halves the scale after a non-finite update, doubles it after `growth_steps` finite ones."""
+        good = tf.where(finite, self.good_steps + 1, tf.constant(0, tf.int64))
+        grow = good >= self.growth_steps
+        scale = tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale), self.scale * 0.5)
+        self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
+        self.scale.assign(scale)

@@ -236,12 +236,12 @@ class Searcher(loop_lib.Loop):
 
     def _update(self, optimizers, variables, x, y):
         """One gradient step of `variables` (split among `optimizers` in order)."""
-        with tf.GradientTape() as tape:
-            loss, stats = self._loss(x, y)
-        grads = tape.gradient(loss, [v for vs in variables for v in vs])
+        stats, grads = self.loss_and_gradients(self._loss, [v for vs in variables for v in vs], x, y)
+        split = []
         for optimizer, vs in zip(optimizers, variables):
-            optimizer.apply(grads[: len(vs)])
+            split.append((optimizer, grads[: len(vs)]))
             grads = grads[len(vs):]
+        self.apply_gradients(split)
         return stats
 
     def replica_step(self, batches):

@@ -159,23 +159,22 @@ class Trainer(loop_lib.Loop):
         x, y = batch
         return cutout(x, side, seed, fill=self._pixel_mean), y
 
-    def replica_step(self, batches):
+    def _loss(self, x, y):
         cfg, model = self.config, self.model
-        x, y = batches["train"]
-        variables = model.trainable_variables
-        with tf.GradientTape() as tape:
-            logits, aux = model(x, training=True, return_aux=True)
-            kl = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
-            loss, _, _ = variational.elbo_loss(y, logits, kl, global_batch_size=cfg.batch_size)
-            if aux is not None:
-                aux_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=aux)
-                loss += cfg.auxiliary_weight * tf.nn.compute_average_loss(
-                    aux_ce, global_batch_size=cfg.batch_size
-                )
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply(grads)
+        logits, aux = model(x, training=True, return_aux=True)
+        kl = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
+        loss, _, _ = variational.elbo_loss(y, logits, kl, global_batch_size=cfg.batch_size)
+        if aux is not None:
+            aux_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(aux, tf.float32))
+            loss += cfg.auxiliary_weight * tf.nn.compute_average_loss(aux_ce, global_batch_size=cfg.batch_size)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
-        return {"loss": loss, "correct": correct, "kl": kl}
+        return loss, {"loss": loss, "correct": correct, "kl": kl}
+
+    def replica_step(self, batches):
+        x, y = batches["train"]
+        stats, grads = self.loss_and_gradients(self._loss, self.model.trainable_variables, x, y)
+        self.apply_gradients([(self.optimizer, grads)])
+        return stats
 
     def begin_epoch(self, epoch):
         # DARTS ramps the drop-path rate linearly with the epoch.

@@ -47,7 +47,8 @@ def own_kl_scale(model, kl_scale):
     """
     value = 1.0 if kl_scale is None else kl_scale
     variable = model.add_weight(
-        name="kl_scale", shape=(), initializer=keras.initializers.Constant(value), trainable=False
+        name="kl_scale", shape=(), initializer=keras.initializers.Constant(value), trainable=False,
+        autocast=False,  # float32 under a mixed precision policy, as the KL it scales
     )
     variational.bind_kl_scale(model, variable)
     return variable

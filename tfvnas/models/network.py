@@ -234,9 +234,7 @@ def discrete_edge(op_names, channels, strides, **kwargs):
 def _drop_path(x, rate, seed_generator):
     """Drops a whole path per example with probability `rate` (rescaling the rest)."""
     keep = 1.0 - tf.cast(rate, x.dtype)
-    u = tf.random.stateless_uniform(
-        [tf.shape(x)[0], 1, 1, 1], seed=variational.replica_seed(seed_generator)
-    )
+    u = variational.uniform([tf.shape(x)[0], 1, 1, 1], seed_generator, x.dtype)
     return x * tf.cast(u < keep, x.dtype) / keep
 
 

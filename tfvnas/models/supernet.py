@@ -147,15 +147,18 @@ class Supernet(elbo.ELBOModel, keras.Model):
             countable=[name != "none" for name in self.op_names],
         )
         if self.method == "darts":
+            # The gates stay float32 under a mixed precision policy (`tfvnas.precision`).
             self.normal_gates = darts_lib.SoftmaxGates(
-                num_edges, len(self.op_names), seed=self.seed, name="normal_gates"
+                num_edges, len(self.op_names), seed=self.seed, name="normal_gates", dtype="float32"
             )
             self.reduce_gates = darts_lib.SoftmaxGates(
-                num_edges, len(self.op_names), seed=self.seed + 1, name="reduce_gates"
+                num_edges, len(self.op_names), seed=self.seed + 1, name="reduce_gates", dtype="float32"
             )
         else:
-            self.normal_gates = gates_lib.GaussianGates(num_edges, len(self.op_names), name="normal_gates", **gate_kw)
-            self.reduce_gates = gates_lib.GaussianGates(num_edges, len(self.op_names), name="reduce_gates", **gate_kw)
+            self.normal_gates = gates_lib.GaussianGates(
+                num_edges, len(self.op_names), name="normal_gates", dtype="float32", **gate_kw)
+            self.reduce_gates = gates_lib.GaussianGates(
+                num_edges, len(self.op_names), name="reduce_gates", dtype="float32", **gate_kw)
 
         self.normalise = network.normalisation_layer(self.normalisation)
         # The variational layers' options, passed down to every one of them.
