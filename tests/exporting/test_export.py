@@ -9,9 +9,11 @@ LiteRT, against the dense file's. The export shrinks the model first
 shrunk model's kernels and compute the unshrunk model's logits.
 """
 
+import errno
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -467,6 +469,32 @@ def test_a_crash_leaves_no_folder(model, dataset, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="^converter exploded$"):
         api.export_stripped(model, dataset, out_dir, config_lib.ExportConfig())
     assert not out_dir.exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_export_that_does_not_fit_is_refused_before_writing(model, dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(api.files, "free_bytes", lambda path: 1000)
+    out_dir = tmp_path / "run"
+    needed = api.export_bytes(model, config_lib.ExportConfig())
+    assert needed > 4 * model.count_params() * 6
+    with pytest.raises(api.files.WriteError, match="^" + re.escape(
+            f"Not enough free space for the export {str(out_dir)!r}: it needs about "
+            f"{api.files.size_text(needed)}, 1000 B is free.") + "$"):
+        api.export_stripped(model, dataset, out_dir)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_folder(model, dataset, tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tflite, "tflite_convert", full)  # after the SavedModel is written
+    monkeypatch.setattr(api.files, "free_bytes", lambda path: 1 << 30)  # the space check passes
+    out_dir = tmp_path / "run"
+    with pytest.raises(api.files.WriteError, match="^" + re.escape(
+            f"No space left on the disk writing the export {str(out_dir)!r} (needs about "
+            f"{api.files.size_text(api.export_bytes(model, config_lib.ExportConfig()))} free, 1.0 GiB free).") + "$"):
+        api.export_stripped(model, dataset, out_dir)
     assert os.listdir(tmp_path) == []
 
 
