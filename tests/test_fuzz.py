@@ -10,6 +10,7 @@ runs in seconds.
 
 import dataclasses
 import io
+import os
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from tfvnas.layers import ops as ops_lib
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import zoo
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=30, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 JSON = st.recursive(
@@ -153,3 +154,58 @@ def test_shaped_npz(tmp_path_factory, n, channels, classes, rank3, poison):
     path = tmp_path_factory.mktemp("npz") / "near.npz"
     np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
     works_or_says_why(lambda: data_lib.load(str(path)))
+
+
+# -- the public functions ----------------------------------------------------
+
+
+def _api():
+    from tfvnas.exporting import export
+    from tfvnas.loops.searching import search
+    from tfvnas.loops.training import train
+    from tfvnas.loops.tuning import tune
+    from tfvnas.pipeline import run
+
+    return search, train, run, tune, export
+
+
+BAD_CALLS = {
+    "unknown data set": (lambda f: f[0]("no_such_data", verbose=0), "`name_or_path` must be one of ("),
+    "unknown preset": (lambda f: f[0]("mnist-5k", preset="huge", verbose=0),
+                       "Unknown preset 'huge'. Known presets: smoke, quick, paper"),
+    "config of the wrong type": (lambda f: f[0]("mnist-5k", config=3, verbose=0),
+                                 "`config` must be a SearchConfig, a dict of its fields, a JSON or YAML file path or "
+                                 "None. Received: config=3"),
+    "field of the wrong type": (lambda f: f[0]("mnist-5k", config={"layers": "3"}, verbose=0),
+                                "`layers` must be an int. Received: layers='3'"),
+    "strategy of the wrong type": (lambda f: f[0]("mnist-5k", strategy=3, verbose=0),
+                                   "`strategy` must be a tf.distribute.Strategy, one of auto, default, mirrored, "
+                                   "multiworker, or None. Received: strategy=3"),
+    "worker timeout": (lambda f: f[0]("mnist-5k", strategy="default", worker_timeout=0, verbose=0),
+                       "`worker_timeout` must be a positive number of seconds or None. Received: worker_timeout=0"),
+    "overwrite not a bool": (lambda f: f[0]("mnist-5k", overwrite="yes", verbose=0),
+                             "`overwrite` must be a bool. Received: overwrite='yes'"),
+    "None as a genotype": (lambda f: f[1](None, verbose=0), "`name_or_path` must be a zoo genotype name or a path"),
+    "unknown zoo name": (lambda f: f[1]("darts_v9", verbose=0), "`name_or_path` must be a zoo genotype name, one of"),
+    "run: resume and overwrite": (lambda f: f[2]("mnist-5k", out_dir="x", resume=True, overwrite=True, verbose=0),
+                                  "`resume` and `overwrite` exclude each other"),
+    "run: unknown preset": (lambda f: f[2]("mnist-5k", preset="huge", out_dir="x", verbose=0),
+                            "Unknown preset 'huge'."),
+    "tune: no genotype": (lambda f: f[3](None, "mnist-5k", out_dir="x", verbose=0),
+                          "`genotype` is required with mode='train'"),
+    "tune: bad trials": (lambda f: f[3]("darts_v2", "mnist-5k", max_trials=0, out_dir="x", verbose=0),
+                         "`max_trials` must be a positive int. Received: max_trials=0"),
+    "export: None": (lambda f: f[4](None, "x", verbose=0), "`model_dir` must be a path. Received: model_dir=None"),
+    "export: missing folder": (lambda f: f[4]("no/such/run", "x", verbose=0),
+                               "`model` must be the output folder of `tfvnas train`"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_bad_arguments_are_one_keras_style_line(case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "x": a folder nothing may create
+    call, start = BAD_CALLS[case]
+    with pytest.raises(ValueError) as info:
+        call(_api())
+    assert str(info.value).startswith(start) and "\n" not in str(info.value)
+    assert os.listdir(tmp_path) == []

@@ -421,6 +421,9 @@ def resolve(config_class, table, preset="quick", config=None, **overrides):
     `config` is a value (`{"resolution": None}` searches at full size).
     """
     cfg = _preset(table, preset)
+    if config is not None and not isinstance(config, (config_class, dict, str, os.PathLike)):
+        raise ValueError(f"`config` must be a {config_class.__name__}, a dict of its fields, a JSON or YAML file path "
+                         f"or None. Received: config={config!r}")
     if config is not None:
         if isinstance(config, config_class):
             cfg = config
@@ -431,7 +434,7 @@ def resolve(config_class, table, preset="quick", config=None, **overrides):
 
 
 def _preset(table, name):
-    if name not in table:
+    if not isinstance(name, str) or name not in table:
         raise ValueError(
             f"Unknown preset {name!r}. Known presets: {', '.join(table)}"
         )

@@ -156,9 +156,9 @@ def _hold(out_dir, chief):
 def _out_folder(dataset, preset, out_dir, resume, overwrite):
     """The run's folder (default `default_out_dir`), refused when it holds files and the run is not resumed or
     overwritten."""
-    if resume and overwrite:
-        raise ValueError("`resume` and `overwrite` exclude each other: continue the run in `out_dir`, or replace "
-                         "it. Received: resume=True, overwrite=True")
+    runs.check_resume_overwrite(resume, overwrite)
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"`out_dir` must be a path or None. Received: out_dir={out_dir!r}")
     out_dir = os.fspath(default_out_dir(dataset, preset) if out_dir is None else out_dir)
     held = set(os.listdir(out_dir)) - {runs.LOCK_FILE} if os.path.isdir(out_dir) else set()
     if not (resume or overwrite) and held:

@@ -146,9 +146,7 @@ def claim(out_dir, kind, *, resume=False, overwrite=False, chief=True):
             run without either.
         FolderInUse: another process holds the folder.
     """
-    if resume and overwrite:
-        raise ValueError("`resume` and `overwrite` exclude each other: continue the run in `out_dir`, or replace "
-                         "it. Received: resume=True, overwrite=True")
+    check_resume_overwrite(resume, overwrite)
     if out_dir is None:
         yield None
         return
@@ -167,6 +165,20 @@ def claim(out_dir, kind, *, resume=False, overwrite=False, chief=True):
             else:
                 _refuse_a_run(out_dir, kind)
         yield lock
+
+
+def check_resume_overwrite(resume, overwrite):
+    """Refuses `resume` or `overwrite` that are not bools, or both at once.
+
+    Raises:
+        ValueError: in the Keras form.
+    """
+    for name, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    if resume and overwrite:
+        raise ValueError("`resume` and `overwrite` exclude each other: continue the run in `out_dir`, or replace "
+                         "it. Received: resume=True, overwrite=True")
 
 
 def _refuse_a_run(out_dir, kind):

@@ -561,6 +561,9 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
         ValueError: If the folder is not a training output, the data does not
             fit the model, or an argument is invalid.
     """
+    for name, value in (("model_dir", model_dir), ("out_dir", out_dir)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"`{name}` must be a path. Received: {name}={value!r}")
     config = _export_config(config, int8, qat, shrink)
     _check_out_dir(out_dir, overwrite)
     network, history = load_trained(model_dir)

@@ -511,6 +511,7 @@ def search(
         tfvnas.checks.WorkerLost: another worker of a multi-worker run stopped.
         tfvnas.loops.loop.Interrupted: after SIGTERM/SIGINT (a checkpoint is saved).
     """
+    runs.check_resume_overwrite(resume, overwrite)
     strategy, cfg, dataset = loop_lib.open_run(
         config_lib.SearchConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
         strategy=strategy, deterministic=deterministic, worker_timeout=worker_timeout,

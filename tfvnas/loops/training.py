@@ -368,6 +368,7 @@ def train(
     if not isinstance(genotype, genotype_lib.Genotype):
         genotype = zoo.load_genotype(genotype)
     genotype.validate(ops_lib.op_names())
+    runs.check_resume_overwrite(resume, overwrite)
     strategy, cfg, dataset = loop_lib.open_run(
         config_lib.TrainConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
         strategy=strategy, deterministic=deterministic, worker_timeout=worker_timeout,
