@@ -472,28 +472,25 @@ def test_a_crash_leaves_no_folder(model, dataset, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_an_export_that_does_not_fit_is_refused_before_writing(model, dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(api.files, "free_bytes", lambda path: 1000)
-    out_dir = tmp_path / "run"
+def _full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("free, message", [
+    # Refused before anything is written.
+    (1000, "Not enough free space for the export {out!r}: it needs about {needed}, 1000 B is free."),
+    # The space check passes, then the disk fills (after the SavedModel is written).
+    (1 << 30, "No space left on the disk writing the export {out!r} (needs about {needed} free, 1.0 GiB free)."),
+], ids=["refused", "filled"])
+def test_an_export_that_does_not_fit_is_one_line_and_leaves_no_folder(model, dataset, tmp_path, monkeypatch, free,
+                                                                      message):
+    monkeypatch.setattr(api.files, "free_bytes", lambda path: free)
+    monkeypatch.setattr(tflite, "tflite_convert", _full)
     needed = api.export_bytes(model, config_lib.ExportConfig())
     assert needed > 4 * model.count_params() * 6
-    with pytest.raises(api.files.WriteError, match="^" + re.escape(
-            f"Not enough free space for the export {str(out_dir)!r}: it needs about "
-            f"{api.files.size_text(needed)}, 1000 B is free.") + "$"):
-        api.export_stripped(model, dataset, out_dir)
-    assert os.listdir(tmp_path) == []
-
-
-def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_folder(model, dataset, tmp_path, monkeypatch):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(tflite, "tflite_convert", full)  # after the SavedModel is written
-    monkeypatch.setattr(api.files, "free_bytes", lambda path: 1 << 30)  # the space check passes
     out_dir = tmp_path / "run"
     with pytest.raises(api.files.WriteError, match="^" + re.escape(
-            f"No space left on the disk writing the export {str(out_dir)!r} (needs about "
-            f"{api.files.size_text(api.export_bytes(model, config_lib.ExportConfig()))} free, 1.0 GiB free).") + "$"):
+            message.format(out=str(out_dir), needed=api.files.size_text(needed))) + "$"):
         api.export_stripped(model, dataset, out_dir)
     assert os.listdir(tmp_path) == []
 

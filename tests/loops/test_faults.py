@@ -102,6 +102,7 @@ def test_a_full_disk_stops_the_run_in_one_line_naming_what_and_where(full_disk):
     out, error = full_disk["out"], full_disk["stopped"]["error"]
     checkpoints = os.path.join(out, runs.CHECKPOINT_SUBDIR)
     message = str(error)
+    print(f"\nfull disk ({'tmpfs' if full_disk['real'] else 'injected'}): {message}")
     assert "\n" not in message and error.no_space
     assert re.fullmatch(
         re.escape(f"No space left on the disk writing the checkpoint {os.path.join(checkpoints, 'ckpt-6')!r} "

@@ -150,6 +150,9 @@ def open_run(config_class, dataset, *, preset="quick", config=None, out_dir=None
     """
     if isinstance(strategy, str):
         strategy = make_strategy(strategy, worker_timeout=worker_timeout, collective_timeout=collective_timeout)
+    elif strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise ValueError(f"`strategy` must be a tf.distribute.Strategy, one of {', '.join(STRATEGIES)}, or None. "
+                         f"Received: strategy={strategy!r}")
     cfg = config_lib.settle(config_class, preset=preset, config=config, out_dir=out_dir, resume=resume, **overrides)
     if deterministic:
         enable_determinism(cfg.seed)
@@ -506,11 +509,19 @@ class Loop:
         return os.path.join(self.checkpoint_dir, f"ckpt-{numbers[0]}") if numbers else None
 
     def checkpoint_bytes(self):
-        """About how many bytes a checkpoint takes (every variable it holds; from shapes, so no collective)."""
+        """About how many bytes a checkpoint takes: the newest one's files, else every variable it will hold
+        (from shapes, so no collective) and its index, about 200 bytes a variable."""
+        newest = self.checkpoint_path()
+        if newest is not None:
+            folder, name = os.path.split(newest)
+            sizes = [os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
+                     if f.startswith(name + ".")]
+            if sizes:
+                return sum(sizes)
         variables = list(self.model.variables)
         for optimizer, _ in self.optimizers.values():
             variables += list(optimizer.variables)
-        return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)
+        return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size + 200 for v in variables)
 
     def save_checkpoint(self):
         """Saves model, optimizers and position; returns the checkpoint prefix.
@@ -592,7 +603,7 @@ class Loop:
             try:
                 self._checkpoint.restore(path).assert_consumed()
             except Exception as e:  # noqa: BLE001 - a damaged file fails as OpError, IndexError, AssertionError...
-                self._skip(path, _first_line(getattr(e, "message", None) or str(e)))
+                self._skip(path, _op_error_text(e))
                 continue
             self.position = state["position"]
             self.history = state["history"]
@@ -814,6 +825,12 @@ _PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.
 
 def _first_line(text):
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _op_error_text(error):
+    """The first line of an error's message, without TensorFlow's `{{function_node ...}}` and `[Op:...]` frames."""
+    text = _first_line(getattr(error, "message", None) or str(error) or type(error).__name__)
+    return re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text))
 
 
 def _remove_checkpoints(directory, numbers=None, exclude=()):
