@@ -30,6 +30,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import LOGICAL_CPUS, mirrored
+from tests.helpers.scripts import load_script
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import runs
@@ -331,14 +332,7 @@ def test_batch_size_must_split_over_replicas():
 # -- multi-worker -------------------------------------------------------
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+_free_ports = load_script("soak").free_ports  # one helper for the tests and the soak
 
 
 def _workers(tmp_path, tag, args_of, env_of=lambda i: {}, **kwargs):
