@@ -349,7 +349,7 @@ def _workers(tmp_path, tag, args_of, env_of=lambda i: {}, **kwargs):
 
 
 WORKER_TIMEOUT = 5  # seconds: the heartbeat timeout of the lost-worker test
-STOP_MARGIN = 25  # seconds a survivor may take past it on a busy machine (measured: 1 to 4)
+STOP_MARGIN = 45  # seconds a survivor may take past it on a busy machine (measured: 5 to 16)
 
 
 def test_a_lost_worker_stops_the_survivor_within_the_timeout(tmp_path, config_file):

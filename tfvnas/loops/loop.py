@@ -636,8 +636,8 @@ class Loop:
         try:
             yield
         except files.WriteError as e:
-            raise files.WriteError(f"{e} Free space, then resume. {self.resume_hint()}", e.path,
-                                   e.no_space) from None
+            fix = "Free space" if e.no_space else "Make it writable"
+            raise files.WriteError(f"{e} {fix}, then resume. {self.resume_hint()}", e.path, e.no_space) from None
         except tf.errors.OpError as e:
             if not (self._multi_worker and (isinstance(e, _PEER_ERRORS) or "Collective ops is aborted" in str(e))):
                 raise
