@@ -47,7 +47,7 @@ setup(
     ],
     extras_require={
         # Two worker processes (pytest.ini).
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["tfvnas=tfvnas.cli:entry"]},
     classifiers=[

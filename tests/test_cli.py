@@ -198,12 +198,14 @@ def test_every_option_reaches_the_library_call(monkeypatch):
     monkeypatch.setattr(searching, "search", recorder(searching.search))
     monkeypatch.setattr(training, "train", recorder(training.train))
     main(["search", "--dataset", "x.npz", "--epochs", "3", "--seed", "4", "--method", "darts", "--out", "o",
-          "--resume", "--checkpoint-every", "5", "--deterministic", "--tensorboard", "tb", "--quiet"])
+          "--resume", "--checkpoint-every", "5", "--deterministic", "--tensorboard", "tb", "--quiet",
+          "--worker-timeout", "7.5", "--collective-timeout", "600"])
     args, kwargs = calls["search"]
     assert args == ("x.npz",)
     assert kwargs == dict(preset="quick", epochs=3, seed=4, config=None, strategy="auto", resume=True,
-                          checkpoint_every=5, deterministic=True, tensorboard_dir="tb", method="darts", out_dir="o",
-                          verbose=0)
-    main(["train", "--genotype", "darts_v2", "--out", "t"])
+                          overwrite=False, checkpoint_every=5, deterministic=True, tensorboard_dir="tb",
+                          method="darts", out_dir="o", worker_timeout=7.5, collective_timeout=600.0, verbose=0)
+    main(["train", "--genotype", "darts_v2", "--out", "t", "--overwrite"])
     args, kwargs = calls["train"]
     assert args == ("darts_v2", "mnist-5k") and kwargs["out_dir"] == "t" and kwargs["verbose"] == 1
+    assert kwargs["overwrite"] is True and kwargs["worker_timeout"] is None

@@ -92,7 +92,7 @@ def test_run_refuses_a_used_folder_and_resumes_a_finished_one(run_dir, capsys):
     err = capsys.readouterr().err
     assert err == (
         f"tfvnas: error: The output folder {str(run_dir)!r} already holds files. Pass --resume "
-        "(resume=True) to continue that run, or choose another --out.\n"
+        "(resume=True) to continue that run, --overwrite (overwrite=True) to replace it, or choose another --out.\n"
     )
     before = _read(run_dir / "export" / "report.json")
     assert main(["run", "--preset", "smoke", "--out", str(run_dir), "--resume"]) == 0
@@ -149,9 +149,10 @@ def test_export_rejects_a_corrupt_model(tmp_path, capsys):
     (tmp_path / "model.keras").write_bytes(b"not a zip")
     (tmp_path / "train_history.json").write_text("{}")
     assert main(["export", "--model", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
-    assert capsys.readouterr().err.startswith(
-        f"tfvnas: error: Cannot load the trained model in {str(tmp_path)!r}: "
-    )
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"tfvnas: error: The trained model {str(tmp_path / 'model.keras')!r} does not load (damaged or truncated?): "
+    ) and err.count("\n") == 1
 
 
 def test_export_rejects_data_of_another_shape(run_dir, tmp_path, capsys):

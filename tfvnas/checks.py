@@ -29,3 +29,11 @@ class ActionableError(RuntimeError):
     prints it as one line. Any other `RuntimeError` is a bug and keeps its
     traceback.
     """
+
+
+class WorkerLost(ActionableError):
+    """A worker of a multi-worker run stopped (killed, out of memory, its machine gone); this one stopped too.
+
+    Its message names the worker, the last complete checkpoint, and that every
+    worker restarts with `--resume`. The `tfvnas` command exits with status 75.
+    """

@@ -6,16 +6,22 @@
     tfvnas export --model runs/net --out runs/net-export --int8
     tfvnas show runs/quick
 
-A user mistake prints one line, `tfvnas: error: ...`, and exits with status 2.
+A user mistake prints one line, `tfvnas: error: ...`, and exits with status 2;
+so does a folder another run holds. A write that fails (a full disk) exits
+with 74, a lost worker of a multi-worker run with 75 (with the command that
+resumes), an interrupt with 130: each with one line that names the newest
+complete checkpoint.
 """
 
 import argparse
 import importlib
 import inspect
 import os
+import shlex
 import sys
 
-from tfvnas.checks import ActionableError
+from tfvnas.checks import ActionableError, WorkerLost
+from tfvnas.files import WriteError
 from tfvnas.choices import METHODS, PRESET_NAMES, STRATEGIES, TUNERS, TUNING_MODES
 
 # What a user can act on; any other exception (a bug) keeps its traceback.
@@ -30,6 +36,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, received {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, received {text!r}")
     return value
 
 
@@ -72,7 +88,11 @@ def _add_distribution_args(parser):
     )
     parser.add_argument(
         "--resume", action="store_true",
-        help="continue the interrupted run in --out from its latest checkpoint",
+        help="continue the interrupted run in --out from its newest checkpoint that restores",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run --out holds (without it or --resume, a folder that holds a run is refused)",
     )
     parser.add_argument(
         "--checkpoint-every", type=_int, default=0, metavar="STEPS",
@@ -85,6 +105,15 @@ def _add_distribution_args(parser):
     parser.add_argument(
         "--tensorboard", metavar="DIR",
         help="write TensorBoard summaries (scalars, log_alpha histograms, cell drawings) to DIR",
+    )
+    parser.add_argument(
+        "--worker-timeout", type=_seconds, metavar="SECONDS",
+        help="multi-worker: a worker silent this long is lost, and the others stop (default: TensorFlow's, 10)",
+    )
+    parser.add_argument(
+        "--collective-timeout", type=_seconds, metavar="SECONDS",
+        help="multi-worker: a collective operation waiting this long fails, for a worker that hangs "
+        "(default: none; it must exceed the first step's trace)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -285,18 +314,29 @@ def _import_tensorflow_quietly():
                     sys.stderr.write(line)
 
 
+# Exit statuses (sysexits.h): a failed write, and a lost worker (a temporary failure: resume).
+EXIT_WRITE_FAILED = 74
+EXIT_WORKER_LOST = 75
+
+
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     try:
         _import_tensorflow_quietly()
         return args.handler(args)
+    except WorkerLost as e:
+        command = argv if "--resume" in argv else [*argv, "--resume"]
+        print(f"tfvnas: error: {e} Command: tfvnas {shlex.join(command)}", file=sys.stderr)
+        return EXIT_WORKER_LOST
     except USER_ERRORS as e:
         print(f"tfvnas: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_WRITE_FAILED if isinstance(e, WriteError) else 2
     except KeyboardInterrupt as e:
         print(f"tfvnas: interrupted. {e}".rstrip(), file=sys.stderr)
         return 130
+
 
 
 def entry():

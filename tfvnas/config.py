@@ -24,10 +24,11 @@ class _Config:
                 f"Received: {type(data).__name__}"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - names, key=str)
         if unknown:
+            shown = (k if isinstance(k, str) and k.isidentifier() else repr(k) for k in unknown)
             raise ValueError(
-                f"Unknown {cls.__name__} field(s): {', '.join(unknown)}. "
+                f"Unknown {cls.__name__} field(s): {', '.join(shown)}. "
                 f"Known fields: {', '.join(sorted(names))}"
             )
         return cls(**data)
@@ -432,6 +433,9 @@ def resolve(config_class, table, preset="quick", config=None, **overrides):
     `config` is a value (`{"resolution": None}` searches at full size).
     """
     cfg = _preset(table, preset)
+    if config is not None and not isinstance(config, (config_class, dict, str, os.PathLike)):
+        raise ValueError(f"`config` must be a {config_class.__name__}, a dict of its fields, a JSON or YAML file path "
+                         f"or None. Received: config={config!r}")
     if config is not None:
         if isinstance(config, config_class):
             cfg = config
@@ -442,7 +446,7 @@ def resolve(config_class, table, preset="quick", config=None, **overrides):
 
 
 def _preset(table, name):
-    if name not in table:
+    if not isinstance(name, str) or name not in table:
         raise ValueError(
             f"Unknown preset {name!r}. Known presets: {', '.join(table)}"
         )
@@ -616,10 +620,9 @@ def read_config_file(path):
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"Could not read config file {path!r}: {e}") from e
-    except Exception as e:  # yaml.YAMLError does not derive from ValueError
-        raise ValueError(f"Could not read config file {path!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - OSError, JSON's ValueError and yaml.YAMLError alike
+        # One line: YAML's messages span several, with the place of the fault.
+        raise ValueError(f"Could not read config file {path!r}: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict):
         raise ValueError(
             f"Config file {path!r} must hold a mapping of field names to values. "

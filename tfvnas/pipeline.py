@@ -7,9 +7,11 @@ last artefact is present), an interrupted one continues from its latest
 checkpoint, and the rest run as usual.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
+import shutil
 
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
@@ -68,9 +70,12 @@ def run(
     method=None,
     strategy="auto",
     resume=False,
+    overwrite=False,
     checkpoint_every=0,
     deterministic=False,
     tensorboard_dir=None,
+    worker_timeout=None,
+    collective_timeout=None,
     verbose=1,
 ):
     """Searches a cell, trains it as a sparse network and exports it.
@@ -81,7 +86,9 @@ def run(
         preset: 'smoke', 'quick' or 'paper', for both the search and the
             training.
         out_dir: output folder (default `saved_models/<dataset>-<preset>`);
-            it must not exist or be empty, unless `resume`.
+            it must not exist or be empty, unless `resume` or `overwrite`.
+            The run holds it (`tfvnas.runs.RunLock`): a second run there is
+            refused.
         search_config, train_config: a config object, dict or JSON/YAML
             path overriding the presets' fields.
         epochs: overrides the search epochs; `train_epochs` the training's.
@@ -92,8 +99,12 @@ def run(
         method: the search method ('vinnas' or 'darts'; default the config's).
         strategy: a `tf.distribute.Strategy` or a name; shared by both loops.
         resume: skip finished steps and continue an interrupted one.
+        overwrite: delete the `search/`, `train/` and `export/` folders a
+            run left in `out_dir` first.
         checkpoint_every: also checkpoint every this many steps.
         deterministic: seeds and op determinism.
+        worker_timeout, collective_timeout: how soon a multi-worker run
+            notices a lost worker (`tfvnas.loops.loop.make_strategy`).
         tensorboard_dir: TensorBoard folder (`search/` and `train/` runs in it).
         verbose: 0 silent, 1 progress and summaries.
 
@@ -105,41 +116,55 @@ def run(
     from tfvnas.loops.searching import search as run_search
     from tfvnas.loops.training import train as run_train
 
-    out_dir = _out_folder(dataset, preset, out_dir, resume)
+    out_dir = _out_folder(dataset, preset, out_dir, resume, overwrite)
     # The search's configuration settles the data's splits (its seed), as `tfvnas search` with the
     # same configuration would; the training then sees the same splits.
     strategy, _, dataset = loop_lib.open_run(config_lib.SearchConfig, dataset, preset=preset, config=search_config,
-                                             strategy=strategy, epochs=epochs, seed=seed, method=method)
-    steps = _Steps(out_dir, resume, verbose)
-    common = dict(strategy=strategy, checkpoint_every=checkpoint_every, deterministic=deterministic,
-                  verbose=verbose)
-    if steps.start("search"):
-        run_search(dataset, preset=preset, config=search_config, out_dir=steps.dirs["search"], epochs=epochs,
-                   seed=seed, method=method, resume=steps.interrupted("search"),
-                   tensorboard_dir=steps.board(tensorboard_dir, "search"), **common)
-    genotype = genotype_lib.Genotype.load(os.path.join(steps.dirs["search"], "genotype.json"))
-    if steps.start("train"):
-        run_train(genotype, dataset, preset=preset, config=train_config, out_dir=steps.dirs["train"],
-                  epochs=train_epochs, seed=seed, resume=steps.interrupted("train"),
-                  tensorboard_dir=steps.board(tensorboard_dir, "train"), **common)
-    if steps.start("export"):
-        report = export_model(steps.dirs["train"], steps.dirs["export"], dataset=dataset, int8=int8, qat=qat,
-                              shrink=shrink, overwrite=True, verbose=verbose)
-    else:
-        report = read_report(steps.dirs["export"])
-    result = RunResult(out_dir, steps.dirs["search"], steps.dirs["train"], steps.dirs["export"], genotype, report)
-    if verbose:
-        print(result.summary())
-    return result
+                                             strategy=strategy, epochs=epochs, seed=seed, method=method,
+                                             worker_timeout=worker_timeout, collective_timeout=collective_timeout)
+    with _hold(out_dir, loop_lib.is_chief(strategy)):
+        steps = _Steps(out_dir, resume, verbose)
+        if overwrite:
+            for folder in steps.dirs.values():
+                shutil.rmtree(folder, ignore_errors=True)
+        common = dict(strategy=strategy, checkpoint_every=checkpoint_every, deterministic=deterministic,
+                      verbose=verbose)
+        if steps.start("search"):
+            run_search(dataset, preset=preset, config=search_config, out_dir=steps.dirs["search"], epochs=epochs,
+                       seed=seed, method=method, resume=steps.interrupted("search"),
+                       tensorboard_dir=steps.board(tensorboard_dir, "search"), **common)
+        genotype = genotype_lib.Genotype.load(os.path.join(steps.dirs["search"], "genotype.json"))
+        if steps.start("train"):
+            run_train(genotype, dataset, preset=preset, config=train_config, out_dir=steps.dirs["train"],
+                      epochs=train_epochs, seed=seed, resume=steps.interrupted("train"),
+                      tensorboard_dir=steps.board(tensorboard_dir, "train"), **common)
+        if steps.start("export"):
+            report = export_model(steps.dirs["train"], steps.dirs["export"], dataset=dataset, int8=int8, qat=qat,
+                                  shrink=shrink, overwrite=True, verbose=verbose)
+        else:
+            report = read_report(steps.dirs["export"])
+        result = RunResult(out_dir, steps.dirs["search"], steps.dirs["train"], steps.dirs["export"], genotype, report)
+        if verbose:
+            print(result.summary())
+        return result
 
 
-def _out_folder(dataset, preset, out_dir, resume):
-    """The run's folder (default `default_out_dir`), refused when it holds files and the run is not resumed."""
+def _hold(out_dir, chief):
+    return runs.RunLock(out_dir, "tfvnas run") if chief else contextlib.nullcontext()
+
+
+def _out_folder(dataset, preset, out_dir, resume, overwrite):
+    """The run's folder (default `default_out_dir`), refused when it holds files and the run is not resumed or
+    overwritten."""
+    runs.check_resume_overwrite(resume, overwrite)
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"`out_dir` must be a path or None. Received: out_dir={out_dir!r}")
     out_dir = os.fspath(default_out_dir(dataset, preset) if out_dir is None else out_dir)
-    if not resume and os.path.isdir(out_dir) and os.listdir(out_dir):
+    held = set(os.listdir(out_dir)) - {runs.LOCK_FILE} if os.path.isdir(out_dir) else set()
+    if not (resume or overwrite) and held:
         raise ValueError(
             f"The output folder {out_dir!r} already holds files. Pass --resume (resume=True) to "
-            "continue that run, or choose another --out."
+            "continue that run, --overwrite (overwrite=True) to replace it, or choose another --out."
         )
     return out_dir
 

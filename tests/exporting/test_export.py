@@ -9,9 +9,11 @@ LiteRT, against the dense file's. The export shrinks the model first
 shrunk model's kernels and compute the unshrunk model's logits.
 """
 
+import errno
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -467,6 +469,29 @@ def test_a_crash_leaves_no_folder(model, dataset, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="^converter exploded$"):
         api.export_stripped(model, dataset, out_dir, config_lib.ExportConfig())
     assert not out_dir.exists()
+    assert os.listdir(tmp_path) == []
+
+
+def _full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("free, message", [
+    # Refused before anything is written.
+    (1000, "Not enough free space for the export {out!r}: it needs about {needed}, 1000 B is free."),
+    # The space check passes, then the disk fills (after the SavedModel is written).
+    (1 << 30, "No space left on the disk writing the export {out!r} (needs about {needed} free, 1.0 GiB free)."),
+], ids=["refused", "filled"])
+def test_an_export_that_does_not_fit_is_one_line_and_leaves_no_folder(model, dataset, tmp_path, monkeypatch, free,
+                                                                      message):
+    monkeypatch.setattr(api.files, "free_bytes", lambda path: free)
+    monkeypatch.setattr(tflite, "tflite_convert", _full)
+    needed = api.export_bytes(model, config_lib.ExportConfig())
+    assert needed > 4 * model.count_params() * 6
+    out_dir = tmp_path / "run"
+    with pytest.raises(api.files.WriteError, match="^" + re.escape(
+            message.format(out=str(out_dir), needed=api.files.size_text(needed))) + "$"):
+        api.export_stripped(model, dataset, out_dir)
     assert os.listdir(tmp_path) == []
 
 

@@ -18,6 +18,7 @@ of 4 steps (256 examples, bi-level halves of 128, global batch 32).
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import LOGICAL_CPUS, mirrored
+from tests.helpers.scripts import load_script
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import runs
@@ -234,6 +236,10 @@ def searches(tmp_path_factory, config_file):
 
     term = Run(_search_args(c, config_file, *every), f"{c}.term.log", pause_at=2)
     term.wait_paused()
+    # A second search into the folder the first one holds (another seed): refused at once.
+    second = Run(["search", "--preset", "smoke", "--config", config_file, "--seed", "2", "--out", c, "--quiet"],
+                 f"{c}.second.log")
+    info["second"] = {"code": second.wait(), "log": second.output(), "holder": term.proc.pid}
     term.proc.send_signal(signal.SIGTERM)
     info["term"] = {"code": term.wait(), "log": term.output(), "listing": sorted(os.listdir(c)), "state": _state(c)}
 
@@ -326,14 +332,54 @@ def test_batch_size_must_split_over_replicas():
 # -- multi-worker -------------------------------------------------------
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+_free_ports = load_script("soak").free_ports  # one helper for the tests and the soak
+
+
+def _workers(tmp_path, tag, args_of, env_of=lambda i: {}, **kwargs):
+    """`(cluster, [Run of worker 0, Run of worker 1])`: one `tfvnas` cluster on 127.0.0.1, a TMPDIR each."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    for i in range(2):
+        (tmp_path / f"tmp{i}").mkdir(exist_ok=True)
+    return cluster, [
+        Run(args_of(i), str(tmp_path / f"{tag}{i}.log"), TMPDIR=str(tmp_path / f"tmp{i}"),
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+            **env_of(i), **kwargs)
+        for i in range(2)
+    ]
+
+
+WORKER_TIMEOUT = 5  # seconds: the heartbeat timeout of the lost-worker test
+STOP_MARGIN = 45  # seconds a survivor may take past it on a busy machine (measured: 5 to 16)
+
+
+def test_a_lost_worker_stops_the_survivor_within_the_timeout(tmp_path, config_file):
+    """2 workers on 127.0.0.1 sharing --out: worker 1 SIGKILLed after the checkpoint of step 2; worker 0 stops."""
+    out = tmp_path / "out"
+    release = tmp_path / "release"
+    args = _search_args(out, config_file, "--checkpoint-every", "2", "--strategy", "multiworker",
+                        "--worker-timeout", str(WORKER_TIMEOUT))
+    cluster, (chief, worker) = _workers(tmp_path, "lost", lambda i: args, pause_at=2,
+                                        TFVNAS_TEST_RELEASE=str(release))
+    for run in (chief, worker):
+        run.wait_paused()
+    worker.proc.send_signal(signal.SIGKILL)
+    assert worker.wait() == -signal.SIGKILL
+    killed = time.monotonic()
+    release.touch()  # worker 0 goes on into step 3, whose collectives wait for worker 1
+    code = chief.wait()
+    seconds = time.monotonic() - killed
+    print(f"\nlost worker: the survivor stopped {seconds:.1f} s after the kill (heartbeat timeout {WORKER_TIMEOUT} s)")
+    assert code == 75, chief.output()[-3000:]
+    assert seconds < WORKER_TIMEOUT + STOP_MARGIN
+    checkpoint = os.path.join(out, "checkpoints", "ckpt-2")
+    assert chief.output().strip().splitlines()[-1] == (
+        f"tfvnas: error: Lost worker 1 ({cluster['worker'][1]}): it stopped sending heartbeats. This worker "
+        f"(worker 0) stopped. The newest complete checkpoint is {checkpoint} (epoch 1, step 2); --resume "
+        "(resume=True) continues from it. Restart every worker with --resume. Command: tfvnas "
+        + shlex.join([str(a) for a in args]) + " --resume"
+    )
+    path, state = _state(str(out))
+    assert path == checkpoint and state["position"]["step"] == 2
 
 
 def test_two_workers_stop_together_resume_and_end_identical(tmp_path, config_file):
@@ -345,17 +391,9 @@ def test_two_workers_stop_together_resume_and_end_identical(tmp_path, config_fil
     """
     outs = [tmp_path / "out0", tmp_path / "out1"]
     scratch = [tmp_path / "tmp0", tmp_path / "tmp1"]
-    for d in scratch:
-        d.mkdir()
 
     def workers(tag, args_of, env_of=lambda i: {}, **kwargs):
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-        return [
-            Run(args_of(i), str(tmp_path / f"{tag}{i}.log"), TMPDIR=str(scratch[i]),
-                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-                **env_of(i), **kwargs)
-            for i in range(2)
-        ]
+        return _workers(tmp_path, tag, args_of, env_of, **kwargs)[1]
 
     release = tmp_path / "release"
     first = workers(
@@ -460,12 +498,38 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(searches):
         "epoch": 1, "step_in_epoch": 2, "step": 6,
     }
     assert [r["epoch"] for r in state["history"]] == [1]
-    assert kill["listing"] == ["checkpoints"]
+    # The killed run's lock file stays behind, unlocked: the resume took it over.
+    assert kill["listing"] == [runs.LOCK_FILE, "checkpoints"]
     assert f"Resuming from {path} (epoch 2, step 6)" in searches["final"]["log"]
     # Resumed to the end: every saved tensor (gates, weights, BN statistics,
     # noise generator states, optimizer slots), the history and both
     # genotypes equal those of the run that was never interrupted.
     _assert_bit_identical(searches["reference"], out)
+
+
+def test_a_second_run_on_a_held_folder_is_refused_naming_the_holder(searches):
+    second = searches["second"]
+    out = searches["interrupted"]
+    assert second["code"] == 2, second["log"][-3000:]
+    line = second["log"].strip().splitlines()[-1]
+    assert line.startswith(
+        f"tfvnas: error: The output folder {out!r} is in use by another run (a search, process {second['holder']} "
+        f"on {socket.gethostname()}, started ")
+    assert line.endswith("). Wait for it to end or stop it, or choose another --out.")
+    # It wrote nothing: the holder's first checkpoints are all the folder holds.
+    assert searches["term"]["state"][0] == os.path.join(out, "checkpoints", "ckpt-3")
+
+
+def test_a_new_run_into_a_finished_one_is_refused_unless_overwritten(searches, capsys):
+    out = searches["rerun"]
+    assert main(["search", "--preset", "smoke", "--seed", "5", "--out", out, "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"tfvnas: error: The output folder {out!r} already holds a run (checkpoints, genotype.json, "
+        "genotype_threshold.json, search_config.json, search_history.json). Pass --resume (resume=True) to "
+        "continue it, --overwrite (overwrite=True) to replace it with a new search, or choose another --out.\n"
+    )
+    assert main(["search", "--out", out, "--resume", "--overwrite"]) == 2
+    assert "`resume` and `overwrite` exclude each other" in capsys.readouterr().err
 
 
 def test_resume_with_a_different_configuration_is_refused(searches, config_file, capsys):

@@ -179,14 +179,17 @@ def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, 
     _check_arguments(model, dataset, out_dir, config, extra_report, overwrite)
     log = log or (lambda line: None)
     out_dir = os.path.abspath(os.fspath(out_dir))
+    needed = export_bytes(model, config)
+    _check_free_space(out_dir, needed)
     tmp = f"{out_dir}.tmp-{os.getpid()}"
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
-    os.makedirs(tmp)
     try:
-        report = _export_into(model, dataset, tmp, config, log)
-        report["model"] = files.jsonable(extra_report) if extra_report is not None else None
-        report_lib.write_reports(report, tmp, config)
+        with files.writing(out_dir, "the export", needed=needed):
+            os.makedirs(tmp)
+            report = _export_into(model, dataset, tmp, config, log)
+            report["model"] = files.jsonable(extra_report) if extra_report is not None else None
+            report_lib.write_reports(report, tmp, config)
         _check_out_dir(out_dir, overwrite)
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
@@ -196,6 +199,33 @@ def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, 
         raise
     log(f"exported to {out_dir}")
     return report
+
+
+def export_bytes(model, config):
+    """About how many bytes an export of `model` writes at most (its temporary files included).
+
+    Each float copy of the weights (the SavedModel, the sparse and the dense
+    float .tflite) takes 4 bytes per parameter, an int8 one 1; QAT writes a
+    float SavedModel on the way; the unshrunk comparison converts the model
+    once more. Graphs, reports and headers are bounded by 4 MiB.
+    """
+    copies = 3 + 0.25 * config.int8 + 1.25 * config.qat
+    if config.shrink and config.compare_unshrunk:
+        copies += 3 + 0.25 * config.int8
+    return int(4 * model.count_params() * copies) + (4 << 20)
+
+
+def _check_free_space(out_dir, needed):
+    """Refuses an export that would not fit on its disk before writing anything.
+
+    Raises:
+        tfvnas.files.WriteError: naming the folder, the bytes needed and the bytes free.
+    """
+    free = files.free_bytes(out_dir)
+    if free < needed:
+        raise files.WriteError(
+            f"Not enough free space for the export {out_dir!r}: it needs about {files.size_text(needed)}, "
+            f"{files.size_text(free)} is free.", out_dir, True)
 
 
 def _export_into(unshrunk, dataset, folder, config, log):
@@ -467,17 +497,15 @@ def load_trained(model_dir):
     try:
         network = keras.models.load_model(model_path, compile=False)
     except Exception as error:  # noqa: BLE001 - zip, JSON and Keras errors alike
-        raise ValueError(f"Cannot load the trained model in {model_dir!r}: {error}") from error
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ValueError(f"The trained model {model_path!r} does not load (damaged or truncated?): {reason}") \
+            from error
     if not isinstance(network, network_lib.Network):
         raise ValueError(
             f"`model` must hold a tfvnas Network in {TRAIN_MODEL}. "
             f"Received: {type(network).__name__} in {model_dir!r}"
         )
-    try:
-        with open(history_path, encoding="utf-8") as f:
-            history = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ValueError(f"Cannot read {history_path!r}: {error}") from error
+    history = files.read_json(history_path, "training history")
     if not isinstance(history, dict):
         raise ValueError(
             f"{history_path!r} must hold a JSON object. Received: {type(history).__name__}")
@@ -533,6 +561,9 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
         ValueError: If the folder is not a training output, the data does not
             fit the model, or an argument is invalid.
     """
+    for name, value in (("model_dir", model_dir), ("out_dir", out_dir)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"`{name}` must be a path. Received: {name}={value!r}")
     config = _export_config(config, int8, qat, shrink)
     _check_out_dir(out_dir, overwrite)
     network, history = load_trained(model_dir)
@@ -574,9 +605,4 @@ def read_report(out_dir):
     Raises:
         ValueError: If the folder holds no readable report.
     """
-    path = os.path.join(os.fspath(out_dir), REPORT_JSON)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ValueError(f"Cannot read the export report {path!r}: {error}") from error
+    return files.read_json(os.path.join(os.fspath(out_dir), REPORT_JSON), "export report")

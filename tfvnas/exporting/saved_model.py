@@ -79,7 +79,7 @@ def saved_model_weights(path):
         e.g. `"stem_conv/kernel"`) to its value as a NumPy array. A repeated
         name gets a `#k` suffix.
     """
-    loaded = tf.saved_model.load(os.fspath(path))
+    loaded = load_saved_model(path)
     weights = {}
     for variable in loaded.variables:
         name = variable.name[:-2] if variable.name.endswith(":0") else variable.name
@@ -91,9 +91,23 @@ def saved_model_weights(path):
 
 
 def saved_model_logits(path, x, batch_size):
-    signature = tf.saved_model.load(os.fspath(path)).signatures[SIGNATURE_KEY]
+    signature = load_saved_model(path).signatures[SIGNATURE_KEY]
     out = [
         signature(**{INPUT_NAME: tf.constant(x[i : i + batch_size])})["logits"].numpy()
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(out)
+
+
+def load_saved_model(path):
+    """`tf.saved_model.load(path)`, or one line naming the folder when it does not load.
+
+    Raises:
+        ValueError: the SavedModel is missing, truncated or damaged.
+    """
+    path = os.fspath(path)
+    try:
+        return tf.saved_model.load(path)
+    except Exception as error:  # noqa: BLE001 - protobuf, OpError and OSError alike
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ValueError(f"The SavedModel {path!r} does not load (damaged or truncated?): {reason}") from error

@@ -23,7 +23,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfvnas import checks
 from tfvnas.exporting.names import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE_KEY
-from tfvnas.exporting.saved_model import input_dtype_name, write_saved_model
+from tfvnas.exporting.saved_model import input_dtype_name, load_saved_model, write_saved_model
 
 # Latency is measured single-threaded: what one phone core does, and stable
 # on shared machines.
@@ -70,6 +70,7 @@ def tflite_convert(model, *, sparse, int8=False, representative=None, input_dtyp
         from_path = isinstance(model, (str, os.PathLike))
         if from_path:
             source = os.fspath(model)
+            signature = load_saved_model(source).signatures[SIGNATURE_KEY]
         else:
             source = os.path.join(tmp, SAVED_MODEL_DIR)
             write_saved_model(model, source, input_dtype=dtype)
@@ -79,7 +80,6 @@ def tflite_convert(model, *, sparse, int8=False, representative=None, input_dtyp
             optimizations.append(tf.lite.Optimize.DEFAULT)
             images = np.asarray(representative)
             if from_path:
-                signature = tf.saved_model.load(source).signatures[SIGNATURE_KEY]
                 rep_dtype = signature.structured_input_signature[1][INPUT_NAME].dtype.as_numpy_dtype
             else:
                 rep_dtype = np.dtype(dtype)

@@ -10,32 +10,44 @@ Checkpoints (`tf.train.CheckpointManager`, in `<out_dir>/checkpoints`) hold
 the model (weights, gate state, batch-norm statistics and the state of every
 `SeedGenerator`, so the noise continues where it stopped) and the
 optimizers. Beside each checkpoint `ckpt-N`, `state-N.json` holds the
-position (epoch, step) and the history so far. The state is written before
-the checkpoint, and the checkpoint index last, so an interrupted save leaves
-the previous checkpoint as the latest complete one. Data order is a pure
-function of `(seed, epoch)`, so a resumed run sees the batches the
-uninterrupted run would have seen.
+position (epoch, step) and the history so far. The checkpoint is written
+first, its state second and the checkpoint index last, so a state file
+always names a complete checkpoint, and a save that fails (a full disk, a
+kill) leaves the previous checkpoint as the newest complete one; a failed
+save removes what it wrote. A resume restores the newest checkpoint that
+restores and says which ones it skipped. Data order is a pure function of
+`(seed, epoch)`, so a resumed run sees the batches the uninterrupted run
+would have seen.
+
+Faults become one line each (`Loop.faults`): a worker of a multi-worker run
+that stops (TensorFlow's coordination service notices the missing
+heartbeats, `make_strategy`'s `worker_timeout`) is `WorkerLost`, a write that
+fails is `tfvnas.files.WriteError`, and both name the newest complete
+checkpoint to resume from.
 """
 
-import json
+import contextlib
 import math
 import os
+import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfvnas import choices, files, precision
+from tfvnas import choices, files, precision, runs
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
+from tfvnas.checks import WorkerLost
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational
 from tfvnas.loops import optim
-from tfvnas.runs import check_resume_config
 
 STRATEGIES = choices.STRATEGIES
 
@@ -44,7 +56,7 @@ class Interrupted(KeyboardInterrupt):
     """Raised after a SIGTERM or SIGINT once a checkpoint has been saved."""
 
 
-def make_strategy(name="auto"):
+def make_strategy(name="auto", *, worker_timeout=None, collective_timeout=None):
     """A `tf.distribute.Strategy` by name.
 
     `auto` picks `MultiWorkerMirroredStrategy` when `TF_CONFIG` is set,
@@ -52,13 +64,29 @@ def make_strategy(name="auto"):
     strategy otherwise. Create it before any other TensorFlow work (a
     multi-worker strategy must be created first).
 
+    Args:
+        name: one of `STRATEGIES`.
+        worker_timeout: multi-worker only: seconds without a heartbeat after
+            which TensorFlow's coordination service declares a worker lost and
+            aborts every other worker's collectives (None: TensorFlow's
+            default, 10 s). A survivor stops within about this time.
+        collective_timeout: multi-worker only: seconds after which one
+            collective operation that waits gives up (None: never). It
+            catches a worker that hangs but still sends heartbeats; it must
+            exceed the longest wait of one worker for another, the first
+            step's trace included (minutes on a busy CPU), and TensorFlow
+            starts a thread per collective to time it.
+
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name or a timeout that is not a positive number.
     """
     if name not in STRATEGIES:
         raise ValueError(
             f"`strategy` must be one of {', '.join(STRATEGIES)}. Received: strategy={name!r}"
         )
+    for key, value in (("worker_timeout", worker_timeout), ("collective_timeout", collective_timeout)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise ValueError(f"`{key}` must be a positive number of seconds or None. Received: {key}={value!r}")
     if name == "auto":
         if os.environ.get("TF_CONFIG"):
             name = "multiworker"
@@ -69,10 +97,38 @@ def make_strategy(name="auto"):
     if name == "multiworker":
         # Not kept in a module-level cache: a multi-worker strategy alive at
         # interpreter exit stalls the coordination service's shutdown.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if worker_timeout is not None:
+            _configure_coordination(worker_timeout)
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if name == "mirrored":
         return mirrored_strategy()
     return tf.distribute.get_strategy()
+
+
+def _configure_coordination(worker_timeout):
+    """Sets the heartbeat timeout of TensorFlow's coordination service before the multi-worker strategy starts it.
+
+    `MultiWorkerMirroredStrategy` configures the service itself, with the
+    default timeout, unless it is configured already; TensorFlow has no
+    public setting for the timeout, so this makes the strategy's own call
+    (the same jobs and leader) with the timeout given.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # noqa: PLC0415 - no public API
+    from tensorflow.python.distribute import multi_worker_util  # noqa: PLC0415
+    from tensorflow.python.eager import context  # noqa: PLC0415
+
+    if context.context().coordination_service is not None:
+        return  # configured once per process; a second strategy shares it
+    cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ("chief", "worker") if job in cluster.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster),
+        coordinated_jobs=jobs,
+        heartbeat_timeout_in_ms=int(worker_timeout * 1000),
+    )
 
 
 # One strategy per device set and process. TensorFlow numbers the collective
@@ -84,7 +140,7 @@ _COLLECTIVE_OWNERS = {}
 
 
 def open_run(config_class, dataset, *, preset="quick", config=None, out_dir=None, resume=False, strategy=None,
-             deterministic=False, **overrides):
+             deterministic=False, worker_timeout=None, collective_timeout=None, **overrides):
     """What every run does first: `(strategy, config, dataset)` for a search, a training, `run` or `tune`.
 
     The strategy from its name (`make_strategy`) or as given (None: the
@@ -95,7 +151,10 @@ def open_run(config_class, dataset, *, preset="quick", config=None, out_dir=None
     same configuration sees the same splits.
     """
     if isinstance(strategy, str):
-        strategy = make_strategy(strategy)
+        strategy = make_strategy(strategy, worker_timeout=worker_timeout, collective_timeout=collective_timeout)
+    elif strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise ValueError(f"`strategy` must be a tf.distribute.Strategy, one of {', '.join(STRATEGIES)}, or None. "
+                         f"Received: strategy={strategy!r}")
     cfg = config_lib.settle(config_class, preset=preset, config=config, out_dir=out_dir, resume=resume, **overrides)
     if deterministic:
         enable_determinism(cfg.seed)
@@ -285,6 +344,8 @@ class Loop:
         self.history = []
         self.position = {"epoch": 0, "step_in_epoch": 0, "step": 0, "sums": None}
         self.checkpoint_dir = None
+        self.last_checkpoint = (None, None)  # (prefix, position) of the newest complete checkpoint
+        self.skipped_checkpoints = []
         self._stop_signal = None
         self.summaries = None  # a tfvnas.loops.tensorboard.EpochSummaries while `train` runs
         self._multi_worker = num_workers(self.strategy) > 1
@@ -510,69 +571,165 @@ class Loop:
     # -- checkpoints ------------------------------------------------------
 
     def checkpoint_path(self):
-        """The latest complete checkpoint prefix, or None."""
+        """The newest complete checkpoint prefix, or None."""
         if self.checkpoint_dir is None:
             return None
-        return tf.train.latest_checkpoint(self.checkpoint_dir)
+        numbers = runs.checkpoint_numbers(self.checkpoint_dir)
+        return os.path.join(self.checkpoint_dir, f"ckpt-{numbers[0]}") if numbers else None
+
+    def checkpoint_bytes(self):
+        """About how many bytes a checkpoint takes: the newest one's files, else every variable it will hold
+        (from shapes, so no collective) and its index, about 200 bytes a variable."""
+        newest = self.checkpoint_path()
+        if newest is not None:
+            folder, name = os.path.split(newest)
+            sizes = [os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
+                     if f.startswith(name + ".")]
+            if sizes:
+                return sum(sizes)
+        variables = list(self.model.variables)
+        for optimizer, _ in self.optimizers.values():
+            variables += list(optimizer.variables)
+        return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size + 200 for v in variables)
 
     def save_checkpoint(self):
-        """Saves model, optimizers and position; returns the checkpoint prefix."""
+        """Saves model, optimizers and position; returns the checkpoint prefix.
+
+        The checkpoint first, then its state file, then the index and the
+        deletion of all but the two newest (and of any newer, left by a run
+        this one resumed past): a state file always names a complete
+        checkpoint. A save that fails removes what it wrote (TensorFlow's
+        `ckpt-N_temp/` folder included) and raises `tfvnas.files.WriteError`.
+        """
         if self.checkpoint_dir is None:
             return None
         number = self.position["step"]
         chief = is_chief(self.strategy)
-        directory = self.checkpoint_dir
+        # Every worker takes part in the save (reading distributed variables
+        # can be a collective operation); only the chief's copy is kept. The
+        # others write to a temporary folder outside the output folder and
+        # delete it.
+        directory = self.checkpoint_dir if chief else tempfile.mkdtemp(prefix="tfvnas-worker-checkpoint-")
+        prefix = os.path.join(directory, f"ckpt-{number}")
+        try:
+            with files.writing(prefix, "the checkpoint", needed=self.checkpoint_bytes()):
+                os.makedirs(directory, exist_ok=True)
+                # Counted as `tf.train.CheckpointManager.save` counts (a restore expects the counter).
+                self._checkpoint.save_counter.assign_add(1)
+                self._checkpoint.write(prefix)
+            if chief:
+                state = {"position": self.position, "history": self.history, "config": self.config.to_dict(),
+                         "extra": self.checkpoint_state()}
+                files.write_json(os.path.join(directory, f"state-{number}.json"), state, indent=None,
+                                 what="the checkpoint state")
+        except BaseException:
+            if chief:
+                _remove_checkpoints(directory, [number])
+            raise
+        finally:
+            if not chief:
+                shutil.rmtree(directory, ignore_errors=True)
+        path = os.path.join(self.checkpoint_dir, f"ckpt-{number}")
         if chief:
-            os.makedirs(directory, exist_ok=True)
-            state = {"position": self.position, "history": self.history, "config": self.config.to_dict(),
-                     "extra": self.checkpoint_state()}
-            files.write_json(os.path.join(directory, f"state-{number}.json"), state, indent=None)
-        else:
-            # Every worker takes part in the save (reading distributed
-            # variables can be a collective operation); only the chief's copy
-            # is kept. The others write to a temporary folder outside the
-            # output folder and delete it.
-            directory = tempfile.mkdtemp(prefix="tfvnas-worker-checkpoint-")
-        manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=2)
-        path = manager.save(checkpoint_number=number)
-        if chief:
-            kept = {os.path.basename(p) for p in manager.checkpoints}
-            for name in os.listdir(directory):
-                if name.startswith("state-") and name.endswith(".json"):
-                    if "ckpt-" + name[len("state-"):-len(".json")] not in kept:
-                        os.remove(os.path.join(directory, name))
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
-            path = os.path.join(self.checkpoint_dir, os.path.basename(path))  # the chief's copy
+            kept = [n for n in runs.checkpoint_numbers(directory) if n <= number][:2]
+            # TensorFlow's index (`tf.train.latest_checkpoint` reads it), as `tf.train.CheckpointManager`
+            # writes it: paths relative to the folder, oldest first. A resume does not need it.
+            index = f'model_checkpoint_path: "ckpt-{number}"\n' + "".join(
+                f'all_model_checkpoint_paths: "ckpt-{n}"\n' for n in reversed(kept))
+            files.atomic_write(os.path.join(directory, "checkpoint"), index, "the checkpoint index")
+            _remove_checkpoints(directory, exclude=kept)
+        self.last_checkpoint = (path, dict(self.position))
         return path
 
     def restore(self, checkpoint_dir):
-        """Restores the latest checkpoint in `checkpoint_dir`; returns its prefix.
+        """Restores the newest checkpoint in `checkpoint_dir` that restores; returns its prefix.
+
+        A checkpoint whose state or tensors do not read (truncated, damaged)
+        is skipped with a line on stderr that names it, and the next older
+        one is tried; `skipped_checkpoints` lists `(prefix, reason)`.
 
         Raises:
-            ValueError: when there is no checkpoint, or it was written with a
-                different configuration.
+            ValueError: when there is no checkpoint or none restores, or one
+                was written with a different configuration.
         """
         checkpoint_dir = os.fspath(checkpoint_dir)
-        path = tf.train.latest_checkpoint(checkpoint_dir)
-        if path is None:
+        numbers = runs.checkpoint_numbers(checkpoint_dir)
+        if not numbers:
             raise ValueError(
                 f"No checkpoint to resume from in {checkpoint_dir!r} "
                 "(expected the 'checkpoints' folder a previous run wrote)."
             )
-        number = path.rsplit("-", 1)[-1]
-        state_path = os.path.join(checkpoint_dir, f"state-{number}.json")
+        self.skipped_checkpoints = []
+        for number in numbers:
+            path = os.path.join(checkpoint_dir, f"ckpt-{number}")
+            try:
+                state = runs.read_state(checkpoint_dir, number)
+                saved = type(self.config).from_dict(state["config"])
+            except ValueError as e:
+                self._skip(path, str(e))
+                continue
+            runs.check_resume_config(saved, self.config, checkpoint_dir)
+            try:
+                self._checkpoint.restore(path).assert_consumed()
+            except Exception as e:  # noqa: BLE001 - a damaged file fails as OpError, IndexError, AssertionError...
+                self._skip(path, _op_error_text(e))
+                continue
+            self.position = state["position"]
+            self.history = state["history"]
+            self.restore_checkpoint_state(state.get("extra", {}))
+            self.last_checkpoint = (path, dict(self.position))
+            return path
+        raise ValueError(
+            f"No checkpoint in {checkpoint_dir!r} restores: "
+            + "; ".join(f"{os.path.basename(p)}: {reason}" for p, reason in self.skipped_checkpoints)
+        )
+
+    def _skip(self, path, reason):
+        self.skipped_checkpoints.append((path, reason))
+        print(f"tfvnas: skipped the checkpoint {path}, which does not restore: {reason}", file=sys.stderr,
+              flush=True)
+
+    # -- faults -----------------------------------------------------------
+
+    def resume_hint(self):
+        """Where a run that stops here continues from."""
+        path, position = self.last_checkpoint
+        if path is None:
+            return "No checkpoint was saved yet."
+        return (f"The newest complete checkpoint is {path} (epoch {position['epoch'] + 1}, step "
+                f"{position['step']}); --resume (resume=True) continues from it.")
+
+    @contextlib.contextmanager
+    def faults(self):
+        """Turns a lost worker (`WorkerLost`) or a failed write (`WriteError`) into one line with `resume_hint`."""
         try:
-            with open(state_path, encoding="utf-8") as f:
-                state = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"Cannot read the checkpoint state {state_path!r}: {e}") from e
-        check_resume_config(type(self.config).from_dict(state["config"]), self.config, checkpoint_dir)
-        self._checkpoint.restore(path).assert_consumed()
-        self.position = state["position"]
-        self.history = state["history"]
-        self.restore_checkpoint_state(state.get("extra", {}))
-        return path
+            yield
+        except files.WriteError as e:
+            fix = "Free space" if e.no_space else "Make it writable"
+            raise files.WriteError(f"{e} {fix}, then resume. {self.resume_hint()}", e.path, e.no_space) from None
+        except tf.errors.OpError as e:
+            if not (self._multi_worker and (isinstance(e, _PEER_ERRORS) or "Collective ops is aborted" in str(e))):
+                raise
+            raise WorkerLost(self._lost_message(e)) from None
+
+    def _lost_message(self, error):
+        resolver = self.strategy.cluster_resolver
+        me = (resolver.task_type, int(resolver.task_id))
+        cluster = resolver.cluster_spec().as_dict()
+        text = getattr(error, "message", None) or str(error)
+        tasks = [(job, int(i)) for job, i in re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", text)]
+        lost = [t for t in dict.fromkeys(tasks) if t != me and t[0] in cluster and t[1] < len(cluster[t[0]])]
+        who = ", ".join(f"{job} {i} ({cluster[job][i]})" for job, i in lost) or "another worker"
+        if "heartbeat" in text:
+            why = "it stopped sending heartbeats"
+        elif isinstance(error, tf.errors.DeadlineExceededError):
+            why = "a collective operation waited longer than the collective timeout"
+        elif re.search(r"Socket closed|Connection reset|Failed to connect|connection refused", text, re.I):
+            why = "its connection closed"
+        else:
+            why = _first_line(text.split("Collective ops is aborted by:")[-1])
+        return (f"Lost {who}: {why}. This worker ({me[0]} {me[1]}) stopped. {self.resume_hint()} "
+                "Restart every worker with --resume.")
 
     # -- loop -------------------------------------------------------------
 
@@ -608,8 +765,9 @@ class Loop:
             self.summaries = EpochSummaries(tensorboard_dir)
         previous = self._install_signal_handlers()
         try:
-            while self.position["epoch"] < self.config.epochs and not self.finished():
-                self._run_epoch()
+            with self.faults():
+                while self.position["epoch"] < self.config.epochs and not self.finished():
+                    self._run_epoch()
         finally:
             for sig, h in previous.items():
                 signal.signal(sig, h)
@@ -726,3 +884,38 @@ class Loop:
 
     def epoch_line(self, record):
         return f"val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
+
+
+# What a worker sees when another one stops: the coordination service's
+# "tasks are unhealthy" (UnavailableError), a closed connection, a
+# collective timeout.
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
+
+
+def _first_line(text):
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _op_error_text(error):
+    """The first line of an error's message, without TensorFlow's `{{function_node ...}}` and `[Op:...]` frames."""
+    text = _first_line(getattr(error, "message", None) or str(error) or type(error).__name__)
+    return re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text))
+
+
+def _remove_checkpoints(directory, numbers=None, exclude=()):
+    """Deletes checkpoints `numbers` (None: all but `exclude`) with their states, and leftovers of failed saves.
+
+    Leftovers: TensorFlow's `ckpt-N_temp/` folders and the temporary files of
+    atomic writes, which only a save that failed or a killed process leaves.
+    """
+    pattern = re.compile(r"^(?:ckpt-(\d+)(?:\.index|\.data-\d+-of-\d+)|state-(\d+)\.json)$")
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        path = os.path.join(directory, name)
+        if re.match(r"^ckpt-\d+_temp$", name) or name.startswith(".") and name.endswith(".tmp"):
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+            continue
+        match = pattern.match(name)
+        if match:
+            n = int(match.group(1) or match.group(2))
+            if (n in numbers) if numbers is not None else (n not in exclude):
+                os.remove(path)

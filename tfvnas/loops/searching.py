@@ -23,7 +23,7 @@ from tfvnas.loops import selection as selection_lib
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import supernet as supernet_lib
 
-ARTEFACTS = ("genotype.json", "genotype_threshold.json", "search_config.json", "search_history.json")
+ARTEFACTS = runs.SEARCH_ARTEFACTS
 
 # What "converged" means (`SearchResult.converged`): this share of each gate
 # table pruned, and the top_k genotype unchanged over this many epochs.
@@ -408,8 +408,9 @@ class Searcher(loop_lib.Loop):
         selection = None
         if cfg.selection == "perturbation":
             x, y = self.dataset.x_val[: cfg.selection_images], self.dataset.y_val[: cfg.selection_images]
-            perturbed, selection = selection_lib.perturbation_genotype(
-                model, lambda: self.evaluate_arrays(x, y)[1], k=cfg.top_k)
+            with self.faults():
+                perturbed, selection = selection_lib.perturbation_genotype(
+                    model, lambda: self.evaluate_arrays(x, y)[1], k=cfg.top_k)
             selection.update(images=int(len(x)), gates_genotype=genotype.to_dict())
             genotype = perturbed
         result = SearchResult(
@@ -422,7 +423,8 @@ class Searcher(loop_lib.Loop):
             selection=selection,
         )
         if out_dir is not None and loop_lib.is_chief(self.strategy):
-            write_artefacts(result, out_dir)
+            with self.faults():
+                write_artefacts(result, out_dir)
             result.out_dir = os.fspath(out_dir)
         return result
 
@@ -457,9 +459,12 @@ def search(
     seed=None,
     method=None,
     resume=False,
+    overwrite=False,
     checkpoint_every=0,
     deterministic=False,
     tensorboard_dir=None,
+    worker_timeout=None,
+    collective_timeout=None,
     verbose=1,
 ):
     """Searches a cell with VINNAS.
@@ -482,26 +487,38 @@ def search(
         resume: continue the run whose checkpoints are in `out_dir`; its
             saved configuration is used (`config`, `epochs`, `seed` and `method`, if
             given, must resolve with `preset` to that same configuration).
+        overwrite: replace the run `out_dir` holds (without it, and without
+            `resume`, a folder that holds a run is refused).
         checkpoint_every: also checkpoint every this many steps.
         tensorboard_dir: TensorBoard log folder: scalars per epoch (and, for a
             search, log_alpha histograms and a drawing of the cell so far).
         deterministic: seeds and op determinism (bit-identical reruns on one
             machine; slower).
+        worker_timeout, collective_timeout: with a strategy given by name,
+            how soon a multi-worker run notices a lost worker
+            (`tfvnas.loops.loop.make_strategy`).
         verbose: 0 silent, 1 progress bar and summary.
 
     Returns:
         A `SearchResult`.
 
     Raises:
-        ValueError: for a bad dataset, config, size or resume folder.
+        ValueError: for a bad dataset, config, size or resume folder, or a
+            folder that holds a run (without `resume` or `overwrite`).
         FloatingPointError: when the loss stops being finite.
+        tfvnas.runs.FolderInUse: another process runs in `out_dir`.
+        tfvnas.files.WriteError: a write failed (a full disk).
+        tfvnas.checks.WorkerLost: another worker of a multi-worker run stopped.
         tfvnas.loops.loop.Interrupted: after SIGTERM/SIGINT (a checkpoint is saved).
     """
+    runs.check_resume_overwrite(resume, overwrite)
     strategy, cfg, dataset = loop_lib.open_run(
         config_lib.SearchConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
-        strategy=strategy, deterministic=deterministic, epochs=epochs, seed=seed, method=method)
-    searcher = Searcher(cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
-    result = searcher.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
+        strategy=strategy, deterministic=deterministic, worker_timeout=worker_timeout,
+        collective_timeout=collective_timeout, epochs=epochs, seed=seed, method=method)
+    with runs.claim(out_dir, "search", resume=resume, overwrite=overwrite, chief=loop_lib.is_chief(strategy)):
+        searcher = Searcher(cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
+        result = searcher.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
     if verbose:
         print(result.summary())
     return result

@@ -17,6 +17,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tfvnas import files
+
 
 class EpochSummaries:
     """Writes one step of summaries per epoch into `log_dir`.
@@ -27,22 +29,29 @@ class EpochSummaries:
 
     def __init__(self, log_dir):
         self.log_dir = os.fspath(log_dir)
-        self.writer = tf.summary.create_file_writer(self.log_dir)
+        with self.writing():
+            self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def writing(self):
+        """A failed write (a full disk) as one `tfvnas.files.WriteError` naming the log folder."""
+        return files.writing(self.log_dir, "TensorBoard summaries")
 
     def scalars(self, record, step):
         """Every finite number in `record` (and one level of nested dicts)."""
-        with self.writer.as_default(step=step):
-            for key, value in sorted(_scalars(record)):
-                tf.summary.scalar(key, value)
-        self.writer.flush()
+        with self.writing():
+            with self.writer.as_default(step=step):
+                for key, value in sorted(_scalars(record)):
+                    tf.summary.scalar(key, value)
+            self.writer.flush()
 
     def histogram(self, name, values, step):
         values = np.asarray(values, np.float64)
         values = values[np.isfinite(values)]
         if values.size:
-            with self.writer.as_default(step=step):
-                tf.summary.histogram(name, values)
-            self.writer.flush()
+            with self.writing():
+                with self.writer.as_default(step=step):
+                    tf.summary.histogram(name, values)
+                self.writer.flush()
 
     def genotype_images(self, genotype, step, prefix="cell"):
         """A PNG drawing of each cell of `genotype` (`tfvnas.pictures.cell_drawing.cell_png`, matplotlib)."""
@@ -52,9 +61,10 @@ class EpochSummaries:
             for cell_type in ("normal", "reduce"):
                 path = cell_drawing.cell_png(genotype, cell_type, os.path.join(tmp, f"{cell_type}.png"))
                 image = tf.io.decode_png(tf.io.read_file(path), channels=3)
-                with self.writer.as_default(step=step):
+                with self.writing(), self.writer.as_default(step=step):
                     tf.summary.image(f"{prefix}/{cell_type}", image[None])
-        self.writer.flush()
+        with self.writing():
+            self.writer.flush()
 
     def close(self):
         self.writer.close()

@@ -35,7 +35,7 @@ from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import network as network_lib
 from tfvnas.models import zoo
 
-ARTEFACTS = ("model.keras", "genotype.json", "train_config.json", "train_history.json")
+ARTEFACTS = runs.TRAIN_ARTEFACTS
 
 
 @dataclasses.dataclass
@@ -213,7 +213,8 @@ class Trainer(loop_lib.Loop):
             if self.verbose:
                 print(f"Resuming from {path} (epoch {self.position['epoch'] + 1}, step {self.position['step']})")
         self.train(checkpoint_dir, tensorboard_dir)
-        test_loss, test_acc = self.evaluate("test")
+        with self.faults():
+            test_loss, test_acc = self.evaluate("test")
         # The trained network as it is (every weight the sparse training kept),
         # and after dead-channel elimination (only weights that compute).
         counts = counting.count_parameters(strip_lib.strip(self.model, shrink=False))
@@ -232,7 +233,8 @@ class Trainer(loop_lib.Loop):
             dataset=self.dataset.name,
         )
         if out_dir is not None and loop_lib.is_chief(self.strategy):
-            write_artefacts(result, self.dataset, out_dir)
+            with self.faults():
+                write_artefacts(result, self.dataset, out_dir)
             result.out_dir = os.fspath(out_dir)
         return result
 
@@ -265,8 +267,13 @@ def write_artefacts(result, dataset, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     model_path = os.path.join(out_dir, "model.keras")
     tmp = os.path.join(out_dir, f".model-{os.getpid()}.keras")
-    result.model.save(tmp)
-    os.replace(tmp, model_path)
+    try:
+        with files.writing(model_path, "the trained model"):
+            result.model.save(tmp)
+            os.replace(tmp, model_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     result.genotype.save(os.path.join(out_dir, "genotype.json"))
     result.config.save(os.path.join(out_dir, "train_config.json"))
     files.write_json(
@@ -305,9 +312,12 @@ def train(
     epochs=None,
     seed=None,
     resume=False,
+    overwrite=False,
     checkpoint_every=0,
     deterministic=False,
     tensorboard_dir=None,
+    worker_timeout=None,
+    collective_timeout=None,
     verbose=1,
 ):
     """Trains the network of `genotype` from scratch.
@@ -329,28 +339,41 @@ def train(
         resume: continue the run whose checkpoints are in `out_dir`; its
             saved configuration is used (`config`, `epochs` and `seed`, if
             given, must resolve with `preset` to that same configuration).
+        overwrite: replace the run `out_dir` holds (without it, and without
+            `resume`, a folder that holds a run is refused).
         checkpoint_every: also checkpoint every this many steps.
         tensorboard_dir: TensorBoard log folder: scalars per epoch (and, for a
             search, log_alpha histograms and a drawing of the cell so far).
         deterministic: seeds and op determinism.
+        worker_timeout, collective_timeout: with a strategy given by name,
+            how soon a multi-worker run notices a lost worker
+            (`tfvnas.loops.loop.make_strategy`).
         verbose: 0 silent, 1 progress bar and summary.
 
     Returns:
         A `TrainResult`.
 
     Raises:
-        ValueError: for a bad genotype, dataset, config or resume folder.
+        ValueError: for a bad genotype, dataset, config or resume folder, or
+            a folder that holds a run (without `resume` or `overwrite`).
         FloatingPointError: when the loss stops being finite.
+        tfvnas.runs.FolderInUse: another process runs in `out_dir`.
+        tfvnas.files.WriteError: a write failed (a full disk).
+        tfvnas.checks.WorkerLost: another worker of a multi-worker run stopped.
         tfvnas.loops.loop.Interrupted: after SIGTERM/SIGINT (a checkpoint is saved).
     """
     if not isinstance(genotype, genotype_lib.Genotype):
         genotype = zoo.load_genotype(genotype)
     genotype.validate()  # against the op registry
+    runs.check_resume_overwrite(resume, overwrite)
     strategy, cfg, dataset = loop_lib.open_run(
         config_lib.TrainConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
-        strategy=strategy, deterministic=deterministic, epochs=epochs, seed=seed)
-    trainer = Trainer(genotype, cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
-    result = trainer.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
+        strategy=strategy, deterministic=deterministic, worker_timeout=worker_timeout,
+        collective_timeout=collective_timeout, epochs=epochs, seed=seed)
+    with runs.claim(out_dir, "training", resume=resume, overwrite=overwrite, chief=loop_lib.is_chief(strategy)):
+        trainer = Trainer(genotype, cfg, dataset, strategy=strategy, verbose=verbose,
+                          checkpoint_every=checkpoint_every)
+        result = trainer.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
     if verbose:
         print(result.summary())
     return result

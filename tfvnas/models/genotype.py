@@ -455,9 +455,7 @@ class Genotype:
                 message names the file.
         """
         path = os.fspath(path)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        data = parse_json(text, f"Genotype file {path!r}")
+        data = read_genotype_file(path)
         try:
             return cls.from_dict(data)
         except ValueError as e:
@@ -521,6 +519,22 @@ class Genotype:
             concat = getattr(self, f"{cell_type}_concat")
             lines.append(f"  concat: {', '.join(str(c) for c in concat)}")
         return "\n".join(lines)
+
+
+def read_genotype_file(path: str) -> Any:
+    """The JSON value of the genotype file `path`.
+
+    Raises:
+        ValueError: one line naming the file when it is not UTF-8 JSON text
+            (truncated, damaged).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Genotype file {path!r} must be UTF-8 JSON text. Received: undecodable bytes "
+                         f"({e.reason})") from e
+    return parse_json(text, f"Genotype file {path!r}")
 
 
 def parse_json(text: Any, source: str) -> Any:

@@ -196,10 +196,8 @@ def load_genotype(name_or_path: str | os.PathLike) -> genotype_lib.Genotype:
             f"name_or_path={path!r}, which is not a zoo name, and that path "
             "does not exist"
         )
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
     where = f"Genotype file {path!r}"
-    body, _ = _split_source(genotype_lib.parse_json(text, where), where, required=False)
+    body, _ = _split_source(genotype_lib.read_genotype_file(path), where, required=False)
     try:
         return genotype_lib.Genotype.from_dict(body)
     except ValueError as e:

@@ -8,12 +8,12 @@ describes a genotype's cells in text.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tfvnas.files import read_json
 from tfvnas.models.genotype import CELL_TYPES, Genotype
 from tfvnas.models.zoo import canonical_name, load_genotype, zoo_entry, zoo_names
 from tfvnas.pictures.cell_drawing import (
@@ -69,16 +69,6 @@ def summary_text(genotype: Genotype) -> str:
 
 _GENOTYPE_FILES = (("genotype.json", ""), ("genotype_threshold.json", "threshold_"))
 _SEARCH_HISTORY, _TRAIN_HISTORY = "search_history.json", "train_history.json"
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path!r} must be valid JSON. Received: {e.msg} at line {e.lineno}, column {e.colno}") from e
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path!r} must be UTF-8 JSON text. Received: undecodable bytes ({e.reason})") from e
 
 
 def _find_layer_sparsity(data: Any) -> Any:
@@ -188,7 +178,7 @@ def show(
         files += draw_genotype(genotype, out, formats, engine=engine, prefix=prefix)
 
     if search_history is not None:
-        history = _read_json(search_history)
+        history = read_json(search_history, "search history")
         for cell_type in CELL_TYPES:
             try:
                 fig = log_alpha_figure(history, cell_type)
@@ -205,7 +195,7 @@ def show(
         text.append(f"== {_SEARCH_HISTORY} ==\n" + "; ".join(parts))
 
     if train_history is not None:
-        layer_sparsity = _find_layer_sparsity(_read_json(train_history))
+        layer_sparsity = _find_layer_sparsity(read_json(train_history, "training history"))
         if layer_sparsity is None:
             skipped["sparsity"] = f"{train_history!r} has no 'layer_sparsity' records"
         else:
