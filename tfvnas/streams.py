@@ -510,6 +510,13 @@ def from_tfrecords(pattern, *, name=None, num_classes=None, normalisation=None, 
     if num_classes is None:
         num_classes = int(train_labels.max()) + 1
     num_classes = checks.check_positive_int("num_classes", num_classes)
+    for split, table in tables.items():
+        labels = np.concatenate(table["labels"])
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(
+                f"The labels of the {split} TFRecord files must be in [0, num_classes={num_classes}). "
+                f"Received: min {int(labels.min())}, max {int(labels.max())} in {globs[split]!r}"
+            )
     channels = image_shape[-1]
 
     def parse(record):
@@ -669,7 +676,8 @@ def from_tfds(name_or_builder, *, data_dir=None, val_fraction=0.1, seed=0, limit
         raise ValueError(
             f"The images of a TFDS dataset must all have one shape. Received: {image_shape} for {info.name}")
     num_classes = int(features[label_key].num_classes)
-    dtype = features[image_key].dtype
+    image_feature = features[image_key]
+    dtype = getattr(image_feature, "tf_dtype", None) or image_feature.dtype
     dtype = np.uint8 if tf.as_dtype(dtype) == tf.uint8 else np.float32
     limit = _check_int("limit", limit)
     file_format = str(getattr(info, "file_format", "tfrecord")).lower()

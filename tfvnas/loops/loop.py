@@ -255,7 +255,9 @@ def data_checks():
         text = error.message or ""
         if readers.CHECK_PREFIX not in text:
             raise
-        raise ValueError(text.split(readers.CHECK_PREFIX, 1)[1].split("\n", 1)[0].strip()) from None
+        # TensorFlow prints it as "assertion failed: [message] [Condition ...]".
+        message = text.split(readers.CHECK_PREFIX, 1)[1].split("\n", 1)[0].split("]", 1)[0]
+        raise ValueError(message.strip()) from None
 
 
 def _checked(batches):
