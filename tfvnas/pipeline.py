@@ -44,7 +44,11 @@ class RunResult:
 
 def default_out_dir(dataset, preset):
     """`saved_models/<dataset>-<preset>`, the dataset name made file-safe."""
-    if isinstance(dataset, (str, os.PathLike)):
+    if isinstance(dataset, str) and dataset.startswith("tfds:"):
+        name = dataset[len("tfds:"):]
+    elif isinstance(dataset, str) and dataset.startswith("tfrecord:"):  # the files' folder
+        name = os.path.basename(os.path.dirname(os.path.normpath(dataset[len("tfrecord:"):])))
+    elif isinstance(dataset, (str, os.PathLike)):
         name = os.path.basename(os.path.normpath(os.fspath(dataset)))
     else:  # a dataset object (its name), or a tf.data.Dataset
         name = getattr(dataset, "name", None)

@@ -536,7 +536,7 @@ class Loop:
         if chief:
             os.makedirs(directory, exist_ok=True)
             state = {"position": self.position, "history": self.history, "config": self.config.to_dict(),
-                     "extra": self.checkpoint_state()}
+                     "dataset": self.dataset.name, "extra": self.checkpoint_state()}
             files.write_json(os.path.join(directory, f"state-{number}.json"), state, indent=None)
         else:
             # Every worker takes part in the save (reading distributed
@@ -579,6 +579,11 @@ class Loop:
         except (OSError, ValueError) as e:
             raise ValueError(f"Cannot read the checkpoint state {state_path!r}: {e}") from e
         check_resume_config(type(self.config).from_dict(state["config"]), self.config, checkpoint_dir)
+        if state.get("dataset", self.dataset.name) != self.dataset.name:
+            raise ValueError(
+                f"The checkpoint in {checkpoint_dir!r} was written on the dataset {state['dataset']!r}. "
+                f"Resume on the same data (--dataset {state['dataset']}). Received: {self.dataset.name!r}"
+            )
         self._checkpoint.restore(path).assert_consumed()
         self.position = state["position"]
         self.history = state["history"]
