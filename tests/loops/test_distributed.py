@@ -22,7 +22,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -348,16 +347,6 @@ def test_batch_size_must_split_over_replicas():
 # -- multi-worker -------------------------------------------------------
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_workers_stop_together_resume_and_end_identical(tmp_path, config_file):
     """2 workers on 127.0.0.1: SIGTERM to worker 1 only, in epoch 2; both resume; compare.
 
@@ -371,10 +360,9 @@ def test_two_workers_stop_together_resume_and_end_identical(tmp_path, config_fil
         d.mkdir()
 
     def workers(tag, args_of, env_of=lambda i: {}, **kwargs):
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+        configs = loop_lib.local_cluster(2)
         return [
-            Run(args_of(i), str(tmp_path / f"{tag}{i}.log"), TMPDIR=str(scratch[i]),
-                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+            Run(args_of(i), str(tmp_path / f"{tag}{i}.log"), TMPDIR=str(scratch[i]), TF_CONFIG=configs[i],
                 **env_of(i), **kwargs)
             for i in range(2)
         ]
@@ -619,14 +607,13 @@ def tfrecord_pattern(tmp_path_factory):
 
 def test_two_workers_each_read_their_own_files(tmp_path, config_file, tfrecord_pattern):
     """2 workers on TFRecord files: each trains on examples of its own 2 files only, and they end identical."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    configs = loop_lib.local_cluster(2)
     workers = []
     for i in range(2):
         args = ["search", "--dataset", tfrecord_pattern, "--preset", "smoke", "--config", config_file,
                 "--out", tmp_path / f"out{i}", "--quiet", "--deterministic", "--strategy", "multiworker"]
         workers.append(Run(args, str(tmp_path / f"worker{i}.log"), TMPDIR=str(tmp_path),
-                           TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-                           TFVNAS_TEST_KEYS=str(tmp_path / f"keys{i}.npy"),
+                           TF_CONFIG=configs[i], TFVNAS_TEST_KEYS=str(tmp_path / f"keys{i}.npy"),
                            TFVNAS_TEST_DUMP=str(tmp_path / f"final{i}")))
     _ok(*workers)
     print(f"\nmulti-worker on TFRecord files: {[w.seconds for w in workers]} s")

@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -34,7 +35,7 @@ import time
 import keras
 import tensorflow as tf
 
-from tfvnas import choices, files, readers
+from tfvnas import checks, choices, files, readers
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas.layers import variational
@@ -181,6 +182,24 @@ def num_workers(strategy):
         return 1
     cluster = resolver.cluster_spec().as_dict()
     return max(1, sum(len(cluster.get(job, ())) for job in ("chief", "worker")))
+
+
+def local_cluster(workers):
+    """`TF_CONFIG` values (JSON strings) for `workers` worker processes on this machine.
+
+    Each worker gets a free port on 127.0.0.1 (free when this returns: start
+    the workers soon); set the i-th value as `TF_CONFIG` of the i-th worker,
+    as `docs/distributed.md` shows for a cluster of machines.
+    """
+    sockets = [socket.socket() for _ in range(checks.check_positive_int("workers", workers))]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(workers)]
 
 
 def input_context(strategy):
