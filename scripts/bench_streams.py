@@ -103,6 +103,10 @@ def run_case(source, strategy):
     """One search in this process; prints a JSON line of what it measured."""
     import tensorflow as tf
 
+    from tfvnas.loops import loop as loop_lib
+    from tfvnas.loops import searching
+
+    strategy = loop_lib.make_strategy(strategy)  # a multi-worker strategy before any other TensorFlow work
     counter = tf.Variable(0, dtype=tf.int64, trainable=False)
     decode = tf.io.decode_image
 
@@ -111,10 +115,6 @@ def run_case(source, strategy):
             return tf.identity(decode(*args, **kwargs))
 
     tf.io.decode_image = counted
-    from tfvnas.loops import loop as loop_lib
-    from tfvnas.loops import searching
-
-    strategy = loop_lib.make_strategy(strategy)
     marks = {}
     real_train = searching.Searcher.train
 
@@ -149,7 +149,7 @@ def run_case(source, strategy):
 
 def _subprocess(args, env=None):
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), *args], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
 def _last_json(proc):
