@@ -184,9 +184,9 @@ def _image_shapes(files):
     an `(N,)` bool array of which are BMPs; raises for an unreadable file.
 
     A check of our own: Keras decodes with the same function but resizes
-    every image to one `image_size` without a word. It decodes every image a
-    second time, in a parallel `tf.data` pass, which costs less than Keras'
-    own read of them.
+    every image to one `image_size` without a word. It decodes every image
+    once when the folder is loaded, in a parallel `tf.data` pass that keeps
+    only the shapes (the loop decodes them again as it reads them).
     """
 
     def describe(index, file):
