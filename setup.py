@@ -48,6 +48,8 @@ setup(
     extras_require={
         # Two worker processes (pytest.ini).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        # TFDS datasets (`--dataset tfds:NAME`, `tfvnas.streams.from_tfds`).
+        "tfds": ["tensorflow-datasets>=4.9"],
     },
     entry_points={"console_scripts": ["tfvnas=tfvnas.cli:entry"]},
     classifiers=[

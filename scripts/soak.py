@@ -24,7 +24,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,21 +45,13 @@ def digits_npz(path):
     return path
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 class Workers:
     """Two `tfvnas search` worker processes of one cluster, with their logs."""
 
     def __init__(self, args, work, tag):
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+        from tfvnas.loops.loop import local_cluster  # noqa: PLC0415 - TensorFlow only where workers start
+
+        configs = local_cluster(2)
         self.logs = [os.path.join(work, f"{tag}.worker{i}.log") for i in range(2)]
         self.procs = []
         self.start = time.monotonic()
@@ -68,7 +59,7 @@ class Workers:
             scratch = os.path.join(work, f"tmp{i}")
             os.makedirs(scratch, exist_ok=True)
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="",
-                       TMPDIR=scratch, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+                       TMPDIR=scratch, TF_CONFIG=configs[i])
             with open(self.logs[i], "w") as log:
                 self.procs.append(subprocess.Popen([sys.executable, "-m", "tfvnas", *args], env=env, stdout=log,
                                                    stderr=subprocess.STDOUT))

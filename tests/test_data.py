@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers.scripts import load_script
-from tfvnas import data
+from tfvnas import data, streams
 
 
 def _raises(exc, message):
@@ -36,6 +36,14 @@ def _write_png(path, array):
 
 def _image(value, shape):
     return np.full(shape, value, dtype=np.uint8)
+
+
+def _streamed(ds):
+    """The arrays of a streamed dataset (an image directory's), read through its readers."""
+    assert isinstance(ds, streams.StreamedDataset)
+    arrays = ds.in_memory(10_000)
+    assert (arrays.name, arrays.image_shape, arrays.num_classes) == (ds.name, ds.image_shape, ds.num_classes)
+    return arrays
 
 
 # ---------------------------------------------------------------------------
@@ -311,6 +319,7 @@ def test_directory_without_splits_rgb(tmp_path):
             _write_png(root / name / f"{i}.png", _image(label * 50 + i, (6, 5, 3)))
     (root / "cat" / "notes.txt").write_text("not an image")
     ds = data.load(str(root), seed=1)
+    ds = _streamed(ds)
     assert ds.name == "pets"
     assert ds.image_shape == (6, 5, 3)
     assert ds.x_train.dtype == np.uint8
@@ -325,8 +334,10 @@ def test_directory_without_splits_rgb(tmp_path):
         np.sort(values), [v * 50 + i for v in range(3) for i in range(5)]
     )
     again = data.load(root, seed=1)  # pathlib.Path works too
+    again = _streamed(again)
     np.testing.assert_array_equal(again.x_test, ds.x_test)
     other = data.load(root, seed=2)
+    other = _streamed(other)
     assert not np.array_equal(other.x_test, ds.x_test)
 
 
@@ -343,6 +354,7 @@ def test_directory_with_train_test_grayscale(tmp_path):
         tf.io.encode_jpeg(_image(15, (7, 7, 1))),
     )
     ds = data.load(str(root), val_fraction=0.25)
+    ds = _streamed(ds)
     assert ds.image_shape == (7, 7, 1)
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (7, 2, 2)
     np.testing.assert_array_equal(np.sort(ds.x_test[:, 0, 0, 0]), [100, 101])
@@ -357,6 +369,7 @@ def test_directory_with_val_folder(tmp_path):
             for i in range(n):
                 _write_png(root / split / name / f"{i}.png", _image(label, (3, 3, 3)))
     ds = data.load(str(root))
+    ds = _streamed(ds)
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (6, 2, 4)
     np.testing.assert_array_equal(ds.x_val[:, 0, 0, 0], ds.y_val)
 
@@ -389,6 +402,8 @@ def test_directory_matches_pil(tmp_path, mode, channels, suffix):
     expected_y = np.array(["abc".index(f.parent.name) for f in files])
 
     ds = data.load(root)
+
+    ds = _streamed(ds)
     x = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
     y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
     assert x.dtype == np.uint8
@@ -407,6 +422,7 @@ def test_directory_reads_class_subfolders(tmp_path):
         _write_png(root / name / "0.png", _image(label, (3, 3, 1)))
         _write_png(root / name / "more" / "1.png", _image(label, (3, 3, 1)))
     ds = data.load(root)
+    ds = _streamed(ds)
     assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 4
     for split in ("train", "val", "test"):
         x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
@@ -546,7 +562,10 @@ def test_unknown_name():
 
 def test_name_wrong_type():
     with _raises(
-        ValueError, "`name_or_path` must be a str or a path. Received: name_or_path=3"
+        ValueError,
+        "`name_or_path` must be a known dataset name, a path (.npz file or image directory), "
+        "'tfrecord:PATTERN', 'tfds:NAME', a tf.data.Dataset of (image, label) pairs, a dict of them with the "
+        "keys 'train', 'val' and 'test', or a TFDS builder. Received: name_or_path=3",
     ):
         data.load(3)
 

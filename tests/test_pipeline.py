@@ -124,6 +124,9 @@ def test_run_passes_the_export_flags(run_dir, tmp_path, monkeypatch):
 def test_default_run_folder():
     assert pipeline.default_out_dir("mnist-5k", "quick") == os.path.join("saved_models", "mnist-5k-quick")
     assert pipeline.default_out_dir("/data/my set.npz", "smoke") == os.path.join("saved_models", "my_set-smoke")
+    assert pipeline.default_out_dir("tfrecord:/data/imagenet/{split}-*.tfrecord", "quick") == os.path.join(
+        "saved_models", "imagenet-quick")
+    assert pipeline.default_out_dir("tfds:cifar10", "quick") == os.path.join("saved_models", "cifar10-quick")
 
 
 def test_export_command_refuses_existing_folder(run_dir, capsys):

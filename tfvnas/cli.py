@@ -2,6 +2,7 @@
 
     tfvnas run                                    # search, train, export (bundled data)
     tfvnas search --dataset mnist-5k --preset quick --out runs/quick
+    tfvnas search --dataset 'tfrecord:data/{split}-*.tfrecord' --out runs/big
     tfvnas train --genotype runs/quick --out runs/net
     tfvnas export --model runs/net --out runs/net-export --int8
     tfvnas show runs/quick
@@ -58,8 +59,10 @@ def _int(text):
 
 DATASET_HELP = (
     "mnist-5k (bundled), mnist, fashion_mnist, cifar10, cifar100 (need the internet), "
-    "a .npz file with x_train, y_train, x_test, y_test, or a folder of class sub-folders "
-    "(default: mnist-5k)"
+    "a .npz file with x_train, y_train, x_test, y_test, a folder of class sub-folders (streamed), "
+    "tfrecord:PATTERN (TFRecord files of tf.train.Example records with 'image': an encoded png/jpeg/bmp/gif "
+    "and 'label': int64; {split} in PATTERN stands for train, val, test; streamed), "
+    "or tfds:NAME (needs tensorflow-datasets; streamed) (default: mnist-5k)"
 )
 
 

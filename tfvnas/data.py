@@ -1,14 +1,25 @@
 """Image classification datasets for architecture search.
 
-`load()` returns a `Dataset` with fixed train / validation / test splits held
-as NumPy arrays (NHWC images, int32 labels), whatever the source:
+`load()` returns a dataset with fixed train / validation / test splits:
+a `Dataset` held as NumPy arrays (NHWC images, int32 labels) for
 
 - `"mnist-5k"`: 5,000 real MNIST digits bundled with the package (no download).
 - a path to a `.npz` file holding `x_train, y_train, x_test, y_test` (and
   optionally `x_val, y_val`).
-- a path to a directory of class sub-folders of images.
 - `"mnist"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"` through
-  `keras.datasets` (needs the internet on first use).
+  `keras.datasets` (needs the internet on first use);
+
+and a `tfvnas.streams.StreamedDataset`, read as the loops need it and never
+held whole, for
+
+- a path to a directory of class sub-folders of images (`tfvnas.image_folders`);
+- `"tfrecord:PATTERN"`, TFRecord files of encoded images and int labels;
+- `"tfds:NAME"` or a TFDS builder (with `tensorflow-datasets` installed);
+- a `tf.data.Dataset` of `(image, label)` pairs, or a dict of them with the
+  keys `"train"`, `"val"` and `"test"`.
+
+Both give each split as a reader (`Dataset.reader(split)`, see
+`tfvnas.readers`), which is all the loops use.
 
 `make_tf_dataset()` turns a split into a batched `tf.data.Dataset`.
 
@@ -18,7 +29,7 @@ models take raw pixels.
 
 Image directories are read by `tfvnas.image_folders` (through
 `keras.utils.image_dataset_from_directory`, with the checks Keras lacks);
-the splits are drawn here.
+their splits are drawn here, as for arrays.
 """
 
 import dataclasses
@@ -29,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvnas import checks, image_folders
+from tfvnas import checks, image_folders, readers
 
 _BUNDLED = {"mnist-5k": ("tfvnas.datasets", "mnist_5k.npz")}
 _KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -159,22 +170,26 @@ class Dataset:
             at least 1e-6 so that dividing by it is safe.
         """
         x = self.x_train
-        channels = x.shape[-1]
-        chunk = max(1, (1 << 22) // max(1, int(np.prod(x.shape[1:]))))
+        chunk = readers.statistics_chunk(x.shape[1:])
         # Two chunked float64 passes: exact enough and never a full
         # float64 copy of the training set.
-        total = np.zeros(channels)
-        for start in range(0, len(x), chunk):
-            block = x[start : start + chunk]
-            total += block.sum(axis=(0, 1, 2), dtype=np.float64)
-        count = x.shape[0] * x.shape[1] * x.shape[2]
-        mean = total / count
-        squares = np.zeros(channels)
-        for start in range(0, len(x), chunk):
-            centred = x[start : start + chunk].astype(np.float64) - mean
-            squares += np.square(centred).sum(axis=(0, 1, 2))
-        std = np.maximum(np.sqrt(squares / count), 1e-6)
-        return [float(m) for m in mean], [float(s) for s in std]
+        mean, std, _, _ = readers.statistics(
+            lambda: (x[start:start + chunk] for start in range(0, len(x), chunk)), x.shape[-1])
+        return mean, std
+
+    @property
+    def dtype(self):
+        """The images' stored dtype (uint8 or float32)."""
+        return self.x_train.dtype
+
+    def reader(self, split):
+        """A `tfvnas.readers.IndexedReader` of the `split` ('train', 'val' or 'test') arrays."""
+        if split not in _SPLITS:
+            raise ValueError(f"`split` must be one of {_SPLITS}. Received: split={split!r}")
+        cache = self.__dict__.setdefault("_readers", {})
+        if split not in cache:
+            cache[split] = readers.IndexedReader.from_arrays(getattr(self, f"x_{split}"), getattr(self, f"y_{split}"))
+        return cache[split]
 
     def resized(self, size):
         """The same dataset with every image resized to `size` x `size` (area interpolation).
@@ -223,13 +238,19 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
       `(N, H, W)` (given a channel axis); labels are integers of shape `(N,)`
       or `(N, 1)`.
     - A path to a directory with one sub-folder of images (png, jpg, jpeg,
-      bmp, gif) per class, read by `keras.utils.image_dataset_from_directory`
-      (so images in sub-folders of a class folder count too); class names
-      sorted alphabetically give the label indices. If it has `train/` and `test/` sub-folders (and optionally
-      `val/`), each holding class folders, those are the splits; otherwise a
-      seeded stratified 20% of the images is the test split.
+      bmp, gif) per class, streamed through
+      `keras.utils.image_dataset_from_directory` (so images in sub-folders
+      of a class folder count too); class names sorted alphabetically give
+      the label indices. If it has `train/` and `test/` sub-folders (and
+      optionally `val/`), each holding class folders, those are the splits;
+      otherwise a seeded stratified 20% of the images is the test split.
+      Every image is decoded once here, in parallel, to check its shape.
     - `"mnist"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"` through
       `keras.datasets` (downloaded on first use).
+    - `"tfrecord:PATTERN"` (`tfvnas.streams.from_tfrecords`), `"tfds:NAME"`
+      or a TFDS builder (`tfvnas.streams.from_tfds`), a `tf.data.Dataset` of
+      `(image, label)` pairs or a dict of them (`tfvnas.streams.from_tf_data`).
+    - A `Dataset` or `tfvnas.streams.StreamedDataset`, returned as it is.
 
     When the source has no validation split, a seeded, stratified (by
     `sklearn.model_selection.train_test_split`, as far as class counts allow)
@@ -242,8 +263,9 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
     is carved and before `limit`.
 
     Args:
-        name_or_path: A name from `known_datasets()`, or a path (str or
-            `os.PathLike`) to a `.npz` file or an image directory.
+        name_or_path: A name from `known_datasets()`, a path (str or
+            `os.PathLike`) to a `.npz` file or an image directory, or one
+            of the streamed sources above.
         val_fraction: Float in (0, 1), the share of the training examples
             held out for validation when the source has no validation split.
         seed: Non-negative int seeding the splits carved here.
@@ -251,7 +273,8 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
             examples (after the splits), for tests and smoke runs.
 
     Returns:
-        A `Dataset`.
+        A `Dataset` (arrays) or a `tfvnas.streams.StreamedDataset` (an image
+        directory and the streamed sources).
 
     Raises:
         ValueError: If an argument is invalid, the name is unknown and not an
@@ -274,11 +297,14 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
             "`limit` must be a positive int or None. "
             f"Received: limit={limit!r}"
         )
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise ValueError(
-            "`name_or_path` must be a str or a path. "
-            f"Received: name_or_path={name_or_path!r}"
-        )
+    from tfvnas import streams  # noqa: PLC0415 - streams imports this module
+
+    if isinstance(name_or_path, (Dataset, streams.StreamedDataset)):
+        return name_or_path
+    if not isinstance(name_or_path, (str, os.PathLike)) or isinstance(name_or_path, str) and (
+        name_or_path.startswith(("tfrecord:", "tfds:"))
+    ):
+        return streams.load(name_or_path, val_fraction=val_fraction, seed=seed, limit=limit)
     rng = np.random.default_rng(seed)
 
     if isinstance(name_or_path, str) and name_or_path in _BUNDLED:
@@ -300,8 +326,7 @@ def load(name_or_path, *, val_fraction=0.1, seed=0, limit=None):
     else:
         path = os.path.expanduser(os.fspath(name_or_path))
         if os.path.isdir(path):
-            name = os.path.basename(os.path.normpath(path))
-            arrays = _load_directory(path, rng)
+            return _load_directory(path, os.path.basename(os.path.normpath(path)), rng, val_fraction, limit)
         elif os.path.isfile(path) and path.lower().endswith(".npz"):
             name = os.path.splitext(os.path.basename(path))[0]
             arrays = _read_npz(path, display=path)
@@ -452,8 +477,15 @@ def _load_keras(name):
     }
 
 
-def _load_directory(path, rng):
-    """Loads a directory of class folders, with or without split folders."""
+def _load_directory(path, name, rng, val_fraction, limit):
+    """A `StreamedDataset` of a directory of class folders, with or without split folders.
+
+    The splits are drawn from the labels as they were when the images were
+    decoded whole into arrays, with the same seeded draws: the same
+    examples in the same order.
+    """
+    from tfvnas import streams  # noqa: PLC0415 - streams imports this module
+
     train_dir = os.path.join(path, "train")
     test_dir = os.path.join(path, "test")
     has_splits = (
@@ -463,13 +495,13 @@ def _load_directory(path, rng):
         and bool(image_folders.class_folders(test_dir))
     )
     reference = {}  # first image's shape and file, for every split
+    splits = {}  # split -> (reader, labels)
     if has_splits:
         class_names = image_folders.class_folders(train_dir)
         split_dirs = {"train": train_dir, "test": test_dir}
         val_dir = os.path.join(path, "val")
         if os.path.isdir(val_dir) and image_folders.class_folders(val_dir):
             split_dirs["val"] = val_dir
-        arrays = {}
         for split, split_dir in split_dirs.items():
             unknown = sorted(
                 set(image_folders.class_folders(split_dir)) - set(class_names)
@@ -480,37 +512,47 @@ def _load_directory(path, rng):
                     f"(which has {class_names}). Received: {unknown} in "
                     f"{split_dir}"
                 )
-            x, y = image_folders.read_class_folders(
+            reader, y = image_folders.read_class_folders(
                 split_dir, class_names, reference
             )
-            order = rng.permutation(len(x))
-            arrays[f"x_{split}"], arrays[f"y_{split}"] = x[order], y[order]
-        return arrays
-
-    class_names = image_folders.class_folders(path)
-    if not class_names:
-        raise ValueError(
-            "An image directory must hold one sub-folder of images per class "
-            "(or train/ and test/ sub-folders of those). Received: no class "
-            f"sub-folders in {path}"
-        )
-    x, y = image_folders.read_class_folders(path, class_names, reference)
-    if len(x) < 3:
-        raise ValueError(
-            "An image directory without train/ and test/ sub-folders must "
-            "hold at least 3 images, to split off test and validation "
-            f"examples. Received: {len(x)} images in {path}"
-        )
-    order = rng.permutation(len(x))
-    x, y = x[order], y[order]
-    n_test = _holdout_size(len(x), _DIRECTORY_TEST_FRACTION)
-    keep, held = _stratified_holdout(y, n_test, rng)
-    return {
-        "x_train": x[keep],
-        "y_train": y[keep],
-        "x_test": x[held],
-        "y_test": y[held],
-    }
+            order = rng.permutation(len(y))
+            splits[split] = (reader.subset(order), y[order])
+    else:
+        class_names = image_folders.class_folders(path)
+        if not class_names:
+            raise ValueError(
+                "An image directory must hold one sub-folder of images per class "
+                "(or train/ and test/ sub-folders of those). Received: no class "
+                f"sub-folders in {path}"
+            )
+        reader, y = image_folders.read_class_folders(path, class_names, reference)
+        if len(y) < 3:
+            raise ValueError(
+                "An image directory without train/ and test/ sub-folders must "
+                "hold at least 3 images, to split off test and validation "
+                f"examples. Received: {len(y)} images in {path}"
+            )
+        order = rng.permutation(len(y))
+        reader, y = reader.subset(order), y[order]
+        keep, held = stratified_holdout(y, holdout_size(len(y), _DIRECTORY_TEST_FRACTION), rng)
+        splits["train"] = (reader.subset(keep), y[keep])
+        splits["test"] = (reader.subset(held), y[held])
+    train, y_train = splits["train"]
+    num_classes = int(y_train.max()) + 1
+    if "val" not in splits:
+        if len(y_train) < 2:
+            raise ValueError(
+                "`x_train` must hold at least 2 examples to carve a "
+                f"validation split from it. Received: len(x_train)={len(y_train)}"
+            )
+        keep, held = stratified_holdout(y_train, holdout_size(len(y_train), val_fraction), rng)
+        splits["val"] = (train.subset(held), y_train[held])
+        train = train.subset(keep)
+    if limit is not None:
+        train = train.subset(np.arange(min(limit, len(train))))
+    readers_ = {"train": train, "val": splits["val"][0], "test": splits["test"][0]}
+    return streams.StreamedDataset(name, readers_, num_classes=num_classes, image_shape=reference["shape"],
+                                   dtype=np.uint8)
 
 
 # Validation and splitting
@@ -550,8 +592,8 @@ def _build(name, arrays, val_fraction, rng, limit):
                 f"validation split from it. Received: len(x_train)="
                 f"{len(x_train)}"
             )
-        keep, held = _stratified_holdout(
-            y_train, _holdout_size(len(x_train), val_fraction), rng
+        keep, held = stratified_holdout(
+            y_train, holdout_size(len(x_train), val_fraction), rng
         )
         splits["val"] = (x_train[held], y_train[held])
         splits["train"] = (x_train[keep], y_train[keep])
@@ -657,7 +699,7 @@ def _check_lengths(x, y, x_arg, y_arg):
         )
 
 
-def _holdout_size(n, fraction):
+def holdout_size(n, fraction):
     """`round(fraction * n)` examples, at least one held out and one kept.
 
     Passed to scikit-learn as a count: given the fraction itself, it rounds
@@ -667,7 +709,7 @@ def _holdout_size(n, fraction):
     return int(min(max(1, round(fraction * n)), n - 1))
 
 
-def _stratified_holdout(y, n_holdout, rng):
+def stratified_holdout(y, n_holdout, rng):
     """Splits the indices of `y` into kept and held-out ones, by class.
 
     `sklearn.model_selection.train_test_split(..., stratify=...)` draws the

@@ -1,10 +1,22 @@
-"""Reading a directory of class sub-folders of images into NumPy arrays.
+"""Streaming a directory of class sub-folders of images through Keras.
 
-`read_class_folders()` reads the images of `path/<class>/` with
-`keras.utils.image_dataset_from_directory` (labels in sorted class-folder
-order, every image at its own size, uint8), and `class_folders()` lists the
-class folders the way Keras infers them. `tfvnas.data.load()` uses both for
-an image directory and draws the splits itself.
+`read_class_folders()` reads the images of `path/<class>/` as
+`keras.utils.image_dataset_from_directory` does (its file list, labels in
+sorted class-folder order, every image at its own size, uint8) as an
+indexed reader (`tfvnas.readers.IndexedReader`): an image is decoded when a
+batch asks for it, so nothing is held whole and a worker decodes only its
+rows. `class_folders()` lists the class folders the way Keras infers them.
+`tfvnas.data.load()` uses both for an image directory and draws the splits
+itself, from the labels Keras infers (the class folder of each file).
+
+Keras lists the files; a file is decoded with the call Keras' dataset
+makes (`tf.io.decode_image` with the channels of its `color_mode`; Keras'
+resize to `image_size` is the identity here, every image having that
+size). Reading Keras' dataset itself by position
+(`tf.data.experimental.at` inside the pipeline) crashed the process with a
+segmentation fault on the second pass over it (TensorFlow 2.21), and
+reading it in order would decode every image of a split for each half of
+the bi-level search and on every worker.
 
 What Keras lists is what is read: images in sub-folders of a class folder
 count, and so do files whose names start with a dot. The checks and
@@ -34,6 +46,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvnas import readers
+
 __all__ = ["class_folders", "read_class_folders"]
 
 # The formats keras.utils.image_dataset_from_directory reads.
@@ -41,6 +55,8 @@ _IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 # Image channels -> the Keras `color_mode` that reads them, and the channels
 # of its result to keep. Keras has no two-channel mode: grey + alpha images
 # are read as RGBA, whose red and alpha channels are the grey and alpha ones.
+# The channels Keras' dataset decodes each `color_mode` to.
+_KERAS_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 _COLOR_MODES = {
     1: ("grayscale", None),
     2: ("rgba", [0, 3]),
@@ -81,9 +97,10 @@ def read_class_folders(path, class_names, reference):
             one image shape; an empty dict is filled on first use.
 
     Returns:
-        A tuple `(x, y)`: uint8 images of shape `(N, H, W, C)` in Keras'
-        order (class by class, files sorted), and int32 labels indexing
-        `class_names`.
+        A tuple `(reader, y)`: a `tfvnas.readers.IndexedReader` of the uint8
+        images of shape `(H, W, C)` in Keras' order (class by class, files
+        sorted) with their labels, and those int32 labels (indexing
+        `class_names`) as a NumPy array.
 
     Raises:
         ValueError: If a class folder holds no image, a file cannot be
@@ -123,15 +140,25 @@ def read_class_folders(path, class_names, reference):
         # TensorFlow decodes a BMP to 3 or 4 channels when asked for a
         # number of them; the three channels of a grey BMP are equal.
         color_mode, keep = "rgb", [0]
-    dataset = _image_dataset(path, (height, width), color_mode)
-    x, y = next(dataset.batch(len(files)).as_numpy_iterator())
-    if keep is not None:
-        x = x[..., keep]
-    labels = np.array(
-        [class_names.index(name) for name in dataset.class_names],
-        dtype=np.int32,
-    )
-    return x.astype(np.uint8, copy=False), labels[y]
+    # Keras labels a file by the index of its class folder among this
+    # folder's classes; `class_names` may hold more (a test split's subset).
+    labels = np.array([class_names.index(os.path.relpath(file, path).split(os.sep)[0]) for file in files],
+                      dtype=np.int32)
+    paths, label_table = tf.constant(files), tf.constant(labels)
+    read_channels = _KERAS_CHANNELS[color_mode]
+    spec = tf.TensorSpec((height, width, read_channels), tf.uint8)
+
+    def decode(file):
+        image = tf.io.decode_image(tf.io.read_file(file), channels=read_channels, expand_animations=False)
+        return tf.ensure_shape(image, spec.shape)
+
+    def load(positions):
+        images = tf.map_fn(decode, tf.gather(paths, positions), fn_output_signature=spec)
+        if keep is not None:
+            images = tf.gather(images, keep, axis=-1)
+        return images, tf.gather(label_table, positions)
+
+    return readers.IndexedReader(load, len(files)), labels
 
 
 def _image_dataset(path, image_size, color_mode):
@@ -157,9 +184,9 @@ def _image_shapes(files):
     an `(N,)` bool array of which are BMPs; raises for an unreadable file.
 
     A check of our own: Keras decodes with the same function but resizes
-    every image to one `image_size` without a word. It decodes every image a
-    second time, in a parallel `tf.data` pass, which costs less than Keras'
-    own read of them.
+    every image to one `image_size` without a word. It decodes every image
+    once when the folder is loaded, in a parallel `tf.data` pass that keeps
+    only the shapes (the loop decodes them again as it reads them).
     """
 
     def describe(index, file):

@@ -14,7 +14,6 @@ import re
 import shutil
 
 from tfvnas import config as config_lib
-from tfvnas import data as data_lib
 from tfvnas import runs
 from tfvnas.loops import loop as loop_lib
 from tfvnas.models import genotype as genotype_lib
@@ -47,9 +46,15 @@ class RunResult:
 
 def default_out_dir(dataset, preset):
     """`saved_models/<dataset>-<preset>`, the dataset name made file-safe."""
-    name = dataset.name if isinstance(dataset, data_lib.Dataset) else os.path.basename(
-        os.path.normpath(os.fspath(dataset))
-    )
+    if isinstance(dataset, str) and dataset.startswith("tfds:"):
+        name = dataset[len("tfds:"):]
+    elif isinstance(dataset, str) and dataset.startswith("tfrecord:"):  # the files' folder
+        name = os.path.basename(os.path.dirname(os.path.normpath(dataset[len("tfrecord:"):])))
+    elif isinstance(dataset, (str, os.PathLike)):
+        name = os.path.basename(os.path.normpath(os.fspath(dataset)))
+    else:  # a dataset object (its name), or a tf.data.Dataset
+        name = getattr(dataset, "name", None)
+        name = name if isinstance(name, str) else "data"
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(name)[0]) or "data"
     return os.path.join(DEFAULT_ROOT, f"{name}-{preset}")
 
@@ -81,8 +86,8 @@ def run(
     """Searches a cell, trains it as a sparse network and exports it.
 
     Args:
-        dataset: a dataset name, a path (.npz or image directory), or a
-            `tfvnas.data.Dataset`.
+        dataset: a dataset name, a path (.npz or image directory), a
+            streamed source or a dataset object (see `tfvnas.data.load`).
         preset: 'smoke', 'quick' or 'paper', for both the search and the
             training.
         out_dir: output folder (default `saved_models/<dataset>-<preset>`);

@@ -10,6 +10,9 @@ with a complete checkpoint when it sends SIGKILL, SIGTERM or SIGINT; the
 pause only sleeps and changes no state. With `TFVNAS_TEST_DUMP=PATH` a
 finished search also writes every model variable to PATH.npz (how the
 multi-worker test sees the non-chief worker's gates, which it never saves).
+With `TFVNAS_TEST_KEYS=PATH` a run saves to PATH the index of every image its
+training batches held on this worker (the images of
+`tests.helpers.streams.keyed_images` spell it).
 
 The search runs use the smoke preset shrunk to 1 cell and 1 node: 2 epochs
 of 4 steps (256 examples, bi-level halves of 128, global batch 32).
@@ -30,10 +33,10 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import LOGICAL_CPUS, mirrored
-from tests.helpers.scripts import load_script
+from tests.helpers.streams import keyed_images, keys_of
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas import runs
+from tfvnas import runs, streams
 from tfvnas.cli import main
 from tfvnas.layers import variational
 from tfvnas.loops import loop as loop_lib
@@ -83,6 +86,24 @@ if dump:
         return result
 
     Searcher.run = run
+keys = os.environ.get("TFVNAS_TEST_KEYS")
+if keys:
+    import atexit
+    import numpy as np
+    from tfvnas.loops import loop
+    real_epoch_data = loop.Loop.epoch_data
+    seen = []
+
+    def epoch_data(self, epoch, skip=0):
+        for batches in real_epoch_data(self, epoch, skip):
+            for images, _ in batches.values():
+                for local in self.strategy.experimental_local_results(images):
+                    flat = local.numpy().reshape(len(local), -1).astype(np.int64)
+                    seen.append(flat[:, 0] + 256 * flat[:, 1])  # tests.helpers.streams.keys_of
+            yield batches
+
+    loop.Loop.epoch_data = epoch_data
+    atexit.register(lambda: np.save(keys, np.concatenate(seen) if seen else np.zeros(0, np.int64)))
 from tfvnas.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -332,17 +353,13 @@ def test_batch_size_must_split_over_replicas():
 # -- multi-worker -------------------------------------------------------
 
 
-_free_ports = load_script("soak").free_ports  # one helper for the tests and the soak
-
-
 def _workers(tmp_path, tag, args_of, env_of=lambda i: {}, **kwargs):
     """`(cluster, [Run of worker 0, Run of worker 1])`: one `tfvnas` cluster on 127.0.0.1, a TMPDIR each."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    configs = loop_lib.local_cluster(2)
     for i in range(2):
         (tmp_path / f"tmp{i}").mkdir(exist_ok=True)
-    return cluster, [
-        Run(args_of(i), str(tmp_path / f"{tag}{i}.log"), TMPDIR=str(tmp_path / f"tmp{i}"),
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+    return json.loads(configs[0])["cluster"], [
+        Run(args_of(i), str(tmp_path / f"{tag}{i}.log"), TMPDIR=str(tmp_path / f"tmp{i}"), TF_CONFIG=configs[i],
             **env_of(i), **kwargs)
         for i in range(2)
     ]
@@ -644,3 +661,67 @@ def test_training_interrupted_by_sigint_resumes_to_the_same_weights(tmp_path):
     _ok(runs[0], resumed)
     print(f"training: {runs[0].seconds} s, interrupted {runs[1].seconds} s, resumed {resumed.seconds} s")
     _assert_bit_identical(ref, stopped, history="train_history.json", files=("genotype.json", "train_config.json"))
+
+
+# -- streamed data ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tfrecord_pattern(tmp_path_factory):
+    """Keyed 8x8 images as TFRecord files: train (256) in 4 files, val (32) and test (32) in one each."""
+    folder = tmp_path_factory.mktemp("tfrecords")
+    for split, n, offset, files in (("train", 256, 0, 4), ("val", 32, 1000, 1), ("test", 32, 2000, 1)):
+        x = keyed_images(n, shape=(8, 8, 1), offset=offset)
+        streams.write_tfrecords(folder / f"{split}.tfrecord", x, keys_of(x) % 4, files=files)
+    return f"tfrecord:{folder}/{{split}}.tfrecord*"
+
+
+def test_two_workers_each_read_their_own_files(tmp_path, config_file, tfrecord_pattern):
+    """2 workers on TFRecord files: each trains on examples of its own 2 files only, and they end identical."""
+    configs = loop_lib.local_cluster(2)
+    workers = []
+    for i in range(2):
+        args = ["search", "--dataset", tfrecord_pattern, "--preset", "smoke", "--config", config_file,
+                "--out", tmp_path / f"out{i}", "--quiet", "--deterministic", "--strategy", "multiworker"]
+        workers.append(Run(args, str(tmp_path / f"worker{i}.log"), TMPDIR=str(tmp_path),
+                           TF_CONFIG=configs[i], TFVNAS_TEST_KEYS=str(tmp_path / f"keys{i}.npy"),
+                           TFVNAS_TEST_DUMP=str(tmp_path / f"final{i}")))
+    _ok(*workers)
+    print(f"\nmulti-worker on TFRecord files: {[w.seconds for w in workers]} s")
+    keys = [np.load(tmp_path / f"keys{i}.npy") for i in range(2)]
+    # Files hold keys [0, 64), [64, 128), ...: worker w reads files w and w + 2.
+    for worker, seen in enumerate(keys):
+        assert set(seen // 64 % 2) == {worker}, worker
+    assert not set(keys[0]) & set(keys[1])
+    # Each decoded half the images of every global batch: 16 of 32 per step for each half.
+    steps = _read(tmp_path / "out0" / "search_history.json")["epochs"][-1]["step"]
+    assert steps >= 4 and [len(k) for k in keys] == [steps * 2 * 16] * 2
+    final = [np.load(tmp_path / f"final{i}.npz") for i in range(2)]
+    for key in final[0].files:
+        np.testing.assert_array_equal(final[0][key], final[1][key], err_msg=key)
+
+
+def test_a_streamed_search_killed_mid_epoch_resumes_to_the_same_end(tmp_path, config_file, tfrecord_pattern):
+    """SIGKILL in epoch 2 (just after the checkpoint of step 6), resume: bit-identical to the run never stopped."""
+    reference, stopped = str(tmp_path / "reference"), str(tmp_path / "stopped")
+
+    def args(out, *extra):
+        return ["search", "--dataset", tfrecord_pattern, "--out", out, "--quiet", "--deterministic", *extra]
+
+    first = args(reference, "--preset", "smoke", "--config", config_file)
+    runs_ = [Run(first, f"{reference}.log"),
+             Run(args(stopped, "--preset", "smoke", "--config", config_file, "--checkpoint-every", "2"),
+                 f"{stopped}.log", pause_at=STEPS_PER_EPOCH + 2)]
+    runs_[1].wait_paused()
+    runs_[1].proc.send_signal(signal.SIGKILL)
+    assert runs_[1].wait() == -signal.SIGKILL
+    _, state = _state(stopped)
+    assert {k: state["position"][k] for k in ("epoch", "step_in_epoch", "step")} == {
+        "epoch": 1, "step_in_epoch": 2, "step": 6}
+    assert state["dataset"] == tfrecord_pattern
+    # Resuming on other data is refused.
+    assert main(["search", "--out", stopped, "--resume", "--quiet"]) == 2
+    resumed = Run(args(stopped, "--resume"), f"{stopped}.resume.log")
+    _ok(runs_[0], resumed)
+    print(f"streamed resume: reference {runs_[0].seconds} s, killed {runs_[1].seconds} s, resumed {resumed.seconds} s")
+    _assert_bit_identical(reference, stopped)

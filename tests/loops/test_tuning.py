@@ -260,6 +260,19 @@ def test_search_mode(tmp_path, mnist):
     assert zoo.load_genotype(best["trial_dir"]).to_dict() == best["genotype"]
 
 
+def test_a_study_on_a_tf_data_dataset(tmp_path, mnist):
+    import tensorflow as tf  # noqa: PLC0415
+
+    streamed = {split: tf.data.Dataset.from_tensor_slices((getattr(mnist, f"x_{split}")[:160],
+                                                            getattr(mnist, f"y_{split}")[:160]))
+                for split in ("train", "val", "test")}
+    out = tmp_path / "streamed"
+    _study(out, streamed, 1)
+    (trial,) = _read(out / "trials.json")["trials"]
+    assert trial["status"] == "COMPLETED" and 0.0 <= trial["val_accuracy"] <= 1.0
+    assert _read(out / "study.json")["dataset"] == "tf.data"
+
+
 # -- command line ------------------------------------------------------------
 
 

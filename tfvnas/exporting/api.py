@@ -35,7 +35,7 @@ import numpy as np
 
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas import files
+from tfvnas import files, streams
 from tfvnas.compress import counting, shrinking
 from tfvnas.compress import macs as macs_lib
 from tfvnas.compress import strip as strip_lib
@@ -57,6 +57,19 @@ from tfvnas.exporting.saved_model import (
     write_saved_model,
 )
 from tfvnas.models import network as network_lib
+
+
+# A streamed dataset is read into arrays for the export, at most this many
+# examples of each split: int8 calibration, the QAT fine-tuning and the parity
+# checks use those (the report gives their numbers).
+STREAMED_EXAMPLES = 10_000
+
+
+def _in_memory(dataset):
+    """`dataset` as arrays: a `StreamedDataset`'s first `STREAMED_EXAMPLES` examples of each split."""
+    if isinstance(dataset, streams.StreamedDataset):
+        return dataset.in_memory(STREAMED_EXAMPLES)
+    return dataset
 
 
 def _representative(dataset, config):
@@ -157,7 +170,9 @@ def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, 
     Args:
         model: The stripped Keras 3 functional model: standard layers only
             (`STANDARD_LAYERS`), raw float32 pixels in, logits out.
-        dataset: The `tfvnas.data.Dataset` it was trained on. Its stored
+        dataset: The `tfvnas.data.Dataset` it was trained on (or a
+            `tfvnas.streams.StreamedDataset`, of which the first
+            `STREAMED_EXAMPLES` examples of each split are read). Its stored
             dtype becomes the input dtype; the training split calibrates int8
             and fine-tunes QAT; the test split measures parity and accuracy.
         out_dir: The folder to create.
@@ -176,6 +191,7 @@ def export_stripped(model, dataset, out_dir, config=None, *, extra_report=None, 
         RuntimeError: If an int8 model loads in LiteRT in neither encoding.
     """
     config = config_lib.ExportConfig() if config is None else config
+    dataset = _in_memory(dataset)
     _check_arguments(model, dataset, out_dir, config, extra_report, overwrite)
     log = log or (lambda line: None)
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -543,7 +559,7 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
     Args:
         model_dir: The output folder of `tfvnas train`.
         out_dir: The folder to create (see `export_stripped`).
-        dataset: A `tfvnas.data.Dataset`, a name or a path for
+        dataset: A dataset object, a name, a path or a streamed source for
             `tfvnas.data.load`; None: the dataset named in the training
             summary.
         config: An `ExportConfig`, a dict of its fields, a JSON/YAML file, or
@@ -573,8 +589,7 @@ def export(model_dir, out_dir, *, dataset=None, config=None, int8=None, qat=None
             raise ValueError(
                 "`dataset` must be given: the training summary names none. Received: dataset=None")
         dataset = info["name"]
-    if not isinstance(dataset, data_lib.Dataset):
-        dataset = data_lib.load(dataset)
+    dataset = data_lib.load(dataset)  # a dataset object is returned as it is
     shape = tuple(info.get("image_shape") or network.input_shape_built or dataset.image_shape)
     classes = int(info.get("num_classes") or network.num_classes)
     if tuple(dataset.image_shape) != shape or dataset.num_classes != classes:

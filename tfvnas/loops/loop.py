@@ -24,14 +24,21 @@ that stops (TensorFlow's coordination service notices the missing
 heartbeats, `make_strategy`'s `worker_timeout`) is `WorkerLost`, a write that
 fails is `tfvnas.files.WriteError`, and both name the newest complete
 checkpoint to resume from.
+
+Input: each split is a reader (`tfvnas.readers`) that builds this worker's
+pipeline from a `tf.distribute.InputContext` (`input_context`): on several
+workers each reads and decodes only its own share. Data order is a pure
+function of `(seed, epoch)` and of the number of workers.
 """
 
 import contextlib
+import json
 import math
 import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -41,7 +48,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvnas import choices, files, precision, runs
+from tfvnas import checks, choices, files, precision, readers, runs
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas.checks import WorkerLost
@@ -158,8 +165,7 @@ def open_run(config_class, dataset, *, preset="quick", config=None, out_dir=None
     cfg = config_lib.settle(config_class, preset=preset, config=config, out_dir=out_dir, resume=resume, **overrides)
     if deterministic:
         enable_determinism(cfg.seed)
-    if not isinstance(dataset, data_lib.Dataset):
-        dataset = data_lib.load(dataset, seed=cfg.seed)
+    dataset = data_lib.load(dataset, seed=cfg.seed)  # a dataset object is returned as it is
     return strategy, cfg, dataset
 
 
@@ -240,21 +246,61 @@ def num_workers(strategy):
     return max(1, sum(len(cluster.get(job, ())) for job in ("chief", "worker")))
 
 
-class HostBatches:
-    """Global batches from a host `tf.data` pipeline, split over the replicas.
+def local_cluster(workers):
+    """`TF_CONFIG` values (JSON strings) for `workers` worker processes on this machine.
 
-    Each global batch is cut into contiguous per-replica slices with
-    `strategy.experimental_distribute_values_from_function` (replica r of R
-    gets rows `[r*n//R, (r+1)*n//R)`). Every worker reads the same global
-    batches (the pipelines are seeded) and keeps its replicas' slices, which
-    is DATA sharding. No multi-device iterator is created: destroying one
-    at the end of every epoch stalled the loop for minutes (and once for
-    good) under MirroredStrategy on 2 busy cores.
+    Each worker gets a free port on 127.0.0.1 (free when this returns: start
+    the workers soon); set the i-th value as `TF_CONFIG` of the i-th worker,
+    as `docs/distributed.md` shows for a cluster of machines.
+    """
+    sockets = [socket.socket() for _ in range(checks.check_positive_int("workers", workers))]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(workers)]
+
+
+def input_context(strategy):
+    """The `tf.distribute.InputContext` of this process's input pipeline under `strategy`.
+
+    What `strategy.distribute_datasets_from_function` hands its function:
+    one input pipeline per worker process, numbered as TensorFlow numbers
+    them (the chief first).
+    """
+    workers, worker = num_workers(strategy), 0
+    if workers > 1:
+        resolver = strategy.cluster_resolver
+        cluster = resolver.cluster_spec().as_dict()
+        if resolver.task_type != "chief":
+            worker = int(resolver.task_id) + (1 if "chief" in cluster else 0)
+    return tf.distribute.InputContext(
+        num_input_pipelines=workers, input_pipeline_id=worker, num_replicas_in_sync=strategy.num_replicas_in_sync)
+
+
+class HostBatches:
+    """This worker's batches from a host `tf.data` pipeline, split over its replicas.
+
+    The pipeline gives this worker's part of every global batch (a reader
+    of `tfvnas.readers` built for its `InputContext`); each is cut into
+    contiguous slices for the worker's replicas with
+    `strategy.experimental_distribute_values_from_function` (local replica
+    l of L gets rows `[l*n//L, (l+1)*n//L)`; on one worker, replica r of R
+    gets rows `[r*n//R, (r+1)*n//R)` of the global batch). No multi-device
+    iterator is created: destroying one at the end of every epoch stalled
+    the loop for minutes (and once for good) under MirroredStrategy on 2
+    busy cores.
     """
 
-    def __init__(self, strategy, dataset):
+    def __init__(self, strategy, dataset, context=None):
         self.strategy = strategy
         self.dataset = dataset
+        context = context or input_context(strategy)
+        self.local_replicas = strategy.num_replicas_in_sync // context.num_input_pipelines
+        self.first_replica = context.input_pipeline_id * self.local_replicas
 
     def __iter__(self):
         for batch in self.dataset:
@@ -262,7 +308,9 @@ class HostBatches:
                 yield batch
                 continue
             yield self.strategy.experimental_distribute_values_from_function(
-                lambda ctx, batch=batch: tf.nest.map_structure(lambda t: _replica_slice(t, ctx), batch)
+                lambda ctx, batch=batch: tf.nest.map_structure(
+                    lambda t: _replica_slice(t, ctx.replica_id_in_sync_group - self.first_replica,
+                                             self.local_replicas), batch)
             )
 
 
@@ -274,10 +322,36 @@ _EPOCH_DATA_OPTIONS = tf.data.Options()
 _EPOCH_DATA_OPTIONS.autotune.enabled = False
 
 
-def _replica_slice(t, ctx):
+@contextlib.contextmanager
+def data_checks():
+    """Turns a failed check of the data inside a pipeline (`tfvnas.readers.CHECK_PREFIX`) into a `ValueError`.
+
+    Such checks (an image of another shape, a label out of range) run as
+    examples are read, deep inside `tf.data`; the error then says what was
+    expected and what was received, without TensorFlow's trace.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        text = error.message or ""
+        if readers.CHECK_PREFIX not in text:
+            raise
+        # TensorFlow prints it as "assertion failed: [message] [Condition ...]".
+        message = text.split(readers.CHECK_PREFIX, 1)[1].split("\n", 1)[0].split("]", 1)[0]
+        raise ValueError(message.strip()) from None
+
+
+def _checked(batches):
+    """`batches`, with the errors of the data checks as `ValueError`s (`data_checks`)."""
+    with data_checks():
+        yield from batches
+
+
+def _replica_slice(t, replica, count):
+    if count == 1:
+        return t
     n = tf.shape(t)[0]
-    r, count = ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
-    return t[r * n // count:(r + 1) * n // count]
+    return t[replica * n // count:(replica + 1) * n // count]
 
 
 class Loop:
@@ -285,13 +359,13 @@ class Loop:
 
     Subclasses implement `build_model()`, `build_optimizers(total_steps)`
     (returning `{name: (optimizer, variables)}`), `training_parts()`
-    (returning `{name: (x, y)}`, the arrays each step draws one batch
-    from) and `replica_step(batches)`; they may override
+    (returning `{name: reader}`, the readers (`tfvnas.readers`) each step
+    draws one batch from) and `replica_step(batches)`; they may override
     `end_epoch(epoch)`, `epoch_record(record)` and `augment(batch, seed)`.
 
     Args:
         config: a `SearchConfig` or `TrainConfig`.
-        dataset: a `tfvnas.data.Dataset`.
+        dataset: a `tfvnas.data.Dataset` or `tfvnas.streams.StreamedDataset`.
         strategy: a `tf.distribute.Strategy`; default the current one.
         verbose: 0 silent, 1 progress bar and summary lines.
         checkpoint_every: also checkpoint every this many steps (0: only at
@@ -313,9 +387,10 @@ class Loop:
             )
         self.checkpoint_every = checkpoint_every
         self._check_jit_compile()
+        self._context = input_context(self.strategy)
         self._parts = self.training_parts()
         self._check_batch_size()
-        self.steps_per_epoch = min(len(x) for x, _ in self._parts.values()) // config.batch_size
+        self.steps_per_epoch = min(part.steps(config.batch_size, self._context) for part in self._parts.values())
         self.total_steps = config.epochs * self.steps_per_epoch
         with self.strategy.scope():
             keras.utils.set_random_seed(config.seed)
@@ -461,11 +536,19 @@ class Loop:
 
     def _check_batch_size(self):
         cfg = self.config
-        smallest = min(len(x) for x, _ in self._parts.values())
+        smallest = min(len(part) for part in self._parts.values())
         if cfg.batch_size > smallest:
             what = "half of the training data" if len(self._parts) > 1 else "the training data"
             raise ValueError(
                 f"`batch_size` must be at most the size of {what} ({smallest} examples). "
+                f"Received: batch_size={cfg.batch_size}"
+            )
+        workers = self._context.num_input_pipelines
+        share = min(part.smallest_share(self._context) for part in self._parts.values())
+        if workers > 1 and cfg.batch_size // workers > share:
+            raise ValueError(
+                f"`batch_size` / workers must be at most the examples the worker with the fewest reads "
+                f"({share} of {smallest}: each of the {workers} workers reads its own share). "
                 f"Received: batch_size={cfg.batch_size}"
             )
         n_replicas = self.strategy.num_replicas_in_sync
@@ -476,28 +559,37 @@ class Loop:
             )
 
     def epoch_data(self, epoch, skip=0):
-        """The distributed batches of one epoch, a pure function of (seed, epoch)."""
-        cfg = self.config
+        """This worker's distributed batches of one epoch, a pure function of (seed, epoch, workers).
+
+        `skip` batches already trained on are skipped before they are read
+        (positions for an indexed reader, records before decoding for a
+        sequential one).
+        """
+        cfg, context = self.config, self._context
         parts = {}
-        for k, (name, (x, y)) in enumerate(sorted(self._parts.items())):
+        for k, (name, part) in enumerate(sorted(self._parts.items())):
             seed = (cfg.seed * 1_000_003 + epoch * 101 + k) % (2**31 - 1)
-            ds = data_lib.make_tf_dataset(x, y, cfg.batch_size, shuffle=True, seed=seed, drop_remainder=True)
-            parts[name] = ds.take(self.steps_per_epoch)
-        ds = tf.data.Dataset.zip(parts).enumerate()
+            parts[name] = part.epoch(cfg.batch_size, seed=seed, steps=self.steps_per_epoch, skip=skip,
+                                     context=context)
+        ds = tf.data.Dataset.zip(parts).enumerate(start=skip)
         epoch_seed = (cfg.seed * 7919 + epoch) % (2**31 - 1)
-        ds = ds.map(
-            lambda i, b: {n: self.augment(v, tf.stack([tf.constant(epoch_seed, tf.int64), i])) for n, v in b.items()},
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        ds = ds.skip(skip).prefetch(tf.data.AUTOTUNE).with_options(_EPOCH_DATA_OPTIONS)
+        workers, worker = context.num_input_pipelines, context.input_pipeline_id
+
+        def augment(i, batches):
+            seed = tf.stack([tf.constant(epoch_seed, tf.int64), i])
+            if workers > 1:  # each worker's rows draw their own augmentation
+                seed = tf.random.experimental.stateless_fold_in(seed, worker)
+            return {n: self.augment(v, seed) for n, v in batches.items()}
+
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_EPOCH_DATA_OPTIONS)
         return self._distribute(ds)
 
-    def _eval_data(self, x, y):
-        return self._distribute(data_lib.make_tf_dataset(x, y, self.config.batch_size, shuffle=False))
+    def _eval_data(self, reader):
+        return self._distribute(reader.evaluation(self.config.batch_size, self._context).prefetch(tf.data.AUTOTUNE))
 
     def _distribute(self, ds):
-        return HostBatches(self.strategy, ds)
+        return HostBatches(self.strategy, ds, self._context)
 
     # -- steps ------------------------------------------------------------
 
@@ -524,7 +616,7 @@ class Loop:
                 "count": tf.cast(tf.shape(y)[0], tf.float32),
             }
 
-        self._val_data = self._eval_data(self.dataset.x_val, self.dataset.y_val)
+        self._val_data = self._eval_data(self.dataset.reader("val"))
 
         @tf.function(reduce_retracing=True)
         def eval_step(batch):
@@ -551,20 +643,25 @@ class Loop:
         if split == "val":
             data = self._val_data
         elif split == "test":
-            data = self._eval_data(self.dataset.x_test, self.dataset.y_test)
+            data = self._eval_data(self.dataset.reader("test"))
         else:
             raise ValueError(f"`split` must be 'val' or 'test'. Received: split={split!r}")
         return self._evaluate(data)
 
     def evaluate_arrays(self, x, y):
         """`(loss, accuracy)` of the inference path on the images `x` with labels `y`."""
-        return self._evaluate(self._eval_data(x, y))
+        return self.evaluate_reader(readers.IndexedReader.from_arrays(x, y))
+
+    def evaluate_reader(self, reader):
+        """`(loss, accuracy)` of the inference path on the examples of a reader (`tfvnas.readers`)."""
+        return self._evaluate(self._eval_data(reader))
 
     def _evaluate(self, data):
         totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        for batch in data:
-            for k, v in self._eval_step(batch).items():
-                totals[k] += float(v)
+        with data_checks():
+            for batch in data:
+                for k, v in self._eval_step(batch).items():
+                    totals[k] += float(v)
         n = max(totals["count"], 1.0)
         return totals["loss_sum"] / n, totals["correct"] / n
 
@@ -619,7 +716,7 @@ class Loop:
                 self._checkpoint.write(prefix)
             if chief:
                 state = {"position": self.position, "history": self.history, "config": self.config.to_dict(),
-                         "extra": self.checkpoint_state()}
+                         "dataset": self.dataset.name, "extra": self.checkpoint_state()}
                 files.write_json(os.path.join(directory, f"state-{number}.json"), state, indent=None,
                                  what="the checkpoint state")
         except BaseException:
@@ -669,6 +766,11 @@ class Loop:
                 self._skip(path, str(e))
                 continue
             runs.check_resume_config(saved, self.config, checkpoint_dir)
+            if state.get("dataset", self.dataset.name) != self.dataset.name:
+                raise ValueError(
+                    f"The checkpoint in {checkpoint_dir!r} was written on the dataset {state['dataset']!r}. "
+                    f"Resume on the same data (--dataset {state['dataset']}). Received: {self.dataset.name!r}"
+                )
             try:
                 self._checkpoint.restore(path).assert_consumed()
             except Exception as e:  # noqa: BLE001 - a damaged file fails as OpError, IndexError, AssertionError...
@@ -799,7 +901,7 @@ class Loop:
         self.begin_epoch(epoch)
         status = self.progress_status()
         stats = {}
-        for i, batches in enumerate(self.epoch_data(epoch, skip), start=skip):
+        for i, batches in enumerate(_checked(self.epoch_data(epoch, skip)), start=skip):
             beta = self.beta(self.position["step"])
             # The model's KL scale, read by every KL layer (tfvnas.layers.variational).
             self.model.kl_scale.assign(variational.kl_scale(beta, self.n_train))

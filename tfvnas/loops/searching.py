@@ -131,7 +131,7 @@ class Searcher(loop_lib.Loop):
 
     Args:
         config: a `SearchConfig`.
-        dataset: a `tfvnas.data.Dataset`.
+        dataset: a `tfvnas.data.Dataset` or `tfvnas.streams.StreamedDataset`.
         strategy: a `tf.distribute.Strategy`; default the current one.
         verbose: 0 silent, 1 progress bar and summary lines.
         checkpoint_every: also checkpoint every this many steps (0: only at
@@ -151,20 +151,27 @@ class Searcher(loop_lib.Loop):
         super().__init__(config, dataset, **kwargs)
 
     def training_parts(self):
-        cfg, ds = self.config, self.dataset
-        x, y = ds.x_train, ds.y_train
+        """The training examples, or for the bi-level search its two halves.
+
+        The halves are a seeded permutation of the training examples' positions
+        (`SearchConfig.seed`), cut in two and each kept in its order: for
+        arrays and image folders a choice of positions, for a stream a
+        filter on each example's key (its index), applied before decoding.
+        The same halves every epoch, on any number of workers, and on resume.
+        """
+        cfg = self.config
+        train = self.dataset.reader("train")
         if cfg.limit is not None:
-            x, y = x[: cfg.limit], y[: cfg.limit]
-        self.n_train = len(x)
+            train = train.subset(np.arange(min(cfg.limit, len(train))))
+        self.n_train = len(train)
         if cfg.optimization != "bilevel":
-            return {"weights": (x, y)}
-        order = np.random.default_rng(cfg.seed).permutation(len(x))
-        half = len(x) // 2
+            return {"weights": train}
+        order = np.random.default_rng(cfg.seed).permutation(len(train))
+        half = len(train) // 2
         # Each half is the data its parameters are fit on (the gates on one,
         # the weights on the other): the KL is per example of that half.
         self.n_train = half
-        w_idx, a_idx = np.sort(order[:half]), np.sort(order[half:])
-        return {"weights": (x[w_idx], y[w_idx]), "arch": (x[a_idx], y[a_idx])}
+        return {"weights": train.subset(np.sort(order[:half])), "arch": train.subset(np.sort(order[half:]))}
 
     def build_model(self):
         cfg, ds = self.config, self.dataset
@@ -407,11 +414,12 @@ class Searcher(loop_lib.Loop):
         genotype = model.derive("top_k", k=cfg.top_k)
         selection = None
         if cfg.selection == "perturbation":
-            x, y = self.dataset.x_val[: cfg.selection_images], self.dataset.y_val[: cfg.selection_images]
+            val = self.dataset.reader("val")
+            val = val.subset(np.arange(min(cfg.selection_images, len(val))))
             with self.faults():
                 perturbed, selection = selection_lib.perturbation_genotype(
-                    model, lambda: self.evaluate_arrays(x, y)[1], k=cfg.top_k)
-            selection.update(images=int(len(x)), gates_genotype=genotype.to_dict())
+                    model, lambda: self.evaluate_reader(val)[1], k=cfg.top_k)
+            selection.update(images=int(len(val)), gates_genotype=genotype.to_dict())
             genotype = perturbed
         result = SearchResult(
             genotype=genotype,
@@ -470,8 +478,11 @@ def search(
     """Searches a cell with VINNAS.
 
     Args:
-        dataset: a dataset name, a path (.npz or image directory), or a
-            `tfvnas.data.Dataset`.
+        dataset: a dataset name, a path (.npz or image directory),
+            'tfrecord:PATTERN', 'tfds:NAME', a `tf.data.Dataset` of
+            `(image, label)` pairs or a dict of them (`{"train", "val",
+            "test"}`), or a `tfvnas.data.Dataset` / `StreamedDataset`
+            (see `tfvnas.data.load`).
         preset: 'smoke', 'quick' or 'paper'.
         config: a `SearchConfig`, a dict of fields, or a JSON/YAML file path;
             its fields override the preset's.

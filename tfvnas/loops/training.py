@@ -92,7 +92,7 @@ class Trainer(loop_lib.Loop):
     Args:
         genotype: a `tfvnas.Genotype`.
         config: a `TrainConfig`.
-        dataset: a `tfvnas.data.Dataset`.
+        dataset: a `tfvnas.data.Dataset` or `tfvnas.streams.StreamedDataset`.
         strategy: a `tf.distribute.Strategy`; default the current one.
         verbose: 0 silent, 1 progress bar and summary lines.
         checkpoint_every: also checkpoint every this many steps.
@@ -108,12 +108,12 @@ class Trainer(loop_lib.Loop):
 
     def training_parts(self):
         cfg, ds = self.config, self.dataset
-        x, y = ds.x_train, ds.y_train
+        train = ds.reader("train")
         if cfg.limit is not None:
-            x, y = x[: cfg.limit], y[: cfg.limit]
-        self.n_train = len(x)
+            train = train.subset(np.arange(min(cfg.limit, len(train))))
+        self.n_train = len(train)
         self._pixel_mean = np.asarray(ds.normalisation()[0], np.float32)
-        return {"train": (x, y)}
+        return {"train": train}
 
     def build_model(self):
         cfg, ds = self.config, self.dataset
@@ -295,7 +295,7 @@ def dataset_info(dataset):
     return {
         "name": dataset.name,
         "image_shape": list(dataset.image_shape),
-        "dtype": str(dataset.x_train.dtype),
+        "dtype": str(dataset.dtype),
         "input_range": list(dataset.input_range),
         "num_classes": int(dataset.num_classes),
     }
@@ -325,8 +325,11 @@ def train(
     Args:
         genotype: a `Genotype`, a zoo name (`tfvnas.models.zoo.zoo_names()`),
             a genotype JSON path, or a search output folder.
-        dataset: a dataset name, a path (.npz or image directory), or a
-            `tfvnas.data.Dataset`.
+        dataset: a dataset name, a path (.npz or image directory),
+            'tfrecord:PATTERN', 'tfds:NAME', a `tf.data.Dataset` of
+            `(image, label)` pairs or a dict of them (`{"train", "val",
+            "test"}`), or a `tfvnas.data.Dataset` / `StreamedDataset`
+            (see `tfvnas.data.load`).
         preset: 'smoke', 'quick' or 'paper' (`tfvnas.config.TRAIN_PRESETS`).
         config: a `TrainConfig`, a dict of fields, or a JSON/YAML file path;
             its fields override the preset's.

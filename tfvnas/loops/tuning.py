@@ -168,9 +168,7 @@ class _ConfigHyperModel(keras_tuner.HyperModel):
         super().__init__(name=name, tunable=True)
         self.base_config = base_config
         self.space = normalise_space(self.default_space if search_space is None else search_space, base_config)
-        if not isinstance(dataset, data_lib.Dataset):
-            dataset = data_lib.load(dataset, seed=base_config.seed)
-        self.dataset = dataset
+        self.dataset = data_lib.load(dataset, seed=base_config.seed)  # a dataset object is returned as it is
         self.strategy = strategy
 
     def build(self, hp):
@@ -253,7 +251,8 @@ class TrainHyperModel(_ConfigHyperModel):
     Args:
         genotype: a `Genotype`, a zoo name, a genotype JSON path or a
             search output folder.
-        dataset: a dataset name, a path, or a `tfvnas.data.Dataset`.
+        dataset: a dataset name, a path, a streamed source or a dataset
+            object (see `tfvnas.data.load`).
         base_config: the `TrainConfig` whose fields the trials vary.
         search_space: `{TrainConfig field: spec}` (see `normalise_space`);
             default `DEFAULT_TRAIN_SPACE`.
@@ -315,7 +314,8 @@ class SearchHyperModel(_ConfigHyperModel):
     search_history.json), usable as `tfvnas train --genotype`.
 
     Args:
-        dataset: a dataset name, a path, or a `tfvnas.data.Dataset`.
+        dataset: a dataset name, a path, a streamed source or a dataset
+            object (see `tfvnas.data.load`).
         base_config: the `SearchConfig` whose fields the trials vary.
         search_space: `{SearchConfig field: spec}`; default
             `DEFAULT_SEARCH_SPACE`.
@@ -705,7 +705,8 @@ def tune(
         genotype: mode 'train': the cell whose training recipe is tuned (a
             `Genotype`, zoo name, genotype JSON path or search output
             folder). Mode 'search': must be None.
-        dataset: a dataset name, a path, or a `tfvnas.data.Dataset`.
+        dataset: a dataset name, a path, a streamed source or a dataset
+            object (see `tfvnas.data.load`).
         mode: 'train' (`TrainHyperModel`) or 'search' (`SearchHyperModel`).
         tuner: 'random', 'bayesian' or 'hyperband' (keras-tuner's tuners).
             Hyperband's largest budget is the base config's epochs.
