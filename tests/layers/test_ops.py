@@ -778,3 +778,16 @@ def test_max_pool_and_the_shift_equal_tensorflows_ops_in_value_and_gradient(stri
             want = run_in_mode(mode, value_and_gradient(reference), x)
             np.testing.assert_allclose(got[0], want[0])
             np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
+def test_a_normalised_identity_is_a_batch_norm_without_scale_or_shift():
+    x = np.random.default_rng(5).normal(2.0, 3.0, (4, 5, 5, 3)).astype("float32")
+    layer = ops.Identity(3, 1, normalised=True, affine=False)
+    got = layer(x, training=True).numpy()
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(got, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-4)
+    assert layer.trainable_weights == []  # nothing to learn: a search-time normalisation
+    np.testing.assert_array_equal(ops.Identity(3, 1)(x, training=True).numpy(), x)  # the plain one passes x on
+    with pytest.raises(ValueError, match=re.escape("A normalised identity is a supernet op: it needs `affine=False`. "
+                                                   "Received: normalised=True, affine=True")):
+        ops.Identity(3, 1, normalised=True, affine=True)

@@ -384,3 +384,18 @@ def test_skip_dropout_is_checked_and_reaches_the_supernet():
     assert searcher.model.skip_dropout == 0.3
     edges = [e for c in searcher.model.cells for e in c.edge_layers]
     assert edges and {e.skip_dropout for e in edges} == {0.3}
+
+
+def test_the_search_options_of_the_ranking_reach_the_supernet():
+    """skip_bn normalises every stride-1 identity; aux_skip's weight decays linearly to zero over the search."""
+    cfg = config_lib.preset("smoke").replace(layers=3, nodes=1, epochs=2, skip_bn=True, aux_skip=0.8)
+    searcher = search_lib.Searcher(cfg, data_lib.load("mnist-5k"), verbose=0)
+    identities = [c for cell in searcher.model.cells for e in cell.edge_layers for c in e.candidates
+                  if type(c).__name__ == "Identity"]
+    assert identities and all(i.normalised for i in identities)
+    total = searcher.total_steps
+    for step, weight in [(0, 0.8), (total // 2, 0.8 * (1 - (total // 2) / total)), (total, 0.0)]:
+        searcher.before_step(step)
+        assert float(searcher.model.aux_skip_weight.numpy()) == pytest.approx(weight, abs=1e-6)
+    with pytest.raises(ValueError, match=re.escape("`aux_skip` must be")):
+        config_lib.preset("smoke").replace(aux_skip=-1.0)
