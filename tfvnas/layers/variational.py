@@ -308,14 +308,22 @@ def portable_uniform(shape, seed):
     in a `jit_compile` step: XLA derives Philox's key and counter from a
     seed outside 32 bits, and turns bits into floats, in its own way. Here
     the seed's two int64 are the key and the counter themselves, and the
-    float is the top 24 of the 32 bits, centred in their interval (0 and 1
-    are never drawn), which TensorFlow's kernel and XLA compute alike.
+    float is the top 23 of the 32 bits, centred in their interval, which
+    TensorFlow's kernel and XLA compute alike. With 23 bits `k + 0.5` is
+    exact in float32, so the draws lie in [2^-24, 1 - 2^-24]: 0 and 1 are
+    never drawn (with 24 bits the largest rounded up to 1.0, whose inverse
+    normal CDF is infinite).
     """
     seed = tf.cast(seed, tf.int64)
     key = tf.bitcast(seed[:1], tf.uint64)
     counter = tf.concat([tf.bitcast(seed[1:], tf.uint64), tf.zeros([1], tf.uint64)], 0)
     bits = tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=1, dtype=tf.uint32)
-    return (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (2.0**-24)
+    return unit_floats(bits)
+
+
+def unit_floats(bits):
+    """uint32 random bits to float32 in (0, 1): the top 23 bits, centred in their interval (`portable_uniform`)."""
+    return (tf.cast(tf.bitwise.right_shift(bits, 9), tf.float32) + 0.5) * (2.0**-23)
 
 
 def standard_normal(shape, seed_generator, dtype):
