@@ -1,4 +1,7 @@
-"""The discrete network built from a genotype, and its strip into standard Keras layers."""
+"""The discrete network built from a genotype, and the strip tests that read its module network.
+
+The strip's other tests are in tests/compress/test_strip.py.
+"""
 
 import json
 import re
@@ -18,7 +21,6 @@ from tests.helpers.networks import (
 )
 from tfvnas.compress import strip as strip_lib
 from tfvnas.layers import variational
-from tfvnas.loops.training import cutout
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import network as network_lib
 from tfvnas.models import zoo
@@ -114,39 +116,6 @@ def test_strip_keeps_exactly_the_pruned_zeros(sparse_net):
     assert sum(k.size for k in kernels) == total
     # theta itself is never exactly zero at init: every zero is a pruned weight.
     assert sum(int(np.sum(k == 0)) for k in kernels) == pruned
-
-
-def test_strip_of_plain_weights(images):
-    net = small_network(weight_vd=False)
-    scramble(net, seed=3)
-    stripped = strip_lib.strip(net)
-    strip_lib.check_standard_layers(stripped)
-    np.testing.assert_allclose(stripped(images).numpy(), net(images).numpy(), atol=1e-5, rtol=1e-5)
-
-
-def test_strip_rejects_other_models():
-    with pytest.raises(ValueError, match=re.escape("`network` must be a tfvnas.models.network.Network. Received: Sequential")):
-        strip_lib.strip(keras.Sequential([keras.layers.Dense(2)]))
-
-
-def _cutout_reference(x, centres, side, fill):
-    out = x.copy()
-    for i, (cy, cx) in enumerate(centres):
-        top, left = cy - side // 2, cx - side // 2
-        out[i, max(top, 0):max(top + side, 0), max(left, 0):max(left + side, 0), :] = fill
-    return out
-
-
-def test_cutout_matches_numpy_and_is_a_function_of_the_seed():
-    x = np.random.default_rng(0).random((6, 9, 7, 2)).astype("float32") + 1.0
-    seed = tf.constant([5, 9], tf.int64)
-    out = cutout(tf.constant(x), 4, seed, fill=np.array([0.0, -1.0], np.float32)).numpy()
-    np.testing.assert_array_equal(out, cutout(tf.constant(x), 4, seed, fill=np.array([0.0, -1.0], np.float32)).numpy())
-    centres = tf.random.stateless_uniform([6, 2], seed=seed, minval=0, maxval=tf.int32.max, dtype=tf.int32).numpy()
-    centres = np.stack([centres[:, 0] % 9, centres[:, 1] % 7], axis=1)
-    expected = _cutout_reference(x, centres, 4, np.array([0.0, -1.0], np.float32))
-    np.testing.assert_array_equal(out, expected)
-    assert (out != x).any()
 
 
 def test_synchronize_batch_norm_reaches_every_batch_norm(images):
