@@ -1,12 +1,12 @@
 """tfvnas.layers.gates against independent references: NumPy, closed forms, Monte Carlo."""
 
-import json
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.keras_config import assert_config_round_trip
 from tfvnas.layers import gates as gates_lib
 
 MODES = ("eager", "function")
@@ -270,8 +270,7 @@ def test_floor_arguments_are_checked_and_saved():
     with pytest.raises(ValueError, match=r"^`countable` must hold one flag per op \(3\)\. "):
         gates_lib.GaussianGates(5, 3, nodes=2, countable=[True])
     gates = _floored(np.zeros((5, 3)))
-    config = json.loads(json.dumps(gates.get_config()))
-    again = gates_lib.GaussianGates.from_config(config)
+    again = assert_config_round_trip(gates)
     assert (again.nodes, again.min_inputs, again.countable) == (2, 2, [False, True, True])
 
 
@@ -279,8 +278,7 @@ def test_floor_arguments_are_checked_and_saved():
 def test_config_round_trip(parameterisation):
     gates = gates_lib.GaussianGates(3, 2, theta_init=0.5, log_alpha_init=-4.0, threshold=2.5, kl_scale=0.1,
                                     parameterisation=parameterisation, average_decay=0.9)
-    clone = gates_lib.GaussianGates.from_config(json.loads(json.dumps(gates.get_config())))
-    assert clone.get_config() == gates.get_config()
+    clone = assert_config_round_trip(gates)
     np.testing.assert_allclose(clone.raw_log_alpha().numpy(), np.full((3, 2), -4.0), rtol=1e-6)
     np.testing.assert_allclose(clone.theta_value().numpy(), np.full((3, 2), 0.5), rtol=1e-6)
 

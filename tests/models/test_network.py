@@ -3,7 +3,6 @@
 The strip's other tests are in tests/compress/test_strip.py.
 """
 
-import json
 import re
 
 import keras
@@ -11,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.keras_config import assert_config_round_trip
 from tests.helpers.networks import (
     EVERY_OP,
-    SHAPE,
     digits,
     network_images,
     scramble,
@@ -57,12 +56,7 @@ def test_network_cells_follow_the_genotype(sparse_net):
 
 
 def test_network_config_round_trips_through_json(sparse_net, images):
-    config = json.loads(json.dumps(sparse_net.get_config()))
-    clone = network_lib.Network.from_config(config)
-    clone.build((None,) + SHAPE)
-    assert clone.get_config() == sparse_net.get_config()
-    clone.set_weights(sparse_net.get_weights())
-    np.testing.assert_array_equal(clone(images).numpy(), sparse_net(images).numpy())
+    assert_config_round_trip(sparse_net, images)
 
 
 def test_network_rejects_unknown_op():

@@ -1,12 +1,12 @@
 """Supernet structure, gate semantics and serialisation (tiny, eager)."""
 
-import json
 import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.keras_config import assert_config_round_trip
 from tests.helpers.supernets import OPS
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational as vd_lib
@@ -183,13 +183,8 @@ def test_one_channel_images_may_come_without_a_channel_axis(model):
 
 
 def test_config_round_trip_gives_the_same_network(model):
-    config = json.loads(json.dumps(model.get_config()))
-    clone = Supernet.from_config(config)
-    clone.build((None, 6, 6, 1))
+    clone = assert_config_round_trip(model, _images(seed=3), rtol=1e-5, atol=1e-6)
     assert [tuple(v.shape) for v in clone.weights] == [tuple(v.shape) for v in model.weights]
-    clone.set_weights(model.get_weights())
-    x = _images(seed=3)
-    np.testing.assert_allclose(clone(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_arguments():
@@ -273,7 +268,7 @@ def test_a_node_whose_gates_all_cross_the_threshold_keeps_top_k_live_edges():
 def test_skip_dropout_in_a_traced_step_is_the_eager_draw_and_only_in_training():
     model = _model(skip_dropout=0.5, seed=2)
     assert {e.skip_dropout for c in model.cells for e in c.edge_layers} == {0.5}
-    assert Supernet.from_config(json.loads(json.dumps(model.get_config()))).skip_dropout == 0.5
+    assert assert_config_round_trip(model).skip_dropout == 0.5
     x = tf.constant(_images(n=8, seed=4))
     state = [v.numpy() for v in model.non_trainable_variables]
     eager = model(x, training=True).numpy()
