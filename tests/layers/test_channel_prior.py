@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.layers.test_variational import MODES, _np_kl, _np_same_conv, _run, _theta
-from tests.models.test_network import EVERY_OP, SHAPE, _scramble
+from tests.helpers.keras_config import assert_config_round_trip
+from tests.helpers.modes import MODES, run_in_mode
+from tests.helpers.networks import EVERY_OP, SHAPE, digits, scramble
+from tests.helpers.variational import np_kl, np_same_conv, random_theta
 from tfvnas import config
 from tfvnas.compress import macs
 from tfvnas.compress import strip as strip_lib
@@ -47,7 +49,7 @@ KINDS = ("conv", "conv_strided_bias", "depthwise", "depthwise_strided_dilated", 
 def _built(kind, rng, weight_log_sigma2=-80.0, **kwargs):
     layer, shape = _layer(kind, **kwargs)
     layer.build(shape)
-    layer.theta.assign(_theta(rng, layer.theta.shape))
+    layer.theta.assign(random_theta(rng, layer.theta.shape))
     layer.log_sigma2.assign(np.full(layer.log_sigma2.shape, weight_log_sigma2, "float32"))
     if layer.use_bias:
         layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
@@ -64,7 +66,7 @@ def _np_forward(layer, x, kernel):
     if isinstance(layer, vd.VariationalDense):
         return x.astype("float64") @ kernel.astype("float64")
     depthwise = isinstance(layer, vd.VariationalDepthwiseConv2D)
-    return _np_same_conv(x, kernel, layer.strides, layer.dilation_rate, depthwise)
+    return np_same_conv(x, kernel, layer.strides, layer.dilation_rate, depthwise)
 
 
 def _per_channel(layer, values):
@@ -103,13 +105,13 @@ def test_kl_adds_the_closed_form_kl_of_the_channel_scales(kind):
     rng = np.random.default_rng(0)
     layer, shape = _built(kind, rng, weight_log_sigma2=-3.0, kl_scale=0.01)
     channels = layer.channel_phi.shape[0]
-    phi = _theta(rng, (channels,))
+    phi = random_theta(rng, (channels,))
     log_sigma2 = rng.uniform(-6, 4, channels).astype("float32")
     _set_channels(layer, phi, log_sigma2)
     # 0.5 * log(1 + phi^2 / sigma^2) = 0.5 * softplus(-log_alpha), per channel.
     channel_kl = 0.5 * np.logaddexp(0.0, -(log_sigma2.astype("float64") - np.log(phi.astype("float64") ** 2)))
-    np.testing.assert_allclose(channel_kl, _np_kl(phi, log_sigma2), rtol=1e-9)
-    expected = _np_kl(layer.theta.numpy(), layer.log_sigma2.numpy()).sum() + channel_kl.sum()
+    np.testing.assert_allclose(channel_kl, np_kl(phi, log_sigma2), rtol=1e-9)
+    expected = np_kl(layer.theta.numpy(), layer.log_sigma2.numpy()).sum() + channel_kl.sum()
     assert float(layer.kl()) == pytest.approx(expected, rel=1e-5)
     x = rng.normal(size=shape).astype("float32")
     for training in (True, False):
@@ -135,7 +137,7 @@ def test_training_multiplies_each_channel_by_one_draw_per_example(kind, mode):
     x = np.tile(np.abs(np.random.default_rng(2).normal(size=(1,) + shape[1:])).astype("float32") + 0.5,
                 (copies,) + (1,) * (len(shape) - 1))
     mean = _np_forward(layer, x[:1], layer.theta.numpy())
-    out = _run(mode, lambda a: layer(a, training=True), x).astype("float64")
+    out = run_in_mode(mode, lambda a: layer(a, training=True), x).astype("float64")
     ratio = (out - _bias(layer)) / mean
     # One value per example and channel: constant over the positions.
     per_example = ratio.reshape(copies, -1, channels)
@@ -165,7 +167,7 @@ def test_zero_channel_variance_at_unit_scale_is_the_layer_without_the_prior(kind
     # The same seed: the weight noise is the same draw, and the channel
     # scale is exactly 1.
     np.testing.assert_array_equal(
-        _run(mode, lambda a: layer(a, training=True), x), _run(mode, lambda a: plain(a, training=True), x))
+        run_in_mode(mode, lambda a: layer(a, training=True), x), run_in_mode(mode, lambda a: plain(a, training=True), x))
     np.testing.assert_array_equal(layer(x).numpy(), plain(x).numpy())
     assert float(layer.kl()) > float(plain.kl())  # the channel KL is there, and large at alpha = 0
 
@@ -176,7 +178,7 @@ def test_inference_multiplies_by_phi_of_the_kept_channels(kind, mode):
     rng = np.random.default_rng(4)
     layer, shape = _built(kind, rng, weight_log_sigma2=-10.0)
     channels = layer.channel_phi.shape[0]
-    phi = _theta(rng, (channels,))
+    phi = random_theta(rng, (channels,))
     pruned = np.zeros(channels, bool)
     pruned[[0, 2]] = True
     # log_alpha = log_sigma2 - log(phi^2): just above, just below and far above the threshold.
@@ -190,7 +192,7 @@ def test_inference_multiplies_by_phi_of_the_kept_channels(kind, mode):
     folded = layer.theta.numpy() * weight_mask * _per_channel(layer, phi * mask)
     np.testing.assert_allclose(layer.masked_kernel().numpy(), folded, rtol=1e-6)
     x = rng.normal(size=shape).astype("float32")
-    got = _run(mode, lambda a: layer(a, training=False), x)
+    got = run_in_mode(mode, lambda a: layer(a, training=False), x)
     want = _np_forward(layer, x, folded) + _bias(layer)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # A pruned channel computes exactly its bias; a kept one is phi times the masked-weight output.
@@ -207,15 +209,12 @@ def test_config_json_round_trip_keeps_the_channel_prior():
         layer, shape = _built(kind, rng, weight_log_sigma2=-3.0, channel_log_alpha_init=-2.5,
                               channel_scale_init=0.3, name=f"v_{kind}")
         channels = layer.channel_phi.shape[0]
-        _set_channels(layer, _theta(rng, (channels,)), rng.uniform(-4, 6, channels))
+        _set_channels(layer, random_theta(rng, (channels,)), rng.uniform(-4, 6, channels))
         config = json.loads(json.dumps(layer.get_config()))
         assert (config["channel_prior"], config["channel_log_alpha_init"], config["channel_scale_init"]) == (
             True, -2.5, 0.3)
-        rebuilt = type(layer).from_config(config)
-        rebuilt.build(shape)
-        assert json.loads(json.dumps(rebuilt.get_config())) == config
-        rebuilt.set_weights(layer.get_weights())
         x = rng.normal(size=shape).astype("float32")
+        rebuilt = assert_config_round_trip(layer, x)
         for training in (True, False):  # the seed is in the config: the same noise
             np.testing.assert_array_equal(rebuilt(x, training=training).numpy(), layer(x, training=training).numpy())
 
@@ -256,7 +255,7 @@ def _prune_channels(net, share, seed):
     rng = np.random.default_rng(seed)
     for layer in channel_prior.channel_prior_layers(net):
         c = layer.channel_phi.shape[0]
-        phi = _theta(rng, (c,))
+        phi = random_theta(rng, (c,))
         la = np.where(rng.random(c) < share, 8.0, rng.uniform(-6.0, 2.0, c))
         _set_channels(layer, phi, la + np.log(phi.astype("float64") ** 2))
 
@@ -288,15 +287,11 @@ def test_network_puts_the_prior_on_every_convolution_and_not_the_classifier():
 
 def test_network_config_round_trip_keeps_the_prior(images):
     net = _network(channel_scale_init=0.2)
-    _scramble(net)
+    scramble(net)
     _prune_channels(net, 0.3, seed=2)
     config = json.loads(json.dumps(net.get_config()))
     assert config["channel_prior"] is True and config["channel_scale_init"] == 0.2
-    clone = network_lib.Network.from_config(config)
-    clone.build((None,) + SHAPE)
-    assert clone.get_config() == net.get_config()
-    clone.set_weights(net.get_weights())
-    np.testing.assert_array_equal(clone(images).numpy(), net(images).numpy())
+    assert_config_round_trip(net, images)
 
 
 def test_channel_sparsity_and_decay_exclusions():
@@ -316,7 +311,7 @@ def test_channel_sparsity_and_decay_exclusions():
 @pytest.mark.parametrize("shrink", [False, True])
 def test_strip_folds_the_channel_scales_and_matches_inference(images, shrink):
     net = _network()
-    _scramble(net)
+    scramble(net)
     _prune_channels(net, 0.3, seed=4)
     stripped = strip_lib.strip(net, shrink=shrink)
     strip_lib.check_standard_layers(stripped)
@@ -339,7 +334,7 @@ def _network_without_scales(net):
 
 def test_pruned_channel_groups_become_dead_channels_that_shrink_removes(images):
     net = _network()
-    _scramble(net)
+    scramble(net)
     # The weights alone: every channel kept, log_sigma2 of the weights low so
     # no column is zero by chance.
     for layer in vd.variational_layers(net):
@@ -407,12 +402,11 @@ def test_training_config_reaches_the_network_and_the_optimizer():
 
 
 def test_keras_fit_trains_the_elbo_with_the_channel_kl():
-    from tests.models.test_network import _digits
     from tfvnas.layers import variational
 
-    x, y = _digits(32)
+    x, y = digits(32)
     net = _network(kl_scale=1.0 / 256)
-    _scramble(net)
+    scramble(net)
     _prune_channels(net, 0.3, seed=6)
     net.compile(optimizer=keras.optimizers.SGD(0.01),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

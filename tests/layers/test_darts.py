@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.keras_config import assert_config_round_trip
 from tfvnas import config as config_lib
 from tfvnas.layers import darts
 from tfvnas.layers import ops as ops_lib
@@ -25,8 +26,7 @@ def test_softmax_gates_are_a_softmax_with_the_gate_interface():
     np.testing.assert_allclose(gates.derivation_log_alpha().numpy(), -expected, rtol=1e-6)
     assert gates.update_evidence(-10.0, patience=1) == 0 and float(gates.kl()) == 0.0
     assert [v.path for v in gates.trainable_weights] == [gates.alpha.path]
-    clone = darts.SoftmaxGates.from_config(json.loads(json.dumps(gates.get_config())))
-    assert clone.get_config() == gates.get_config()
+    assert_config_round_trip(gates)
 
 
 def test_darts_edge_is_the_plain_softmax_mixture():

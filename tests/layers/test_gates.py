@@ -1,16 +1,13 @@
 """tfvnas.layers.gates against independent references: NumPy, closed forms, Monte Carlo."""
 
-import json
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.keras_config import assert_config_round_trip
 from tfvnas.layers import gates as gates_lib
-from tfvnas.layers import ops as ops_lib
-from tfvnas.layers import variational as vd
-from tfvnas.layers.mixed_edge import MixedEdge
 
 MODES = ("eager", "function")
 
@@ -273,8 +270,7 @@ def test_floor_arguments_are_checked_and_saved():
     with pytest.raises(ValueError, match=r"^`countable` must hold one flag per op \(3\)\. "):
         gates_lib.GaussianGates(5, 3, nodes=2, countable=[True])
     gates = _floored(np.zeros((5, 3)))
-    config = json.loads(json.dumps(gates.get_config()))
-    again = gates_lib.GaussianGates.from_config(config)
+    again = assert_config_round_trip(gates)
     assert (again.nodes, again.min_inputs, again.countable) == (2, 2, [False, True, True])
 
 
@@ -282,8 +278,7 @@ def test_floor_arguments_are_checked_and_saved():
 def test_config_round_trip(parameterisation):
     gates = gates_lib.GaussianGates(3, 2, theta_init=0.5, log_alpha_init=-4.0, threshold=2.5, kl_scale=0.1,
                                     parameterisation=parameterisation, average_decay=0.9)
-    clone = gates_lib.GaussianGates.from_config(json.loads(json.dumps(gates.get_config())))
-    assert clone.get_config() == gates.get_config()
+    clone = assert_config_round_trip(gates)
     np.testing.assert_allclose(clone.raw_log_alpha().numpy(), np.full((3, 2), -4.0), rtol=1e-6)
     np.testing.assert_allclose(clone.theta_value().numpy(), np.full((3, 2), 0.5), rtol=1e-6)
 
@@ -337,30 +332,6 @@ def test_gate_mixture_without_noise_is_the_mean():
     theta = np.array([0.5, 0.0, -2.0], "float32")
     got = gates_lib.gate_mixture(outputs, theta, np.ones(3, "float32"), None).numpy()
     np.testing.assert_allclose(got, np.tensordot(theta, outputs, axes=1), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("fused", [True, False])
-def test_mixed_edge_draws_one_noise_per_example_and_op(fused, monkeypatch):
-    names = ops_lib.OP_SETS["darts"]
-    edge = MixedEdge(names, 3, 1, seed=0)
-    x = tf.constant(np.random.default_rng(5).normal(size=(4, 5, 5, 3)), tf.float32)
-    theta = tf.fill([len(names)], 0.5)
-    sigma2 = tf.fill([len(names)], 0.2)
-    edge(x, theta, sigma2, training=False)
-    if not fused:
-        monkeypatch.setattr(edge, "_fusable", lambda: False)
-    shapes = []
-    real = vd.standard_normal
-
-    def spy(shape, seed_generator, dtype):
-        if seed_generator is edge.seed_generator:
-            shapes.append([int(d) for d in shape])
-        return real(shape, seed_generator, dtype)
-
-    monkeypatch.setattr(vd, "standard_normal", spy)
-    y = edge(x, theta, sigma2, training=True)
-    assert shapes == [[4, len(names)]]
-    assert y.shape == (4, 5, 5, 3)
 
 
 def test_skip_dropout_drops_the_identity_per_example_and_keeps_the_mean():

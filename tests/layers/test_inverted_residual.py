@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.keras_config import assert_config_round_trip
 from tfvnas.compress import macs as macs_lib
 from tfvnas.compress import shrinking
 from tfvnas.compress import strip as strip_lib
@@ -38,8 +39,7 @@ def test_its_config_rebuilds_it_through_json():
     assert {k: config[k] for k in ("channels", "strides", "expansion", "kernel_size", "weight_vd", "affine", "seed")} \
         == {"channels": 4, "strides": 2, "expansion": 6, "kernel_size": 5, "weight_vd": True, "affine": False,
             "seed": 3}
-    again = InvertedResidual.from_config(config)
-    assert again.get_config() == layer.get_config()
+    again = assert_config_round_trip(layer)
     x = tf.random.stateless_normal((2, 6, 6, 4), seed=[1, 2])
     assert tuple(again(x).shape) == (2, 3, 3, 4)
     # Keras' own serialisation finds it by its registered name.

@@ -14,74 +14,21 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tests.conftest import mirrored
+from tests.helpers.keras_config import assert_config_round_trip
+from tests.helpers.modes import MODES, run_in_mode
+from tests.helpers.variational import np_kl, np_same_conv, random_theta
 from tfvnas.layers import variational as vd
 
 tfd = tfp.distributions
-
-MODES = ("eager", "function")
-
-
-def _run(mode, fn, *args):
-    """Calls `fn(*args)` eagerly or through a fresh `tf.function`."""
-    if mode == "function":
-        fn = tf.function(fn)
-    out = fn(*args)
-    return tf.nest.map_structure(lambda t: t.numpy(), out)
 
 
 def _rng(seed=0):
     return np.random.default_rng(seed)
 
 
-def _theta(rng, shape):
-    """Means bounded away from 0, so `log(theta^2)` needs no epsilon anywhere."""
-    return (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 1.5, shape)).astype("float32")
-
-
 # ---------------------------------------------------------------------------
 # NumPy references
 # ---------------------------------------------------------------------------
-
-
-def _np_same_conv(x, w, strides=1, dilation=1, depthwise=False):
-    """'same' convolution in NumPy (TensorFlow's SAME padding).
-
-    `x` is (N, H, W, C). `w` is (..., k, k, C, F) (or (..., k, k, C, 1) when
-    `depthwise`); leading axes of `w` (weight samples) lead the output, which
-    is (..., N, Ho, Wo, F or C). A strided *dilated* convolution is, by the
-    design (DESIGN.md, `conv_same` docstring), the stride-1 convolution
-    subsampled every `strides` pixels.
-    """
-    if strides > 1 and dilation > 1:
-        full = _np_same_conv(x, w, 1, dilation, depthwise)
-        return full[..., ::strides, ::strides, :]
-    k = w.shape[-4]
-    n, h, wd, c = x.shape
-    k_eff = (k - 1) * dilation + 1
-    ho, wo = -(-h // strides), -(-wd // strides)
-    pad_h = max((ho - 1) * strides + k_eff - h, 0)
-    pad_w = max((wo - 1) * strides + k_eff - wd, 0)
-    xp = np.pad(
-        x.astype("float64"),
-        ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
-    )
-    w = w.astype("float64")
-    out = 0.0
-    for i in range(k):
-        for j in range(k):
-            r, q = i * dilation, j * dilation
-            patch = xp[:, r : r + (ho - 1) * strides + 1 : strides, q : q + (wo - 1) * strides + 1 : strides, :]
-            if depthwise:
-                out = out + np.einsum("nhwc,...c->...nhwc", patch, w[..., i, j, :, 0])
-            else:
-                out = out + np.einsum("nhwc,...cf->...nhwf", patch, w[..., i, j, :, :])
-    return out
-
-
-def _np_kl(theta, log_sigma2):
-    theta = np.asarray(theta, "float64")
-    sigma2 = np.exp(np.asarray(log_sigma2, "float64"))
-    return 0.5 * np.log1p(theta**2 / sigma2)
 
 
 def _np_log_alpha(theta, log_sigma2):
@@ -100,20 +47,20 @@ def _np_softplus(v):
 @pytest.mark.parametrize("mode", MODES)
 def test_log_alpha_matches_numpy(mode):
     rng = _rng(1)
-    theta = _theta(rng, (3, 4))
+    theta = random_theta(rng, (3, 4))
     log_sigma2 = rng.uniform(-12, 6, (3, 4)).astype("float32")
-    got = _run(mode, vd.log_alpha, theta, log_sigma2)
+    got = run_in_mode(mode, vd.log_alpha, theta, log_sigma2)
     np.testing.assert_allclose(got, _np_log_alpha(theta, log_sigma2), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_ard_kl_matches_closed_form_and_tfp(mode):
     rng = _rng(2)
-    theta = np.concatenate([_theta(rng, (10,)), [0.0, 1e-3, 3.0]]).astype("float32")
+    theta = np.concatenate([random_theta(rng, (10,)), [0.0, 1e-3, 3.0]]).astype("float32")
     log_sigma2 = np.concatenate([rng.uniform(-12, 6, 10), [-3.0, -80.0, 4.0]]).astype("float32")
-    got = _run(mode, vd.ard_kl, theta, log_sigma2)
+    got = run_in_mode(mode, vd.ard_kl, theta, log_sigma2)
 
-    closed = _np_kl(theta, log_sigma2)
+    closed = np_kl(theta, log_sigma2)
     np.testing.assert_allclose(got, closed, rtol=1e-5, atol=1e-6)
     # The same closed form written through log_alpha: 0.5 * softplus(-log_alpha).
     nonzero = theta != 0
@@ -131,7 +78,7 @@ def test_ard_kl_matches_closed_form_and_tfp(mode):
 
 def test_ard_kl_is_half_softplus_of_minus_library_log_alpha():
     rng = _rng(3)
-    theta = _theta(rng, (20,))
+    theta = random_theta(rng, (20,))
     log_sigma2 = rng.uniform(-10, 8, 20).astype("float32")
     kl = vd.ard_kl(theta, log_sigma2).numpy()
     la = vd.log_alpha(theta, log_sigma2).numpy().astype("float64")
@@ -203,7 +150,7 @@ def test_strided_dilated_conv_is_the_plain_conv_of_every_other_pixel(depthwise, 
     sub, strides, dilation = vd.strided_dilated_as_plain(tf.constant(x), k, 2, 2)
     assert (strides, dilation) == (1, 1) and sub.shape[1] == (size + 1) // 2
     got = vd.conv_same(tf.constant(x), tf.constant(w), 2, 2, depthwise).numpy()
-    np.testing.assert_allclose(got, _np_same_conv(x, w, 2, 2, depthwise), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, np_same_conv(x, w, 2, 2, depthwise), rtol=1e-4, atol=1e-4)
     # Settings the identity does not cover are returned untouched.
     for args in ((k, 2, 1), (k, 1, 2), (4, 2, 2), (k, 2, 3)):
         same, s, d = vd.strided_dilated_as_plain(tf.constant(x), *args)
@@ -218,18 +165,18 @@ def test_lrt_conv2d_moments_match_monte_carlo(case, mode):
     x = rng.normal(size=x_shape).astype("float32")
     theta, sigma2 = _weights(rng, shape)
 
-    mean, var = _run(
+    mean, var = run_in_mode(
         mode,
         lambda a, t, s: vd.lrt_conv2d(a, t, s, strides=strides, dilation_rate=dilation, depthwise=depthwise),
         x,
         theta,
         sigma2,
     )
-    samples = _np_same_conv(x, _sample_weights(rng, theta, sigma2), strides, dilation, depthwise)
+    samples = np_same_conv(x, _sample_weights(rng, theta, sigma2), strides, dilation, depthwise)
     _assert_moments(samples, mean, var)
     # Exact against the NumPy mean conv (no sampling involved).
-    np.testing.assert_allclose(mean, _np_same_conv(x, theta, strides, dilation, depthwise), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(var, _np_same_conv(x**2, sigma2, strides, dilation, depthwise), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean, np_same_conv(x, theta, strides, dilation, depthwise), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(var, np_same_conv(x**2, sigma2, strides, dilation, depthwise), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -237,7 +184,7 @@ def test_lrt_dense_moments_match_monte_carlo(mode):
     rng = _rng(11)
     x = rng.normal(size=(3, 4)).astype("float32")
     theta, sigma2 = _weights(rng, (4, 2))
-    mean, var = _run(mode, vd.lrt_dense, x, theta, sigma2)
+    mean, var = run_in_mode(mode, vd.lrt_dense, x, theta, sigma2)
     samples = np.einsum("bi,sio->sbo", x.astype("float64"), _sample_weights(rng, theta, sigma2))
     _assert_moments(samples, mean, var)
 
@@ -250,15 +197,15 @@ def _ref_moments(layer, x):
         mean, var = x.astype("float64") @ theta, (x.astype("float64") ** 2) @ sigma2
     else:
         depthwise = isinstance(layer, vd.VariationalDepthwiseConv2D)
-        mean = _np_same_conv(x, theta, layer.strides, layer.dilation_rate, depthwise)
-        var = _np_same_conv(x**2, sigma2, layer.strides, layer.dilation_rate, depthwise)
+        mean = np_same_conv(x, theta, layer.strides, layer.dilation_rate, depthwise)
+        var = np_same_conv(x**2, sigma2, layer.strides, layer.dilation_rate, depthwise)
     if layer.use_bias:
         mean = mean + layer.bias.numpy()
     return mean, var
 
 
 def _set_random_weights(layer, rng, log_sigma2=None):
-    layer.theta.assign(_theta(rng, layer.theta.shape))
+    layer.theta.assign(random_theta(rng, layer.theta.shape))
     if log_sigma2 is None:
         log_sigma2 = np.log(rng.uniform(0.05, 0.5, layer.log_sigma2.shape))
     layer.log_sigma2.assign(np.broadcast_to(log_sigma2, layer.log_sigma2.shape).astype("float32"))
@@ -359,7 +306,7 @@ def test_zero_variance_training_equals_standard_keras_layer(case, mode):
     ref.build(x_shape)
     _set_random_weights(layer, rng, log_sigma2=-80.0)
     _set_twin_weights(ref, layer.theta.numpy(), layer)
-    got = _run(mode, lambda a: layer(a, training=True), x)
+    got = run_in_mode(mode, lambda a: layer(a, training=True), x)
     want = ref(x).numpy()
     assert got.shape == want.shape
     # sigma^2 = exp(-80) ~ 2e-35, so the only noise left is sample_lrt's
@@ -375,7 +322,7 @@ def _prune_entries(layer, rng, count):
     mask[flat] = 0.0
     mask = mask.reshape(shape)
     log_sigma2 = np.where(mask == 0, 8.0, -10.0).astype("float32")
-    layer.theta.assign(_theta(rng, shape))
+    layer.theta.assign(random_theta(rng, shape))
     layer.log_sigma2.assign(log_sigma2)
     return mask
 
@@ -401,13 +348,13 @@ def test_inference_uses_masked_means(case, mode):
     assert np.count_nonzero(masked) == mask.size - 4
 
     _set_twin_weights(ref, theta * mask, layer)
-    got = _run(mode, lambda a: layer(a, training=False), x)
+    got = run_in_mode(mode, lambda a: layer(a, training=False), x)
     np.testing.assert_allclose(got, ref(x).numpy(), rtol=1e-5, atol=1e-5)
     # The mask matters: the unmasked kernel gives a different output.
     _set_twin_weights(ref, theta, layer)
     assert not np.allclose(got, ref(x).numpy(), atol=1e-3)
     # Inference is deterministic.
-    np.testing.assert_array_equal(got, _run(mode, lambda a: layer(a, training=False), x))
+    np.testing.assert_array_equal(got, run_in_mode(mode, lambda a: layer(a, training=False), x))
 
 
 def test_kernel_mask_boundary_and_layer_threshold():
@@ -473,7 +420,7 @@ def test_layer_adds_its_kl_with_add_loss(case, training):
     assert len(layer.losses) == 1
     kl = float(layer.kl())
     assert float(layer.losses[0]) == pytest.approx(kl, rel=1e-6)
-    expected = float(np.sum(_np_kl(layer.theta.numpy(), layer.log_sigma2.numpy())))
+    expected = float(np.sum(np_kl(layer.theta.numpy(), layer.log_sigma2.numpy())))
     assert kl == pytest.approx(expected, rel=1e-5)
 
 
@@ -577,29 +524,21 @@ def _outputs(layer, x, training):
 def test_config_json_round_trip_rebuilds_an_equivalent_layer(name):
     make, x_shape = _registered_layers()[name]
     layer = make()
-    config = _json(layer.get_config())
-    rebuilt = type(layer).from_config(config)
-    assert type(rebuilt) is type(layer)
-    assert _json(rebuilt.get_config()) == config
-
     rng = _rng(60)
     x = None
     if x_shape is None:
-        layer.theta.assign(_theta(rng, layer.theta.shape))
+        layer.theta.assign(random_theta(rng, layer.theta.shape))
         layer.log_sigma2.assign(rng.uniform(-6, 6, layer.log_sigma2.shape).astype("float32"))
         assert layer.prune() > 0
     else:
         x = rng.normal(size=x_shape).astype("float32")
         layer.build(x_shape)
-        rebuilt.build(x_shape)
         _prune_entries(layer, rng, count=3)
         if layer.use_bias:
             layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
-    rebuilt.set_weights(layer.get_weights())
+    rebuilt = assert_config_round_trip(layer, x)  # inference outputs: the same values
     # The seed is in the config, so even the first training-mode noise agrees.
     for got, want in zip(_outputs(rebuilt, x, True), _outputs(layer, x, True)):
-        np.testing.assert_array_equal(got, want)
-    for got, want in zip(_outputs(rebuilt, x, False), _outputs(layer, x, False)):
         np.testing.assert_array_equal(got, want)
 
 
@@ -640,7 +579,7 @@ def _elbo_data():
 def test_elbo_loss_one_replica(scale, mode):
     labels, logits, kl, n_train, beta = _elbo_data()
     gbs = scale * len(labels)
-    loss, ce, kl_term = _run(
+    loss, ce, kl_term = run_in_mode(
         mode,
         lambda y, z, k: vd.elbo_loss(y, z, k * vd.kl_scale(beta, n_train), global_batch_size=gbs),
         labels,

@@ -32,7 +32,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import LOGICAL_CPUS, mirrored
+from tests.conftest import mirrored
+from tests.helpers.presets import TINY
 from tests.helpers.streams import keyed_images, keys_of
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
@@ -46,7 +47,6 @@ from tfvnas.loops.searching import search as run_search
 pytestmark = pytest.mark.slow  # end-to-end runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = {"layers": 1, "nodes": 1, "epochs": 2}
 STEPS_PER_EPOCH = 4  # smoke: limit 256, bi-level halves of 128, batch 32
 RUN_TIMEOUT = 300  # seconds; a hang fails the test instead of blocking CI
 
@@ -280,45 +280,7 @@ def searches(tmp_path_factory, config_file):
     return info
 
 
-# -- strategies ---------------------------------------------------------
-
-
-def test_make_strategy_names_and_auto(monkeypatch):
-    with pytest.raises(ValueError, match="^" + re.escape(
-        "`strategy` must be one of auto, default, mirrored, multiworker. Received: strategy='tpu'"
-    ) + "$"):
-        loop_lib.make_strategy("tpu")
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    if len(tf.config.list_logical_devices("GPU")) < 2:
-        # Without TF_CONFIG and several GPUs, auto is the default strategy.
-        assert loop_lib.make_strategy("auto") is tf.distribute.get_strategy()
-    assert loop_lib.make_strategy("default").num_replicas_in_sync == 1
-    assert loop_lib.is_chief(tf.distribute.get_strategy())
-
-
-def test_one_mirrored_strategy_per_device_set():
-    # A second collective MirroredStrategy over the same devices would reuse
-    # the first one's collective keys; tfvnas hands out one and refuses others.
-    strategy = mirrored()
-    assert loop_lib.mirrored_strategy(LOGICAL_CPUS) is strategy
-    # Other spellings of the same devices get the same strategy.
-    short = [f"/cpu:{tf.DeviceSpec.from_string(d).device_index}" for d in LOGICAL_CPUS]
-    assert loop_lib.mirrored_strategy(short) is strategy
-    assert loop_lib.make_strategy("mirrored") is loop_lib.make_strategy("mirrored")
-    loop_lib.check_strategy(strategy)
-    second = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
-    with pytest.raises(ValueError, match="^" + re.escape(
-        f"This process already ran a MirroredStrategy over {', '.join(strategy.extended.worker_devices)}; "
-        "a second one over the same devices would reuse its collective keys and fail in its first "
-        "all-reduce (a TensorFlow limitation). Create one strategy and pass it to every call, e.g. "
-        '`tfvnas.loops.loop.mirrored_strategy(devices)`, or pass `strategy="mirrored"`. '
-        "Received: a new MirroredStrategy object"
-    ) + "$"):
-        search_lib.Searcher(config_lib.preset("smoke").replace(**TINY), data_lib.load("mnist-5k", seed=0),
-                            strategy=second, verbose=0)
-    # Strategies without collective keys are not affected.
-    loop_lib.check_strategy(tf.distribute.MirroredStrategy(
-        LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice()))
+# -- replicas -----------------------------------------------------------
 
 
 def test_replicas_draw_different_noise_from_one_generator_state():
@@ -338,16 +300,6 @@ def test_replicas_draw_different_noise_from_one_generator_state():
     assert len(noise) == 2 and not np.array_equal(noise[0], noise[1])
     states = [v.numpy() for v in strategy.experimental_local_results(layer.seed_generator.state.value)]
     np.testing.assert_array_equal(states[0], states[1])
-
-
-def test_batch_size_must_split_over_replicas():
-    strategy = mirrored()
-    cfg = config_lib.preset("smoke").replace(batch_size=31, **TINY)
-    with pytest.raises(ValueError, match="^" + re.escape(
-        "`batch_size` (the global batch) must be divisible by the number of replicas (2). "
-        "Received: batch_size=31"
-    ) + "$"):
-        search_lib.Searcher(cfg, data_lib.load("mnist-5k", seed=0), strategy=strategy, verbose=0)
 
 
 # -- multi-worker -------------------------------------------------------

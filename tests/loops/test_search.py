@@ -224,15 +224,6 @@ def test_non_finite_loss_stops_with_step(monkeypatch, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_batch_larger_than_data_half():
-    cfg = config_lib.preset("smoke").replace(batch_size=200)
-    with pytest.raises(ValueError, match=re.escape(
-        "`batch_size` must be at most the size of half of the training data (128 examples). "
-        "Received: batch_size=200"
-    )):
-        search_lib.search("mnist-5k", config=cfg, verbose=0)
-
-
 def _prune(model, cell_type, count, rng):
     """Prunes `count` more ops of a cell type's table (log_alpha far above any threshold), each edge keeping one."""
     gates = model.gates[cell_type]
@@ -321,14 +312,6 @@ def test_convergence_is_stated_with_its_numbers():
     assert not result.converged()
 
 
-def test_beta_warms_up_linearly():
-    cfg = config_lib.preset("smoke").replace(kl_warmup=0.5, epochs=2, kl_weight=2.0)
-    searcher = search_lib.Searcher.__new__(search_lib.Searcher)
-    searcher.config = cfg
-    searcher.total_steps = 8
-    assert [searcher.beta(s) for s in (0, 2, 4, 8)] == [0.0, 1.0, 2.0, 2.0]
-
-
 def test_tensorboard_holds_scalars_histograms_and_cell_images(cli_run):
     _, out = cli_run
     events = summary_events(out.parent / "tb")
@@ -349,15 +332,6 @@ def test_tensorboard_holds_scalars_histograms_and_cell_images(cli_run):
         assert [(s, p) for s, p, _ in images] == [(r["epoch"], "images") for r in history]
         width, height, png = images[-1][2][:3]
         assert int(width) > 100 and int(height) > 100 and png[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_the_epoch_pipeline_runs_without_the_tf_data_autotuner():
-    # With the autotuner on, destroying an epoch's iterator blocked for about
-    # 10 s in most epochs of the `quick` search (tfvnas.loops.loop).
-    searcher = search_lib.Searcher(config_lib.PRESETS["smoke"], data_lib.load("mnist-5k"), verbose=0)
-    batches = searcher.epoch_data(0)
-    assert batches.dataset.options().autotune.enabled is False
-    assert sum(1 for _ in batches) == searcher.steps_per_epoch
 
 
 def test_shared_and_inline_edge_functions_compute_the_same_step():

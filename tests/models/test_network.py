@@ -1,6 +1,8 @@
-"""The discrete network built from a genotype, and its strip into standard Keras layers."""
+"""The discrete network built from a genotype, and the strip tests that read its module network.
 
-import json
+The strip's other tests are in tests/compress/test_strip.py.
+"""
+
 import re
 
 import keras
@@ -8,68 +10,38 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.keras_config import assert_config_round_trip
+from tests.helpers.networks import (
+    EVERY_OP,
+    digits,
+    network_images,
+    scramble,
+    small_network,
+)
 from tfvnas.compress import strip as strip_lib
 from tfvnas.layers import variational
-from tfvnas.loops.training import cutout
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import network as network_lib
 from tfvnas.models import zoo
 
-SHAPE = (12, 12, 1)
-
-# Every op type, a `none` edge, and dilated convolutions on the strided
-# inputs of the reduction cell (the stride-1-then-subsample path).
-EVERY_OP = genotype_lib.Genotype(
-    normal=[
-        [("sep_conv_3x3", 0), ("skip_connect", 1)],
-        [("dil_conv_5x5", 2), ("max_pool_3x3", 0), ("none", 1)],
-    ],
-    normal_concat=[2, 3],
-    reduce=[
-        [("dil_conv_3x3", 0), ("avg_pool_3x3", 1)],
-        [("sep_conv_5x5", 2), ("skip_connect", 0), ("dil_conv_5x5", 1)],
-    ],
-    reduce_concat=[2, 3],
-)
-
-
-def _scramble(model, seed=0):
-    """Random gamma/beta/statistics and log_sigma2 spread across the threshold."""
-    rng = np.random.default_rng(seed)
-    for v in model.variables:
-        path = v.path
-        if path.endswith("log_sigma2"):
-            v.assign(rng.normal(-3.0, 4.0, v.shape).astype("float32"))
-        elif path.endswith("moving_variance"):
-            v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
-        elif path.endswith(("moving_mean", "gamma", "beta")):
-            v.assign(rng.normal(0.3, 0.3, v.shape).astype("float32"))
-
-
-def _network(genotype=EVERY_OP, **kwargs):
-    kwargs = {"layers": 3, "channels": 4, "normalisation": ((33.0,), (78.0,)), **kwargs}
-    net = network_lib.Network(10, genotype, **kwargs)
-    net.build((None,) + SHAPE)
-    return net
-
 
 @pytest.fixture(scope="module")
 def sparse_net():
-    net = _network(auxiliary=True, drop_path=0.3)
-    _scramble(net)
+    net = small_network(auxiliary=True, drop_path=0.3)
+    scramble(net)
     return net
 
 
 @pytest.fixture(scope="module")
 def images():
-    return (np.random.default_rng(1).random((5,) + SHAPE) * 255).astype("float32")
+    return network_images()
 
 
 def test_network_output_and_aux_shapes(sparse_net, images):
     assert sparse_net(images).shape == (5, 10)
     logits, aux = sparse_net(images, training=True, return_aux=True)
     assert logits.shape == (5, 10) and aux.shape == (5, 10)
-    plain = _network(zoo.load_genotype("darts_v2"), weight_vd=False)
+    plain = small_network(zoo.load_genotype("darts_v2"), weight_vd=False)
     logits, aux = plain(images, return_aux=True)
     assert aux is None and logits.shape == (5, 10)
     assert not variational.variational_layers(plain)
@@ -84,18 +56,13 @@ def test_network_cells_follow_the_genotype(sparse_net):
 
 
 def test_network_config_round_trips_through_json(sparse_net, images):
-    config = json.loads(json.dumps(sparse_net.get_config()))
-    clone = network_lib.Network.from_config(config)
-    clone.build((None,) + SHAPE)
-    assert clone.get_config() == sparse_net.get_config()
-    clone.set_weights(sparse_net.get_weights())
-    np.testing.assert_array_equal(clone(images).numpy(), sparse_net(images).numpy())
+    assert_config_round_trip(sparse_net, images)
 
 
 def test_network_rejects_unknown_op():
     bad = genotype_lib.Genotype.from_dict({**EVERY_OP.to_dict(), "normal": [[["conv_9x9", 0]], [["skip_connect", 1]]]})
     with pytest.raises(ValueError, match=re.escape("`normal[0][0]` op must be one of the known ops")):
-        _network(bad)
+        small_network(bad)
 
 
 def test_network_rejects_bad_arguments():
@@ -145,43 +112,10 @@ def test_strip_keeps_exactly_the_pruned_zeros(sparse_net):
     assert sum(int(np.sum(k == 0)) for k in kernels) == pruned
 
 
-def test_strip_of_plain_weights(images):
-    net = _network(weight_vd=False)
-    _scramble(net, seed=3)
-    stripped = strip_lib.strip(net)
-    strip_lib.check_standard_layers(stripped)
-    np.testing.assert_allclose(stripped(images).numpy(), net(images).numpy(), atol=1e-5, rtol=1e-5)
-
-
-def test_strip_rejects_other_models():
-    with pytest.raises(ValueError, match=re.escape("`network` must be a tfvnas.models.network.Network. Received: Sequential")):
-        strip_lib.strip(keras.Sequential([keras.layers.Dense(2)]))
-
-
-def _cutout_reference(x, centres, side, fill):
-    out = x.copy()
-    for i, (cy, cx) in enumerate(centres):
-        top, left = cy - side // 2, cx - side // 2
-        out[i, max(top, 0):max(top + side, 0), max(left, 0):max(left + side, 0), :] = fill
-    return out
-
-
-def test_cutout_matches_numpy_and_is_a_function_of_the_seed():
-    x = np.random.default_rng(0).random((6, 9, 7, 2)).astype("float32") + 1.0
-    seed = tf.constant([5, 9], tf.int64)
-    out = cutout(tf.constant(x), 4, seed, fill=np.array([0.0, -1.0], np.float32)).numpy()
-    np.testing.assert_array_equal(out, cutout(tf.constant(x), 4, seed, fill=np.array([0.0, -1.0], np.float32)).numpy())
-    centres = tf.random.stateless_uniform([6, 2], seed=seed, minval=0, maxval=tf.int32.max, dtype=tf.int32).numpy()
-    centres = np.stack([centres[:, 0] % 9, centres[:, 1] % 7], axis=1)
-    expected = _cutout_reference(x, centres, 4, np.array([0.0, -1.0], np.float32))
-    np.testing.assert_array_equal(out, expected)
-    assert (out != x).any()
-
-
 def test_synchronize_batch_norm_reaches_every_batch_norm(images):
     from tfvnas.layers import ops as ops_lib
 
-    net = _network(zoo.load_genotype("darts_v2"), weight_vd=False)
+    net = small_network(zoo.load_genotype("darts_v2"), weight_vd=False)
     before = net(images).numpy()
     n = ops_lib.synchronize_batch_norm(net)
     bns = [l for l in net._flatten_layers() if isinstance(l, ops_lib.BatchNorm)]
@@ -190,20 +124,13 @@ def test_synchronize_batch_norm_reaches_every_batch_norm(images):
     np.testing.assert_array_equal(net(images).numpy(), before)
 
 
-def _digits(n, seed=0):
-    from tfvnas import data as data_lib
-
-    ds = data_lib.load("mnist-5k").resized(12)
-    return ds.x_train[:n], ds.y_train[:n]
-
-
 def test_keras_fit_trains_the_elbo_tfvnas_trains():
     # The KL a variational layer adds is already scaled (the model's
     # kl_scale, beta / N): Keras' compiled loss plus the model's losses is
     # tfvnas' ELBO on the same batch.
-    x, y = _digits(64)
-    net = _network(kl_scale=1.0 / 512)
-    _scramble(net)
+    x, y = digits(64)
+    net = small_network(kl_scale=1.0 / 512)
+    scramble(net)
     net.compile(optimizer=keras.optimizers.SGD(0.01),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     logits = net(x, training=False)
@@ -216,8 +143,8 @@ def test_keras_fit_trains_the_elbo_tfvnas_trains():
 
 @pytest.mark.slow
 def test_keras_fit_with_the_kl_schedule_learns_and_sparsifies():
-    x, y = _digits(512)
-    net = _network()
+    x, y = digits(512)
+    net = small_network()
     net.compile(optimizer=keras.optimizers.Adam(3e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     schedule = variational.KLSchedule(n_train=len(x), warmup_steps=8)
@@ -231,11 +158,11 @@ def test_keras_fit_with_the_kl_schedule_learns_and_sparsifies():
 
 
 def test_saved_network_predicts_the_shapes_the_loaders_give(tmp_path):
-    net = _network(weight_vd=False)
+    net = small_network(weight_vd=False)
     path = tmp_path / "net.keras"
     net.save(path)
     loaded = keras.models.load_model(path)
-    x, _ = _digits(4)
+    x, _ = digits(4)
     nhwc = loaded.predict(x, verbose=0)
     np.testing.assert_allclose(loaded.predict(x[..., 0], verbose=0), nhwc, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(nhwc, net(x, training=False), rtol=1e-5, atol=1e-6)

@@ -1,19 +1,18 @@
 """Supernet structure, gate semantics and serialisation (tiny, eager)."""
 
-import json
 import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.keras_config import assert_config_round_trip
+from tests.helpers.supernets import OPS
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational as vd_lib
 from tfvnas.layers.mixed_edge import MixedEdge
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models.supernet import Supernet
-
-OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect")
 
 
 def _model(**kwargs):
@@ -92,18 +91,6 @@ def test_pruned_op_contributes_exactly_zero():
                 v.assign(rng.normal(0, 100, v.shape).astype("float32"))
     after = model(x, training=False).numpy()
     np.testing.assert_array_equal(before, after)
-
-
-def test_mixed_edge_is_the_gate_weighted_sum():
-    edge = MixedEdge(OPS, 3, 1, affine=True, seed=0)
-    x = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 5, 3)), tf.float32)
-    theta = tf.constant([0.5, 0.0, -2.0])
-    sigma2 = tf.constant([0.1, 0.0, 0.3])
-    out = edge(x, theta, sigma2, training=False).numpy()
-    expected = sum(
-        float(t) * op(x, training=False).numpy() for t, op in zip(theta.numpy(), edge.candidates)
-    )
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_registered_op_is_a_gated_candidate_computed_op_by_op():
@@ -196,13 +183,8 @@ def test_one_channel_images_may_come_without_a_channel_axis(model):
 
 
 def test_config_round_trip_gives_the_same_network(model):
-    config = json.loads(json.dumps(model.get_config()))
-    clone = Supernet.from_config(config)
-    clone.build((None, 6, 6, 1))
+    clone = assert_config_round_trip(model, _images(seed=3), rtol=1e-5, atol=1e-6)
     assert [tuple(v.shape) for v in clone.weights] == [tuple(v.shape) for v in model.weights]
-    clone.set_weights(model.get_weights())
-    x = _images(seed=3)
-    np.testing.assert_allclose(clone(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_arguments():
@@ -219,72 +201,6 @@ def test_stride_two_dilated_op_shapes():
     for name in ("dil_conv_3x3", "dil_conv_5x5"):
         op = ops_lib.make_op(name, 2, 2, affine=False)
         assert tuple(op(tf.zeros((1, 7, 7, 2))).shape) == (1, 4, 4, 2)
-
-
-def _edge_run(edge, x, theta, sigma2, training, fused):
-    """Output, gradients and moving statistics of one edge call (state restored after)."""
-    state = [v.numpy() for v in edge.non_trainable_variables]
-    edge._fusable = MixedEdge._fusable.__get__(edge) if fused else (lambda: False)
-    with tf.GradientTape() as tape:
-        tape.watch([x, theta])
-        y = edge(x, theta, sigma2, training=training)
-        kl = tf.add_n(edge.losses) if edge.losses else tf.constant(0.0)
-        loss = tf.reduce_sum(y * y) + 1e-3 * kl
-    sources = [x, theta] + edge.trainable_variables
-    grads = [0.0 if g is None else tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, sources)]
-    moved = [v.numpy() for v in edge.non_trainable_variables] + [kl.numpy()]
-    for v, value in zip(edge.non_trainable_variables, state):
-        v.assign(value)
-    del edge._fusable
-    return y.numpy(), grads, moved
-
-
-def _fixed_weight_noise(real):
-    """`variational.standard_normal` with a constant for weight noise (rank 4), the real draw for gates."""
-
-    def draw(shape, seed_generator, dtype):
-        rank = len(shape) if isinstance(shape, (list, tuple)) else int(shape.shape[0])
-        if rank == 4:
-            return tf.fill(shape, tf.constant(0.37, dtype))
-        return real(shape, seed_generator, dtype)
-
-    return draw
-
-
-@pytest.mark.parametrize("strides", [1, 2])
-@pytest.mark.parametrize(
-    "computed, weight_vd",
-    [(None, False), ((1, 3, 5), False), ((2, 4, 6, 7), False), ((1, 2, 7), False), ((3, 4, 6), False),
-     ((0,), False), (None, True), ((2, 3, 6), True)],
-)
-def test_fused_edge_equals_the_ops_one_by_one(strides, computed, weight_vd, monkeypatch):
-    names = ops_lib.OP_SETS["darts_none"]
-    if weight_vd:
-        # The fused edge draws the noise of all its variational convolutions
-        # in one call (another random stream than one draw per layer), so
-        # both computations get the same fixed weight noise here; the gate
-        # noise is the edge's own stream in both.
-        monkeypatch.setattr(vd_lib, "standard_normal", _fixed_weight_noise(vd_lib.standard_normal))
-    edge = MixedEdge(names, 4, strides, seed=0, weight_vd=weight_vd)
-    rng = np.random.default_rng(4)
-    x = tf.constant(rng.normal(size=(2, 7, 7, 4)), tf.float32)
-    theta = tf.constant(rng.uniform(0.1, 1.0, len(names)), tf.float32)
-    sigma2 = tf.constant(rng.uniform(0.01, 0.1, len(names)), tf.float32)
-    edge(x, theta, sigma2, training=False)  # builds every op
-    assert edge._fusable()
-    for layer in vd_lib.variational_layers(edge):  # some weights pruned: the masks bite
-        noisy = rng.uniform(size=layer.log_sigma2.shape) < 0.3
-        layer.log_sigma2.assign(np.where(noisy, 4.0, -6.0).astype("float32"))
-    if computed is not None:
-        edge.computed = computed
-    for training in (False, True):
-        want = _edge_run(edge, x, theta, sigma2, training, fused=False)
-        got = _edge_run(edge, x, theta, sigma2, training, fused=True)
-        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
-        for g, w in zip(got[1], want[1]):
-            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
-        for g, w in zip(got[2], want[2]):
-            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def ops_run_per_call(graph_def, op_type):
@@ -349,94 +265,10 @@ def test_a_node_whose_gates_all_cross_the_threshold_keeps_top_k_live_edges():
     assert model.settled() is False  # node 0 still has every op
 
 
-def test_block_diagonal_kernel_applies_each_kernel_to_its_channel_block():
-    from tfvnas.layers.mixed_edge import block_diagonal
-
-    rng = np.random.default_rng(0)
-    sizes, outs = (3, 2, 4), (2, 5, 3)
-    kernels = [tf.constant(rng.normal(size=(1, 1, c, d)), tf.float32) for c, d in zip(sizes, outs)]
-    x = tf.constant(rng.normal(size=(2, 3, 3, sum(sizes))), tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch([x] + kernels)
-        y = tf.nn.conv2d(x, block_diagonal(kernels), strides=1, padding="SAME")
-        loss = tf.reduce_sum(y * y)
-    # NumPy: each block of input channels times its own kernel, outputs concatenated.
-    blocks = np.split(x.numpy(), np.cumsum(sizes)[:-1], axis=-1)
-    want = np.concatenate([b @ k.numpy()[0, 0] for b, k in zip(blocks, kernels)], axis=-1)
-    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5)
-    # Differentiable on every CPU (a grouped convolution's gradient needs oneDNN).
-    grads = tape.gradient(loss, [x] + kernels)
-    want_dk = [np.einsum("bhwc,bhwd->cd", b, 2 * o)[None, None]
-               for b, o in zip(blocks, np.split(want, np.cumsum(outs)[:-1], axis=-1))]
-    for g, w in zip(grads[1:], want_dk):
-        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-4)
-    assert block_diagonal(kernels[:1]) is kernels[0]
-
-
-@pytest.mark.parametrize("strides, weight_vd", [(1, False), (2, False), (1, True)])
-def test_the_fused_edge_runs_no_grouped_convolution(strides, weight_vd, monkeypatch):
-    # A grouped convolution (input depth a multiple of the kernel's) has a CPU
-    # gradient only under oneDNN, which TensorFlow enables on Intel CPUs alone:
-    # every convolution of the edge must read as many channels as its kernel.
-    depths = []
-    real = tf.nn.conv2d
-
-    def conv2d(inputs, filters, *args, **kwargs):
-        depths.append((int(inputs.shape[-1]), int(filters.shape[2])))
-        return real(inputs, filters, *args, **kwargs)
-
-    monkeypatch.setattr(tf.nn, "conv2d", conv2d)
-    names = ops_lib.OP_SETS["darts_none"]
-    edge = MixedEdge(names, 4, strides, seed=0, weight_vd=weight_vd)
-    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 6, 4)), tf.float32)
-    theta, sigma2 = tf.fill([len(names)], 0.5), tf.fill([len(names)], 0.05)
-    edge(x, theta, sigma2, training=False)
-    assert edge._fusable()
-    depths.clear()
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = edge(x, theta, sigma2, training=True)
-    assert tape.gradient(y, x) is not None
-    assert depths, "the fused edge ran no tf.nn.conv2d"
-    assert all(inputs == kernel for inputs, kernel in depths), depths
-
-
-@pytest.mark.parametrize("strides", [1, 2])
-def test_fused_edge_drops_skips_as_the_ops_one_by_one_do(strides):
-    names = ops_lib.OP_SETS["darts_none"]
-    edge = MixedEdge(names, 4, strides, seed=0)
-    rng = np.random.default_rng(8)
-    x = tf.constant(rng.normal(size=(16, 5, 5, 4)), tf.float32)
-    theta = tf.constant(rng.uniform(0.1, 1.0, len(names)), tf.float32)
-    sigma2 = tf.constant(rng.uniform(0.01, 0.1, len(names)), tf.float32)
-    edge(x, theta, sigma2, training=False)  # builds every op
-    runs = {}
-    for rate in (0.0, 0.5):
-        edge.skip_dropout = rate
-        state = edge.seed_generator.state.numpy()
-        runs[rate] = [_edge_run(edge, x, theta, sigma2, True, fused) for fused in (False, True)]
-        edge.seed_generator.state.assign(state)
-    want, got = runs[0.5]
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
-    for g, w in zip(got[1], want[1]):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
-    if strides == 1:
-        # Same gate draws in both runs, so per example the difference is the identity's
-        # share, z * x, taken away (dropped) or added once more (kept, scaled by 2):
-        # one factor of x at every position, with both signs across examples.
-        diff = runs[0.5][0][0] - runs[0.0][0][0]
-        factor = np.median((diff / x.numpy()).reshape(len(diff), -1), axis=1)
-        np.testing.assert_allclose(diff, factor[:, None, None, None] * x.numpy(), rtol=0, atol=1e-5)
-        assert (factor > 0.01).any() and (factor < -0.01).any()
-    else:  # a strided skip is FactorizedReduce: not dropped
-        np.testing.assert_array_equal(runs[0.5][0][0], runs[0.0][0][0])
-    edge.skip_dropout = 0.0
-
-
 def test_skip_dropout_in_a_traced_step_is_the_eager_draw_and_only_in_training():
     model = _model(skip_dropout=0.5, seed=2)
     assert {e.skip_dropout for c in model.cells for e in c.edge_layers} == {0.5}
-    assert Supernet.from_config(json.loads(json.dumps(model.get_config()))).skip_dropout == 0.5
+    assert assert_config_round_trip(model).skip_dropout == 0.5
     x = tf.constant(_images(n=8, seed=4))
     state = [v.numpy() for v in model.non_trainable_variables]
     eager = model(x, training=True).numpy()
