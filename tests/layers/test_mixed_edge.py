@@ -198,3 +198,26 @@ def test_mixed_edge_draws_one_noise_per_example_and_op(fused, monkeypatch):
     y = edge(x, theta, sigma2, training=True)
     assert shapes == [[4, len(names)]]
     assert y.shape == (4, 5, 5, 3)
+
+
+@pytest.mark.parametrize("computed", [None, (1, 3, 7)])
+def test_fused_edge_with_a_normalised_skip_equals_the_ops_one_by_one(computed):
+    """skip_bn: the fused edge's identity group ends in the same non-affine batch norm as `ops.Identity`."""
+    names = ops_lib.OP_SETS["darts_none"]
+    edge = MixedEdge(names, 4, 1, seed=0, skip_bn=True)
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(1.0, 2.0, size=(2, 7, 7, 4)), tf.float32)
+    theta = tf.constant(rng.uniform(0.1, 1.0, len(names)), tf.float32)
+    sigma2 = tf.constant(rng.uniform(0.01, 0.1, len(names)), tf.float32)
+    edge(x, theta, sigma2, training=False)
+    assert edge._fusable()
+    skip = edge.candidates[names.index("skip_connect")]
+    assert isinstance(skip, ops_lib.Identity) and skip.normalised
+    if computed is not None:
+        edge.computed = computed
+    for training in (False, True):
+        want = _edge_run(edge, x, theta, sigma2, training, fused=False)
+        got = _edge_run(edge, x, theta, sigma2, training, fused=True)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+        for g, w in zip(got[1] + got[2], want[1] + want[2]):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
