@@ -78,6 +78,7 @@ SETTINGS_ARMS = ("vinnas_plain", "vinnas_bn", "vinnas_bn_lr003", "vinnas_bn_kl4"
 # Arms whose cell is another arm's search, selected by perturbation.
 PERTURBED = {"vinnas_bn_pt": "vinnas_bn"}
 S2_ARMS = ("vinnas_plain", "vinnas_bn", "darts")
+S2_SEEDS = SEEDS
 QUICK = {  # a pipeline check in minutes
     "search": {"limit": 256, "epochs": 2, "layers": 3, "channels": 4, "batch_size": 32, "nodes": 2},
     "train": {"layers": 3, "channels": 4, "epochs": 1, "batch_size": 64, "kl_warmup": 0.2, "resolution": 14,
@@ -128,6 +129,13 @@ def skip_origin_null(op_names, nodes=4, samples=20000, seed=12345):
             shares.append(i / t)
     return {"pooled_share": inter / total, "mean": float(np.mean(shares)), "std": float(np.std(shares)),
             "samples": samples, "skips_per_cell": total / samples}
+
+
+def skip_gap(log_alpha):
+    """`(edges where the skip's log_alpha is the lower, edges, median |gap|)` of an S2 search's gate tables."""
+    both = np.concatenate([np.asarray(log_alpha[t], float) for t in ("normal", "reduce")])
+    skip, conv = both[:, S2_OPS.index("skip_connect")], both[:, S2_OPS.index("sep_conv_3x3")]
+    return int(np.sum(skip < conv)), len(both), float(np.median(np.abs(skip - conv)))
 
 
 def kendall_agreement(log_alphas):
@@ -249,7 +257,7 @@ def phase_energy(units, dataset, quick):
 
 
 def phase_s2(units, dataset, quick):
-    for seed in SEEDS[:1] if quick else SEEDS:
+    for seed in SEEDS[:1] if quick else S2_SEEDS:
         for arm in S2_ARMS:
             ops = ("none",) + S2_OPS if arm == "darts" else S2_OPS
             run_search(units, "s2", arm, seed, dataset, quick, ops=list(ops))
@@ -429,16 +437,23 @@ def report(units, doc, quick=False):
         lines.append("")
     s2 = [r for r in records if r["kind"] == "s2"]
     if s2:
-        lines += ["S2 = {skip_connect, sep_conv_3x3}: the share of kept edges that are convolutions (3 seeds):", "",
-                  "| arm | searches | both cells | normal cell | normal skips from nodes / all | degenerate nodes |",
-                  "|---|---|---|---|---|---|"]
-        for arm in S2_ARMS:
-            rs = [r for r in s2 if r["arm"] == arm]
-            if rs:
-                lines.append(f"| {arm} | {len(rs)} | {_ms([r['conv_share'] for r in rs], '{:.2f}')} | "
-                             f"{_ms([r['normal_conv_share'] for r in rs], '{:.2f}')} | "
-                             f"{sum(r['skips_from_nodes'] for r in rs)} / {sum(r['normal_skips_all'] for r in rs)} | "
-                             f"{sum(len(r['degenerate_nodes']) for r in rs)} |")
+        lines += ["S2 = {skip_connect, sep_conv_3x3}: the share of kept edges that are convolutions (mean ± std "
+                  "over seeds), and how the gates of an edge's two ops stand at the end (VINNAS: the skip's "
+                  "`log_alpha` lower, i.e. stronger; the median gap between the two):", "",
+                  "| arm | seeds | both cells | normal cell | normal skips from nodes / all | degenerate nodes | "
+                  "pruned (mean of both tables) | edges where the skip is stronger | median gap |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for arm in [a for a in ARMS if any(r["arm"] == a for r in s2)]:
+            rs = sorted((r for r in s2 if r["arm"] == arm), key=lambda r: r["seed"])
+            gaps = [skip_gap(r["log_alpha"]) for r in rs] if arm != "darts" else []
+            stronger = ", ".join(f"{g[0]}/{g[1]}" for g in gaps) or "-"
+            median = _ms([g[2] for g in gaps], "{:.2f}") if gaps else "-"
+            lines.append(f"| {arm} | {len(rs)} | {_ms([r['conv_share'] for r in rs], '{:.2f}')} | "
+                         f"{_ms([r['normal_conv_share'] for r in rs], '{:.2f}')} | "
+                         f"{sum(r['skips_from_nodes'] for r in rs)} / {sum(r['normal_skips_all'] for r in rs)} | "
+                         f"{sum(len(r['degenerate_nodes']) for r in rs)} | "
+                         f"{_ms([np.mean(list(r['pruned_share'].values())) for r in rs], '{:.2f}')} | "
+                         f"{stronger} | {median} |")
         lines.append("")
     searches = [r for r in records if r["kind"] == "search" and not r.get("reused")]
     valtrains = {r["key"]: r for r in records if r["kind"] == "valtrain"}
@@ -629,7 +644,7 @@ def _targets(trains):
 
 
 def main(argv=None):
-    global SETTINGS_SEEDS
+    global SETTINGS_SEEDS, S2_ARMS, S2_SEEDS
     phases_known = ("energy", "s2", "settings", "final")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a pipeline check in minutes (tiny budget)")
@@ -639,6 +654,9 @@ def main(argv=None):
     parser.add_argument("--reuse", metavar="FILE", help="copy the shared units of the earlier study's results file")
     parser.add_argument("--report", metavar="DOC", help="write the results section of DOC")
     parser.add_argument("--no-run", action="store_true", help="only --reuse and --report")
+    parser.add_argument("--s2-arms", default=",".join(S2_ARMS),
+                        help=f"comma-separated arms of the s2 phase, of: {', '.join(a for a in ARMS if a not in PERTURBED)}")
+    parser.add_argument("--s2-seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds of the s2 phase")
     parser.add_argument("--settings-seeds", default=",".join(map(str, SETTINGS_SEEDS)),
                         help="comma-separated seeds of the settings phase (the arm is chosen on their mean)")
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow's intra- and inter-op threads (0: default)")
@@ -647,6 +665,12 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     units = Units(out, args.results)
     SETTINGS_SEEDS = tuple(int(s) for s in args.settings_seeds.split(",") if s.strip())
+    S2_SEEDS = tuple(int(s) for s in args.s2_seeds.split(",") if s.strip())
+    S2_ARMS = tuple(a.strip() for a in args.s2_arms.split(",") if a.strip())
+    unknown = [a for a in S2_ARMS if a not in ARMS or a in PERTURBED]
+    if unknown:
+        parser.error(f"--s2-arms: unknown or perturbation-selected arm(s) {', '.join(unknown)}; "
+                     f"known: {', '.join(a for a in ARMS if a not in PERTURBED)}")
     if args.threads < 0:
         parser.error(f"--threads must be 0 or a positive count; received {args.threads}")
     if args.threads:
