@@ -57,9 +57,11 @@ class RunLock:
         self.kind = kind
         self.path = os.path.join(self.out_dir, LOCK_FILE)
         self._fd = None
+        self._created = False
 
     def acquire(self):
         """Takes the lock, or raises `FolderInUse` naming its holder at once (never waits)."""
+        self._created = not os.path.isdir(self.out_dir)
         os.makedirs(self.out_dir, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -106,6 +108,9 @@ class RunLock:
             os.remove(self.path)
         os.close(self._fd)  # closing the last descriptor releases the flock
         self._fd = None
+        if self._created:  # a run that wrote nothing leaves no folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(self.out_dir)
 
     def __enter__(self):
         return self.acquire()

@@ -65,8 +65,9 @@ def test_an_unfinished_long_search_is_recorded_partial_and_not_done(tmp_path):
     # One weight-only epoch (`arch_warmup`: no arch_loss), then three of architecture updates.
     history = [{"epoch": e, "step": 25 * e, "genotype": genotype, "pruned_share": {"normal": 0.1, "reduce": 0.2},
                 "arch_loss": None if e == 1 else 0.5} for e in range(1, 5)]
-    (checkpoints / "state-25.json").write_text('{"history": []}')
-    (checkpoints / "state-75.json").write_text(json.dumps({"history": history}))
+    (checkpoints / "state-25.json").write_text(json.dumps({"position": {"step": 25}, "config": {}, "history": []}))
+    (checkpoints / "state-75.json").write_text(json.dumps({"position": {"step": 75}, "config": {},
+                                                           "history": history}))
     # What tf.train.CheckpointManager leaves: the index of each kept checkpoint and the pointer to the latest.
     for number in (25, 75):
         (checkpoints / f"ckpt-{number}.index").write_bytes(b"")
