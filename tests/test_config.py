@@ -112,6 +112,12 @@ def test_darts_gets_its_own_op_set_in_every_route_unless_one_is_chosen(tmp_path)
     smoke = config_lib.preset("smoke")
     assert settle(config_lib.SearchConfig, config=smoke, method="darts").op_set == "darts_none"
     assert settle(config_lib.SearchConfig, config=smoke.replace(op_set="mobile"), method="darts").op_set == "mobile"
+    # The identity: normalised for VINNAS, DARTS' plain one for DARTS unless chosen.
+    assert smoke.skip_bn and settle(config_lib.SearchConfig, preset="quick").skip_bn
+    assert not settle(config_lib.SearchConfig, preset="quick", method="darts").skip_bn
+    assert not settle(config_lib.SearchConfig, config={"method": "darts"}).skip_bn
+    assert settle(config_lib.SearchConfig, config={"method": "darts", "skip_bn": True}).skip_bn
+    assert not settle(config_lib.SearchConfig, config=smoke.replace(skip_bn=False)).skip_bn
 
 
 def test_run_and_search_see_the_same_splits_for_the_same_config(tmp_path, monkeypatch):

@@ -158,7 +158,8 @@ class SearchConfig(_Config):
         skip_bn: the supernet's stride-1 `skip_connect` ends in a
             parameter-free batch norm like every other candidate, so that its
             gate is judged on what it is worth, not on the energy of the
-            state it passes on (docs/search.md).
+            state it passes on (docs/search.md). On by default for VINNAS;
+            `method='darts'` runs DARTS' plain identity unless it is chosen.
         aux_skip: DARTS-' auxiliary skip connection (Chu et al., 2021):
             every stride-1 edge of the supernet adds its input times a weight
             that falls linearly from this value to 0 over the search; 0: none.
@@ -257,7 +258,7 @@ class SearchConfig(_Config):
     arch_lr_anneal: float = 0.0
     arch_warmup: int = 0
     skip_dropout: float = 0.0
-    skip_bn: bool = False
+    skip_bn: bool = True
     aux_skip: float = 0.0
     selection: str = "gates"
     selection_images: int = 1000
@@ -405,8 +406,11 @@ def settle(config_class, *, preset="quick", config=None, out_dir=None, resume=Fa
 
     def requested():
         cfg = resolve(config_class, table, preset, config, **overrides)
-        if search and cfg.method == "darts" and not _chooses_op_set(config, overrides):
-            cfg = cfg.replace(op_set="darts_none")
+        if search and cfg.method == "darts":  # DARTS' own defaults, unless chosen
+            if not _chooses(config, overrides, ("op_set", "ops")):
+                cfg = cfg.replace(op_set="darts_none")
+            if not _chooses(config, overrides, ("skip_bn",)):
+                cfg = cfg.replace(skip_bn=False)
         return cfg
 
     if not resume:
@@ -417,13 +421,14 @@ def settle(config_class, *, preset="quick", config=None, out_dir=None, resume=Fa
     return saved
 
 
-def _chooses_op_set(config, overrides):
-    """Whether a config (object, dict or file) or the overrides choose the operations."""
-    if isinstance(config, _Config):  # an object carries every field: it chooses if it departs from the default
-        return config.ops is not None or config.op_set != ops_lib.DEFAULT_OP_SET
+def _chooses(config, overrides, names):
+    """Whether a config (object, dict or file) or the overrides choose any of the fields `names`."""
+    if isinstance(config, _Config):  # an object carries every field: it chooses where it departs from the default
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        return any(getattr(config, n) != defaults[n] for n in names)
     fields = {} if config is None else config if isinstance(config, dict) else read_config_file(config)
     given = {k for k, v in overrides.items() if v is not None}
-    return bool({"op_set", "ops"} & (set(fields) | given))
+    return bool(set(names) & (set(fields) | given))
 
 
 def resolve(config_class, table, preset="quick", config=None, **overrides):
