@@ -62,7 +62,7 @@ def test_xla_search_update_computes_the_plain_loss_and_gradients(mnist):
 
 
 def _trainer(mnist, strategy=None, **fields):
-    cfg = config_lib.TRAIN_PRESETS["smoke"].replace(layers=2, drop_path=0.2, **fields)
+    cfg = config_lib.TRAIN_PRESETS["smoke"].replace(layers=1, drop_path=0.2, **fields)
     trainer = train_lib.Trainer(zoo.load_genotype("darts_v2"), cfg, mnist, verbose=0, strategy=strategy)
     trainer.model.drop_path_progress.assign(0.5)  # drop-path's noise drawn too
     return trainer
