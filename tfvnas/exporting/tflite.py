@@ -222,47 +222,6 @@ def tflite_io(path):
     }
 
 
-def tflite_latency(path, image, *, runs, delegate="xnnpack", num_threads=LATENCY_THREADS,
-                   warmup=LATENCY_WARMUP):
-    """Times single-image invocations of a `.tflite` file.
-
-    Args:
-        path: A `.tflite` file with the `serving_default` signature.
-        image: One raw image `(H, W, C)` or a batch of one.
-        runs: Positive int; timed invocations after `warmup` untimed ones.
-        delegate: `"xnnpack"` or `"none"`, as in `run_tflite`.
-        num_threads: Interpreter threads.
-        warmup: Non-negative int.
-
-    Returns:
-        A dict: `median_ms`, `p90_ms`, `mean_ms`, `runs`, `num_threads`,
-        `delegate`.
-    """
-    interpreter = _interpreter(path, delegate, num_threads)
-    # The serving signature has one input; a signature runner would resize
-    # and re-allocate on every call, which is not what a phone app times.
-    detail = interpreter.get_input_details()[0]
-    x = _to_input(np.asarray(image).reshape((1,) + tuple(np.shape(image)[-3:])), detail)
-    interpreter.resize_tensor_input(detail["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {
-        "median_ms": float(np.median(times)),
-        "p90_ms": float(np.percentile(times, 90)),
-        "mean_ms": float(np.mean(times)),
-        "runs": int(runs),
-        "num_threads": num_threads,
-        "delegate": delegate,
-    }
-
-
 def tflite_latencies(paths, image, *, runs, rounds=1, threads=(LATENCY_THREADS,), delegates=None,
                      warmup=LATENCY_WARMUP):
     """Times single-image invocations of several `.tflite` files, interleaved.
