@@ -103,10 +103,9 @@ def run_case(source, strategy):
     """One search in this process; prints a JSON line of what it measured."""
     import tensorflow as tf
 
-    from tfvnas.loops import loop as loop_lib
-    from tfvnas.loops import searching
+    from tfvnas.loops import distribute, searching
 
-    strategy = loop_lib.make_strategy(strategy)  # a multi-worker strategy before any other TensorFlow work
+    strategy = distribute.make_strategy(strategy)  # a multi-worker strategy before any other TensorFlow work
     counter = tf.Variable(0, dtype=tf.int64, trainable=False)
     decode = tf.io.decode_image
 
@@ -134,8 +133,8 @@ def run_case(source, strategy):
     steps = record["step"] - result.history[0]["step"]
     print(json.dumps({
         "source": source,
-        "workers": loop_lib.num_workers(strategy),
-        "worker": loop_lib.input_context(strategy).input_pipeline_id,
+        "workers": distribute.num_workers(strategy),
+        "worker": distribute.input_context(strategy).input_pipeline_id,
         "peak_rss_mb": _peak_rss_mb(),
         "seconds": round(time.perf_counter() - start, 1),
         "epoch_s": record["time_s"],
@@ -170,11 +169,11 @@ def main(argv=None):
     results = []
     for case in args.cases:
         if case == "workers":
-            from tfvnas.loops import loop as loop_lib
+            from tfvnas.loops import distribute
 
             procs = [_subprocess(["--out", args.out, "--run", case, "--source", sources["stream-1x"],
                                   "--strategy", "multiworker"], {"TF_CONFIG": config})
-                     for config in loop_lib.local_cluster(2)]
+                     for config in distribute.local_cluster(2)]
             records = [dict(_last_json(p), case=case) for p in procs]
         else:
             records = [dict(_last_json(_subprocess(["--out", args.out, "--run", case, "--source", sources[case]])),

@@ -49,7 +49,7 @@ class Workers:
     """Two `tfvnas search` worker processes of one cluster, with their logs."""
 
     def __init__(self, args, work, tag):
-        from tfvnas.loops.loop import local_cluster  # noqa: PLC0415 - TensorFlow only where workers start
+        from tfvnas.loops.distribute import local_cluster  # noqa: PLC0415 - TensorFlow only where workers start
 
         configs = local_cluster(2)
         self.logs = [os.path.join(work, f"{tag}.worker{i}.log") for i in range(2)]

@@ -30,7 +30,7 @@ def mirrored():
     A second MirroredStrategy over the same devices in one process reuses the
     first one's collective keys (see `tfvnas.loops.loop.check_strategy`).
     """
-    from tfvnas.loops.loop import mirrored_strategy
+    from tfvnas.loops.distribute import mirrored_strategy
 
     return mirrored_strategy(LOGICAL_CPUS)
 

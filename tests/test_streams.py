@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tests.helpers.streams import FakeBuilder, keyed_images, keys_of
 from tfvnas import checks, data, readers, streams
-from tfvnas.loops import loop as loop_lib
+from tfvnas.loops import distribute
 
 
 def _raises(exc, message):
@@ -156,7 +156,7 @@ def test_labels_out_of_range_stop_the_loop_with_a_value_error(keyed):
     ds = streams.from_tf_data(_tf_data(x, y), num_classes=2)  # labels go to 2
     with _raises(ValueError, "Labels of the train dataset must be smaller than num_classes=2 (pass `num_classes` "
                              "to tfvnas.streams.from_tf_data when the first examples do not show every class)"):
-        with loop_lib.data_checks():
+        with distribute.data_checks():
             _batches(ds.reader("train").epoch(8, seed=0, steps=4))
 
 
@@ -170,7 +170,7 @@ def test_an_image_of_another_shape_stops_the_loop_with_a_value_error(keyed):
     assert ds.image_shape == (5, 6, 1)  # the first image's
     with _raises(ValueError, "Every image of the train dataset must have the shape (5, 6, 1) of the first "
                              "training image; one has another shape"):
-        with loop_lib.data_checks():
+        with distribute.data_checks():
             _batches(ds.reader("train").evaluation(8))
 
 

@@ -11,7 +11,7 @@ METHODS = ("vinnas", "darts")
 # Preset sizes of the search and the training (`tfvnas.config.PRESETS`, `TRAIN_PRESETS`).
 PRESET_NAMES = ("smoke", "quick", "paper")
 
-# `tf.distribute` strategies by name (`tfvnas.loops.loop.make_strategy`).
+# `tf.distribute` strategies by name (`tfvnas.loops.distribute.make_strategy`).
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 # keras-tuner studies (`tfvnas.loops.tuning`).

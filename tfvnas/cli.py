@@ -22,8 +22,8 @@ import shlex
 import sys
 
 from tfvnas.checks import ActionableError, WorkerLost
-from tfvnas.files import WriteError
 from tfvnas.choices import METHODS, PRESET_NAMES, STRATEGIES, TUNERS, TUNING_MODES
+from tfvnas.files import WriteError
 
 # What a user can act on; any other exception (a bug) keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ActionableError,

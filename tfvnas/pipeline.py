@@ -15,6 +15,7 @@ import shutil
 
 from tfvnas import config as config_lib
 from tfvnas import runs
+from tfvnas.loops import distribute
 from tfvnas.loops import loop as loop_lib
 from tfvnas.models import genotype as genotype_lib
 
@@ -109,7 +110,7 @@ def run(
         checkpoint_every: also checkpoint every this many steps.
         deterministic: seeds and op determinism.
         worker_timeout, collective_timeout: how soon a multi-worker run
-            notices a lost worker (`tfvnas.loops.loop.make_strategy`).
+            notices a lost worker (`tfvnas.loops.distribute.make_strategy`).
         tensorboard_dir: TensorBoard folder (`search/` and `train/` runs in it).
         verbose: 0 silent, 1 progress and summaries.
 
@@ -127,7 +128,7 @@ def run(
     strategy, _, dataset = loop_lib.open_run(config_lib.SearchConfig, dataset, preset=preset, config=search_config,
                                              strategy=strategy, epochs=epochs, seed=seed, method=method,
                                              worker_timeout=worker_timeout, collective_timeout=collective_timeout)
-    with _hold(out_dir, loop_lib.is_chief(strategy)):
+    with _hold(out_dir, distribute.is_chief(strategy)):
         steps = _Steps(out_dir, resume, verbose)
         if overwrite:
             for folder in steps.dirs.values():

@@ -5,7 +5,7 @@ unnormalised; int32 labels) of one split, for one worker, described by a
 `tf.distribute.InputContext` (`num_input_pipelines` workers, this one
 `input_pipeline_id`): what `strategy.distribute_datasets_from_function`
 would give, built here without its multi-device iterator (see
-`tfvnas.loops.loop.HostBatches`). Two kinds:
+`tfvnas.loops.distribute.HostBatches`). Two kinds:
 
 - `IndexedReader`: examples addressable by position (NumPy arrays; the
   files of an image folder, through `tf.data.experimental.at` on Keras'

@@ -40,6 +40,7 @@ from tfvnas import data as data_lib
 from tfvnas import runs, streams
 from tfvnas.cli import main
 from tfvnas.layers import variational
+from tfvnas.loops import distribute
 from tfvnas.loops import loop as loop_lib
 from tfvnas.loops import searching as search_lib
 from tfvnas.loops.searching import search as run_search
@@ -307,7 +308,7 @@ def test_replicas_draw_different_noise_from_one_generator_state():
 
 def _workers(tmp_path, tag, args_of, env_of=lambda i: {}, **kwargs):
     """`(cluster, [Run of worker 0, Run of worker 1])`: one `tfvnas` cluster on 127.0.0.1, a TMPDIR each."""
-    configs = loop_lib.local_cluster(2)
+    configs = distribute.local_cluster(2)
     for i in range(2):
         (tmp_path / f"tmp{i}").mkdir(exist_ok=True)
     return json.loads(configs[0])["cluster"], [
@@ -630,7 +631,7 @@ def tfrecord_pattern(tmp_path_factory):
 
 def test_two_workers_each_read_their_own_files(tmp_path, config_file, tfrecord_pattern):
     """2 workers on TFRecord files: each trains on examples of its own 2 files only, and they end identical."""
-    configs = loop_lib.local_cluster(2)
+    configs = distribute.local_cluster(2)
     workers = []
     for i in range(2):
         args = ["search", "--dataset", tfrecord_pattern, "--preset", "smoke", "--config", config_file,

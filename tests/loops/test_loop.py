@@ -14,7 +14,7 @@ from tests.conftest import LOGICAL_CPUS, mirrored
 from tests.helpers.presets import TINY
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas.loops import loop as loop_lib
+from tfvnas.loops import distribute
 from tfvnas.loops import searching as search_lib
 
 pytestmark = pytest.mark.slow  # smoke searchers and strategies
@@ -24,37 +24,37 @@ def test_make_strategy_names_and_auto(monkeypatch):
     with pytest.raises(ValueError, match="^" + re.escape(
         "`strategy` must be one of auto, default, mirrored, multiworker. Received: strategy='tpu'"
     ) + "$"):
-        loop_lib.make_strategy("tpu")
+        distribute.make_strategy("tpu")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     if len(tf.config.list_logical_devices("GPU")) < 2:
         # Without TF_CONFIG and several GPUs, auto is the default strategy.
-        assert loop_lib.make_strategy("auto") is tf.distribute.get_strategy()
-    assert loop_lib.make_strategy("default").num_replicas_in_sync == 1
-    assert loop_lib.is_chief(tf.distribute.get_strategy())
+        assert distribute.make_strategy("auto") is tf.distribute.get_strategy()
+    assert distribute.make_strategy("default").num_replicas_in_sync == 1
+    assert distribute.is_chief(tf.distribute.get_strategy())
 
 
 def test_one_mirrored_strategy_per_device_set():
     # A second collective MirroredStrategy over the same devices would reuse
     # the first one's collective keys; tfvnas hands out one and refuses others.
     strategy = mirrored()
-    assert loop_lib.mirrored_strategy(LOGICAL_CPUS) is strategy
+    assert distribute.mirrored_strategy(LOGICAL_CPUS) is strategy
     # Other spellings of the same devices get the same strategy.
     short = [f"/cpu:{tf.DeviceSpec.from_string(d).device_index}" for d in LOGICAL_CPUS]
-    assert loop_lib.mirrored_strategy(short) is strategy
-    assert loop_lib.make_strategy("mirrored") is loop_lib.make_strategy("mirrored")
-    loop_lib.check_strategy(strategy)
+    assert distribute.mirrored_strategy(short) is strategy
+    assert distribute.make_strategy("mirrored") is distribute.make_strategy("mirrored")
+    distribute.check_strategy(strategy)
     second = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
     with pytest.raises(ValueError, match="^" + re.escape(
         f"This process already ran a MirroredStrategy over {', '.join(strategy.extended.worker_devices)}; "
         "a second one over the same devices would reuse its collective keys and fail in its first "
         "all-reduce (a TensorFlow limitation). Create one strategy and pass it to every call, e.g. "
-        '`tfvnas.loops.loop.mirrored_strategy(devices)`, or pass `strategy="mirrored"`. '
+        '`tfvnas.loops.distribute.mirrored_strategy(devices)`, or pass `strategy="mirrored"`. '
         "Received: a new MirroredStrategy object"
     ) + "$"):
         search_lib.Searcher(config_lib.preset("smoke").replace(**TINY), data_lib.load("mnist-5k", seed=0),
                             strategy=second, verbose=0)
     # Strategies without collective keys are not affected.
-    loop_lib.check_strategy(tf.distribute.MirroredStrategy(
+    distribute.check_strategy(tf.distribute.MirroredStrategy(
         LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice()))
 
 

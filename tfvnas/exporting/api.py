@@ -58,7 +58,6 @@ from tfvnas.exporting.saved_model import (
 )
 from tfvnas.models import network as network_lib
 
-
 # A streamed dataset is read into arrays for the export, at most this many
 # examples of each split: int8 calibration, the QAT fine-tuning and the parity
 # checks use those (the report gives their numbers).

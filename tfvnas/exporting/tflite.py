@@ -23,7 +23,11 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfvnas import checks
 from tfvnas.exporting.names import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE_KEY
-from tfvnas.exporting.saved_model import input_dtype_name, load_saved_model, write_saved_model
+from tfvnas.exporting.saved_model import (
+    input_dtype_name,
+    load_saved_model,
+    write_saved_model,
+)
 
 # Latency is measured single-threaded: what one phone core does, and stable
 # on shared machines.

@@ -17,8 +17,8 @@ import tensorflow as tf
 from tfvnas import config as config_lib
 from tfvnas import files, runs
 from tfvnas.layers import variational
+from tfvnas.loops import distribute, optim
 from tfvnas.loops import loop as loop_lib
-from tfvnas.loops import optim
 from tfvnas.loops import selection as selection_lib
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import supernet as supernet_lib
@@ -430,7 +430,7 @@ class Searcher(loop_lib.Loop):
             dataset=self.dataset.name,
             selection=selection,
         )
-        if out_dir is not None and loop_lib.is_chief(self.strategy):
+        if out_dir is not None and distribute.is_chief(self.strategy):
             with self.faults():
                 write_artefacts(result, out_dir)
             result.out_dir = os.fspath(out_dir)
@@ -507,7 +507,7 @@ def search(
             machine; slower).
         worker_timeout, collective_timeout: with a strategy given by name,
             how soon a multi-worker run notices a lost worker
-            (`tfvnas.loops.loop.make_strategy`).
+            (`tfvnas.loops.distribute.make_strategy`).
         verbose: 0 silent, 1 progress bar and summary.
 
     Returns:
@@ -527,7 +527,7 @@ def search(
         config_lib.SearchConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
         strategy=strategy, deterministic=deterministic, worker_timeout=worker_timeout,
         collective_timeout=collective_timeout, epochs=epochs, seed=seed, method=method)
-    with runs.claim(out_dir, "search", resume=resume, overwrite=overwrite, chief=loop_lib.is_chief(strategy)):
+    with runs.claim(out_dir, "search", resume=resume, overwrite=overwrite, chief=distribute.is_chief(strategy)):
         searcher = Searcher(cfg, dataset, strategy=strategy, verbose=verbose, checkpoint_every=checkpoint_every)
         result = searcher.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
     if verbose:

@@ -29,8 +29,8 @@ from tfvnas.compress import counting
 from tfvnas.compress import strip as strip_lib
 from tfvnas.layers import channel_prior as channel_prior_lib
 from tfvnas.layers import variational
+from tfvnas.loops import distribute, optim
 from tfvnas.loops import loop as loop_lib
-from tfvnas.loops import optim
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import network as network_lib
 from tfvnas.models import zoo
@@ -232,7 +232,7 @@ class Trainer(loop_lib.Loop):
             layer_sparsity=layers,
             dataset=self.dataset.name,
         )
-        if out_dir is not None and loop_lib.is_chief(self.strategy):
+        if out_dir is not None and distribute.is_chief(self.strategy):
             with self.faults():
                 write_artefacts(result, self.dataset, out_dir)
             result.out_dir = os.fspath(out_dir)
@@ -350,7 +350,7 @@ def train(
         deterministic: seeds and op determinism.
         worker_timeout, collective_timeout: with a strategy given by name,
             how soon a multi-worker run notices a lost worker
-            (`tfvnas.loops.loop.make_strategy`).
+            (`tfvnas.loops.distribute.make_strategy`).
         verbose: 0 silent, 1 progress bar and summary.
 
     Returns:
@@ -373,7 +373,7 @@ def train(
         config_lib.TrainConfig, dataset, preset=preset, config=config, out_dir=out_dir, resume=resume,
         strategy=strategy, deterministic=deterministic, worker_timeout=worker_timeout,
         collective_timeout=collective_timeout, epochs=epochs, seed=seed)
-    with runs.claim(out_dir, "training", resume=resume, overwrite=overwrite, chief=loop_lib.is_chief(strategy)):
+    with runs.claim(out_dir, "training", resume=resume, overwrite=overwrite, chief=distribute.is_chief(strategy)):
         trainer = Trainer(genotype, cfg, dataset, strategy=strategy, verbose=verbose,
                           checkpoint_every=checkpoint_every)
         result = trainer.run(out_dir, resume=resume, tensorboard_dir=tensorboard_dir)
