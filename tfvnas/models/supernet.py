@@ -135,59 +135,12 @@ class Supernet(elbo.ELBOModel, keras.Model):
         self.shared_edge_functions = bool(shared_edge_functions)
 
         edge_list = genotype_lib.edge_list(self.nodes)
-        num_edges = len(edge_list)
-        gate_kw = dict(
-            theta_init=self.gate_theta_init,
-            log_alpha_init=self.gate_log_alpha_init,
-            parameterisation=self.gate_parameterisation,
-            average_decay=self.gate_average_decay,
-            threshold=self.threshold,
-            nodes=self.nodes,
-            min_inputs=self.top_k,
-            countable=[name != "none" for name in self.op_names],
-        )
-        if self.method == "darts":
-            # The gates stay float32 under a mixed precision policy (`tfvnas.precision`).
-            self.normal_gates = darts_lib.SoftmaxGates(
-                num_edges, len(self.op_names), seed=self.seed, name="normal_gates", dtype="float32"
-            )
-            self.reduce_gates = darts_lib.SoftmaxGates(
-                num_edges, len(self.op_names), seed=self.seed + 1, name="reduce_gates", dtype="float32"
-            )
-        else:
-            self.normal_gates = gates_lib.GaussianGates(
-                num_edges, len(self.op_names), name="normal_gates", dtype="float32", **gate_kw)
-            self.reduce_gates = gates_lib.GaussianGates(
-                num_edges, len(self.op_names), name="reduce_gates", dtype="float32", **gate_kw)
-
+        self.normal_gates, self.reduce_gates = self._make_gates(len(edge_list))
         self.normalise = network.normalisation_layer(self.normalisation)
         # The variational layers' options, passed down to every one of them.
         vd = self.weight_vd and {"threshold": self.threshold}
         self.stem = network.stem_layers(self.channels, stem_multiplier, weight_vd=vd, affine=False, seed=self.seed)
-        concat = list(range(2, 2 + self.nodes))
-        plans = network.cell_plan(
-            self.num_layers,
-            self.channels,
-            concat_sizes={"normal": self.nodes, "reduce": self.nodes},
-            stem_multiplier=stem_multiplier,
-        )
-        edges = [(node, inp, self.op_names) for node, inp in edge_list]
-        self.cells = [
-            network.Cell(
-                plan,
-                edges,
-                concat,
-                edge_factory=mixed_edge.MixedEdge,
-                weight_vd=vd,
-                affine=False,
-                seed=self.seed + 100_000 * (plan.index + 1),
-                edge_options=dict(noisy=self.method == "vinnas", skip_dropout=self.skip_dropout,
-                                  skip_bn=self.skip_bn, fused=self.fused,
-                                  shared_function=self.shared_edge_functions),
-                name=f"cell_{plan.index}",
-            )
-            for plan in plans
-        ]
+        self.cells = self._make_cells(edge_list, stem_multiplier, vd)
         # DARTS-' auxiliary skip weight, set by the search at every step.
         self.aux_skip_weight = None
         if self.aux_skip:
@@ -203,6 +156,45 @@ class Supernet(elbo.ELBOModel, keras.Model):
         self.step_ops = None
         self.init_kl_scale(kl_scale)
         self.input_shape_built = None
+
+    def _make_gates(self, num_edges):
+        """The normal and reduction cells' gate tables: Gaussian (VINNAS) or softmax (DARTS)."""
+        if self.method == "darts":
+            # The gates stay float32 under a mixed precision policy (`tfvnas.precision`).
+            return tuple(darts_lib.SoftmaxGates(num_edges, len(self.op_names), seed=self.seed + i,
+                                                name=f"{t}_gates", dtype="float32")
+                         for i, t in enumerate(("normal", "reduce")))
+        gate_kw = dict(
+            theta_init=self.gate_theta_init,
+            log_alpha_init=self.gate_log_alpha_init,
+            parameterisation=self.gate_parameterisation,
+            average_decay=self.gate_average_decay,
+            threshold=self.threshold,
+            nodes=self.nodes,
+            min_inputs=self.top_k,
+            countable=[name != "none" for name in self.op_names],
+        )
+        return tuple(gates_lib.GaussianGates(num_edges, len(self.op_names), name=f"{t}_gates", dtype="float32",
+                                             **gate_kw) for t in ("normal", "reduce"))
+
+    def _make_cells(self, edge_list, stem_multiplier, weight_vd):
+        """Every cell, its edges mixed over every op, each edge given the search's options at construction."""
+        concat = list(range(2, 2 + self.nodes))
+        plans = network.cell_plan(
+            self.num_layers,
+            self.channels,
+            concat_sizes={"normal": self.nodes, "reduce": self.nodes},
+            stem_multiplier=stem_multiplier,
+        )
+        edges = [(node, inp, self.op_names) for node, inp in edge_list]
+        options = dict(noisy=self.method == "vinnas", skip_dropout=self.skip_dropout, skip_bn=self.skip_bn,
+                       fused=self.fused, shared_function=self.shared_edge_functions)
+        return [
+            network.Cell(plan, edges, concat, edge_factory=mixed_edge.MixedEdge, weight_vd=weight_vd, affine=False,
+                         seed=self.seed + 100_000 * (plan.index + 1), edge_options=options,
+                         name=f"cell_{plan.index}")
+            for plan in plans
+        ]
 
     def build(self, input_shape):
         # Every weight is created from the shapes alone (`ops.build_layer`):
