@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.networks import EVERY_OP
 from tfvnas import data as data_lib
 from tfvnas.compress import channel_plan, macs, shrinking
 from tfvnas.compress import strip as strip_lib
 from tfvnas.layers import variational
-from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import network as network_lib
 from tfvnas.models import zoo
 
@@ -24,20 +24,6 @@ L = keras.layers
 SHAPE = (12, 12, 1)
 EXAMPLE = "saved_models/example-mnist-5k/train"
 
-# Every op type, a `none` edge, and dilated convolutions on the strided
-# inputs of the reduction cell (the stride-1-then-subsample path).
-EVERY_OP = genotype_lib.Genotype(
-    normal=[
-        [("sep_conv_3x3", 0), ("skip_connect", 1)],
-        [("dil_conv_5x5", 2), ("max_pool_3x3", 0), ("none", 1)],
-    ],
-    normal_concat=[2, 3],
-    reduce=[
-        [("dil_conv_3x3", 0), ("avg_pool_3x3", 1)],
-        [("sep_conv_5x5", 2), ("skip_connect", 0), ("dil_conv_5x5", 1)],
-    ],
-    reduce_concat=[2, 3],
-)
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,11 @@ def test_fused_edge_equals_the_ops_one_by_one(strides, computed, weight_vd, monk
         layer.log_sigma2.assign(np.where(noisy, 4.0, -6.0).astype("float32"))
     if computed is not None:
         edge.computed = computed
+    _assert_fused_equals_ops(edge, x, theta, sigma2)
+
+
+def _assert_fused_equals_ops(edge, x, theta, sigma2):
+    """Outputs, gradients and moving statistics of the fused edge against its ops one by one, both modes."""
     for training in (False, True):
         want = _edge_run(edge, x, theta, sigma2, training, fused=False)
         got = _edge_run(edge, x, theta, sigma2, training, fused=True)
@@ -215,9 +220,4 @@ def test_fused_edge_with_a_normalised_skip_equals_the_ops_one_by_one(computed):
     assert isinstance(skip, ops_lib.Identity) and skip.normalised
     if computed is not None:
         edge.computed = computed
-    for training in (False, True):
-        want = _edge_run(edge, x, theta, sigma2, training, fused=False)
-        got = _edge_run(edge, x, theta, sigma2, training, fused=True)
-        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
-        for g, w in zip(got[1] + got[2], want[1] + want[2]):
-            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    _assert_fused_equals_ops(edge, x, theta, sigma2)
