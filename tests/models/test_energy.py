@@ -3,18 +3,12 @@
 import numpy as np
 import pytest
 
+from tests.helpers.supernets import OPS, tiny_supernet
 from tfvnas.models.energy import energy_summary, node_energy
-from tfvnas.models.supernet import Supernet
-
-OPS = ("sep_conv_3x3", "max_pool_3x3", "skip_connect")
 
 
 def _supernet(**kwargs):
-    kw = dict(layers=3, channels=4, nodes=3, op_names=OPS, seed=3)
-    kw.update(kwargs)
-    model = Supernet(10, **kw)
-    model.build((None, 8, 8, 1))
-    return model
+    return tiny_supernet((8, 8, 1), **{"channels": 4, "nodes": 3, "seed": 3, **kwargs})
 
 
 def _images(n=16, seed=0):

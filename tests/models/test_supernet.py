@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers.keras_config import assert_config_round_trip
-from tests.helpers.supernets import OPS
+from tests.helpers.supernets import OPS, tiny_supernet
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational as vd_lib
 from tfvnas.layers.mixed_edge import MixedEdge
@@ -16,11 +16,7 @@ from tfvnas.models.supernet import Supernet
 
 
 def _model(**kwargs):
-    kw = dict(layers=3, channels=2, nodes=2, op_names=OPS, seed=1)
-    kw.update(kwargs)
-    model = Supernet(10, **kw)
-    model.build((None, 6, 6, 1))
-    return model
+    return tiny_supernet((6, 6, 1), **kwargs)
 
 
 def _images(n=4, seed=0):
