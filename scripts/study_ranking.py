@@ -14,9 +14,15 @@ images are read once per trained cell), in resumable units:
    the two remedies) searched with 2 seeds each, every cell trained dense
    under the study's recipe and scored on the validation split; the arm with
    the best mean validation accuracy is the one the `final` phase uses.
-4. `final`: the chosen arm's third seed; then every cell (the chosen arm's
-   3 searches, DARTS' 3, at least 8 random cells, the zoo) trained sparse
-   and dense and scored on the test split, once.
+   `--settings-arms` and `--settings-seeds` narrow it; the arm is chosen only
+   once every listed arm has a trained cell for every listed seed.
+4. `baselines`: the random and zoo cells of the final table, trained sparse
+   and dense (they do not depend on the chosen arm, so a second driver can
+   run them while the first runs the settings).
+5. `final`: the chosen arm's remaining seeds (it waits while another live
+   driver still runs the settings); then every cell (the chosen arm's 3
+   searches, DARTS' 3, at least 8 random cells, the zoo) trained sparse and
+   dense and scored on the test split, once.
 
 `--report DOC` writes the tables between `ranking:begin` and `ranking:end`:
 the S2 shares, the energy, the settings, seed-to-seed Kendall tau, the skip
@@ -29,7 +35,8 @@ the matched-size residuals and a power estimate.
         --phases energy,s2,settings --threads 1
     python scripts/study_ranking.py --out runs/ranking --results docs/results/fashion_ranking.jsonl \\
         --reuse docs/results/fashion_evidence.jsonl       # DARTS, random and zoo units of the earlier study
-    python scripts/study_ranking.py ... --phases final
+    python scripts/study_ranking.py ... --phases settings,final --settings-seeds 0 &   # one driver per core
+    python scripts/study_ranking.py ... --phases baselines,final --settings-seeds 0
     python scripts/study_ranking.py ... --report docs/RESULTS.md --no-run
 """
 
@@ -326,22 +333,25 @@ def chosen_arm(units, quick=False):
     by_arm = {}
     for r in units.of_kind("valtrain"):
         by_arm.setdefault(r["group"], []).append(r["val_accuracy"])
-    complete = {a: v for a, v in by_arm.items() if len(v) == (1 if quick else len(SETTINGS_SEEDS))}
-    if not complete:
-        raise SystemExit("study_ranking: run the settings phase first (the arm is chosen there)")
-    return max(complete, key=lambda a: statistics.mean(complete[a]))
+    seeds = 1 if quick else len(SETTINGS_SEEDS)
+    missing = [a for a in SETTINGS_ARMS if len(by_arm.get(a, ())) < seeds]
+    if missing:
+        raise SystemExit(f"study_ranking: the settings phase has not finished (arms without their {seeds} "
+                         f"trained cell(s): {', '.join(missing)}); the arm is chosen there")
+    return max(SETTINGS_ARMS, key=lambda a: statistics.mean(by_arm[a]))
 
 
-def final_cells(units, quick):
-    """`(name, group, genotype)` of every cell the final table trains."""
+def final_cells(units, quick, searched_cells=True):
+    """`(name, group, genotype)` of every cell the final table trains (`searched_cells=False`: only the
+    random and zoo cells, which do not depend on the chosen arm)."""
     from tfvnas import config as config_lib
     from tfvnas.models import zoo
     from tfvnas.models.genotype import Genotype, random_genotype
 
-    arm = chosen_arm(units, quick)
+    arm = chosen_arm(units, quick) if searched_cells else None
     cells = []
     searched = PERTURBED.get(arm, arm)
-    for r in units.of_kind("search"):
+    for r in units.of_kind("search") if searched_cells else ():
         if r["arm"] == searched:
             genotype = r["pt_genotype"] if arm in PERTURBED else r["genotype"]
             cells.append((f"{arm}-seed{r['seed']}", "vinnas", Genotype.from_dict(genotype)))
@@ -356,8 +366,40 @@ def final_cells(units, quick):
     return cells
 
 
-def phase_final(units, dataset, quick):
-    arm = chosen_arm(units, quick)
+def phase_baselines(units, dataset, quick):
+    """The final table's random and zoo cells, which do not wait for the settings phase."""
+    for name, group, genotype in final_cells(units, quick, searched_cells=False):
+        for weights in ("sparse", "dense"):
+            _train(units, "train", f"{name}-{weights}", name, group, genotype, dataset, quick, weights, "test")
+
+
+def _settings_running(units):
+    """Whether a live process holds a claim on a search or a validation training."""
+    claims = os.path.join(units.out_dir, "claims")
+    for name in os.listdir(claims) if os.path.isdir(claims) else ():
+        if name.startswith(("search-", "valtrain-")):
+            try:
+                with open(os.path.join(claims, name), encoding="ascii") as f:
+                    pid = int(f.read().strip() or 0)
+                if pid > 0:
+                    os.kill(pid, 0)
+                    return True
+            except (OSError, ValueError):
+                continue
+    return False
+
+
+def phase_final(units, dataset, quick, wait=60):
+    while True:  # another driver may still run the settings phase: wait for it rather than choose early
+        try:
+            arm = chosen_arm(units, quick)
+            break
+        except SystemExit as waiting:
+            if not _settings_running(units):
+                raise
+            print(f"{waiting}; waiting {wait} s for the driver that runs it", flush=True)
+            time.sleep(wait)
+    print(f"== final: the chosen arm is {arm}", flush=True)
     for seed in SEEDS[:1] if quick else SEEDS:
         run_search(units, "search", PERTURBED.get(arm, arm), seed, dataset, quick)
         run_search(units, "search", "darts", seed, dataset, quick)
@@ -644,8 +686,8 @@ def _targets(trains):
 
 
 def main(argv=None):
-    global SETTINGS_SEEDS, S2_ARMS, S2_SEEDS
-    phases_known = ("energy", "s2", "settings", "final")
+    global SETTINGS_SEEDS, SETTINGS_ARMS, S2_ARMS, S2_SEEDS
+    phases_known = ("energy", "s2", "settings", "baselines", "final")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a pipeline check in minutes (tiny budget)")
     parser.add_argument("--out", default=None, help="run folder (default runs/ranking[-quick])")
@@ -659,6 +701,8 @@ def main(argv=None):
     parser.add_argument("--s2-seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds of the s2 phase")
     parser.add_argument("--settings-seeds", default=",".join(map(str, SETTINGS_SEEDS)),
                         help="comma-separated seeds of the settings phase (the arm is chosen on their mean)")
+    parser.add_argument("--settings-arms", default=",".join(SETTINGS_ARMS),
+                        help=f"comma-separated arms of the settings phase, of: {', '.join(SETTINGS_ARMS)}")
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow's intra- and inter-op threads (0: default)")
     args = parser.parse_args(argv)
     out = args.out or os.path.join("runs", "ranking-quick" if args.quick else "ranking")
@@ -667,6 +711,10 @@ def main(argv=None):
     SETTINGS_SEEDS = tuple(int(s) for s in args.settings_seeds.split(",") if s.strip())
     S2_SEEDS = tuple(int(s) for s in args.s2_seeds.split(",") if s.strip())
     S2_ARMS = tuple(a.strip() for a in args.s2_arms.split(",") if a.strip())
+    settings_arms = tuple(a.strip() for a in args.settings_arms.split(",") if a.strip())
+    if not settings_arms or any(a not in SETTINGS_ARMS for a in settings_arms):
+        parser.error(f"--settings-arms: expected some of {', '.join(SETTINGS_ARMS)}; received {args.settings_arms!r}")
+    SETTINGS_ARMS = settings_arms
     unknown = [a for a in S2_ARMS if a not in ARMS or a in PERTURBED]
     if unknown:
         parser.error(f"--s2-arms: unknown or perturbation-selected arm(s) {', '.join(unknown)}; "
