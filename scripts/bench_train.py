@@ -10,6 +10,9 @@ on this machine and in this run, each variant in its own subprocess:
 - `sparse`: the same with sparse variational weights (`weight_vd`: the
   local reparameterisation, the ARD KL);
 - `*+xla`: the same step with `jit_compile` on;
+- `*+bf16`: the same step under `precision="mixed_bfloat16"` (not in the
+  default list: on a CPU without bf16 instructions it measures the cost of
+  the casts, not the speed-up a GPU gets);
 - `reference`: `shared/bench/torch_darts_eval_reference.py` (DARTS'
   `NetworkCIFAR` of the same genotype, cells, channels, batch and threads;
   SGD with momentum, weight decay, clipping), run before and after the
@@ -70,6 +73,21 @@ def _genotype(name):
     return found_genotype() if name == "found" else zoo.load_genotype(name)
 
 
+def train_fields(variant, c):
+    """The `TrainConfig` fields (over the quick preset) of a variant: dense or sparse, then any of +xla, +bf16."""
+    base, *levers = variant.split("+")
+    unknown = set(levers) - {"xla", "bf16"}
+    if base not in ("dense", "sparse") or unknown:
+        raise SystemExit(f"bench_train: a variant is dense or sparse, then any of +xla, +bf16; received {variant!r}")
+    fields = dict(layers=c["layers"], channels=c["channels"], batch_size=c["batch"], epochs=1,
+                  weight_vd=base == "sparse", auxiliary=False, drop_path=0.0, cutout=0)
+    if "xla" in levers:
+        fields["jit_compile"] = True
+    if "bf16" in levers:
+        fields["precision"] = "mixed_bfloat16"  # Keras' mixed policy; gates, log_sigma2, KL and loss stay float32
+    return fields
+
+
 def _trainer(spec):
     import numpy as np
 
@@ -90,11 +108,7 @@ def _trainer(spec):
 
     dataset = data_lib.Dataset("synthetic", images(n), labels(n), images(c["batch"]), labels(c["batch"]),
                                images(c["batch"]), labels(c["batch"]), 10)
-    variant = spec["variant"]
-    fields = dict(layers=c["layers"], channels=c["channels"], batch_size=c["batch"], epochs=1,
-                  weight_vd=variant.startswith("sparse"), auxiliary=False, drop_path=0.0, cutout=0)
-    if "xla" in variant.split("+"):
-        fields["jit_compile"] = True
+    fields = train_fields(spec["variant"], c)
     cfg = config_lib.TRAIN_PRESETS["quick"].replace(**fields)
     return Trainer(_genotype(spec["genotype"]), cfg, dataset, verbose=0)
 
@@ -253,6 +267,8 @@ def main(argv=None):
         spec = json.loads(args.child)
         print("RESULT " + json.dumps(CHILDREN[spec.get("mode", "step")](spec)), flush=True)
         return 0
+    for variant in args.variants.split(","):
+        train_fields(variant, CONFIGS["quick"])  # a misspelt variant fails here, not after the reference ran
     info = bench.machine_info(args.threads)
     info["load"] = bench._load()
     info["gemm_gflops"] = bench.gemm_rate(args.threads)

@@ -1,6 +1,7 @@
-"""The search benchmark's bookkeeping (scripts/bench_search.py): what it measures is what it says."""
+"""The benchmarks' bookkeeping (scripts/bench_search.py, scripts/bench_train.py): what they measure is what they say."""
 
 import json
+import re
 
 import pytest
 
@@ -69,3 +70,27 @@ def test_the_default_prune_path_prunes_half_and_times_both_steps():
     assert result["active_gates"] == searcher_gates - result["pruned_gates"]
     assert result["retraced"] is True
     assert result["step_ms_start"] > 0 and result["step_ms_half_pruned"] > 0
+
+
+def test_the_training_benchmark_variants_map_to_config_fields_and_a_misspelt_one_fails_first():
+    bench_train = load_script("bench_train")
+    c = bench_train.CONFIGS["paper-like"]
+    fields = bench_train.train_fields("sparse+xla+bf16", c)
+    assert (fields["weight_vd"], fields["jit_compile"], fields["precision"]) == (True, True, "mixed_bfloat16")
+    assert (fields["layers"], fields["channels"], fields["batch_size"]) == (8, 16, 64)
+    dense = bench_train.train_fields("dense", c)
+    assert not dense["weight_vd"] and "jit_compile" not in dense and "precision" not in dense
+    from tfvnas import config as config_lib
+
+    config_lib.TRAIN_PRESETS["quick"].replace(**fields)  # every field is one the training config has
+    for bad in ("sparse+xl", "fast", "dense+bf16+fp8"):
+        with pytest.raises(SystemExit, match=f"received '{re.escape(bad)}'"):
+            bench_train.train_fields(bad, c)
+    with pytest.raises(SystemExit, match="received 'dense\\+xl'"):
+        bench_train.main(["--variants", "dense,dense+xl", "--doc", "", "--results", ""])
+
+
+def test_the_roofline_is_the_larger_of_compute_and_memory_time():
+    roofline_ms = load_script("bench_train").roofline_ms
+    assert roofline_ms(2e9, 1e9, gflops=40, bandwidth=10) == pytest.approx(100.0)  # memory: 1 GB at 10 GB/s
+    assert roofline_ms(8e9, 1e8, gflops=40, bandwidth=10) == pytest.approx(200.0)  # compute: 8 GFLOP at 40/s
