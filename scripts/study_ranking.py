@@ -159,6 +159,30 @@ def kendall_agreement(log_alphas):
     return (float(np.mean(taus)), len(taus)) if taus else (float("nan"), 0)
 
 
+def top_op_agreement(log_alphas):
+    """The share of (seed pair, cell type, edge) where the two searches' strongest op (lowest log_alpha) is the
+    same; chance is 1 / the number of ops."""
+    same = [np.argmin(row_a) == np.argmin(row_b)
+            for a, b in itertools.combinations(log_alphas, 2) for cell_type in ("normal", "reduce")
+            for row_a, row_b in zip(np.asarray(a[cell_type]), np.asarray(b[cell_type]))]
+    return float(np.mean(same)), len(same)
+
+
+def live_edge_agreement(log_alphas, threshold=3.0, samples=2000, seed=0):
+    """How often two searches agree on whether an edge kept an op (some log_alpha below `threshold`), against
+    the same count of live edges placed at random: `(observed, null mean, null sd)` over seed pairs and cells."""
+    rng = np.random.default_rng(seed)
+    observed, null = [], []
+    for a, b in itertools.combinations(log_alphas, 2):
+        for cell_type in ("normal", "reduce"):
+            live_a = np.asarray(a[cell_type]).min(1) < threshold
+            live_b = np.asarray(b[cell_type]).min(1) < threshold
+            observed.append(np.mean(live_a == live_b))
+            null.append([np.mean(rng.permutation(live_a) == live_b) for _ in range(samples)])
+    null_means = np.mean(np.asarray(null), 0)  # one mean over the pairs per simulated study
+    return float(np.mean(observed)), float(np.mean(null_means)), float(np.std(null_means))
+
+
 def null_kendall(num_ops, edges, pairs, samples=2000, seed=0):
     """Kendall tau of independent random rankings (the chance level) over as many edges: mean and std of the mean."""
     from scipy.stats import kendalltau
@@ -528,16 +552,21 @@ def report(units, doc, quick=False):
         for arm in sorted({r["arm"] for r in searches}):
             rs = [r for r in searches if r["arm"] == arm]
             if len(rs) >= 2:
-                tau, n = kendall_agreement([r["log_alpha"] for r in rs])
-                taus.append((arm, len(rs), tau, n))
+                las = [r["log_alpha"] for r in rs]
+                tau, n = kendall_agreement(las)
+                taus.append((arm, len(rs), tau, n, top_op_agreement(las)[0], live_edge_agreement(las)))
         if taus:
             num_ops = len(np.asarray(searches[0]["log_alpha"]["normal"])[0])
             chance, chance_sd = null_kendall(num_ops, 14, 1)
-            lines += [f"Seed-to-seed agreement of each edge's op ranking by log_alpha (Kendall tau, mean over "
-                      f"seed pairs, both cells and every edge; chance is {chance:+.2f}, and the mean of 28 random "
-                      f"edges spreads by ± {chance_sd:.2f}):", "", "| arm | searches | Kendall tau | edge pairs |",
-                      "|---|---|---|---|"]
-            lines += [f"| {a} | {s} | {t:+.3f} | {n} |" for a, s, t, n in taus]
+            lines += [f"Seed-to-seed agreement (mean over seed pairs, both cells and every edge): each edge's op "
+                      f"ranking by log_alpha (Kendall tau; chance is {chance:+.2f}, and the mean of 28 random edges "
+                      f"spreads by ± {chance_sd:.2f}), each edge's strongest op (chance 1/{num_ops} = "
+                      f"{1 / num_ops:.2f}), and whether an edge kept any op (against as many live edges placed at "
+                      f"random):", "",
+                      "| arm | searches | Kendall tau | edge pairs | same strongest op | same live edges (null) |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {a} | {s} | {t:+.3f} | {n} | {top:.2f} | {live[0]:.2f} ({live[1]:.2f} ± {live[2]:.2f}) |"
+                      for a, s, t, n, top, live in taus]
             lines.append("")
     null = next((r for r in records if r["kind"] == "skip_null"), None)
     if null is not None and searches:
