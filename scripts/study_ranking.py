@@ -427,9 +427,18 @@ def phase_final(units, dataset, quick, wait=60):
     for seed in SEEDS[:1] if quick else SEEDS:
         run_search(units, "search", PERTURBED.get(arm, arm), seed, dataset, quick)
         run_search(units, "search", "darts", seed, dataset, quick)
-    for name, group, genotype in final_cells(units, quick):
-        for weights in ("sparse", "dense"):
-            _train(units, "train", f"{name}-{weights}", name, group, genotype, dataset, quick, weights, "test")
+    # Train what is listed, then list again: a search another driver was still running when the list was made
+    # adds its cell later (without this, that driver alone would train both of its units).
+    while True:
+        cells = final_cells(units, quick)
+        for name, group, genotype in cells:
+            for weights in ("sparse", "dense"):
+                _train(units, "train", f"{name}-{weights}", name, group, genotype, dataset, quick, weights, "test")
+        if len(final_cells(units, quick)) == len(cells) and not _settings_running(units):
+            break
+        if len(final_cells(units, quick)) == len(cells):
+            print(f"a search is still running in another driver; waiting {wait} s for its cell", flush=True)
+            time.sleep(wait)
 
 
 def reuse(units, source):
