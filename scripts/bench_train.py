@@ -312,8 +312,10 @@ def main(argv=None):
 
 
 def _write_doc(path, block):
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     if BEGIN in text:
         head, rest = text.split(BEGIN, 1)
         _, tail = rest.split(END, 1)
