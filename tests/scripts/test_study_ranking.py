@@ -119,3 +119,12 @@ def test_the_strongest_op_and_the_live_edges_agree_by_count(study):
     assert observed == 0.75  # every edge live in both but a's second normal edge (all log_alpha >= 3)
     # The null keeps each table's count of live edges: normal 1 of 2 against 2 of 2 always agrees on one edge.
     assert null_mean == pytest.approx((0.5 + 1.0) / 2) and null_sd == pytest.approx(0.0)
+
+
+def test_the_skip_origin_test_is_a_binomial_tail(study):
+    assert study.skip_origin_tail(1, 1, 0.35) == pytest.approx(0.35)  # one skip from a node: no evidence
+    assert study.skip_origin_tail(0, 0, 0.35) == 1.0
+    # 42 of 43 from nodes (the earlier study's normal cells) against 0.35: far in the tail.
+    assert study.skip_origin_tail(42, 43, 0.35) < 1e-15
+    # The tail by hand: P(X >= 2) for X ~ Binomial(3, 0.35).
+    assert study.skip_origin_tail(2, 3, 0.35) == pytest.approx(3 * 0.35**2 * 0.65 + 0.35**3)
