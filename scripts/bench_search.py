@@ -145,6 +145,8 @@ def build_searcher(spec):
         cfg = cfg.replace(shared_edge_functions=False)
     if spec["variant"] == "vinnas+xla":
         cfg = cfg.replace(jit_compile=True)
+    if spec.get("skip_bn") is not None:  # the stride-1 identity with or without its batch norm
+        cfg = cfg.replace(skip_bn=spec["skip_bn"])
     if not spec.get("fuse", True):  # every candidate op by op (`SearchConfig.fused_edges`)
         cfg = cfg.replace(fused_edges=False)
     searcher = search_lib.Searcher(cfg, dataset, verbose=0)

@@ -82,6 +82,8 @@ def main(argv=None):
     ap.add_argument("--genotype", default="darts_v2", help="with --train: a zoo name or 'found'")
     ap.add_argument("--mode", default="ops", choices=("ops", "first"))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--skip-bn", choices=("default", "on", "off"), default="default",
+                    help="the search's `skip_bn` (a batch norm on the stride-1 identity); default: the preset's")
     ap.add_argument("--grappler-options", default="{}", help="JSON for tf.config.optimizer.set_experimental_options")
     ap.add_argument("--half", action="store_true",
                     help="one forward/backward per step (the gates frozen) instead of the bi-level two")
@@ -104,7 +106,8 @@ def main(argv=None):
         loop = bench_train._trainer(spec)
     else:
         args.variant = args.variant or "vinnas"
-        spec = dict(config=bench_search.CONFIGS[args.config], variant=args.variant, threads=args.threads)
+        spec = dict(config=bench_search.CONFIGS[args.config], variant=args.variant, threads=args.threads,
+                    skip_bn={"on": True, "off": False, "default": None}[args.skip_bn])
         loop = bench_search.build_searcher(spec)
         if args.half:
             loop.arch_frozen = True  # read when the step is traced
@@ -125,7 +128,8 @@ def main(argv=None):
         times.append(time.perf_counter() - start)
     if args.mode == "first":
         print(json.dumps({
-            "config": spec["config"]["name"], "variant": args.variant, "half": args.half, "grappler_options": options,
+            "config": spec["config"]["name"], "variant": args.variant, "skip_bn": args.skip_bn, "half": args.half,
+            "grappler_options": options,
             "imports_s": round(t_imports - T0, 1), "build_s": round(t_build - t_imports, 1),
             "trace_s": round(t_trace - t_build, 1), "first_call_s": round(t_first - t_trace, 1),
             "first_step_s": round(t_first - T0, 1), "graph_nodes": nodes,
