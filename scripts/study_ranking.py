@@ -407,18 +407,7 @@ def phase_baselines(units, dataset, quick):
 
 def _settings_running(units):
     """Whether a live process holds a claim on a search or a validation training."""
-    claims = os.path.join(units.out_dir, "claims")
-    for name in os.listdir(claims) if os.path.isdir(claims) else ():
-        if name.startswith(("search-", "valtrain-")):
-            try:
-                with open(os.path.join(claims, name), encoding="ascii") as f:
-                    pid = int(f.read().strip() or 0)
-                if pid > 0:
-                    os.kill(pid, 0)
-                    return True
-            except (OSError, ValueError):
-                continue
-    return False
+    return units.running("search", "valtrain")
 
 
 def phase_final(units, dataset, quick, wait=60):
@@ -437,16 +426,18 @@ def phase_final(units, dataset, quick, wait=60):
         run_search(units, "search", "darts", seed, dataset, quick)
     # Train what is listed, then list again: a search another driver was still running when the list was made
     # adds its cell later (without this, that driver alone would train both of its units).
+    cells = final_cells(units, quick)
     while True:
-        cells = final_cells(units, quick)
         for name, group, genotype in cells:
             for weights in ("sparse", "dense"):
                 _train(units, "train", f"{name}-{weights}", name, group, genotype, dataset, quick, weights, "test")
-        if len(final_cells(units, quick)) == len(cells) and not _settings_running(units):
+        listed, cells = len(cells), final_cells(units, quick)
+        if len(cells) > listed:
+            continue
+        if not _settings_running(units):
             break
-        if len(final_cells(units, quick)) == len(cells):
-            print(f"a search is still running in another driver; waiting {wait} s for its cell", flush=True)
-            time.sleep(wait)
+        print(f"a search is still running in another driver; waiting {wait} s for its cell", flush=True)
+        time.sleep(wait)
 
 
 def reuse(units, source):

@@ -56,15 +56,12 @@ class Units:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 try:
-                    with open(path, encoding="ascii") as f:
-                        pid = int(f.read().strip() or 0)
-                    os.kill(pid, 0)
-                    return False  # a live process runs it
-                except (ProcessLookupError, ValueError):
-                    os.remove(path)  # stale: its process is gone
-                    continue
-                except PermissionError:
-                    return False  # a live process of another user
+                    if _claim_alive(path):
+                        return False  # a live process runs it (or another user's)
+                except ValueError:
+                    pass
+                os.remove(path)  # stale: its process is gone
+                continue
             with os.fdopen(fd, "w", encoding="ascii") as f:
                 f.write(str(os.getpid()))
             if self.done(kind, key):  # it finished between the two checks
@@ -73,9 +70,38 @@ class Units:
             return True
         return False
 
+    def running(self, *kinds):
+        """Whether a live process holds a claim on a unit of one of `kinds`."""
+        claims = os.path.dirname(self.claim_path("", ""))
+        for name in os.listdir(claims) if os.path.isdir(claims) else ():
+            if name.startswith(tuple(f"{kind}-" for kind in kinds)):
+                try:
+                    if _claim_alive(os.path.join(claims, name)):
+                        return True
+                except (OSError, ValueError):  # finished meanwhile, or half written
+                    continue
+        return False
+
     def finish(self, record):
         """Appends a finished unit's record and drops its claim."""
         self.append(record)
         path = self.claim_path(record["kind"], record["key"])
         if os.path.exists(path):
             os.remove(path)
+
+
+def _claim_alive(path):
+    """Whether the process a claim file names is alive (another user's process counts as alive).
+
+    Raises ValueError if the file does not hold a process id.
+    """
+    with open(path, encoding="ascii") as f:
+        pid = int(f.read().strip() or 0)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

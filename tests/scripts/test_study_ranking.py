@@ -97,10 +97,10 @@ def test_the_arm_is_chosen_only_when_every_settings_arm_has_its_cells(study, tmp
 
 
 def test_the_final_phase_waits_only_for_a_live_settings_driver(study, tmp_path):
+    units = study.Units(str(tmp_path), str(tmp_path / "results.jsonl"))
+    assert not study._settings_running(units)  # no claims folder yet
     claims = tmp_path / "claims"
     claims.mkdir()
-    units = _Units(str(tmp_path), [])
-    assert not study._settings_running(units)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (claims / "search-a-seed0.pid").write_text(str(dead.pid))
