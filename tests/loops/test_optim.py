@@ -259,3 +259,27 @@ def test_the_gate_learning_rate_holds_then_falls_along_a_cosine_to_zero():
         assert float(schedule(step)) == pytest.approx(want, rel=1e-5, abs=1e-7)
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)
     assert float(schedule(130)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_clipped_update_is_not_conditional_and_lets_nan_through_as_keras():
+    """Without `skip_nonfinite` the update is unconditional (no `tf.cond` in its graph, which would trace the
+    whole update a second time as a branch), and a non-finite gradient reaches the weights as in Keras' SGD."""
+    bad = [tf.constant(np.full(s, np.nan, "float32")) for s in SHAPES]
+    reference, fused = _variables(2), _variables(2)
+    keras_opt = keras.optimizers.SGD(0.1, momentum=0.9, global_clipnorm=1.0)
+    fused_opt = optim.SGD(0.1, momentum=0.9, global_clipnorm=1.0)
+    keras_opt.build(reference)
+    fused_opt.build(fused)
+
+    @tf.function
+    def step(grads):
+        return fused_opt.apply(grads)
+
+    graph = step.get_concrete_function(bad).graph.as_graph_def()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert not ops & {"If", "StatelessIf"}, sorted(ops & {"If", "StatelessIf"})
+    assert step(bad) is None
+    keras_opt.apply_gradients(zip(bad, reference))
+    for r, f in zip(reference, fused):
+        assert np.isnan(r.numpy()).all() and np.isnan(f.numpy()).all()
+    assert int(fused_opt.iterations.numpy()) == 1

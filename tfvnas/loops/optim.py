@@ -136,7 +136,8 @@ class _Fused(tf.Module):
             # tf.clip_by_global_norm's arithmetic, its sum of halved squares by chunks.
             halves = [_call(_half_squares, [g for _, _, g in chunk]) for chunk in chunks(updates)]
             norm = tf.sqrt(tf.add_n(halves) * 2.0)
-            finite = tf.math.is_finite(norm)
+            if check_finite:  # only then: a tensor here puts the whole update under a `tf.cond`
+                finite = tf.math.is_finite(norm)
         if grads and self.global_clipnorm:
             clip = tf.constant(self.global_clipnorm, norm.dtype)
             scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)  # NaN/inf propagate
