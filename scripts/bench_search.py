@@ -464,18 +464,20 @@ def render(rows, info, command, started, finished, loads):
     return "\n".join(lines)
 
 
-def write_doc(path, block):
+def write_doc(path, block, begin=BEGIN, end=END):
+    """Writes `block` (which starts with `begin` and ends with `end`) between those markers of the
+    Markdown file `path`, or at its end when it has none (a new file holds the block alone)."""
     text = ""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = "# Benchmarks\n\n" + block + "\n" + text
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
 

@@ -307,23 +307,8 @@ def main(argv=None):
             for variant, r in [("reference", best)] + measured:
                 emit(variant, r, best)
     if args.doc:
-        _write_doc(args.doc, render(rows, info, command))
+        bench.write_doc(args.doc, render(rows, info, command), BEGIN, END)
     return 0
-
-
-def _write_doc(path, block):
-    text = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 if __name__ == "__main__":

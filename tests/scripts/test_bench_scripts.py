@@ -94,3 +94,16 @@ def test_the_roofline_is_the_larger_of_compute_and_memory_time():
     roofline_ms = load_script("bench_train").roofline_ms
     assert roofline_ms(2e9, 1e9, gflops=40, bandwidth=10) == pytest.approx(100.0)  # memory: 1 GB at 10 GB/s
     assert roofline_ms(8e9, 1e8, gflops=40, bandwidth=10) == pytest.approx(200.0)  # compute: 8 GFLOP at 40/s
+
+
+def test_a_table_is_written_between_its_markers_or_appended(tmp_path):
+    write_doc, begin, end = _bench().write_doc, "<!-- t:begin -->", "<!-- t:end -->"
+    new = tmp_path / "sub" / "new.md"
+    write_doc(str(new), f"{begin}\none\n{end}", begin, end)
+    assert new.read_text() == f"{begin}\none\n{end}\n"
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Title\n\ntext\n")
+    write_doc(str(doc), f"{begin}\none\n{end}", begin, end)
+    assert doc.read_text() == f"# Title\n\ntext\n\n{begin}\none\n{end}\n"
+    write_doc(str(doc), f"{begin}\ntwo\n{end}", begin, end)  # replaced in place, the rest kept
+    assert doc.read_text() == f"# Title\n\ntext\n\n{begin}\ntwo\n{end}\n"
