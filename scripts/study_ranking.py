@@ -65,18 +65,18 @@ RANDOM_CELLS = 8
 # Each arm: SearchConfig fields over the `quick` preset.
 ARMS = {
     # The plain VINNAS rule on the supernet as it was: the identity unnormalised.
-    "vinnas_plain": {"method": "vinnas", "skip_bn": False},
+    "vinnas_plain": {"method": "vinnas", "skip_bn": False, "selection": "gates"},
     # Every candidate's output comparable in scale: a parameter-free BN on the identity.
-    "vinnas_bn": {"method": "vinnas", "skip_bn": True},
+    "vinnas_bn": {"method": "vinnas", "skip_bn": True, "selection": "gates"},
     # The gates' step: Adam at a tenth of the preset's rate.
-    "vinnas_bn_lr003": {"method": "vinnas", "skip_bn": True, "arch_lr": 0.03},
+    "vinnas_bn_lr003": {"method": "vinnas", "skip_bn": True, "arch_lr": 0.03, "selection": "gates"},
     # The tempered KL at 4 instead of the preset's 16.
-    "vinnas_bn_kl4": {"method": "vinnas", "skip_bn": True, "kl_weight": 4.0},
+    "vinnas_bn_kl4": {"method": "vinnas", "skip_bn": True, "kl_weight": 4.0, "selection": "gates"},
     # Perturbation-based selection (Wang et al., 2021) over the gates' survivors: the
     # `vinnas_bn` search itself (the selection runs after it), so not searched again.
     "vinnas_bn_pt": {"method": "vinnas", "skip_bn": True, "selection": "perturbation"},
     # DARTS-' auxiliary skip (Chu et al., 2021), its weight decaying from 1 to 0.
-    "vinnas_bn_dartsminus": {"method": "vinnas", "skip_bn": True, "aux_skip": 1.0},
+    "vinnas_bn_dartsminus": {"method": "vinnas", "skip_bn": True, "aux_skip": 1.0, "selection": "gates"},
     # The DARTS baseline at its own hyperparameters.
     "darts": {"method": "darts", "op_set": "darts_none"},
 }

@@ -118,6 +118,14 @@ def test_darts_gets_its_own_op_set_in_every_route_unless_one_is_chosen(tmp_path)
     assert not settle(config_lib.SearchConfig, config={"method": "darts"}).skip_bn
     assert settle(config_lib.SearchConfig, config={"method": "darts", "skip_bn": True}).skip_bn
     assert not settle(config_lib.SearchConfig, config=smoke.replace(skip_bn=False)).skip_bn
+    # The cell: chosen by perturbation for VINNAS (the smoke preset keeps the gates' rule, for speed),
+    # by DARTS' own gates for DARTS unless chosen.
+    assert settle(config_lib.SearchConfig, preset="quick").selection == "perturbation"
+    assert config_lib.preset("paper").selection == "perturbation" and smoke.selection == "gates"
+    assert settle(config_lib.SearchConfig, preset="quick", method="darts").selection == "gates"
+    assert settle(config_lib.SearchConfig, config={"method": "darts", "selection": "perturbation"}).selection == \
+        "perturbation"
+    assert settle(config_lib.SearchConfig, preset="quick", selection="gates").selection == "gates"
 
 
 def test_run_and_search_see_the_same_splits_for_the_same_config(tmp_path, monkeypatch):

@@ -167,7 +167,11 @@ class SearchConfig(_Config):
             on the gates' `log_alpha`) or 'perturbation' (Wang et al., 2021:
             on every edge the op whose masking costs the supernet the most
             validation accuracy, then per node the `top_k` edges whose
-            masking costs the most; `tfvnas.loops.selection`).
+            masking costs the most; `tfvnas.loops.selection`), among the
+            ops the gates kept. 'perturbation' by default for VINNAS (chosen
+            on a validation split, docs/search.md); `method='darts'` keeps
+            DARTS' own 'gates' unless it is chosen; the `smoke` preset uses
+            'gates' to stay a matter of seconds.
         selection_images: the validation images perturbation selection
             measures accuracy on (the first ones of the split).
         arch_algorithm: the gates' optimiser: 'adam' or 'sgd' (with
@@ -260,7 +264,7 @@ class SearchConfig(_Config):
     skip_dropout: float = 0.0
     skip_bn: bool = True
     aux_skip: float = 0.0
-    selection: str = "gates"
+    selection: str = "perturbation"
     selection_images: int = 1000
     arch_algorithm: str = "adam"
     grad_clip: float = 5.0
@@ -357,7 +361,7 @@ PRESETS = {
     # Seconds: for tests and a first look; tiny supernet, little data.
     "smoke": SearchConfig(
         layers=3, channels=4, nodes=2, epochs=2, batch_size=32, limit=256, kl_warmup=0.0,
-        prune_every=2, prune_patience=1, gate_log_alpha_init=2.9,
+        prune_every=2, prune_patience=1, gate_log_alpha_init=2.9, selection="gates",
     ),
     # Minutes on a 2-core CPU: the newcomer's default on the bundled data. A
     # proxy (14x14 images, 1,600 training images) given the updates a search
@@ -411,6 +415,8 @@ def settle(config_class, *, preset="quick", config=None, out_dir=None, resume=Fa
                 cfg = cfg.replace(op_set="darts_none")
             if not _chooses(config, overrides, ("skip_bn",)):
                 cfg = cfg.replace(skip_bn=False)
+            if not _chooses(config, overrides, ("selection",)):
+                cfg = cfg.replace(selection="gates")
         return cfg
 
     if not resume:

@@ -238,7 +238,9 @@ def _assert_bit_identical(
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("config") / "tiny.json"
-    path.write_text(json.dumps(TINY))
+    # Perturbation selection (the VINNAS default outside the smoke preset) on every run of this module:
+    # the workers' genotypes must agree after it, and a resumed run must end where the uninterrupted one did.
+    path.write_text(json.dumps({**TINY, "selection": "perturbation"}))
     return str(path)
 
 
