@@ -150,7 +150,8 @@ def build_parser():
         "search",
         help="search a cell on a dataset",
         description=(
-            "Search a DARTS-space cell with VINNAS and write genotype.json (top_k rule), "
+            "Search a DARTS-space cell with VINNAS and write genotype.json (top_k inputs per node, the ops "
+            "chosen by perturbation, or by the gates with selection: gates), "
             "genotype_threshold.json, search_config.json, search_history.json and checkpoints/ to --out."
         ),
     )
