@@ -587,13 +587,13 @@ def report(units, doc, quick=False):
             i, t = sum(r["skips_from_nodes"] for r in rs), sum(r["normal_skips_all"] for r in rs)
             lines.append(f"| {arm} | {t} | {i} | {i / t:.2f} |" if t else f"| {arm} | 0 | 0 | - |")
         lines.append("")
-    trains = [r for r in records if r["kind"] == "train"]
-    if trains:
-        lines += _final_tables(trains)
     try:
         chosen = chosen_arm(units, quick)
     except SystemExit:
         chosen = None
+    trains = [_final_group(r, chosen) for r in records if r["kind"] == "train"]
+    if trains:
+        lines += _final_tables(trains)
     lines += _search_targets(records, chosen)
     begin, end = "<!-- ranking:begin -->", "<!-- ranking:end -->"
     with open(doc, encoding="utf-8") as f:
@@ -604,10 +604,19 @@ def report(units, doc, quick=False):
         f.write(f"{head}{begin}\n\n" + "\n".join(lines) + f"\n{end}{tail}")
 
 
+def _final_group(record, chosen):
+    """A final-table training as the report groups it: 'vinnas' only for the chosen arm's cells; the
+    cells of another VINNAS arm (trained while it was the choice) as 'vinnas:<arm>', shown beside them."""
+    if record["group"] != "vinnas" or chosen is None or record["cell"].rsplit("-seed", 1)[0] == chosen:
+        return record
+    return {**record, "group": f"vinnas:{record['cell'].rsplit('-seed', 1)[0]}"}
+
+
 def _final_tables(trains):
     lines = ["| group | weights | cells | test accuracy | non-zero params | dense params | parameter-free share |",
              "|---|---|---|---|---|---|---|"]
-    for group in ("vinnas", "darts", "random", "zoo"):
+    others = sorted({r["group"] for r in trains if r["group"].startswith("vinnas:")})
+    for group in ("vinnas", *others, "darts", "random", "zoo"):
         for weights in ("sparse", "dense"):
             rs = evidence._group(trains, group, weights)
             if rs:
@@ -678,7 +687,13 @@ def _search_targets(records, chosen):
     null = next((r for r in records if r["kind"] == "skip_null"), None)
     finals = [r for r in searches if chosen is not None and r["arm"] == PERTURBED.get(chosen, chosen)]
     if null is not None and finals:
-        i, t = sum(r["skips_from_nodes"] for r in finals), sum(r["normal_skips_all"] for r in finals)
+        if chosen in PERTURBED:  # the cells perturbation selected, not the gates'
+            from tfvnas.models.genotype import Genotype
+
+            counts = [skip_origins(Genotype.from_dict(r["pt_genotype"])) for r in finals]
+        else:
+            counts = [(r["skips_from_nodes"], r["normal_skips_all"]) for r in finals]
+        i, t = sum(c[0] for c in counts), sum(c[1] for c in counts)
         tail = skip_origin_tail(i, t, null["pooled_share"])
         rows.append(f"| the normal cells' skips come from intermediate nodes no more often than the random null's "
                     f"{null['pooled_share']:.2f} (one-sided binomial test at 5%) | {i} of {t} skips "

@@ -128,3 +128,11 @@ def test_the_skip_origin_test_is_a_binomial_tail(study):
     assert study.skip_origin_tail(42, 43, 0.35) < 1e-15
     # The tail by hand: P(X >= 2) for X ~ Binomial(3, 0.35).
     assert study.skip_origin_tail(2, 3, 0.35) == pytest.approx(3 * 0.35**2 * 0.65 + 0.35**3)
+
+
+def test_the_final_table_counts_only_the_chosen_arms_cells_as_vinnas(study):
+    rows = [{"group": "vinnas", "cell": "vinnas_bn_pt-seed1"}, {"group": "vinnas", "cell": "vinnas_bn-seed1"},
+            {"group": "random", "cell": "random-3"}]
+    grouped = [study._final_group(r, "vinnas_bn_pt")["group"] for r in rows]
+    assert grouped == ["vinnas", "vinnas:vinnas_bn", "random"]
+    assert [study._final_group(r, None)["group"] for r in rows] == ["vinnas", "vinnas", "random"]
