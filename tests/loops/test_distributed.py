@@ -50,6 +50,10 @@ pytestmark = pytest.mark.slow  # end-to-end runs
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS_PER_EPOCH = 4  # smoke: limit 256, bi-level halves of 128, batch 32
 RUN_TIMEOUT = 300  # seconds; a hang fails the test instead of blocking CI
+# The searches' config file: perturbation selection (the VINNAS default outside the smoke preset) on every
+# run of this module, so the workers' genotypes must agree after it and a resumed run must end as the
+# uninterrupted one did.
+SEARCH = {**TINY, "selection": "perturbation"}
 
 _ENTRY = r"""
 import os, sys, time
@@ -238,9 +242,7 @@ def _assert_bit_identical(
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("config") / "tiny.json"
-    # Perturbation selection (the VINNAS default outside the smoke preset) on every run of this module:
-    # the workers' genotypes must agree after it, and a resumed run must end where the uninterrupted one did.
-    path.write_text(json.dumps({**TINY, "selection": "perturbation"}))
+    path.write_text(json.dumps(SEARCH))
     return str(path)
 
 
@@ -511,7 +513,7 @@ def test_resume_with_a_different_configuration_is_refused(searches, config_file,
         f"The checkpoint in {checkpoints!r} was written with a different configuration "
         "(fields differ: arch_lr). Resume with the configuration it was saved with."
     ) + "$"):
-        run_search("mnist-5k", preset="smoke", config={**TINY, "arch_lr": 0.1}, out_dir=out, resume=True, verbose=0)
+        run_search("mnist-5k", preset="smoke", config={**SEARCH, "arch_lr": 0.1}, out_dir=out, resume=True, verbose=0)
     # The command line: the same options plus --resume continue; others are refused.
     code = main(["search", "--preset", "smoke", "--config", config_file, "--epochs", "3", "--out", out, "--resume"])
     assert code == 2
@@ -520,7 +522,7 @@ def test_resume_with_a_different_configuration_is_refused(searches, config_file,
         "(fields differ: epochs). Resume with the configuration it was saved with.\n"
     )
     # The loop itself checks too (a Searcher built with another configuration).
-    cfg = config_lib.preset("smoke").replace(**TINY, seed=1)
+    cfg = config_lib.preset("smoke").replace(**SEARCH, seed=1)
     searcher = search_lib.Searcher(cfg, data_lib.load("mnist-5k", seed=1), verbose=0)
     with pytest.raises(ValueError, match=re.escape("(fields differ: seed)")):
         searcher.restore(checkpoints)
