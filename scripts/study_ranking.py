@@ -62,21 +62,21 @@ SEEDS = (0, 1, 2)
 SETTINGS_SEEDS = (0, 1)
 RANDOM_CELLS = 8
 
-# Each arm: SearchConfig fields over the `quick` preset.
+# Each arm: SearchConfig fields over the `quick` preset and the gates' own cell (`_search_config`).
 ARMS = {
     # The plain VINNAS rule on the supernet as it was: the identity unnormalised.
-    "vinnas_plain": {"method": "vinnas", "skip_bn": False, "selection": "gates"},
+    "vinnas_plain": {"method": "vinnas", "skip_bn": False},
     # Every candidate's output comparable in scale: a parameter-free BN on the identity.
-    "vinnas_bn": {"method": "vinnas", "skip_bn": True, "selection": "gates"},
+    "vinnas_bn": {"method": "vinnas", "skip_bn": True},
     # The gates' step: Adam at a tenth of the preset's rate.
-    "vinnas_bn_lr003": {"method": "vinnas", "skip_bn": True, "arch_lr": 0.03, "selection": "gates"},
+    "vinnas_bn_lr003": {"method": "vinnas", "skip_bn": True, "arch_lr": 0.03},
     # The tempered KL at 4 instead of the preset's 16.
-    "vinnas_bn_kl4": {"method": "vinnas", "skip_bn": True, "kl_weight": 4.0, "selection": "gates"},
+    "vinnas_bn_kl4": {"method": "vinnas", "skip_bn": True, "kl_weight": 4.0},
     # Perturbation-based selection (Wang et al., 2021) over the gates' survivors: the
     # `vinnas_bn` search itself (the selection runs after it), so not searched again.
     "vinnas_bn_pt": {"method": "vinnas", "skip_bn": True, "selection": "perturbation"},
     # DARTS-' auxiliary skip (Chu et al., 2021), its weight decaying from 1 to 0.
-    "vinnas_bn_dartsminus": {"method": "vinnas", "skip_bn": True, "aux_skip": 1.0, "selection": "gates"},
+    "vinnas_bn_dartsminus": {"method": "vinnas", "skip_bn": True, "aux_skip": 1.0},
     # The DARTS baseline at its own hyperparameters.
     "darts": {"method": "darts", "op_set": "darts_none"},
 }
@@ -214,7 +214,9 @@ def _dataset():
 
 
 def _search_config(arm, quick, **more):
-    return {**(QUICK["search"] if quick else SEARCH), **ARMS[arm], **more}
+    # The gates' cell unless the arm names another selection: the arms compare settings of the plain rule,
+    # and perturbation selection is its own arm, run on the `vinnas_bn` search (`PERTURBED`).
+    return {**(QUICK["search"] if quick else SEARCH), "selection": "gates", **ARMS[arm], **more}
 
 
 def _energy(model, images):
@@ -607,9 +609,10 @@ def report(units, doc, quick=False):
 def _final_group(record, chosen):
     """A final-table training as the report groups it: 'vinnas' only for the chosen arm's cells; the
     cells of another VINNAS arm (trained while it was the choice) as 'vinnas:<arm>', shown beside them."""
-    if record["group"] != "vinnas" or chosen is None or record["cell"].rsplit("-seed", 1)[0] == chosen:
+    arm = record["cell"].rsplit("-seed", 1)[0]
+    if record["group"] != "vinnas" or chosen is None or arm == chosen:
         return record
-    return {**record, "group": f"vinnas:{record['cell'].rsplit('-seed', 1)[0]}"}
+    return {**record, "group": f"vinnas:{arm}"}
 
 
 def _final_tables(trains):
