@@ -312,6 +312,21 @@ def test_convergence_is_stated_with_its_numbers():
     assert not result.converged()
 
 
+def test_summary_says_which_rule_chose_genotype_json():
+    cfg = config_lib.preset("smoke")
+    cell = genotype_lib.random_genotype(cfg.op_names, nodes=2, rng=np.random.default_rng(0))
+    history = [{"pruned_share": {"normal": 0.9, "reduce": 0.9}, "stable_epochs": 3, "val_accuracy": 0.5,
+                "active_ops": {"normal": 4, "reduce": 4}, "total_ops": 40}]
+    gates = search_lib.SearchResult(genotype=cell, genotype_threshold=cell, config=cfg, history=history)
+    assert f"genotype.json ({cell.hash()}): the top_k genotype of the gates:" in gates.summary()
+    chosen = search_lib.SearchResult(genotype=cell, genotype_threshold=cell, config=cfg, history=history,
+                                     selection={"base_accuracy": 0.75, "images": 500})
+    text = chosen.summary()
+    assert (f"genotype.json ({cell.hash()}): chosen by perturbation among the gates' survivors "
+            "(500 validation images, supernet accuracy 0.7500):") in text
+    assert "top_k genotype of the gates" not in text
+
+
 def test_tensorboard_holds_scalars_histograms_and_cell_images(cli_run):
     _, out = cli_run
     events = summary_events(out.parent / "tb")

@@ -103,7 +103,13 @@ class SearchResult:
         ]
         if last.get("weight_sparsity") is not None:
             lines.append(f"  weight sparsity {last['weight_sparsity']:.3f}")
-        lines.append("  top_k genotype (" + self.genotype.hash() + "):")
+        if self.selection is not None:
+            base = self.selection.get("base_accuracy")
+            lines.append(f"  genotype.json ({self.genotype.hash()}): chosen by perturbation among the gates' "
+                         f"survivors ({self.selection.get('images')} validation images, supernet accuracy "
+                         f"{base:.4f}):")
+        else:
+            lines.append(f"  genotype.json ({self.genotype.hash()}): the top_k genotype of the gates:")
         lines += ["    " + l for l in self.genotype.summary().splitlines()]
         lines.append("  threshold genotype (" + self.genotype_threshold.hash() + "):")
         lines += ["    " + l for l in self.genotype_threshold.summary().splitlines()]
