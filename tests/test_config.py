@@ -160,3 +160,10 @@ def test_run_and_search_see_the_same_splits_for_the_same_config(tmp_path, monkey
 
     np.testing.assert_array_equal(ran.y_val, searched.y_val)
     np.testing.assert_array_equal(ran.x_train, searched.x_train)
+
+
+def test_edges_are_traced_inline_under_xla():
+    cfg = config_lib.SearchConfig()
+    assert cfg.shared_edge_functions and cfg.edges_shared
+    assert not cfg.replace(jit_compile=True).edges_shared
+    assert not cfg.replace(shared_edge_functions=False).edges_shared

@@ -219,7 +219,10 @@ class SearchConfig(_Config):
             graph and a slow first step, but no per-call cost in every step).
             Short searches, tuning trials and tests gain from sharing; a
             search of many hundred steps at small maps may not (the
-            benchmarks measure both).
+            benchmarks measure both). Under `jit_compile` every edge is
+            traced inline whatever this says (`edges_shared`): XLA compiles
+            the variables a shared function takes as arguments into
+            constants, so the step would compile anew at every call.
         fused_edges: compute each edge's candidates together where the op
             set allows (`tfvnas.layers.mixed_edge.edge_outputs`, the same
             result as op by op); False: op by op (a reference for tests and
@@ -335,6 +338,12 @@ class SearchConfig(_Config):
     @property
     def op_names(self):
         return ops_lib.resolve_op_set(self.op_set, self.ops)
+
+    @property
+    def edges_shared(self):
+        """Whether the supernet's edges call shared traced functions: `shared_edge_functions`, off under
+        `jit_compile` (see that field)."""
+        return self.shared_edge_functions and not self.jit_compile
 
     @property
     def arch_optimizer(self):

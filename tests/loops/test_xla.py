@@ -55,6 +55,9 @@ def test_xla_search_update_computes_the_plain_loss_and_gradients(mnist):
     for jit in (False, True):
         cfg = config_lib.preset("smoke").replace(layers=1, nodes=1, weight_vd=True, jit_compile=jit)
         searcher = search_lib.Searcher(cfg, mnist, verbose=0)
+        # Under XLA every edge is traced inline: a shared edge function's variable arguments would be compiled
+        # in as constants, and the step compiled anew at every call.
+        assert searcher.model.shared_edge_functions is (not jit)
         x, y = next(iter(searcher.epoch_data(0)))["weights"]
         variables = searcher.model.weight_variables + searcher.model.arch_variables
         updates.append(_loss_and_gradients(searcher, variables, x, y))

@@ -201,7 +201,7 @@ class Searcher(loop_lib.Loop):
             top_k=cfg.top_k,
             skip_bn=cfg.skip_bn,
             aux_skip=cfg.aux_skip,
-            shared_edge_functions=cfg.shared_edge_functions,
+            shared_edge_functions=cfg.edges_shared,
             fused=cfg.fused_edges,
         )
         model.build((None,) + tuple(ds.image_shape))
