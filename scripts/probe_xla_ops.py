@@ -8,7 +8,7 @@ medians and their ratio, one JSON line per probe:
 
 - `depthwise_3x3`: `tf.nn.depthwise_conv2d` (every sep and dil conv has two);
 - `conv_1x1`: `tf.nn.conv2d` with a 1x1 kernel (their pointwise halves);
-- `noise`: the variational layers' noise (`variational.portable_uniform` and
+- `noise`: the variational layers' noise (`tfvnas.layers.noise.portable_uniform` and
   the inverse normal CDF), forward only;
 - `batch_norm_relu`: a training-mode batch norm and a ReLU.
 
@@ -23,7 +23,7 @@ import time
 
 
 def probes(tf):
-    from tfvnas.layers import variational
+    from tfvnas.layers import noise
 
     x = tf.random.stateless_normal((64, 28, 28, 16), seed=(1, 2))
     dw = tf.Variable(tf.random.stateless_normal((3, 3, 16, 1), seed=(3, 4)))
@@ -46,7 +46,7 @@ def probes(tf):
     return x, {
         "depthwise_3x3": grads(lambda x: tf.nn.depthwise_conv2d(x, dw, [1, 1, 1, 1], "SAME"), dw),
         "conv_1x1": grads(lambda x: tf.nn.conv2d(x, pw, 1, "SAME"), pw),
-        "noise": lambda x: tf.math.ndtri(variational.portable_uniform(tf.shape(x), tf.constant([3, 4], tf.int64))),
+        "noise": lambda x: tf.math.ndtri(noise.portable_uniform(tf.shape(x), tf.constant([3, 4], tf.int64))),
         "batch_norm_relu": grads(batch_norm_relu, scale),
     }
 

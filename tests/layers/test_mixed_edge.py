@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers.supernets import OPS
+from tfvnas.layers import noise
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational as vd_lib
 from tfvnas.layers.mixed_edge import MixedEdge
@@ -45,7 +46,7 @@ def _edge_run(edge, x, theta, sigma2, training, fused):
 
 
 def _fixed_weight_noise(real):
-    """`variational.standard_normal` with a constant for weight noise (rank 4), the real draw for gates."""
+    """`noise.standard_normal` with a constant for weight noise (rank 4), the real draw for gates."""
 
     def draw(shape, seed_generator, dtype):
         rank = len(shape) if isinstance(shape, (list, tuple)) else int(shape.shape[0])
@@ -69,7 +70,7 @@ def test_fused_edge_equals_the_ops_one_by_one(strides, computed, weight_vd, monk
         # in one call (another random stream than one draw per layer), so
         # both computations get the same fixed weight noise here; the gate
         # noise is the edge's own stream in both.
-        monkeypatch.setattr(vd_lib, "standard_normal", _fixed_weight_noise(vd_lib.standard_normal))
+        monkeypatch.setattr(noise, "standard_normal", _fixed_weight_noise(noise.standard_normal))
     edge = MixedEdge(names, 4, strides, seed=0, weight_vd=weight_vd)
     rng = np.random.default_rng(4)
     x = tf.constant(rng.normal(size=(2, 7, 7, 4)), tf.float32)
@@ -192,14 +193,14 @@ def test_mixed_edge_draws_one_noise_per_example_and_op(fused, monkeypatch):
     if not fused:
         monkeypatch.setattr(edge, "_fusable", lambda: False)
     shapes = []
-    real = vd_lib.standard_normal
+    real = noise.standard_normal
 
     def spy(shape, seed_generator, dtype):
         if seed_generator is edge.seed_generator:
             shapes.append([int(d) for d in shape])
         return real(shape, seed_generator, dtype)
 
-    monkeypatch.setattr(vd_lib, "standard_normal", spy)
+    monkeypatch.setattr(noise, "standard_normal", spy)
     y = edge(x, theta, sigma2, training=True)
     assert shapes == [[4, len(names)]]
     assert y.shape == (4, 5, 5, 3)

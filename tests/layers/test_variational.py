@@ -17,6 +17,7 @@ from tests.conftest import mirrored
 from tests.helpers.keras_config import assert_config_round_trip
 from tests.helpers.modes import MODES, run_in_mode
 from tests.helpers.variational import np_kl, np_same_conv, random_theta
+from tfvnas.layers import noise
 from tfvnas.layers import variational as vd
 
 tfd = tfp.distributions
@@ -734,10 +735,10 @@ def test_replicas_draw_different_noise_from_one_generator_state():
 def test_the_portable_noise_never_draws_zero_or_one():
     """The extreme bit patterns map inside (0, 1), so the normal noise (the inverse CDF) stays finite."""
     bits = tf.constant([0, 1, 2**31, 2**32 - 2, 2**32 - 1], tf.uint32)
-    u = vd.unit_floats(bits).numpy()
+    u = noise.unit_floats(bits).numpy()
     assert u.min() == 2.0**-24 and u.max() == 1.0 - 2.0**-24
     assert np.all(np.isfinite(tf.math.ndtri(u).numpy()))
     # and the draws themselves: uniform moments over a million
-    draws = vd.portable_uniform([1_000_000], tf.constant([3, 4], tf.int64)).numpy()
+    draws = noise.portable_uniform([1_000_000], tf.constant([3, 4], tf.int64)).numpy()
     assert 0.0 < draws.min() and draws.max() < 1.0
     assert abs(draws.mean() - 0.5) < 4 * (1 / 12) ** 0.5 / 1000

@@ -1,6 +1,6 @@
 """XLA (`jit_compile`): the compiled update computes the loss and gradients the plain one does.
 
-The noise is the same with and without XLA (`variational.portable_uniform`),
+The noise is the same with and without XLA (`tfvnas.layers.noise.portable_uniform`),
 so two loops built from one configuration, one compiled, compute the same
 numbers on the same batch up to float rounding.
 """

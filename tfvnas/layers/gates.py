@@ -52,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvnas import checks
-from tfvnas.layers import variational
+from tfvnas.layers import noise, variational
 
 PARAMETERISATIONS = ("positive", "log_alpha")
 
@@ -154,7 +154,7 @@ def skip_keep(batch, identity, rate, seed_generator, dtype):
     example like the gates, not per element. One uniform draw of shape
     `(batch, K)` from `seed_generator`.
     """
-    u = variational.uniform([batch, len(identity)], seed_generator, dtype)
+    u = noise.uniform([batch, len(identity)], seed_generator, dtype)
     dropped = tf.where(u < rate, tf.zeros_like(u), tf.fill(tf.shape(u), tf.constant(1.0 / (1.0 - rate), dtype)))
     return tf.where(tf.constant(identity)[None, :], dropped, tf.ones_like(u))
 

@@ -30,8 +30,8 @@ import keras
 import tensorflow as tf
 
 from tfvnas.layers import gates as gates_lib
+from tfvnas.layers import noise, variational
 from tfvnas.layers import ops as ops_lib
-from tfvnas.layers import variational
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
@@ -133,7 +133,7 @@ class MixedEdge(keras.layers.Layer):
             # Drawn for every op, computed or not, so the random stream does
             # not depend on what the step computes.
             shape = [tf.shape(inputs)[0], len(self.op_names)]
-            eps = variational.standard_normal(shape, self.seed_generator, theta.dtype)
+            eps = noise.standard_normal(shape, self.seed_generator, theta.dtype)
         # After the gate noise, as `edge_outputs` draws it.
         keep = skip_keep(self.op_names, self.strides, training, self.skip_dropout, tf.shape(inputs)[0],
                          self.seed_generator, theta.dtype)
@@ -171,14 +171,14 @@ class MixedEdge(keras.layers.Layer):
         # Distributed moving statistics are assigned here, not inside the
         # function: their cross-replica mean is a synchronisation point.
         stats_out = shared and training and isinstance(bn.moving_mean.value, tf.distribute.DistributedValues)
-        replica = tf.get_static_value(variational.replica_id()) if shared else 0
+        replica = tf.get_static_value(noise.replica_id()) if shared else 0
         if replica is None:  # a replica id only known when the step runs: trace inline
             shared, replica = False, 0
         plan = self.plan(self.computed, training, stats_out, replica)
         weights, stats = edge_variables(self, plan, unwrap=shared)
         if shared:
             draws = plan.training and (plan.noisy or plan.weight_vd or plan.drops_skips)
-            state = variational.replica_local(self.seed_generator.state.value) if draws else None
+            state = noise.replica_local(self.seed_generator.state.value) if draws else None
             out = edge_function(plan)(inputs, theta, sigma2, state, weights, stats)
         else:
             out = edge_outputs(plan, inputs, theta, sigma2, self.seed_generator, weights, stats)
@@ -354,10 +354,10 @@ def edge_variables(edge, plan, unwrap=False):
     `(moving_mean, moving_variance)` of its batch norms. `unwrap` gives the
     `tf.Variable` under each Keras variable (what a `tf.function` takes as
     an argument without tracing anew for every edge), this replica's own
-    copy of a distributed one (`variational.replica_local`).
+    copy of a distributed one (`noise.replica_local`).
     """
     def var(v):
-        return variational.replica_local(v.value) if unwrap else v
+        return noise.replica_local(v.value) if unwrap else v
 
     def entry(layer):
         if isinstance(layer, variational.VariationalLayer):
@@ -407,7 +407,7 @@ def edge_function(plan):
     fn = _FUNCTIONS.get(plan)
     if fn is None:
         def run(x, theta, sigma2, state, weights, stats):
-            seeds = None if state is None else variational.GeneratorState(state, plan.replica)
+            seeds = None if state is None else noise.GeneratorState(state, plan.replica)
             return edge_outputs(plan, x, theta, sigma2, seeds, weights, stats)
 
         fn = tf.function(run, autograph=False, experimental_attributes={"_noinline": True})
@@ -448,7 +448,7 @@ def edge_outputs(plan, x, theta, sigma2, seeds, weights, stats):
         x: the edge input.
         theta, sigma2: the gate values (see `MixedEdge`).
         seeds: the noise's seed generator (a `keras.random.SeedGenerator` or
-            `variational.GeneratorState`); None when the plan draws none.
+            `noise.GeneratorState`); None when the plan draws none.
         weights, stats: `edge_variables(edge, plan)`.
 
     Returns:
@@ -464,7 +464,7 @@ def edge_outputs(plan, x, theta, sigma2, seeds, weights, stats):
         # Drawn for every op, computed or not, so the random stream does
         # not depend on what the step computes.
         # The gates' noise in their own type (float32 under a mixed policy).
-        eps = variational.standard_normal([tf.shape(x)[0], len(plan.op_names)], seeds, theta.dtype)
+        eps = noise.standard_normal([tf.shape(x)[0], len(plan.op_names)], seeds, theta.dtype)
     keep = skip_keep(plan.op_names, plan.strides, plan.training, plan.skip_dropout, tf.shape(x)[0], seeds,
                      theta.dtype)
     stats = {(k, j): pair for k, op_stats in zip(plan.computed, stats) for j, pair in enumerate(op_stats)}
@@ -490,7 +490,7 @@ class _Run:
             # into each one's channels as they are computed.
             total = self._noise_channels()
             if total:
-                self.noise = variational.standard_normal(_output_shape(x, plan.strides, total), seeds, x.dtype)
+                self.noise = noise.standard_normal(_output_shape(x, plan.strides, total), seeds, x.dtype)
             self.noise_offset = 0
 
     def _noise_channels(self):

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvnas import checks
+from tfvnas.layers import noise
 
 DEFAULT_THRESHOLD = 3.0
 _EPS = 1e-8
@@ -247,101 +248,6 @@ def warmed_up_beta(step, warmup_steps, final=1.0):
     return float(final) * min(1.0, step / warmup_steps)
 
 
-def replica_id():
-    """The id of the current replica in its sync group (0 outside a replica context)."""
-    context = tf.distribute.get_replica_context()
-    return 0 if context is None else context.replica_id_in_sync_group
-
-
-def replica_local(variable):
-    """The copy of a distributed variable that this replica holds (a plain `tf.Variable`); others as they are.
-
-    What a shared `tf.function` must take instead of the distributed
-    variable: TensorFlow traces a distributed variable argument by its
-    shape and dtype only and captures the variable of the first call, so a
-    later call with another variable of that shape would compute with (and
-    assign to) the first one. The copy is a plain variable, passed to the
-    function like any other.
-    """
-    if isinstance(variable, tf.distribute.DistributedValues) and hasattr(variable, "_get_on_device_or_primary"):
-        return variable._get_on_device_or_primary()
-    return variable
-
-
-class GeneratorState:
-    """A `keras.random.SeedGenerator` seen through its state variable, on a given replica.
-
-    A traced function that draws noise takes the generator's state variable
-    as an argument, so that one trace serves every layer; `next()` advances
-    the state as `SeedGenerator.next` does, and `replica_seed` folds in
-    `replica` (an int or a tensor) instead of reading the replica context.
-    """
-
-    def __init__(self, state, replica):
-        self.state = state
-        self.replica = replica
-
-    def next(self):
-        seed = tf.identity(self.state.read_value())
-        self.state.assign_add(tf.constant([0, 1], self.state.dtype))
-        return seed
-
-
-def replica_seed(seed_generator):
-    """Next seed of `seed_generator`, folded with the replica id.
-
-    Every replica draws different noise while the generator state (a
-    variable of the layer, so it is checkpointed) stays identical on all.
-    `seed_generator` is a `keras.random.SeedGenerator` or a `GeneratorState`.
-    """
-    seed = seed_generator.next()
-    rid = seed_generator.replica if isinstance(seed_generator, GeneratorState) else replica_id()
-    return tf.random.experimental.stateless_fold_in(
-        tf.cast(seed, tf.int64), tf.cast(rid, tf.int64)
-    )
-
-
-def portable_uniform(shape, seed):
-    """float32 U(0, 1) noise of `shape` from a stateless `seed`: the same numbers with and without XLA.
-
-    `tf.random.stateless_uniform` and `stateless_normal` give other numbers
-    in a `jit_compile` step: XLA derives Philox's key and counter from a
-    seed outside 32 bits, and turns bits into floats, in its own way. Here
-    the seed's two int64 are the key and the counter themselves, and the
-    float is the top 23 of the 32 bits, centred in their interval, which
-    TensorFlow's kernel and XLA compute alike. With 23 bits `k + 0.5` is
-    exact in float32, so the draws lie in [2^-24, 1 - 2^-24]: 0 and 1 are
-    never drawn (with 24 bits the largest rounded up to 1.0, whose inverse
-    normal CDF is infinite).
-    """
-    seed = tf.cast(seed, tf.int64)
-    key = tf.bitcast(seed[:1], tf.uint64)
-    counter = tf.concat([tf.bitcast(seed[1:], tf.uint64), tf.zeros([1], tf.uint64)], 0)
-    bits = tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=1, dtype=tf.uint32)
-    return unit_floats(bits)
-
-
-def unit_floats(bits):
-    """uint32 random bits to float32 in (0, 1): the top 23 bits, centred in their interval (`portable_uniform`)."""
-    return (tf.cast(tf.bitwise.right_shift(bits, 9), tf.float32) + 0.5) * (2.0**-23)
-
-
-def standard_normal(shape, seed_generator, dtype):
-    """N(0, 1) noise of `shape` from the next seed of `seed_generator` (`replica_seed`).
-
-    The inverse normal CDF of `portable_uniform` noise, so a step computes
-    the same noise with and without XLA (`jit_compile`); drawn in float32
-    and cast to `dtype`.
-    """
-    z = tf.math.ndtri(portable_uniform(shape, replica_seed(seed_generator)))
-    return tf.cast(z, dtype)
-
-
-def uniform(shape, seed_generator, dtype):
-    """U(0, 1) noise of `shape` from the next seed of `seed_generator` (`replica_seed`; `portable_uniform`)."""
-    return tf.cast(portable_uniform(shape, replica_seed(seed_generator)), dtype)
-
-
 def sample_lrt(mean, var, seed_generator=None, eps=None):
     """`mean + sqrt(var) * eps` with eps ~ N(0, 1) drawn per element.
 
@@ -349,7 +255,7 @@ def sample_lrt(mean, var, seed_generator=None, eps=None):
     edge draws each layer's noise itself and samples them together).
     """
     if eps is None:
-        eps = standard_normal(tf.shape(mean), seed_generator, mean.dtype)
+        eps = noise.standard_normal(tf.shape(mean), seed_generator, mean.dtype)
     return mean + tf.sqrt(var + _EPS) * eps
 
 
@@ -594,7 +500,7 @@ class VariationalLayer(KLTerm, keras.layers.Layer):
         """One draw of every channel scale per example, shaped to multiply `outputs`."""
         shape = tf.concat([tf.shape(outputs)[:1], tf.ones([outputs.shape.rank - 2], tf.int32),
                            tf.shape(outputs)[-1:]], 0)
-        eps = standard_normal(shape, self.seed_generator, tf.float32)
+        eps = noise.standard_normal(shape, self.seed_generator, tf.float32)
         return tf.cast(self.channel_phi + tf.exp(0.5 * self.channel_log_sigma2) * eps, outputs.dtype)
 
     def call(self, inputs, training=None):

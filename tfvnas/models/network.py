@@ -18,8 +18,8 @@ import keras
 import tensorflow as tf
 
 from tfvnas import checks
+from tfvnas.layers import noise, variational
 from tfvnas.layers import ops as ops_lib
-from tfvnas.layers import variational
 from tfvnas.models import elbo
 
 
@@ -234,7 +234,7 @@ def discrete_edge(op_names, channels, strides, **kwargs):
 def _drop_path(x, rate, seed_generator):
     """Drops a whole path per example with probability `rate` (rescaling the rest)."""
     keep = 1.0 - tf.cast(rate, x.dtype)
-    u = variational.uniform([tf.shape(x)[0], 1, 1, 1], seed_generator, x.dtype)
+    u = noise.uniform([tf.shape(x)[0], 1, 1, 1], seed_generator, x.dtype)
     return x * tf.cast(u < keep, x.dtype) / keep
 
 
