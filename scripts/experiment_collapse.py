@@ -81,13 +81,16 @@ BUDGETS = {
         "random_cells": 1,
         "null_samples": 200,
         "zoo": ("darts_v2",),
-        "search": {"limit": 512, "epochs": 2, "layers": 3, "channels": 4, "batch_size": 32, "nodes": 2},
+        # Perturbation selection on 200 validation images, not 1,000: after 2 epochs every op is
+        # still live, and each costs one evaluation (a pipeline check, not a measurement).
+        "search": {"limit": 512, "epochs": 2, "layers": 3, "channels": 4, "batch_size": 32, "nodes": 2,
+                   "selection_images": 200},
         "train": {"layers": 3, "channels": 4, "epochs": 1, "batch_size": 64, "kl_warmup": 0.2, "resolution": 14,
                   "limit": 2000},
         "recipe_lrs": (0.05,),
         "recipe_cell": "darts_v2",
         "collapse": {"layers": 2, "channels": 4, "batch_size": 32, "resolution": 8, "limit": 512, "epochs": 3,
-                     "nodes": 2},
+                     "nodes": 2, "selection_images": 200},
         "collapse_seeds": (0,),
     },
 }
