@@ -325,6 +325,8 @@ def test_summary_says_which_rule_chose_genotype_json():
     assert (f"genotype.json ({cell.hash()}): chosen by perturbation among the gates' survivors "
             "(500 validation images, supernet accuracy 0.7500):") in text
     assert "top_k genotype of the gates" not in text
+    bare = search_lib.SearchResult(genotype=cell, genotype_threshold=cell, config=cfg, history=history, selection={})
+    assert f"genotype.json ({cell.hash()}): chosen by perturbation among the gates' survivors:" in bare.summary()
 
 
 def test_tensorboard_holds_scalars_histograms_and_cell_images(cli_run):

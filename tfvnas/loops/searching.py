@@ -104,10 +104,13 @@ class SearchResult:
         if last.get("weight_sparsity") is not None:
             lines.append(f"  weight sparsity {last['weight_sparsity']:.3f}")
         if self.selection is not None:
-            base = self.selection.get("base_accuracy")
+            facts = []
+            if self.selection.get("images") is not None:
+                facts.append(f"{self.selection['images']} validation images")
+            if self.selection.get("base_accuracy") is not None:
+                facts.append(f"supernet accuracy {self.selection['base_accuracy']:.4f}")
             lines.append(f"  genotype.json ({self.genotype.hash()}): chosen by perturbation among the gates' "
-                         f"survivors ({self.selection.get('images')} validation images, supernet accuracy "
-                         f"{base:.4f}):")
+                         f"survivors" + (f" ({', '.join(facts)})" if facts else "") + ":")
         else:
             lines.append(f"  genotype.json ({self.genotype.hash()}): the top_k genotype of the gates:")
         lines += ["    " + l for l in self.genotype.summary().splitlines()]
