@@ -29,6 +29,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfvnas import replicas
 from tfvnas.layers import gates as gates_lib
 from tfvnas.layers import noise, variational
 from tfvnas.layers import ops as ops_lib
@@ -171,14 +172,14 @@ class MixedEdge(keras.layers.Layer):
         # Distributed moving statistics are assigned here, not inside the
         # function: their cross-replica mean is a synchronisation point.
         stats_out = shared and training and isinstance(bn.moving_mean.value, tf.distribute.DistributedValues)
-        replica = tf.get_static_value(noise.replica_id()) if shared else 0
+        replica = tf.get_static_value(replicas.replica_id()) if shared else 0
         if replica is None:  # a replica id only known when the step runs: trace inline
             shared, replica = False, 0
         plan = self.plan(self.computed, training, stats_out, replica)
         weights, stats = edge_variables(self, plan, unwrap=shared)
         if shared:
             draws = plan.training and (plan.noisy or plan.weight_vd or plan.drops_skips)
-            state = noise.replica_local(self.seed_generator.state.value) if draws else None
+            state = replicas.replica_local(self.seed_generator.state.value) if draws else None
             out = edge_function(plan)(inputs, theta, sigma2, state, weights, stats)
         else:
             out = edge_outputs(plan, inputs, theta, sigma2, self.seed_generator, weights, stats)
@@ -354,10 +355,10 @@ def edge_variables(edge, plan, unwrap=False):
     `(moving_mean, moving_variance)` of its batch norms. `unwrap` gives the
     `tf.Variable` under each Keras variable (what a `tf.function` takes as
     an argument without tracing anew for every edge), this replica's own
-    copy of a distributed one (`noise.replica_local`).
+    copy of a distributed one (`replicas.replica_local`).
     """
     def var(v):
-        return noise.replica_local(v.value) if unwrap else v
+        return replicas.replica_local(v.value) if unwrap else v
 
     def entry(layer):
         if isinstance(layer, variational.VariationalLayer):

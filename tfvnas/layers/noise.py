@@ -9,26 +9,7 @@ TensorFlow's kernels and XLA both do (`portable_uniform`), so a
 
 import tensorflow as tf
 
-
-def replica_id():
-    """The id of the current replica in its sync group (0 outside a replica context)."""
-    context = tf.distribute.get_replica_context()
-    return 0 if context is None else context.replica_id_in_sync_group
-
-
-def replica_local(variable):
-    """The copy of a distributed variable that this replica holds (a plain `tf.Variable`); others as they are.
-
-    What a shared `tf.function` must take instead of the distributed
-    variable: TensorFlow traces a distributed variable argument by its
-    shape and dtype only and captures the variable of the first call, so a
-    later call with another variable of that shape would compute with (and
-    assign to) the first one. The copy is a plain variable, passed to the
-    function like any other.
-    """
-    if isinstance(variable, tf.distribute.DistributedValues) and hasattr(variable, "_get_on_device_or_primary"):
-        return variable._get_on_device_or_primary()
-    return variable
+from tfvnas import replicas
 
 
 class GeneratorState:
@@ -58,7 +39,7 @@ def replica_seed(seed_generator):
     `seed_generator` is a `keras.random.SeedGenerator` or a `GeneratorState`.
     """
     seed = seed_generator.next()
-    rid = seed_generator.replica if isinstance(seed_generator, GeneratorState) else replica_id()
+    rid = seed_generator.replica if isinstance(seed_generator, GeneratorState) else replicas.replica_id()
     return tf.random.experimental.stateless_fold_in(
         tf.cast(seed, tf.int64), tf.cast(rid, tf.int64)
     )

@@ -35,7 +35,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from tfvnas.layers import noise
+from tfvnas import replicas
 
 CHUNK = 8
 
@@ -204,8 +204,8 @@ class SGD(_Fused):
             for chunk in chunks(updates, self._decays):
                 # Each replica's own copies: a distributed variable argument
                 # would bind the traced function to the first chunk's variables.
-                variables = [noise.replica_local(v) for v, _, _ in chunk]
-                slots = [noise.replica_local(slot) for _, (slot,), _ in chunk]
+                variables = [replicas.replica_local(v) for v, _, _ in chunk]
+                slots = [replicas.replica_local(slot) for _, (slot,), _ in chunk]
                 decay = self.weight_decay if self._decays(chunk[0][0]) else 0.0
                 _call(_momentum_update(self.momentum, decay), variables, slots, [g for _, _, g in chunk], lr, scale)
 
