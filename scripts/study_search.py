@@ -51,6 +51,10 @@ ARMS = {
     "warmup_0.5": {"kl_warmup": 0.5},
     "log_alpha": {"gate_parameterisation": "log_alpha"},
     "full_size": {"resolution": None},
+    # Smaller budgets for the default run's time: half the batch with half the
+    # epochs (300 gate updates, about the base's 288), and a third of the epochs.
+    "b32_e12": {"batch_size": 32, "epochs": 12},
+    "b32_e8": {"batch_size": 32, "epochs": 8},
 }
 
 
@@ -73,12 +77,15 @@ def _search_record(result):
     }
 
 
-def _val_accuracy(genotype, dataset, seed):
-    """Trains `genotype` with the quick recipe and returns (validation accuracy, seconds); no test split."""
+def _val_accuracy(genotype, dataset, seed, epochs=None):
+    """Trains `genotype` with the quick recipe (or `epochs` of it) and returns (validation accuracy, seconds); no
+    test split."""
     from tfvnas import config as config_lib
     from tfvnas.loops.training import Trainer
 
     cfg = config_lib.TRAIN_PRESETS["quick"].replace(seed=seed)
+    if epochs is not None:
+        cfg = cfg.replace(epochs=epochs)
     start = time.perf_counter()
     trainer = Trainer(genotype, cfg, dataset, verbose=0)
     trainer.train()
@@ -86,7 +93,7 @@ def _val_accuracy(genotype, dataset, seed):
     return accuracy, round(time.perf_counter() - start, 1)
 
 
-def run_arm(name, changes, seed, out_dir):
+def run_arm(name, changes, seed, out_dir, also_train_epochs=()):
     from tfvnas import data as data_lib
     from tfvnas.loops.searching import search
 
@@ -101,6 +108,9 @@ def run_arm(name, changes, seed, out_dir):
               "search_s": round(time.perf_counter() - start, 1)}
     record.update(_search_record(result))
     record["cell_val_accuracy"], record["train_s"] = _val_accuracy(result.genotype, dataset, seed)
+    for epochs in also_train_epochs:  # the same cell under a shorter (or longer) training
+        record[f"cell_val_accuracy_e{epochs}"], record[f"train_s_e{epochs}"] = _val_accuracy(
+            result.genotype, dataset, seed, epochs=epochs)
     return record
 
 
@@ -260,6 +270,9 @@ def main(argv=None):
     parser.add_argument("--results", metavar="FILE", help="the results file (default <out>/results.jsonl)")
     parser.add_argument("--report", metavar="DOC", help="rewrite the study section of DOC; with --no-run only that")
     parser.add_argument("--proxy-report", metavar="DOC", help="rewrite the proxy check's section of DOC")
+    parser.add_argument("--also-train-epochs", default="", metavar="N[,N]",
+                        help="also train each found cell for these epochs of the quick recipe "
+                             "(recorded as cell_val_accuracy_e<N>)")
     parser.add_argument("--no-run", action="store_true")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow's intra- and inter-op threads (0: its default); with 1, two drivers "
@@ -277,6 +290,9 @@ def main(argv=None):
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    also = [int(n) for n in args.also_train_epochs.split(",") if n]
+    if any(n <= 0 for n in also):
+        parser.error(f"--also-train-epochs must be positive counts; received {args.also_train_epochs}")
     if not args.no_run:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for name in args.arms.split(","):
@@ -284,7 +300,7 @@ def main(argv=None):
                 if (name, seed) in done:
                     continue
                 print(f"== {name} seed {seed}", flush=True)
-                record = run_arm(name, ARMS[name], seed, args.out)
+                record = run_arm(name, ARMS[name], seed, args.out, also_train_epochs=also)
                 from tfvnas import files
 
                 files.append_json_line(results, record)
