@@ -145,13 +145,13 @@ def unpack_correct(text, n):
 
 def cell_statistics(genotype):
     """Parameter-free share of both cells, distinct op types, the normal cell's skips."""
-    from tfvnas.layers import ops as ops_lib
+    from tfvnas.layers import registry as op_registry
 
     free = total = 0
     for cell_type in ("normal", "reduce"):
-        f, _, t = ops_lib.cell_op_counts(genotype, cell_type)
+        f, _, t = op_registry.cell_op_counts(genotype, cell_type)
         free, total = free + f, total + t
-    normal_free, normal_skips, normal_total = ops_lib.cell_op_counts(genotype, "normal")
+    normal_free, normal_skips, normal_total = op_registry.cell_op_counts(genotype, "normal")
     return {
         "parameter_free_share": free / total,
         "distinct_ops": len(genotype.op_histogram()),

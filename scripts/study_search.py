@@ -208,11 +208,11 @@ PROXY_ARMS = ("base", "full_size")
 
 def _cell_statistics(genotype_dict):
     """Parameter-free share of both cells and distinct op types of a recorded genotype."""
-    from tfvnas.layers import ops as ops_lib
+    from tfvnas.layers import registry as op_registry
     from tfvnas.models.genotype import Genotype
 
     genotype = Genotype.from_dict(genotype_dict)
-    counts = [ops_lib.cell_op_counts(genotype, t) for t in ("normal", "reduce")]
+    counts = [op_registry.cell_op_counts(genotype, t) for t in ("normal", "reduce")]
     return sum(c[0] for c in counts) / sum(c[2] for c in counts), len(genotype.op_histogram())
 
 

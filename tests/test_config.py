@@ -6,6 +6,7 @@ import re
 import pytest
 
 from tfvnas import config as config_lib
+from tfvnas.layers import registry as op_registry
 
 
 def test_paper_preset_is_darts_scale():
@@ -17,7 +18,7 @@ def test_paper_preset_is_darts_scale():
 def test_every_preset_validates_and_names_ops():
     for name in config_lib.PRESETS:
         cfg = config_lib.preset(name)
-        assert cfg.op_names == config_lib.ops_lib.OP_SETS["darts"]
+        assert cfg.op_names == op_registry.OP_SETS["darts"]
         assert config_lib.SearchConfig.from_dict(cfg.to_dict()) == cfg
 
 

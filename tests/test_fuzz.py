@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 from tfvnas import config as config_lib
 from tfvnas import data as data_lib
-from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import registry as op_registry
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import zoo
 
@@ -47,7 +47,7 @@ def works_or_says_why(call):
 
 # -- genotypes -------------------------------------------------------------
 
-OPS = list(ops_lib.op_names())
+OPS = list(op_registry.op_names())
 EDGE = st.one_of(
     st.tuples(st.sampled_from(OPS + ["conv_9x9", ""]), st.integers(-2, 7)).map(list),
     st.lists(st.sampled_from(OPS) | st.integers(-2, 7) | st.none(), max_size=3),

@@ -50,7 +50,7 @@ _PUBLIC = {
     "VariationalConv2D": "tfvnas.layers.variational",
     "VariationalDense": "tfvnas.layers.variational",
     "VariationalDepthwiseConv2D": "tfvnas.layers.variational",
-    "register_op": ("tfvnas.layers.ops", "register"),
+    "register_op": ("tfvnas.layers.registry", "register"),
     "SearchResult": "tfvnas.loops.searching",
     "Searcher": "tfvnas.loops.searching",
     "search": "tfvnas.loops.searching",
@@ -70,7 +70,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 # Every class registered with `keras.saving.register_keras_serializable(package="tfvnas")`
 # -> the module that defines it (a test checks the list against the registry).
 _SERIALIZABLE = {
-    "BatchNorm": "tfvnas.layers.ops",
+    "BatchNorm": "tfvnas.layers.batch_normalization",
     "DilConv": "tfvnas.layers.ops",
     "FactorizedReduce": "tfvnas.layers.ops",
     "Identity": "tfvnas.layers.ops",

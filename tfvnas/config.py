@@ -7,7 +7,7 @@ import os
 import typing
 
 from tfvnas import choices, files
-from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import registry as op_registry
 
 
 class _Config:
@@ -129,7 +129,7 @@ class SearchConfig(_Config):
 
     Attributes:
         layers, channels, nodes, stem_multiplier: supernet size.
-        op_set: named operation set (`tfvnas.layers.ops.OP_SETS`); `ops` overrides it.
+        op_set: named operation set (`tfvnas.layers.registry.OP_SETS`); `ops` overrides it.
         weight_vd: sparse variational convolution weights during search.
         epochs, batch_size: the global batch size, split over replicas.
         optimization: 'bilevel' (first-order, weights and gates on two halves
@@ -248,7 +248,7 @@ class SearchConfig(_Config):
     channels: int = 8
     nodes: int = 4
     stem_multiplier: int = 3
-    op_set: str = ops_lib.DEFAULT_OP_SET
+    op_set: str = op_registry.DEFAULT_OP_SET
     ops: typing.Optional[typing.Tuple[str, ...]] = None
     weight_vd: bool = False
     epochs: int = 10
@@ -333,11 +333,11 @@ class SearchConfig(_Config):
         if not 0 <= self.gate_average_decay < 1:
             raise ValueError(
                 f"`gate_average_decay` must be in [0, 1). Received: gate_average_decay={self.gate_average_decay!r}")
-        ops_lib.resolve_op_set(self.op_set, self.ops)
+        op_registry.resolve_op_set(self.op_set, self.ops)
 
     @property
     def op_names(self):
-        return ops_lib.resolve_op_set(self.op_set, self.ops)
+        return op_registry.resolve_op_set(self.op_set, self.ops)
 
     @property
     def edges_shared(self):

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tests.helpers.keras_config import assert_config_round_trip
 from tfvnas import config as config_lib
 from tfvnas.layers import darts
-from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import registry as op_registry
 from tfvnas.layers.mixed_edge import MixedEdge
 from tfvnas.loops.searching import search
 from tfvnas.models.supernet import Supernet
@@ -30,7 +30,7 @@ def test_softmax_gates_are_a_softmax_with_the_gate_interface():
 
 
 def test_darts_edge_is_the_plain_softmax_mixture():
-    edge = MixedEdge(ops_lib.OP_SETS["darts_none"], 4, 1, seed=3)
+    edge = MixedEdge(op_registry.OP_SETS["darts_none"], 4, 1, seed=3)
     edge.noisy = False
     x = tf.random.stateless_normal((2, 6, 6, 4), seed=[1, 2])
     edge(x, tf.ones(8) / 8, tf.zeros(8), training=False)  # builds every op
@@ -43,7 +43,7 @@ def test_darts_edge_is_the_plain_softmax_mixture():
 
 
 def test_darts_supernet_derives_the_strongest_non_none_ops():
-    names = ops_lib.OP_SETS["darts_none"]
+    names = op_registry.OP_SETS["darts_none"]
     net = Supernet(10, layers=2, channels=4, nodes=2, op_names=names, method="darts")
     net.build((None, 8, 8, 1))
     assert [v.path for v in net.arch_variables] == ["normal_gates/alpha", "reduce_gates/alpha"]

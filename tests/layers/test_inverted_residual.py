@@ -18,7 +18,8 @@ from tests.helpers.keras_config import assert_config_round_trip
 from tfvnas.compress import macs as macs_lib
 from tfvnas.compress import shrinking
 from tfvnas.compress import strip as strip_lib
-from tfvnas.layers import ops, variational
+from tfvnas.layers import registry as op_registry
+from tfvnas.layers import variational
 from tfvnas.layers.inverted_residual import InvertedResidual
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models import network as network_lib
@@ -47,7 +48,7 @@ def test_its_config_rebuilds_it_through_json():
     assert type(copy) is InvertedResidual and copy.get_config() == layer.get_config()
     # The registry's check (what `register` runs) passes at both strides.
     for strides in (1, 2):
-        ops.check_op_layer(MB, ops.OPS[MB], strides)
+        op_registry.check_op_layer(MB, op_registry.OPS[MB], strides)
 
 
 def test_its_arguments_are_checked():
@@ -58,7 +59,7 @@ def test_its_arguments_are_checked():
 
 
 def test_weight_vd_makes_every_convolution_variational():
-    layer = ops.make_op(MB, 4, 2, weight_vd=True, seed=10)
+    layer = op_registry.make_op(MB, 4, 2, weight_vd=True, seed=10)
     convs = [s for s in layer.steps if isinstance(s, variational.VariationalLayer)]
     assert [type(s).__name__ for s in convs] == [
         "VariationalConv2D", "VariationalDepthwiseConv2D", "VariationalConv2D"]

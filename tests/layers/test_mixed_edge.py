@@ -11,6 +11,7 @@ import tensorflow as tf
 from tests.helpers.supernets import OPS
 from tfvnas.layers import noise
 from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import registry as op_registry
 from tfvnas.layers import variational as vd_lib
 from tfvnas.layers.mixed_edge import MixedEdge
 
@@ -64,7 +65,7 @@ def _fixed_weight_noise(real):
      ((0,), False), (None, True), ((2, 3, 6), True)],
 )
 def test_fused_edge_equals_the_ops_one_by_one(strides, computed, weight_vd, monkeypatch):
-    names = ops_lib.OP_SETS["darts_none"]
+    names = op_registry.OP_SETS["darts_none"]
     if weight_vd:
         # The fused edge draws the noise of all its variational convolutions
         # in one call (another random stream than one draw per layer), so
@@ -135,7 +136,7 @@ def test_the_fused_edge_runs_no_grouped_convolution(strides, weight_vd, monkeypa
         return real(inputs, filters, *args, **kwargs)
 
     monkeypatch.setattr(tf.nn, "conv2d", conv2d)
-    names = ops_lib.OP_SETS["darts_none"]
+    names = op_registry.OP_SETS["darts_none"]
     edge = MixedEdge(names, 4, strides, seed=0, weight_vd=weight_vd)
     x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 6, 4)), tf.float32)
     theta, sigma2 = tf.fill([len(names)], 0.5), tf.fill([len(names)], 0.05)
@@ -152,7 +153,7 @@ def test_the_fused_edge_runs_no_grouped_convolution(strides, weight_vd, monkeypa
 
 @pytest.mark.parametrize("strides", [1, 2])
 def test_fused_edge_drops_skips_as_the_ops_one_by_one_do(strides):
-    names = ops_lib.OP_SETS["darts_none"]
+    names = op_registry.OP_SETS["darts_none"]
     edge = MixedEdge(names, 4, strides, seed=0)
     rng = np.random.default_rng(8)
     x = tf.constant(rng.normal(size=(16, 5, 5, 4)), tf.float32)
@@ -184,7 +185,7 @@ def test_fused_edge_drops_skips_as_the_ops_one_by_one_do(strides):
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_mixed_edge_draws_one_noise_per_example_and_op(fused, monkeypatch):
-    names = ops_lib.OP_SETS["darts"]
+    names = op_registry.OP_SETS["darts"]
     edge = MixedEdge(names, 3, 1, seed=0)
     x = tf.constant(np.random.default_rng(5).normal(size=(4, 5, 5, 3)), tf.float32)
     theta = tf.fill([len(names)], 0.5)
@@ -209,7 +210,7 @@ def test_mixed_edge_draws_one_noise_per_example_and_op(fused, monkeypatch):
 @pytest.mark.parametrize("computed", [None, (1, 3, 7)])
 def test_fused_edge_with_a_normalised_skip_equals_the_ops_one_by_one(computed):
     """skip_bn: the fused edge's identity group ends in the same non-affine batch norm as `ops.Identity`."""
-    names = ops_lib.OP_SETS["darts_none"]
+    names = op_registry.OP_SETS["darts_none"]
     edge = MixedEdge(names, 4, 1, seed=0, skip_bn=True)
     rng = np.random.default_rng(6)
     x = tf.constant(rng.normal(1.0, 2.0, size=(2, 7, 7, 4)), tf.float32)

@@ -1,4 +1,4 @@
-"""tfvnas.layers.ops against standard Keras layers and NumPy, plus the registry's contract.
+"""tfvnas.layers.ops against standard Keras layers and NumPy, and its argument checks.
 
 Shapes are tiny (batch 2, 5x5 or 6x6, 2-3 channels).
 """
@@ -13,7 +13,9 @@ import tensorflow as tf
 
 from tests.helpers.keras_config import assert_config_round_trip
 from tests.helpers.modes import run_in_mode
+from tfvnas.layers import batch_normalization as bn_lib
 from tfvnas.layers import ops
+from tfvnas.layers import registry as op_registry
 from tfvnas.layers import variational as vd
 
 MODES = ("eager", "function")
@@ -72,10 +74,10 @@ def _plain_weights(layer):
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("weight_vd", [False, True])
 @pytest.mark.parametrize("strides", [1, 2])
-@pytest.mark.parametrize("name", sorted(ops.OPS))
+@pytest.mark.parametrize("name", sorted(op_registry.OPS))
 def test_every_op_output_shape(name, strides, weight_vd, affine):
     x = _x()
-    op = ops.make_op(name, C, strides, weight_vd=weight_vd, affine=affine, seed=1)
+    op = op_registry.make_op(name, C, strides, weight_vd=weight_vd, affine=affine, seed=1)
     expected = (2, -(-5 // strides), -(-5 // strides), C)
     outs = [op(x, training=True), op(x, training=False)]
     both = tf.function(lambda a: (op(a, training=True), op(a, training=False)))
@@ -86,128 +88,7 @@ def test_every_op_output_shape(name, strides, weight_vd, affine):
 
 
 # ---------------------------------------------------------------------------
-# 2. BatchNorm against keras.layers.BatchNormalization
-# ---------------------------------------------------------------------------
-
-
-def _bn_pair(affine, rng):
-    ours = ops.BatchNorm(affine=affine)
-    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=affine, scale=affine)
-    ours.build((None, 5, 5, 3))
-    ref.build((None, 5, 5, 3))
-    if affine:
-        gamma = rng.uniform(0.5, 1.5, 3).astype("float32")
-        beta = rng.normal(size=3).astype("float32")
-        ours.gamma.assign(gamma)
-        ours.beta.assign(beta)
-        ref.gamma.assign(gamma)
-        ref.beta.assign(beta)
-    return ours, ref
-
-
-def _bn_inputs():
-    rng = _rng(5)
-    # Three batches with different per-channel statistics.
-    return [
-        (rng.normal(size=(2, 5, 5, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -2.0] + i).astype("float32")
-        for i in range(3)
-    ]
-
-
-def test_batch_norm_has_the_expected_weights():
-    for affine, trainable in ((True, {"gamma", "beta"}), (False, set())):
-        bn = ops.BatchNorm(affine=affine)
-        bn.build((None, 5, 5, 3))
-        assert {w.name for w in bn.trainable_weights} == trainable
-        assert [w.name for w in bn.non_trainable_weights] == ["moving_mean", "moving_variance"]
-        np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros(3))
-        np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(3))
-    assert ops.BN_MOMENTUM == 0.9 and ops.BN_EPSILON == 1e-5
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_training_outputs_match_keras(affine, mode):
-    ours, ref = _bn_pair(affine, _rng(6))
-    for x in _bn_inputs():
-        got = _call(ours, x, True, mode)
-        want = ref(x, training=True).numpy()
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
-def _np_moving_stats(xs, unbiased):
-    mean, var = np.zeros(3), np.ones(3)
-    for x in xs:
-        flat = x.reshape(-1, 3).astype("float64")
-        mean = 0.9 * mean + 0.1 * flat.mean(0)
-        var = 0.9 * var + 0.1 * flat.var(0, ddof=1 if unbiased else 0)
-    return mean, var
-
-
-def _train_three_steps(affine, mode):
-    ours, ref = _bn_pair(affine, _rng(7))
-    xs = _bn_inputs()
-    for x in xs:
-        _call(ours, x, True, mode)
-        ref(x, training=True)
-    return ours, ref, xs
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_moving_mean_matches_keras(affine, mode):
-    ours, ref, xs = _train_three_steps(affine, mode)
-    np_mean, _ = _np_moving_stats(xs, unbiased=False)
-    np.testing.assert_allclose(ref.moving_mean.numpy(), np_mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_moving_variance_matches_keras(affine, mode):
-    """The docstring promises what keras.layers.BatchNormalization computes.
-
-    Keras updates the moving variance with the *biased* (1/n) batch variance
-    (the NumPy reference below pins that); the test holds BatchNorm to it.
-    """
-    ours, ref, xs = _train_three_steps(affine, mode)
-    _, np_var_biased = _np_moving_stats(xs, unbiased=False)
-    np.testing.assert_allclose(ref.moving_variance.numpy(), np_var_biased, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        ours.moving_variance.numpy(),
-        ref.moving_variance.numpy(),
-        rtol=1e-5,
-        atol=1e-6,
-        err_msg=(
-            "BatchNorm's moving_variance differs from keras.layers.BatchNormalization's "
-            f"(NumPy with the unbiased n/(n-1) batch variance: {_np_moving_stats(xs, unbiased=True)[1]})"
-        ),
-    )
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_inference_matches_keras(affine, mode):
-    rng = _rng(8)
-    ours, ref = _bn_pair(affine, rng)
-    mean = rng.normal(size=3).astype("float32")
-    var = rng.uniform(0.5, 2.0, 3).astype("float32")
-    for bn in (ours, ref):
-        bn.moving_mean.assign(mean)
-        bn.moving_variance.assign(var)
-    x = _bn_inputs()[0]
-    got = _call(ours, x, False, mode)
-    np.testing.assert_allclose(got, ref(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
-    gamma = ours.gamma.numpy() if affine else 1.0
-    beta = ours.beta.numpy() if affine else 0.0
-    np.testing.assert_allclose(got, (x - mean) / np.sqrt(var + 1e-5) * gamma + beta, rtol=1e-5, atol=1e-5)
-    # Inference leaves the moving statistics alone.
-    np.testing.assert_array_equal(ours.moving_mean.numpy(), mean)
-    np.testing.assert_array_equal(ours.moving_variance.numpy(), var)
-
-
-# ---------------------------------------------------------------------------
-# 3. Individual ops against references
+# 2. Individual ops against references
 # ---------------------------------------------------------------------------
 
 
@@ -216,14 +97,14 @@ def test_batch_norm_inference_matches_keras(affine, mode):
 @pytest.mark.parametrize("weight_vd", [False, True])
 def test_skip_connect_stride_1_is_the_identity(weight_vd, training, mode):
     x = _x()
-    op = ops.make_op("skip_connect", C, 1, weight_vd=weight_vd)
+    op = op_registry.make_op("skip_connect", C, 1, weight_vd=weight_vd)
     assert isinstance(op, ops.Identity)
     np.testing.assert_array_equal(_call(op, x, training, mode), x)
     assert op.weights == []
 
 
 def test_skip_connect_stride_2_is_factorized_reduce():
-    op = ops.make_op("skip_connect", C, 2, affine=False, seed=3)
+    op = op_registry.make_op("skip_connect", C, 2, affine=False, seed=3)
     assert isinstance(op, ops.FactorizedReduce)
     assert (op.channels, op.strides, op.out_channels, op.affine, op.seed) == (C, 2, C, False, 3)
 
@@ -233,7 +114,7 @@ def test_skip_connect_stride_2_is_factorized_reduce():
 @pytest.mark.parametrize("strides", [1, 2])
 def test_none_gives_exact_zeros_of_the_strided_shape(strides, training, mode):
     x = _x()
-    got = _call(ops.make_op("none", C, strides), x, training, mode)
+    got = _call(op_registry.make_op("none", C, strides), x, training, mode)
     n = -(-5 // strides)
     assert got.shape == (2, n, n, C)
     assert got.dtype == np.float32
@@ -246,7 +127,7 @@ def test_none_gives_exact_zeros_of_the_strided_shape(strides, training, mode):
 def test_pools_with_affine_equal_keras_pooling(kind, strides, mode):
     x = _x() - 1.0  # mostly negative, so zero padding would show in max pooling
     name = f"{kind}_pool_3x3"
-    op = ops.make_op(name, C, strides, affine=True)
+    op = op_registry.make_op(name, C, strides, affine=True)
     pool = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D
     want = pool(3, strides=strides, padding="same")(x).numpy()
     for training in (True, False):
@@ -268,7 +149,7 @@ def test_pools_with_affine_equal_keras_pooling(kind, strides, mode):
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pools_without_affine_add_a_parameter_free_batch_norm(kind, mode):
     x = _x()
-    op = ops.make_op(f"{kind}_pool_3x3", C, 2, affine=False)
+    op = op_registry.make_op(f"{kind}_pool_3x3", C, 2, affine=False)
     pool = (keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D)(3, 2, "same")
     bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False)
     np.testing.assert_allclose(_call(op, x, True, mode), bn(pool(x), training=True).numpy(), rtol=1e-5, atol=1e-5)
@@ -326,7 +207,7 @@ def _mbconv_chain(expansion, strides, c=C):
 
 
 def _registered(name):
-    return lambda s, weight_vd: ops.make_op(name, C, s, weight_vd=weight_vd, seed=1)
+    return lambda s, weight_vd: op_registry.make_op(name, C, s, weight_vd=weight_vd, seed=1)
 
 
 CHAIN_CASES = {
@@ -405,51 +286,8 @@ def test_factorized_reduce_matches_numpy(size, out_channels, training, mode):
 
 
 # ---------------------------------------------------------------------------
-# 4. Registry and argument validation
+# 3. Argument validation
 # ---------------------------------------------------------------------------
-
-KNOWN = ", ".join(sorted(ops.OPS))
-
-
-def test_op_names_is_the_sorted_registry():
-    names = ops.op_names()
-    assert isinstance(names, tuple)
-    assert list(names) == sorted(ops.OPS)
-    assert set(names) == {
-        "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "mbconv_3x3_e3",
-    }
-
-
-def test_op_sets_name_only_registered_ops():
-    assert ops.DEFAULT_OP_SET in ops.OP_SETS
-    for name, members in ops.OP_SETS.items():
-        assert members, name
-        assert len(set(members)) == len(members), name
-        assert set(members) <= set(ops.OPS), name
-        assert ops.check_op_names(members) == tuple(members)
-        assert ops.resolve_op_set(name) == tuple(members)
-    # DESIGN.md §1: the default set, `none` off by default, and a set without dilation.
-    assert ops.OP_SETS["darts"] == (
-        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
-        "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-    )
-    assert ops.resolve_op_set() == ops.OP_SETS["darts"]
-    assert "none" not in ops.OP_SETS["darts"] and "none" in ops.OP_SETS["darts_none"]
-    assert not any(n.startswith("dil_") for n in ops.OP_SETS["mobile"])
-    assert {n for n in ops.OPS if ops.is_parameter_free(n)} == {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"}
-
-
-@pytest.mark.parametrize("name", sorted(ops.OPS))
-def test_parameter_free_ops_have_no_trainable_weights(name):
-    op = ops.make_op(name, C, 1, affine=True)
-    op(_x(), training=False)
-    assert (not op.trainable_weights) == ops.is_parameter_free(name)
-
-
-def test_resolve_op_set_prefers_explicit_ops():
-    assert ops.resolve_op_set("mobile", ops=["skip_connect", "none"]) == ("skip_connect", "none")
-    assert ops.resolve_op_set("no_such_set", ops=["none"]) == ("none",)
 
 
 def _raises(fn, message):
@@ -457,32 +295,10 @@ def _raises(fn, message):
         fn()
 
 
-def test_registry_errors_have_whole_messages():
-    unknown = (f"Unknown operation 'conv_7x7'. Known operations: {KNOWN}. To use an operation of your own, "
-               "register it first: `tfvnas.register_op('conv_7x7', factory)`, with `factory(channels, strides)` "
-               "returning a keras.layers.Layer, in the process that builds the model.")
-    _raises(lambda: ops.check_op_names(["sep_conv_3x3", "conv_7x7"]), unknown)
-    _raises(lambda: ops.make_op("conv_7x7", C, 1), unknown)
-    _raises(
-        lambda: ops.check_op_names(["skip_connect", "none", "skip_connect"]),
-        "`ops` must not repeat a name. Received: ops=['skip_connect', 'none', 'skip_connect']",
-    )
-    _raises(lambda: ops.check_op_names([]), "`ops` must name at least one operation. Received: ops=()")
-    _raises(lambda: ops.resolve_op_set(ops=[]), "`ops` must name at least one operation. Received: ops=()")
-    _raises(
-        lambda: ops.resolve_op_set("no_such_set"),
-        "Unknown operation set 'no_such_set'. Known sets: " + ", ".join(sorted(ops.OP_SETS)),
-    )
-    assert KNOWN == (
-        "avg_pool_3x3, dil_conv_3x3, dil_conv_5x5, max_pool_3x3, mbconv_3x3_e3, none, "
-        "sep_conv_3x3, sep_conv_5x5, skip_connect"
-    )
-
-
-@pytest.mark.parametrize("name", sorted(ops.OPS))
+@pytest.mark.parametrize("name", sorted(op_registry.OPS))
 @pytest.mark.parametrize("strides", [0, 3, -1])
 def test_strides_must_be_1_or_2(name, strides):
-    _raises(lambda: ops.make_op(name, C, strides), f"`strides` must be 1 or 2. Received: strides={strides}")
+    _raises(lambda: op_registry.make_op(name, C, strides), f"`strides` must be 1 or 2. Received: strides={strides}")
 
 
 @pytest.mark.parametrize("strides", [2.0, True])
@@ -492,16 +308,16 @@ def test_strides_must_be_the_int_1_or_2(strides):
     `strides in (1, 2)` lets 2.0 through to a deep Keras/TF error (or to a
     FactorizedReduce for skip_connect) and True silently through as 1.
     """
-    for name in sorted(ops.OPS):
-        _raises(lambda: ops.make_op(name, C, strides), f"`strides` must be 1 or 2. Received: strides={strides!r}")
+    for name in sorted(op_registry.OPS):
+        _raises(lambda: op_registry.make_op(name, C, strides), f"`strides` must be 1 or 2. Received: strides={strides!r}")
 
 
-@pytest.mark.parametrize("name", sorted(ops.OPS))
+@pytest.mark.parametrize("name", sorted(op_registry.OPS))
 @pytest.mark.parametrize("channels", [0, -3])
 def test_channels_must_be_positive(name, channels):
     for strides in (1, 2):
         _raises(
-            lambda: ops.make_op(name, channels, strides),
+            lambda: op_registry.make_op(name, channels, strides),
             f"`channels` must be a positive int. Received: channels={channels}",
         )
 
@@ -524,28 +340,28 @@ def test_other_argument_errors():
         lambda: ops.conv2d(2, 3, strides=2, dilation_rate=2),
         "A plain strided dilated Conv2D is not supported. Received: strides=2, dilation_rate=2",
     )
-    _raises(lambda: ops.make_op("none", 2.0, 1), "`channels` must be a positive int. Received: channels=2.0")
-    _raises(lambda: ops.make_op("none", True, 1), "`channels` must be a positive int. Received: channels=True")
+    _raises(lambda: op_registry.make_op("none", 2.0, 1), "`channels` must be a positive int. Received: channels=2.0")
+    _raises(lambda: op_registry.make_op("none", True, 1), "`channels` must be a positive int. Received: channels=True")
 
 
 def test_weight_vd_builds_variational_layers_with_distinct_seeds():
-    op = ops.make_op("sep_conv_3x3", C, 2, weight_vd=True, seed=10)
+    op = op_registry.make_op("sep_conv_3x3", C, 2, weight_vd=True, seed=10)
     layers = [s for s in op.steps if isinstance(s, vd.VariationalLayer)]
     assert [type(s).__name__ for s in layers] == [
         "VariationalDepthwiseConv2D", "VariationalConv2D", "VariationalDepthwiseConv2D", "VariationalConv2D",
     ]
     assert [s.seed for s in layers] == [11, 12, 13, 14]
     assert [s.strides for s in layers] == [2, 1, 1, 1]
-    plain = ops.make_op("sep_conv_3x3", C, 2, weight_vd=False)
+    plain = op_registry.make_op("sep_conv_3x3", C, 2, weight_vd=False)
     assert not any(isinstance(s, vd.VariationalLayer) for s in plain.steps)
 
 
 # ---------------------------------------------------------------------------
-# 5. Config round trips
+# 4. Config round trips
 # ---------------------------------------------------------------------------
 
 OP_CLASSES = {
-    "BatchNorm": lambda: ops.BatchNorm(affine=False, momentum=0.8, epsilon=1e-3, name="bn"),
+    "BatchNorm": lambda: bn_lib.BatchNorm(affine=False, momentum=0.8, epsilon=1e-3, name="bn"),
     "SepConv": lambda: ops.SepConv(3, 2, kernel_size=5, weight_vd=True, affine=False, seed=4, name="sep"),
     "DilConv": lambda: ops.DilConv(3, 1, kernel_size=5, dilation_rate=3, weight_vd=True, seed=5),
     "Pool": lambda: ops.Pool(2, 2, kind="avg", affine=False),
@@ -580,177 +396,6 @@ def test_config_carries_every_constructor_argument():
     assert (config["kernel_size"], config["dilation_rate"]) == (5, 3)
     assert OP_CLASSES["Pool"]().get_config()["kind"] == "avg"
     assert OP_CLASSES["FactorizedReduce"]().get_config()["out_channels"] == 6
-
-
-def test_synchronized_batch_norm_uses_the_global_batch():
-    from tests.conftest import mirrored
-
-    strategy = mirrored()
-    x = tf.random.stateless_normal((8, 3, 3, 4), seed=[3, 4]) * 2.0 + 1.0
-    # Two halves with different statistics: per-replica and global differ.
-    x = tf.concat([x[:4] + 3.0, x[4:]], axis=0)
-    with strategy.scope():
-        bn = ops.BatchNorm(affine=True, synchronized=True)
-        bn.build(x.shape)
-    reference = keras.layers.BatchNormalization(momentum=ops.BN_MOMENTUM, epsilon=ops.BN_EPSILON)
-    expected = reference(x, training=True).numpy()
-
-    @tf.function
-    def step(batch):
-        return strategy.run(lambda b: bn(b, training=True), args=(batch,))
-
-    data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(x))
-    out = step(next(iter(data)))
-    got = np.concatenate([t.numpy() for t in strategy.experimental_local_results(out)], axis=0)
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(bn.moving_mean.numpy(), reference.moving_mean.numpy(), atol=1e-5)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), reference.moving_variance.numpy(), atol=1e-4)
-    # Unsynchronised, each replica normalises its own half: not the global result.
-    with strategy.scope():
-        local = ops.BatchNorm(affine=True)
-        local.build(x.shape)
-
-    @tf.function
-    def local_step(batch):
-        return strategy.run(lambda b: local(b, training=True), args=(batch,))
-
-    out = local_step(next(iter(data)))
-    per_replica = np.concatenate([t.numpy() for t in strategy.experimental_local_results(out)], axis=0)
-    assert np.abs(per_replica - expected).max() > 0.1
-
-
-def test_skip_connect_is_parameter_free_only_at_stride_one():
-    from tfvnas.models.genotype import Genotype
-
-    assert ops.is_parameter_free("skip_connect", 1) and not ops.is_parameter_free("skip_connect", 2)
-    assert ops.is_parameter_free("max_pool_3x3", 2) and not ops.is_parameter_free("sep_conv_3x3", 1)
-    # Weights counted from the layers themselves: a stride-2 skip has two 1x1 convolutions.
-    op = ops.make_op("skip_connect", 4, 2, affine=True)
-    op(tf.zeros((1, 6, 6, 4)))
-    assert op.count_params() > 0
-    genotype = Genotype(
-        normal=[[("skip_connect", 0), ("skip_connect", 1)], [("max_pool_3x3", 2), ("sep_conv_3x3", 0)]],
-        normal_concat=[2, 3],
-        reduce=[[("skip_connect", 0), ("skip_connect", 1)], [("skip_connect", 2), ("avg_pool_3x3", 0)]],
-        reduce_concat=[2, 3],
-    )
-    assert ops.cell_op_counts(genotype, "normal") == (3, 2, 4)
-    # Reduction cell: skips from inputs 0 and 1 are FactorizedReduce; from node 2 an identity.
-    assert ops.cell_op_counts(genotype, "reduce") == (2, 3, 4)
-
-
-# ---------------------------------------------------------------------------
-# 5. Registering operations of one's own
-# ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def register():
-    """`ops.register`, with every name it registers taken out of the registry afterwards."""
-    names = []
-
-    def register(name, factory, **kwargs):
-        op = ops.register(name, factory, **kwargs)
-        names.append(name)
-        return op
-
-    yield register
-    for name in names:
-        ops.OPS.pop(name, None)
-
-
-def _conv_bn(channels, strides):
-    """A plain `(channels, strides)` factory: a Keras Sequential of standard layers."""
-    return keras.Sequential([
-        keras.layers.Conv2D(channels, 3, strides=strides, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-    ])
-
-
-def test_a_registered_op_is_made_like_any_other(register):
-    import tfvnas
-
-    assert tfvnas.register_op is ops.register
-    op = register("conv_bn_3x3", _conv_bn)
-    assert ops.OPS["conv_bn_3x3"] is op and "conv_bn_3x3" in ops.op_names()
-    assert op.options == frozenset() and not op.builtin and not ops.is_parameter_free("conv_bn_3x3")
-    # The options tfvnas passes and the factory does not take are left out.
-    layer = ops.make_op("conv_bn_3x3", 3, 2, weight_vd=True, affine=False, seed=4)
-    x = _x((2, 5, 5, 3))
-    assert tuple(layer(x).shape) == (2, 3, 3, 3)
-    assert ops.check_op_names(["conv_bn_3x3", "skip_connect"]) == ("conv_bn_3x3", "skip_connect")
-    # A factory taking some of the options gets those.
-    seen = {}
-
-    def pool(channels, strides, seed=None):
-        seen["seed"] = seed
-        return keras.layers.AveragePooling2D(3, strides=strides, padding="same")
-
-    register("my_pool", pool, parameter_free=True)
-    ops.make_op("my_pool", 2, 1, weight_vd=True, seed=7)
-    assert seen == {"seed": 7} and ops.is_parameter_free("my_pool")
-
-
-def test_register_checks_the_layer_its_factory_makes(register):
-    class Unsaveable(keras.layers.Layer):
-        """Takes an argument no config can hold."""
-
-        def __init__(self, channels, rng, **kwargs):
-            super().__init__(**kwargs)
-            self.conv = keras.layers.Conv2D(channels, 1)
-
-        def call(self, x):
-            return self.conv(x)
-
-    cases = [
-        ("bad-name", _conv_bn, {}, "`name` must be letters, digits and underscores. Received: name='bad-name'"),
-        ("sep_conv_3x3", _conv_bn, {},
-         "'sep_conv_3x3' is one of tfvnas' own operations and cannot be replaced. Received: name='sep_conv_3x3'"),
-        ("x", "conv", {}, "`factory` must be callable as factory(channels, strides). Received: factory='conv'"),
-        ("x", _conv_bn, {"parameter_free": 1}, "`parameter_free` must be a bool. Received: parameter_free=1"),
-        ("x", lambda c, s: tf.nn.relu, {},
-         "The factory of operation 'x' must return a keras.layers.Layer. Received: function for channels=4, "
-         "strides=1"),
-        ("x", lambda c, s: keras.layers.Conv2D(c, 3, padding="same"), {},
-         "Operation 'x' must map inputs of shape (None, 8, 8, 4) to (None, 4, 4, 4) (channels=4, strides=2: as "
-         "many channels, the resolution divided by the stride). Received: output shape (None, 8, 8, 4) from its "
-         "Conv2D"),
-        ("x", lambda c, s: keras.layers.Conv2D(2 * c, 1, strides=s, padding="same"), {},
-         "Operation 'x' must map inputs of shape (None, 8, 8, 4) to (None, 8, 8, 4) (channels=4, strides=1: as "
-         "many channels, the resolution divided by the stride). Received: output shape (None, 8, 8, 8) from its "
-         "Conv2D"),
-        ("x", _conv_bn, {"parameter_free": True},
-         "Operation 'x' is registered parameter-free but its layer has weights at stride 1. Received: "),
-        ("x", lambda c, s: Unsaveable(c, np.random.default_rng(0)), {},
-         "The layer of operation 'x' (Unsaveable) must rebuild from its JSON config (`get_config`, "
-         "`from_config`). Received: "),
-    ]
-    for name, factory, kwargs, message in cases:
-        with pytest.raises(ValueError, match="^" + re.escape(message)):
-            register(name, factory, **kwargs)
-        assert name not in ops.OPS or ops.OPS[name].builtin
-    register("conv_bn", _conv_bn)
-    _raises(lambda: register("conv_bn", _conv_bn),
-            "Operation 'conv_bn' is already registered; pass overwrite=True to replace it. Received: name='conv_bn'")
-    replaced = register("conv_bn", _conv_bn, overwrite=True)
-    assert ops.OPS["conv_bn"] is replaced
-
-
-def test_a_wrong_shape_is_caught_where_the_op_is_built(register):
-    from tfvnas.layers.mixed_edge import MixedEdge
-    from tfvnas.models import genotype as genotype_lib
-    from tfvnas.models import network as network_lib
-
-    # Right at the 4 channels `register` tries, wrong at others.
-    register("fixed_width", lambda c, s: keras.layers.Conv2D(4, 1, strides=s, padding="same"), check=False)
-    message = ("Operation 'fixed_width' must map inputs of shape (None, 6, 6, 2) to (None, 6, 6, 2) (channels=2, "
-               "strides=1: as many channels, the resolution divided by the stride). Received: output shape "
-               "(None, 6, 6, 4) from its Conv2D")
-    _raises(lambda: MixedEdge(("fixed_width", "skip_connect"), 2, 1).build((None, 6, 6, 2)), message)
-    genotype = genotype_lib.Genotype(normal=[[("fixed_width", 0), ("skip_connect", 1)]], normal_concat=[2],
-                                     reduce=[[("max_pool_3x3", 0), ("skip_connect", 1)]], reduce_concat=[2])
-    with pytest.raises(ValueError, match=re.escape("Operation 'fixed_width' must map inputs of shape")):
-        network_lib.Network(10, genotype, layers=3, channels=2, stem_multiplier=1).build((None, 6, 6, 1))
 
 
 @pytest.mark.parametrize("strides", [1, 2])

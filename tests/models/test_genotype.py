@@ -462,13 +462,13 @@ def test_unknown_op():
 
 def test_an_unregistered_op_is_told_how_to_register():
     # By default the ops are the registry's, and a network is built from it.
-    from tfvnas.layers import ops
+    from tfvnas.layers import registry as op_registry
     from tfvnas.models.network import Network
 
     d = json.loads(json.dumps(DARTS_V2))
     d["normal"][0][0][0] = "conv_7x7"
     message = (
-        f"`normal[0][0]` op must be one of the known ops {sorted(ops.OPS)}. Received: op='conv_7x7'. To use an "
+        f"`normal[0][0]` op must be one of the known ops {sorted(op_registry.OPS)}. Received: op='conv_7x7'. To use an "
         "operation of your own, register it first: `tfvnas.register_op('conv_7x7', factory)`, with "
         "`factory(channels, strides)` returning a keras.layers.Layer, in the process that builds the model."
     )

@@ -113,12 +113,12 @@ def test_strip_keeps_exactly_the_pruned_zeros(sparse_net):
 
 
 def test_synchronize_batch_norm_reaches_every_batch_norm(images):
-    from tfvnas.layers import ops as ops_lib
+    from tfvnas.layers import batch_normalization as bn_lib
 
     net = small_network(zoo.load_genotype("darts_v2"), weight_vd=False)
     before = net(images).numpy()
-    n = ops_lib.synchronize_batch_norm(net)
-    bns = [l for l in net._flatten_layers() if isinstance(l, ops_lib.BatchNorm)]
+    n = bn_lib.synchronize_batch_norm(net)
+    bns = [l for l in net._flatten_layers() if isinstance(l, bn_lib.BatchNorm)]
     assert n == len(bns) > 10 and all(l.synchronized and l.get_config()["synchronized"] for l in bns)
     # Inference (moving statistics) is unchanged; without replicas training is too.
     np.testing.assert_array_equal(net(images).numpy(), before)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tests.helpers.keras_config import assert_config_round_trip
 from tests.helpers.supernets import OPS, tiny_supernet
-from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import registry as op_registry
 from tfvnas.layers import variational as vd_lib
 from tfvnas.layers.mixed_edge import MixedEdge
 from tfvnas.models import genotype as genotype_lib
@@ -195,7 +195,7 @@ def test_bad_arguments():
 def test_stride_two_dilated_op_shapes():
     # Reduction edges run dilated convs strided: check the output grid.
     for name in ("dil_conv_3x3", "dil_conv_5x5"):
-        op = ops_lib.make_op(name, 2, 2, affine=False)
+        op = op_registry.make_op(name, 2, 2, affine=False)
         assert tuple(op(tf.zeros((1, 7, 7, 2))).shape) == (1, 4, 4, 2)
 
 

@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from tfvnas.layers import ops
+from tfvnas.layers import registry as op_registry
 from tfvnas.models.genotype import Genotype
 from tfvnas.models.zoo import load_genotype, zoo_entry, zoo_names
 
-DARTS_OPS = ops.OP_SETS["darts"]
+DARTS_OPS = op_registry.OP_SETS["darts"]
 
 # Independent transcription of the DARTS (second order) CIFAR-10 cells of
 # Liu et al. 2019 (the figures of the paper; `DARTS_V2` in quark0/darts

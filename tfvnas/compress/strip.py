@@ -12,7 +12,7 @@ loads with no tfvnas code, and is what `tfvnas.export` exports.
 Layers used: Rescaling, Conv2D, DepthwiseConv2D, MaxPooling2D,
 AveragePooling2D, BatchNormalization, ReLU, Add, Concatenate, ZeroPadding2D,
 Cropping2D, GlobalAveragePooling2D, Dense (and whatever standard layers a
-registered operation is made of, `tfvnas.layers.ops.register`: a
+registered operation is made of, `tfvnas.layers.registry.register`: a
 `tfvnas.layers.ops.Op` or a `keras.Sequential` is stripped layer by layer).
 A strided dilated depthwise
 convolution (which TensorFlow cannot run in one op) becomes a stride-1
@@ -31,6 +31,7 @@ import numpy as np
 
 from tfvnas import precision
 from tfvnas.compress import shrinking
+from tfvnas.layers import batch_normalization as bn_lib
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import variational
 from tfvnas.models import network as network_lib
@@ -155,7 +156,7 @@ class _Builder:
             for i, step in enumerate(steps):
                 x = self.apply(step, x, f"{name}_{i}")
             return x
-        if isinstance(layer, ops_lib.BatchNorm):
+        if isinstance(layer, bn_lib.BatchNorm):
             return self._batch_norm(layer, x, name)
         if isinstance(layer, variational.VariationalConv2D):
             return self._variational_conv(layer, x, name, depthwise=False)
@@ -171,7 +172,7 @@ class _Builder:
             f"Cannot strip layer {layer.name!r}: it has no standard Keras equivalent. An operation of your "
             "own (`tfvnas.register_op`) strips when its factory returns a `tfvnas.layers.ops.Op` or a "
             "`keras.Sequential` of standard Keras layers, tfvnas' variational layers and "
-            f"`tfvnas.layers.ops.BatchNorm`. Received: a layer of type {type(layer).__name__}"
+            f"`tfvnas.layers.batch_normalization.BatchNorm`. Received: a layer of type {type(layer).__name__}"
         )
 
     def clone(self, layer, x, name):

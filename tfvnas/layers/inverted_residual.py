@@ -1,6 +1,6 @@
 """MobileNetV2's inverted residual block as a candidate operation (`mbconv_3x3_e3`).
 
-Registered in `tfvnas.layers.ops` as a user's operation would be
+Registered in `tfvnas.layers.registry` as a user's operation would be
 (`tfvnas.register_op`), so it is both a mobile-minded candidate and the
 example of one: another expansion is one line,
 
@@ -17,6 +17,7 @@ References:
 import keras
 
 from tfvnas import checks
+from tfvnas.layers import batch_normalization as bn_lib
 from tfvnas.layers import ops
 
 
@@ -46,13 +47,13 @@ class InvertedResidual(ops.Op):
         c, vd, s = self.channels, self.weight_vd, self.seed
         self.steps = [
             ops.conv2d(self.expansion * c, 1, weight_vd=vd, seed=ops.offset_seed(s, 1)),
-            ops.batch_norm(self.affine),
+            bn_lib.batch_norm(self.affine),
             keras.layers.ReLU(max_value=6.0),
             *ops.depthwise_conv2d(self.kernel_size, self.strides, weight_vd=vd, seed=ops.offset_seed(s, 2)),
-            ops.batch_norm(self.affine),
+            bn_lib.batch_norm(self.affine),
             keras.layers.ReLU(max_value=6.0),
             ops.conv2d(c, 1, weight_vd=vd, seed=ops.offset_seed(s, 3)),
-            ops.batch_norm(self.affine),
+            bn_lib.batch_norm(self.affine),
         ]
 
     def get_config(self):

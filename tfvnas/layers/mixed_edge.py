@@ -30,9 +30,11 @@ import keras
 import tensorflow as tf
 
 from tfvnas import replicas
+from tfvnas.layers import batch_normalization as bn_lib
 from tfvnas.layers import gates as gates_lib
 from tfvnas.layers import noise, variational
 from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import registry as op_registry
 
 
 @keras.saving.register_keras_serializable(package="tfvnas")
@@ -75,7 +77,7 @@ class MixedEdge(keras.layers.Layer):
     def __init__(self, op_names, channels, strides, weight_vd=False, affine=False, seed=None, noisy=True,
                  skip_dropout=0.0, skip_bn=False, fused=True, shared_function=True, **kwargs):
         super().__init__(**kwargs)
-        self.op_names = ops_lib.check_op_names(op_names)
+        self.op_names = op_registry.check_op_names(op_names)
         self.channels = channels
         self.strides = strides
         self.weight_vd = ops_lib.check_weight_vd(weight_vd)
@@ -90,7 +92,7 @@ class MixedEdge(keras.layers.Layer):
         self.shared_function = bool(shared_function)
         identity = identity_ops(self.op_names, strides)
         self.candidates = [
-            ops_lib.make_op(
+            op_registry.make_op(
                 name,
                 channels,
                 strides,
@@ -111,7 +113,7 @@ class MixedEdge(keras.layers.Layer):
     def build(self, input_shape):
         for name, op in zip(self.op_names, self.candidates):
             shape = ops_lib.build_layer(op, input_shape)
-            ops_lib.check_op_output(name, op, input_shape, shape, self.channels, self.strides)
+            op_registry.check_op_output(name, op, input_shape, shape, self.channels, self.strides)
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -148,7 +150,7 @@ class MixedEdge(keras.layers.Layer):
 
     def plan(self, computed, training, stats_out=False, replica=0):
         """The `EdgePlan` of computing `computed` (op indices) in this mode."""
-        bn = next(l for l in self._flatten_layers() if isinstance(l, ops_lib.BatchNorm))
+        bn = next(l for l in self._flatten_layers() if isinstance(l, bn_lib.BatchNorm))
         vd_layers = variational.variational_layers(self)
         return EdgePlan(
             op_names=self.op_names,
@@ -168,7 +170,7 @@ class MixedEdge(keras.layers.Layer):
 
     def _fused_call(self, inputs, theta, sigma2, training):
         shared = self.shared_function and tf.inside_function()
-        bn = next(l for l in self._flatten_layers() if isinstance(l, ops_lib.BatchNorm))
+        bn = next(l for l in self._flatten_layers() if isinstance(l, bn_lib.BatchNorm))
         # Distributed moving statistics are assigned here, not inside the
         # function: their cross-replica mean is a synchronisation point.
         stats_out = shared and training and isinstance(bn.moving_mean.value, tf.distribute.DistributedValues)
@@ -189,8 +191,8 @@ class MixedEdge(keras.layers.Layer):
             for k, op_stats in zip(plan.computed, variables):
                 for j, (moving_mean, moving_var) in enumerate(op_stats):
                     mean, var = new_stats[f"{k}/{j}"]
-                    ops_lib.assign_synchronised(moving_mean, mean)
-                    ops_lib.assign_synchronised(moving_var, var)
+                    bn_lib.assign_synchronised(moving_mean, mean)
+                    bn_lib.assign_synchronised(moving_var, var)
         if plan.weight_vd:
             layer = variational.variational_layers(self)[0]
             self.add_loss(layer.scaled_kl(kl))
@@ -223,13 +225,13 @@ class MixedEdge(keras.layers.Layer):
     def _fusable(self):
         """Whether `edge_outputs` computes this edge (`fused`; DARTS ops without affine or bias, all built).
 
-        A registered operation (`tfvnas.layers.ops.register`) is computed op
+        A registered operation (`tfvnas.layers.registry.register`) is computed op
         by op: the fused edge knows tfvnas' own operations only.
         """
-        if not self.fused or self.affine or not all(ops_lib.OPS[name].builtin for name in self.op_names):
+        if not self.fused or self.affine or not all(op_registry.OPS[name].builtin for name in self.op_names):
             return False
         layers = list(self._flatten_layers())
-        if any(l.synchronized for l in layers if isinstance(l, ops_lib.BatchNorm)):
+        if any(l.synchronized for l in layers if isinstance(l, bn_lib.BatchNorm)):
             return False  # the fused edge computes per-replica statistics
         if any(getattr(l, "use_bias", False) for l in layers):
             return False
@@ -587,8 +589,8 @@ class _Run:
             x, ones, zeros, epsilon=plan.epsilon, is_training=True
         )
         # The fused kernel returns the unbiased batch variance; the moving
-        # statistics track the biased one (as `ops.BatchNorm`).
-        n = ops_lib.count_per_channel(x)
+        # statistics track the biased one (as `batch_normalization.BatchNorm`).
+        n = bn_lib.count_per_channel(x)
         if isinstance(n, int):
             variance = variance * ((n - 1.0) / max(n, 1.0))
         else:
@@ -603,8 +605,8 @@ class _Run:
             if plan.stats_out:
                 self.new_stats[f"{key[0]}/{key[1]}"] = (new_mean, new_var)
             else:
-                ops_lib.assign_synchronised(moving_mean, new_mean)
-                ops_lib.assign_synchronised(moving_var, new_var)
+                bn_lib.assign_synchronised(moving_mean, new_mean)
+                bn_lib.assign_synchronised(moving_var, new_var)
         return y
 
     def groups(self):

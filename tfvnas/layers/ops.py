@@ -1,41 +1,29 @@
-"""Candidate operations of the DARTS search space, in one registry.
+"""Candidate operations of the DARTS search space: their Keras layers.
 
-`OPS` maps an operation name to an `OpFactory`: called as
-`OPS[name](channels, strides, *, weight_vd=False, affine=True, seed=None)`
-it returns a `keras.layers.Layer` mapping `channels` input channels to
-`channels` output channels with the given stride (the resolution divided
-by it, rounded up). `weight_vd=True` makes every convolution a sparse
-variational one (`tfvnas.layers.variational`); `affine=False` gives the
-parameter-free batch normalisation DARTS uses in the supernet. Named
-operation sets (`OP_SETS`) select subsets; every other list of names
-(`op_names`, the parameter-free ones) is derived from `OPS`.
-
-`register(name, factory)` (also `tfvnas.register_op`) adds an operation of
-your own: a factory `(channels, strides) -> keras.layers.Layer`, which may
-also take the keyword arguments above. See `register` for where a
-registered operation works and what its layer must be.
+Each operation is an `Op`, a `Chain` of steps built in its `__init__`
+(`SepConv`, `DilConv`, `Pool`, `FactorizedReduce`, `Identity`, `Zero`, and
+`ReLUConvBN`, a cell's input preprocessing): it maps `channels` input
+channels to `channels` output channels with the given stride (the
+resolution divided by it, rounded up). `weight_vd=True` makes every
+convolution a sparse variational one (`tfvnas.layers.variational`);
+`affine=False` gives the parameter-free batch normalisation DARTS uses in
+the supernet (`tfvnas.layers.batch_normalization`). `conv2d` and
+`depthwise_conv2d` make those convolutions, for an operation of one's own
+too; `apply_layer` and `build_layer` call and build a layer without Keras'
+per-call machinery. Which name makes which layer is
+`tfvnas.layers.registry`.
 
 References:
     - Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search."
       ICLR 2019 (operations and cell structure).
-    - Sandler, Howard, Zhu, Zhmoginov, Chen. "MobileNetV2: Inverted
-      Residuals and Linear Bottlenecks." CVPR 2018 (`mbconv_3x3_e3`).
 """
-
-import contextlib
-import inspect
-import json
-import re
-import threading
 
 import keras
 import tensorflow as tf
 
 from tfvnas import checks
 from tfvnas.layers import variational
-
-BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
-BN_EPSILON = 1e-5
+from tfvnas.layers.batch_normalization import BatchNorm, batch_norm
 
 
 def offset_seed(seed, offset):
@@ -120,178 +108,6 @@ def depthwise_conv2d(kernel_size, strides=1, dilation_rate=1, *, weight_vd=False
     if subsample:
         layers.append(keras.layers.MaxPooling2D(pool_size=1, strides=strides))
     return layers
-
-
-def batch_norm(affine):
-    return BatchNorm(affine=affine)
-
-
-_DEFERRED = threading.local()
-
-
-@contextlib.contextmanager
-def deferred_sync_updates():
-    """Collects the assignments `assign_synchronised` would make; yields the list of `(variable, value)`.
-
-    A distributed variable that averages across replicas (a moving
-    statistic, `aggregation="mean"`) is assigned through a cross-replica
-    mean, a synchronisation point that a nested function, such as the XLA
-    cluster of a step (`tfvnas.loops.loop.Loop.loss_and_gradients`), cannot
-    hold. Inside this scope such assignments are recorded instead; the
-    caller returns the values from the function and assigns them after it.
-    The scope is per thread, as each replica of a `MirroredStrategy` traces
-    its step in its own thread.
-    """
-    previous = getattr(_DEFERRED, "updates", None)
-    _DEFERRED.updates = []
-    try:
-        yield _DEFERRED.updates
-    finally:
-        _DEFERRED.updates = previous
-
-
-def assign_synchronised(variable, value):
-    """`variable.assign(value)`, or recorded inside `deferred_sync_updates` when `variable` is distributed."""
-    updates = getattr(_DEFERRED, "updates", None)
-    underlying = variable.value if isinstance(variable, keras.Variable) else variable
-    if updates is not None and isinstance(underlying, tf.distribute.DistributedValues):
-        updates.append((variable, value))
-        return
-    variable.assign(value)
-
-
-@keras.saving.register_keras_serializable(package="tfvnas")
-class BatchNorm(keras.layers.Layer):
-    """Batch normalisation over the channel axis with TensorFlow's fused kernel.
-
-    Computes what `keras.layers.BatchNormalization(momentum, epsilon, center=affine,
-    scale=affine)` computes (a test pins it), in one fused op instead of
-    about thirty: a supernet has hundreds of these, and graph size is what
-    makes its first trace slow. Moving statistics average across replicas
-    (`aggregation="mean"`).
-
-    With `synchronized=True`, training normalises with the statistics of the
-    global batch: each replica's per-channel sums are added across replicas
-    (one all-reduce), as `keras.layers.BatchNormalization(synchronized=True)`
-    does. Without a strategy, or on one replica, it is the same as the
-    per-replica statistics.
-
-    Args:
-        affine: learn a scale and an offset (`center` and `scale`).
-        momentum: moving-average momentum.
-        epsilon: variance epsilon.
-        synchronized: batch statistics over all replicas.
-
-    Call arguments:
-        inputs: NHWC tensor.
-        training: normalise with batch statistics and update the moving ones.
-    """
-
-    def __init__(self, affine=True, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=False, **kwargs):
-        super().__init__(**kwargs)
-        self.affine = bool(affine)
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
-        self.synchronized = bool(synchronized)
-
-    def build(self, input_shape):
-        channels = (int(input_shape[-1]),)
-        # float32 under a mixed precision policy, as in Keras' BatchNormalization
-        # (the fused kernel takes 16-bit inputs with float32 parameters).
-        if self.affine:
-            self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones", autocast=False)
-            self.beta = self.add_weight(name="beta", shape=channels, initializer="zeros", autocast=False)
-        self.moving_mean = self.add_weight(
-            name="moving_mean", shape=channels, initializer="zeros",
-            trainable=False, aggregation="mean", autocast=False,
-        )
-        self.moving_variance = self.add_weight(
-            name="moving_variance", shape=channels, initializer="ones",
-            trainable=False, aggregation="mean", autocast=False,
-        )
-
-    def _scale_offset(self, x):
-        if self.affine:
-            return self.gamma, self.beta
-        channels = int(x.shape[-1])
-        return tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
-
-    def _synchronized_moments(self, inputs):
-        """Mean and biased variance of the global batch, or None off a multi-replica run."""
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync <= 1:
-            return None
-        x = tf.cast(inputs, tf.float32)
-        local = tf.concat(
-            [
-                tf.reduce_sum(x, axis=[0, 1, 2]),
-                tf.reduce_sum(tf.square(x), axis=[0, 1, 2]),
-                tf.cast(tf.reshape(tf.size(x) // tf.shape(x)[-1], [1]), tf.float32),
-            ],
-            axis=0,
-        )
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
-        c = int(inputs.shape[-1])
-        count = total[2 * c]
-        mean = total[:c] / count
-        variance = tf.maximum(total[c : 2 * c] / count - tf.square(mean), 0.0)
-        return mean, variance
-
-    def call(self, inputs, training=None):
-        scale, offset = self._scale_offset(inputs)
-        moments = self._synchronized_moments(inputs) if training and self.synchronized else None
-        if moments is not None:
-            mean, variance = moments
-            m = self.momentum
-            assign_synchronised(self.moving_mean, self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
-            assign_synchronised(self.moving_variance, self.moving_variance * m + tf.stop_gradient(variance) * (1 - m))
-            y = tf.nn.batch_normalization(tf.cast(inputs, tf.float32), mean, variance, offset, scale, self.epsilon)
-            return tf.cast(y, inputs.dtype)
-        if training:
-            y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
-                inputs, scale, offset, epsilon=self.epsilon, is_training=True
-            )
-            # The fused kernel returns the unbiased batch variance; Keras'
-            # BatchNormalization tracks the biased one, and so do we. The
-            # count is a Python number when the shape is static (one op
-            # instead of eight: a supernet step has hundreds of these).
-            n = count_per_channel(inputs)
-            if isinstance(n, int):
-                variance = variance * ((n - 1.0) / max(n, 1.0))
-            else:
-                variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
-            m = self.momentum
-            assign_synchronised(self.moving_mean, self.moving_mean * m + tf.stop_gradient(mean) * (1 - m))
-            assign_synchronised(self.moving_variance, self.moving_variance * m + tf.stop_gradient(variance) * (1 - m))
-            return y
-        y, *_ = tf.compat.v1.nn.fused_batch_norm(
-            inputs,
-            scale,
-            offset,
-            mean=self.moving_mean,
-            variance=self.moving_variance,
-            epsilon=self.epsilon,
-            is_training=False,
-        )
-        return y
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            affine=self.affine, momentum=self.momentum, epsilon=self.epsilon, synchronized=self.synchronized
-        )
-        return config
-
-
-def synchronize_batch_norm(model, synchronized=True):
-    """Sets `synchronized` on every `BatchNorm` inside `model`; returns how many."""
-    layers = [l for l in model._flatten_layers(include_self=True, recursive=True) if isinstance(l, BatchNorm)]
-    for layer in layers:
-        layer.synchronized = bool(synchronized)
-    return len(layers)
 
 
 def apply_layer(layer, inputs, training=None):
@@ -379,13 +195,13 @@ def build_layer(layer, input_shape):
     if isinstance(layer, FactorizedReduce):
         for conv in (layer.conv_a, layer.conv_b):
             build_layer(conv, input_shape)
-        shape = _conv_output_shape(input_shape, 2, layer.out_channels)
+        shape = conv_output_shape(input_shape, 2, layer.out_channels)
         build_layer(layer.bn, shape)
         layer.built = True
         return shape
     if isinstance(layer, (Identity, Zero)) and not layer.steps:
         layer.built = True
-        return _conv_output_shape(input_shape, layer.strides, input_shape[-1])
+        return conv_output_shape(input_shape, layer.strides, input_shape[-1])
     if isinstance(layer, Chain):
         shape = input_shape
         for step in layer.steps:
@@ -404,7 +220,7 @@ def build_layer(layer, input_shape):
     return tuple(layer(keras.KerasTensor(input_shape)).shape)
 
 
-def _conv_output_shape(shape, strides, channels):
+def conv_output_shape(shape, strides, channels):
     def out(n):
         return None if n is None else -(-int(n) // strides)
 
@@ -428,17 +244,6 @@ def _plain_conv(layer):
         and getattr(layer, "depth_multiplier", 1) == 1
         and getattr(layer, "groups", 1) == 1
     )
-
-
-def count_per_channel(x):
-    """Elements per channel of an NHWC tensor: an int if the shape is static."""
-    dims = x.shape[:-1]
-    if all(d is not None for d in dims):
-        n = 1
-        for d in dims:
-            n *= int(d)
-        return n
-    return tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)  # statistics are float32
 
 
 class Chain(keras.layers.Layer):
@@ -468,7 +273,7 @@ class Op(Chain):
 
     def __init__(self, channels, strides, weight_vd=False, affine=True, seed=None, **kwargs):
         self.channels = _check_positive_int("channels", channels)
-        self.strides = _check_strides(strides)
+        self.strides = check_strides(strides)
         self.weight_vd = check_weight_vd(weight_vd)
         self.affine = bool(affine)
         self.seed = seed
@@ -486,7 +291,7 @@ class Op(Chain):
         return config
 
 
-def _check_strides(strides):
+def check_strides(strides):
     if isinstance(strides, bool) or not isinstance(strides, int) or strides not in (1, 2):
         raise ValueError(f"`strides` must be 1 or 2. Received: strides={strides!r}")
     return strides
@@ -662,273 +467,3 @@ class ReLUConvBN(Op):
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels}
-
-
-def _skip(channels, strides, **kwargs):
-    if strides == 1:
-        return Identity(channels, 1, **kwargs)
-    return FactorizedReduce(channels, strides, **kwargs)
-
-
-def _mbconv(expansion):
-    def factory(channels, strides, **kwargs):
-        from tfvnas.layers.inverted_residual import InvertedResidual  # noqa: PLC0415 - it subclasses `Op`
-
-        return InvertedResidual(channels, strides, expansion=expansion, **kwargs)
-
-    return factory
-
-
-# The options tfvnas passes to a factory; a factory that does not take one
-# is called without it (a plain `(channels, strides)` factory gets none).
-OPTIONS = ("weight_vd", "affine", "seed", "normalised")
-
-
-class OpFactory:
-    """A registered operation: its layer factory, and whether it has weights.
-
-    Called as `op(channels, strides, **options)`, it calls the factory with
-    the `OPTIONS` the factory takes (all of them when it takes `**kwargs`).
-
-    Attributes:
-        factory: the factory `(channels, strides, ...) -> keras.layers.Layer`.
-        parameter_free: the layer has no weights at stride 1 (pooling, the
-            identity): what the parameter-free share of a cell counts.
-        builtin: one of tfvnas' own, which the supernet's fused edge
-            computes by name (`tfvnas.layers.mixed_edge`): never replaced.
-    """
-
-    def __init__(self, factory, parameter_free=False, builtin=False):
-        self.factory = factory
-        self.parameter_free = bool(parameter_free)
-        self.builtin = bool(builtin)
-        try:
-            parameters = inspect.signature(factory).parameters.values()
-        except (TypeError, ValueError):  # no signature to read: pass every option
-            parameters = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
-        if any(p.kind is p.VAR_KEYWORD for p in parameters):
-            self.options = frozenset(OPTIONS)
-        else:
-            self.options = frozenset(p.name for p in parameters if p.kind is not p.POSITIONAL_ONLY) & set(OPTIONS)
-
-    def __call__(self, channels, strides, **options):
-        return self.factory(channels, strides, **{k: v for k, v in options.items() if k in self.options})
-
-
-OPS = {
-    "none": OpFactory(lambda c, s, **kw: Zero(c, s, **kw), parameter_free=True, builtin=True),
-    "max_pool_3x3": OpFactory(lambda c, s, **kw: Pool(c, s, kind="max", **kw), parameter_free=True, builtin=True),
-    "avg_pool_3x3": OpFactory(lambda c, s, **kw: Pool(c, s, kind="avg", **kw), parameter_free=True, builtin=True),
-    # At stride 2 a FactorizedReduce (two 1x1 convolutions): `is_parameter_free`.
-    "skip_connect": OpFactory(_skip, parameter_free=True, builtin=True),
-    "sep_conv_3x3": OpFactory(lambda c, s, **kw: SepConv(c, s, kernel_size=3, **kw), builtin=True),
-    "sep_conv_5x5": OpFactory(lambda c, s, **kw: SepConv(c, s, kernel_size=5, **kw), builtin=True),
-    "dil_conv_3x3": OpFactory(lambda c, s, **kw: DilConv(c, s, kernel_size=3, **kw), builtin=True),
-    "dil_conv_5x5": OpFactory(lambda c, s, **kw: DilConv(c, s, kernel_size=5, **kw), builtin=True),
-}
-
-_NAME = re.compile(r"[A-Za-z0-9_]+")
-_HOW_TO_REGISTER = ("`tfvnas.register_op({name!r}, factory)`, with `factory(channels, strides)` returning a "
-                    "keras.layers.Layer, in the process that builds the model")
-
-
-def how_to_register(name):
-    """The sentence an error about an unregistered operation `name` ends with."""
-    return f"To use an operation of your own, register it first: {_HOW_TO_REGISTER.format(name=name)}."
-
-
-def register(name, factory, *, parameter_free=False, overwrite=False, check=True):
-    """Registers an operation `name` made by `factory`, for every part of tfvnas.
-
-    A registered operation can be named in a `SearchConfig`'s `ops`, in a
-    genotype, a `Network` or a `Supernet`. The supernet computes it op by
-    op (its fused edge computes tfvnas' own operations only), with a gate
-    like any other; `tfvnas.compress.strip` strips it, dead-channel
-    elimination shrinks through it, MACs are counted and it exports to
-    SavedModel and TFLite, when its layer is made of what strip knows: a
-    `tfvnas.layers.ops.Op` (its `steps` in order; `InvertedResidual` is
-    one) or a `keras.Sequential`, of standard Keras layers
-    (`tfvnas.compress.strip.STANDARD_LAYERS`; a ReLU may have `max_value`),
-    tfvnas' variational layers and `BatchNorm`. Another layer trains and
-    searches, and strip refuses it by name.
-
-    Registration lives in the process: a genotype file or a saved
-    `Network` names the operation, so the process that loads it registers it
-    first (tfvnas' command line knows its own operations only).
-
-    Args:
-        name: letters, digits and underscores (it names layers).
-        factory: `factory(channels, strides) -> keras.layers.Layer`, the
-            layer mapping `channels` channels to `channels` channels with
-            stride 1 or 2 ('same' padding: the resolution divided by the
-            stride, rounded up). It may take the keyword arguments
-            `weight_vd` (variational weights: use
-            `tfvnas.layers.ops.conv2d(..., weight_vd=...)` and
-            `depthwise_conv2d`, so the weights sparsify), `affine` (False in
-            the supernet: batch norm without scale and shift) and `seed`;
-            those it does not take are not passed.
-        parameter_free: the layer has no weights (at stride 1); counted as
-            parameter-free in a cell's summary.
-        overwrite: replace an operation registered before (never one of
-            tfvnas' own).
-        check: build the layer once for each stride (4 channels, 8x8
-            inputs) to check that it is a Keras layer with the right output
-            shape, no weights if `parameter_free`, and a config that rebuilds
-            it through JSON (`get_config` / `from_config`).
-
-    Returns:
-        The `OpFactory` registered.
-
-    Raises:
-        ValueError: for a bad name, a name taken, a factory that is not
-            callable, or one whose layer fails a check.
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"`name` must be letters, digits and underscores. Received: name={name!r}")
-    if not callable(factory):
-        raise ValueError(f"`factory` must be callable as factory(channels, strides). Received: factory={factory!r}")
-    for arg, value in (("parameter_free", parameter_free), ("overwrite", overwrite), ("check", check)):
-        if not isinstance(value, bool):
-            raise ValueError(f"`{arg}` must be a bool. Received: {arg}={value!r}")
-    if name in OPS and OPS[name].builtin:
-        raise ValueError(f"{name!r} is one of tfvnas' own operations and cannot be replaced. Received: name={name!r}")
-    if name in OPS and not overwrite:
-        raise ValueError(f"Operation {name!r} is already registered; pass overwrite=True to replace it. "
-                         f"Received: name={name!r}")
-    op = OpFactory(factory, parameter_free=parameter_free)
-    if check:
-        for strides in (1, 2):
-            check_op_layer(name, op, strides)
-    OPS[name] = op
-    return op
-
-
-def check_op_layer(name, op, strides, channels=4, size=8):
-    """Builds `op(channels, strides)` on `(None, size, size, channels)` inputs and checks what `register` checks."""
-    layer = op(channels, strides)
-    if not isinstance(layer, keras.layers.Layer):
-        raise ValueError(f"The factory of operation {name!r} must return a keras.layers.Layer. "
-                         f"Received: {type(layer).__name__} for channels={channels}, strides={strides}")
-    input_shape = (None, size, size, channels)
-    check_op_output(name, layer, input_shape, build_layer(layer, input_shape), channels, strides)
-    if op.parameter_free and strides == 1 and layer.weights:
-        raise ValueError(f"Operation {name!r} is registered parameter-free but its layer has weights at stride 1. "
-                         f"Received: {', '.join(w.path for w in layer.weights)}")
-    try:
-        config = json.loads(json.dumps(layer.get_config()))
-        again = type(layer).from_config(config).get_config()
-    except Exception as error:  # noqa: BLE001 - any failure to rebuild is the user's to see
-        raise ValueError(f"The layer of operation {name!r} ({type(layer).__name__}) must rebuild from its JSON "
-                         f"config (`get_config`, `from_config`). Received: {type(error).__name__}: {error}") from error
-    if json.loads(json.dumps(again)) != config:
-        differ = sorted(k for k in set(config) | set(again) if config.get(k) != again.get(k))
-        raise ValueError(f"The layer of operation {name!r} ({type(layer).__name__}) must rebuild from its config "
-                         f"with the same config. Received: {', '.join(differ)} differ")
-    return layer
-
-
-def check_op_output(name, layer, input_shape, output_shape, channels, strides):
-    """Raises `ValueError` unless the layer of operation `name` maps `input_shape` to the shape an edge needs."""
-    expected = _conv_output_shape(tuple(input_shape), strides, channels)
-    if tuple(output_shape)[1:] != expected[1:]:
-        raise ValueError(
-            f"Operation {name!r} must map inputs of shape {tuple(input_shape)} to {expected} (channels={channels}, "
-            f"strides={strides}: as many channels, the resolution divided by the stride). "
-            f"Received: output shape {tuple(output_shape)} from its {type(layer).__name__}"
-        )
-
-
-def is_parameter_free(name, strides=1):
-    """Whether operation `name` has no weights at `strides` (`skip_connect` at stride 2 has; unknown: False)."""
-    if name == "skip_connect":
-        return strides == 1
-    return name in OPS and OPS[name].parameter_free
-
-
-def cell_op_counts(genotype, cell_type):
-    """`(parameter_free, skips, total)` over the (op, input) pairs of one cell of `genotype`.
-
-    An edge from a cell input (0 or 1) of a reduction cell has stride 2, so
-    its `skip_connect` is a FactorizedReduce: a skip, but not parameter-free.
-    """
-    cell = genotype.normal if cell_type == "normal" else genotype.reduce
-    pairs = [(op, 2 if cell_type == "reduce" and inp < 2 else 1) for node in cell for op, inp in node]
-    free = sum(is_parameter_free(op, s) for op, s in pairs)
-    skips = sum(op == "skip_connect" for op, _ in pairs)
-    return free, skips, len(pairs)
-
-
-OP_SETS = {
-    "darts": (
-        "sep_conv_3x3",
-        "sep_conv_5x5",
-        "dil_conv_3x3",
-        "dil_conv_5x5",
-        "max_pool_3x3",
-        "avg_pool_3x3",
-        "skip_connect",
-    ),
-    "darts_none": (
-        "none",
-        "sep_conv_3x3",
-        "sep_conv_5x5",
-        "dil_conv_3x3",
-        "dil_conv_5x5",
-        "max_pool_3x3",
-        "avg_pool_3x3",
-        "skip_connect",
-    ),
-    # Fits the TFLite/XNNPACK sparse kernels: no dilation.
-    "mobile": (
-        "sep_conv_3x3",
-        "sep_conv_5x5",
-        "max_pool_3x3",
-        "avg_pool_3x3",
-        "skip_connect",
-    ),
-}
-DEFAULT_OP_SET = "darts"
-
-
-def op_names():
-    """Every registered operation name, sorted."""
-    return tuple(sorted(OPS))
-
-
-def check_op_names(names):
-    """Validates a sequence of operation names; returns it as a tuple."""
-    if isinstance(names, str):
-        raise ValueError(f"`ops` must be a list of operation names. Received: ops={names!r}")
-    names = tuple(names)
-    if not names:
-        raise ValueError("`ops` must name at least one operation. Received: ops=()")
-    for name in names:
-        if name not in OPS:
-            raise ValueError(
-                f"Unknown operation {name!r}. Known operations: {', '.join(op_names())}. {how_to_register(name)}"
-            )
-    if len(set(names)) != len(names):
-        raise ValueError(f"`ops` must not repeat a name. Received: ops={list(names)}")
-    return names
-
-
-def resolve_op_set(op_set=DEFAULT_OP_SET, ops=None):
-    """The operation names of a named set, or `ops` when given."""
-    if ops is not None:
-        return check_op_names(ops)
-    if op_set not in OP_SETS:
-        raise ValueError(
-            f"Unknown operation set {op_set!r}. Known sets: {', '.join(sorted(OP_SETS))}"
-        )
-    return OP_SETS[op_set]
-
-
-def make_op(name, channels, strides, **kwargs):
-    """Builds the operation `name`; raises `ValueError` for an unknown name."""
-    check_op_names([name])
-    return OPS[name](channels, _check_strides(strides), **kwargs)
-
-
-# MobileNetV2's inverted residual (`tfvnas.layers.inverted_residual`),
-# registered as any operation of a user's is.
-register("mbconv_3x3_e3", _mbconv(3), check=False)

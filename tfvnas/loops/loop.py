@@ -50,7 +50,7 @@ from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas import files, precision, readers, runs
 from tfvnas.checks import WorkerLost
-from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import batch_normalization as bn_lib
 from tfvnas.layers import variational
 from tfvnas.loops import optim
 from tfvnas.loops.distribute import (
@@ -141,9 +141,7 @@ class Loop:
             with precision.policy_scope(config.precision):
                 self.model = self.build_model()
             if getattr(config, "sync_bn", False):
-                from tfvnas.layers.ops import synchronize_batch_norm
-
-                synchronize_batch_norm(self.model)
+                bn_lib.synchronize_batch_norm(self.model)
             self.optimizers = self.build_optimizers(self.total_steps)
             # Built under the scope before the first step (else the first
             # distributed step fails with a placeholder error).
@@ -241,7 +239,7 @@ class Loop:
         inside an XLA cluster do not compile under `MirroredStrategy` on
         CPU. Assignments that synchronise the replicas (the moving
         statistics of mirrored batch norms) are returned by the cluster and
-        made after it (`tfvnas.layers.ops.deferred_sync_updates`); the
+        made after it (`tfvnas.layers.batch_normalization.deferred_sync_updates`); the
         others (plain variables, per-replica noise state) stay inside.
 
         With a loss scale (`precision='mixed_float16'`), the gradients are
@@ -251,7 +249,7 @@ class Loop:
         synchronised = []
 
         def compute(*args):
-            with ops_lib.deferred_sync_updates() as updates:
+            with bn_lib.deferred_sync_updates() as updates:
                 with tf.GradientTape() as tape:
                     loss, stats = loss_fn(*args)
                     if loss_scale is not None:

@@ -298,7 +298,7 @@ class Genotype:
 
         Args:
             known_ops: The op names allowed in the cells. Defaults to the
-                names registered in `tfvnas.layers.ops` (imported only then;
+                names registered in `tfvnas.layers.registry` (imported only then;
                 the message for another name then says how to register it).
 
         Returns:
@@ -312,9 +312,9 @@ class Genotype:
         """
         how_to_register = None
         if known_ops is None:
-            from tfvnas.layers import ops  # noqa: PLC0415 - keeps TensorFlow optional
+            from tfvnas.layers import registry as op_registry  # noqa: PLC0415 - keeps TensorFlow optional
 
-            known_ops, how_to_register = ops.op_names(), ops.how_to_register
+            known_ops, how_to_register = op_registry.op_names(), op_registry.how_to_register
         known = set(_check_names("known_ops", known_ops))
 
         for cell_type in CELL_TYPES:

@@ -18,8 +18,10 @@ import keras
 import tensorflow as tf
 
 from tfvnas import checks
+from tfvnas.layers import batch_normalization as bn_lib
 from tfvnas.layers import noise, variational
 from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import registry as op_registry
 from tfvnas.models import elbo
 
 
@@ -169,7 +171,7 @@ class Cell(keras.layers.Layer):
                     shape = ops_lib.build_layer(layer, states[inp])
                     if len(op_names) == 1:  # a mixed edge checks each of its ops
                         strides = 2 if self.plan.reduction and inp < 2 else 1
-                        ops_lib.check_op_output(op_names[0], layer, states[inp], shape, c, strides)
+                        op_registry.check_op_output(op_names[0], layer, states[inp], shape, c, strides)
             states.append(shape)
         self.built = True
 
@@ -225,10 +227,10 @@ class Cell(keras.layers.Layer):
 
 
 def discrete_edge(op_names, channels, strides, **kwargs):
-    """The layer of a final network's edge: its one op (`tfvnas.layers.ops.make_op`)."""
+    """The layer of a final network's edge: its one op (`tfvnas.layers.registry.make_op`)."""
     if len(op_names) != 1:
         raise ValueError(f"A discrete cell edge must have exactly one op. Received: {list(op_names)}")
-    return ops_lib.make_op(op_names[0], channels, strides, **kwargs)
+    return op_registry.make_op(op_names[0], channels, strides, **kwargs)
 
 
 def _drop_path(x, rate, seed_generator):
@@ -266,7 +268,7 @@ def stem_layers(channels, stem_multiplier, *, weight_vd, affine, seed):
     """3x3 conv + BN."""
     return [
         ops_lib.conv2d(stem_multiplier * channels, 3, weight_vd=weight_vd, seed=ops_lib.offset_seed(seed, 7)),
-        ops_lib.batch_norm(affine),
+        bn_lib.batch_norm(affine),
     ]
 
 
@@ -305,7 +307,7 @@ class AuxiliaryHead(ops_lib.Chain):
             keras.layers.ReLU(),
             keras.layers.AveragePooling2D(5, strides=3, padding="same"),
             ops_lib.conv2d(128, 1),
-            ops_lib.batch_norm(True),
+            bn_lib.batch_norm(True),
             keras.layers.ReLU(),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(self.num_classes),

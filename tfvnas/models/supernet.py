@@ -15,6 +15,7 @@ from tfvnas.layers import darts as darts_lib
 from tfvnas.layers import gates as gates_lib
 from tfvnas.layers import mixed_edge, variational
 from tfvnas.layers import ops as ops_lib
+from tfvnas.layers import registry as op_registry
 from tfvnas.models import elbo, network
 from tfvnas.models import genotype as genotype_lib
 
@@ -83,7 +84,7 @@ class Supernet(elbo.ELBOModel, keras.Model):
         layers=5,
         channels=8,
         nodes=4,
-        op_names=ops_lib.OP_SETS[ops_lib.DEFAULT_OP_SET],
+        op_names=op_registry.OP_SETS[op_registry.DEFAULT_OP_SET],
         stem_multiplier=3,
         weight_vd=False,
         threshold=variational.DEFAULT_THRESHOLD,
@@ -113,7 +114,7 @@ class Supernet(elbo.ELBOModel, keras.Model):
         self.num_layers = checks.check_positive_int("layers", layers)
         self.channels = checks.check_positive_int("channels", channels)
         self.nodes = checks.check_positive_int("nodes", nodes)
-        self.op_names = ops_lib.check_op_names(op_names)
+        self.op_names = op_registry.check_op_names(op_names)
         self.stem_multiplier = stem_multiplier
         self.weight_vd = bool(weight_vd)
         self.threshold = float(threshold)

@@ -50,19 +50,19 @@ def summary_text(genotype: Genotype) -> str:
     """
     genotype = check_genotype(genotype)
     # The parameter-free rule lives with the op registry (one place).
-    from tfvnas.layers import ops as ops_lib  # noqa: PLC0415
+    from tfvnas.layers import registry as op_registry  # noqa: PLC0415
 
     lines = [genotype.summary()]
     for cell_type in CELL_TYPES:
         cell = getattr(genotype, cell_type)
-        free, _, total = ops_lib.cell_op_counts(genotype, cell_type)
+        free, _, total = op_registry.cell_op_counts(genotype, cell_type)
         lines.append(f"{cell_type}: {total} ops, {free} parameter-free ({100 * free / total:.0f}%); "
                      f"inputs per node: {', '.join(str(len(node)) for node in cell)}")
     hist = genotype.op_histogram()
     width = max(len(op) for op in hist)
     lines.append("op histogram (both cells):")
     for op, count in sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])):
-        tag = "  (parameter-free)" if ops_lib.is_parameter_free(op) else ""
+        tag = "  (parameter-free)" if op_registry.is_parameter_free(op) else ""
         lines.append(f"  {op:<{width}} {count:>3} {'#' * count}{tag}")
     return "\n".join(lines)
 
