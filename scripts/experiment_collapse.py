@@ -6,7 +6,7 @@ images), it runs, in resumable units:
 
 1. `null`: the random-cell null: parameter-free share, distinct op types and
    the normal cell's skip count of many genotypes drawn uniformly from the
-   space (`tfvnas.models.genotype.random_genotype`); no training.
+   space (`tfvnas.models.derivation.random_genotype`); no training.
 2. `recipe`: the training recipe's learning rate, chosen on the validation
    split (one cell, each candidate rate).
 3. `search`: VINNAS and the DARTS baseline (its own architecture optimiser),
@@ -176,7 +176,7 @@ def _dataset():
 
 def phase_null(units, cfg):
     from tfvnas import config as config_lib
-    from tfvnas.models.genotype import random_genotype
+    from tfvnas.models.derivation import random_genotype
 
     if units.done("null", "null"):
         return
@@ -261,7 +261,8 @@ def _cells(units, cfg):
     """`(name, group, genotype)` of every cell the train phase trains."""
     from tfvnas import config as config_lib
     from tfvnas.models import zoo
-    from tfvnas.models.genotype import Genotype, random_genotype
+    from tfvnas.models.derivation import random_genotype
+    from tfvnas.models.genotype import Genotype
 
     cells = [(r["key"], r["method"], Genotype.from_dict(r["genotype"])) for r in units.of_kind("search")]
     ops = config_lib.preset("quick").op_names

@@ -124,7 +124,7 @@ def degenerate_nodes(genotype, k=2):
 
 def skip_origin_null(op_names, nodes=4, samples=20000, seed=12345):
     """The random null of the normal cell's skip origins: share from intermediate nodes, per cell and pooled."""
-    from tfvnas.models.genotype import random_genotype
+    from tfvnas.models.derivation import random_genotype
 
     rng = np.random.default_rng(seed)
     inter = total = 0
@@ -380,7 +380,8 @@ def final_cells(units, quick, searched_cells=True):
     random and zoo cells, which do not depend on the chosen arm)."""
     from tfvnas import config as config_lib
     from tfvnas.models import zoo
-    from tfvnas.models.genotype import Genotype, random_genotype
+    from tfvnas.models.derivation import random_genotype
+    from tfvnas.models.genotype import Genotype
 
     arm = chosen_arm(units, quick) if searched_cells else None
     cells = []

@@ -132,7 +132,7 @@ def averaged_stable_epochs(history_path, decay=0.9, prune_every=10):
     """
     import numpy as np
 
-    from tfvnas.models import genotype as genotype_lib
+    from tfvnas.models import derivation
 
     if not os.path.isfile(history_path):
         return None
@@ -150,7 +150,7 @@ def averaged_stable_epochs(history_path, decay=0.9, prune_every=10):
             average = {t: np.where(current[t] >= threshold, current[t], d * average[t] + (1 - d) * current[t])
                        for t in current}
         nodes = int((np.sqrt(8 * len(current["normal"]) + 9) - 3) / 2)
-        hashes.append(genotype_lib.derive_top_k(average, history["op_names"], nodes=nodes,
+        hashes.append(derivation.derive_top_k(average, history["op_names"], nodes=nodes,
                                                 threshold=threshold).hash())
     stable = 0
     for a, b in zip(hashes[::-1], hashes[-2::-1]):

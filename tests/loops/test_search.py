@@ -12,6 +12,7 @@ from tfvnas import config as config_lib
 from tfvnas import data as data_lib
 from tfvnas.cli import main
 from tfvnas.loops import searching as search_lib
+from tfvnas.models import derivation
 from tfvnas.models import genotype as genotype_lib
 
 pytestmark = pytest.mark.slow  # end-to-end runs
@@ -122,10 +123,10 @@ def test_genotype_matches_history(cli_run):
     assert ("derivation_log_alpha" in last) == (cfg.gate_average_decay > 0)
     log_alpha = {t: np.array(last.get("derivation_log_alpha", last["log_alpha"])[t]) for t in ("normal", "reduce")}
     active = last["active"]
-    expected_top = genotype_lib.derive_top_k(
+    expected_top = derivation.derive_top_k(
         log_alpha, cfg.op_names, nodes=cfg.nodes, threshold=cfg.threshold, k=cfg.top_k, active=active
     )
-    expected_thr = genotype_lib.derive_threshold(log_alpha, cfg.op_names, nodes=cfg.nodes, active=active,
+    expected_thr = derivation.derive_threshold(log_alpha, cfg.op_names, nodes=cfg.nodes, active=active,
                                                  k=cfg.top_k)
     assert genotype_lib.Genotype.load(out / "genotype.json") == expected_top
     assert genotype_lib.Genotype.load(out / "genotype_threshold.json") == expected_thr
@@ -314,7 +315,7 @@ def test_convergence_is_stated_with_its_numbers():
 
 def test_summary_says_which_rule_chose_genotype_json():
     cfg = config_lib.preset("smoke")
-    cell = genotype_lib.random_genotype(cfg.op_names, nodes=2, rng=np.random.default_rng(0))
+    cell = derivation.random_genotype(cfg.op_names, nodes=2, rng=np.random.default_rng(0))
     history = [{"pruned_share": {"normal": 0.9, "reduce": 0.9}, "stable_epochs": 3, "val_accuracy": 0.5,
                 "active_ops": {"normal": 4, "reduce": 4}, "total_ops": 40}]
     gates = search_lib.SearchResult(genotype=cell, genotype_threshold=cell, config=cfg, history=history)

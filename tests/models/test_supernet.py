@@ -11,6 +11,7 @@ from tests.helpers.supernets import OPS, tiny_supernet
 from tfvnas.layers import registry as op_registry
 from tfvnas.layers import variational as vd_lib
 from tfvnas.layers.mixed_edge import MixedEdge
+from tfvnas.models import derivation
 from tfvnas.models import genotype as genotype_lib
 from tfvnas.models.supernet import Supernet
 
@@ -122,9 +123,9 @@ def test_derive_uses_the_gates(model):
         np.testing.assert_allclose(la[t], gates.log_sigma2.numpy() - 2 * gates.log_theta.numpy(), rtol=1e-6)
     # Every gate is active (none pruned): the derivation reads the active tables, not the threshold.
     active = {t: np.ones_like(v) for t, v in la.items()}
-    expected = genotype_lib.derive_top_k(la, OPS, nodes=2, threshold=model.threshold, k=2, active=active)
+    expected = derivation.derive_top_k(la, OPS, nodes=2, threshold=model.threshold, k=2, active=active)
     assert model.derive("top_k") == expected
-    expected_thr = genotype_lib.derive_threshold(la, OPS, nodes=2, active=active, k=2)
+    expected_thr = derivation.derive_threshold(la, OPS, nodes=2, active=active, k=2)
     assert model.derive("threshold") == expected_thr
     assert all(len(node) == len(OPS) * (2 + i) for i, node in enumerate(expected_thr.normal))
     # Pruned gates leave both; a held gate (active, above the threshold) stays.

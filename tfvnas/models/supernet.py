@@ -16,7 +16,7 @@ from tfvnas.layers import gates as gates_lib
 from tfvnas.layers import mixed_edge, variational
 from tfvnas.layers import ops as ops_lib
 from tfvnas.layers import registry as op_registry
-from tfvnas.models import elbo, network
+from tfvnas.models import derivation, elbo, network
 from tfvnas.models import genotype as genotype_lib
 
 
@@ -306,9 +306,9 @@ class Supernet(elbo.ELBOModel, keras.Model):
         threshold = self.threshold if threshold is None else threshold
         kwargs = dict(nodes=self.nodes, threshold=threshold, active=self.active())
         if rule == "top_k":
-            return genotype_lib.derive_top_k(self.log_alpha(), self.op_names, k=k, **kwargs)
+            return derivation.derive_top_k(self.log_alpha(), self.op_names, k=k, **kwargs)
         if rule == "threshold":
-            return genotype_lib.derive_threshold(self.log_alpha(), self.op_names, k=self.top_k, **kwargs)
+            return derivation.derive_threshold(self.log_alpha(), self.op_names, k=self.top_k, **kwargs)
         raise ValueError(f"`rule` must be 'top_k' or 'threshold'. Received: rule={rule!r}")
 
     def get_config(self):
