@@ -69,14 +69,20 @@ def test_selection_keeps_the_ops_and_edges_whose_masking_costs_the_most(seed):
     model = _StandIn(active, values)
     genotype, record = perturbation_genotype(model, model.accuracy)
     assert genotype == _reference(active, values)
-    # every live countable op measured once, its drop its value; `none` never a candidate
+    # every live countable op of an edge with a choice measured once, its drop its value; `none` never a
+    # candidate; an edge's only live op taken unmeasured
     drops = np.array(record["op_drops"]["normal"])
     live = active["normal"] > 0
     live[:, 0] = False
-    np.testing.assert_allclose(drops[live], values["normal"][live], atol=1e-5)
-    assert np.all(np.isnan(drops[~live]))
-    # one evaluation per live op, one for the base, one per reduced cell, one per edge
-    assert model.calls == 1 + sum(int((active[t][:, 1:] > 0).sum()) for t in active) + 1 + 2 * EDGES
+    choice = live & (live.sum(axis=1, keepdims=True) > 1)
+    np.testing.assert_allclose(drops[choice], values["normal"][choice], atol=1e-5)
+    assert np.all(np.isnan(drops[~choice]))
+    # one evaluation for the base, one per live op of an edge with a choice, one for the reduced cells,
+    # and one per edge of the nodes with more than k = 2 inputs (node 2's two edges are both kept)
+    ops = sum(int(((active[t][:, 1:] > 0).sum(axis=1) > 1) @ (active[t][:, 1:] > 0).sum(axis=1)) for t in active)
+    assert model.calls == record["evaluations"] == 1 + ops + 1 + 2 * (EDGES - 2)
+    for t in genotype_lib.CELL_TYPES:
+        assert np.all(np.isnan(record["edge_drops"][t][:2])) and not np.any(np.isnan(record["edge_drops"][t][2:]))
     # the gate tables are as they were
     for t in genotype_lib.CELL_TYPES:
         np.testing.assert_array_equal(model.gates[t].active.numpy(), active[t])
@@ -91,3 +97,27 @@ def test_a_node_with_too_few_live_edges_is_an_error_that_names_it():
                                          r"selection needs 2\. Received: live edges \[1\]$"):
         perturbation_genotype(model, model.accuracy)
     np.testing.assert_array_equal(model.gates["reduce"].active.numpy(), active["reduce"])
+
+
+def test_decisions_without_an_alternative_are_taken_unmeasured():
+    """A pruned supernet whose edges hold one live op each, two live edges per node: the genotype is forced,
+    and the selection measures only the supernet as trained and as reduced."""
+    active = {t: np.zeros((EDGES, len(NAMES)), "float32") for t in genotype_lib.CELL_TYPES}
+    expected = {}
+    for t in genotype_lib.CELL_TYPES:
+        cell = []
+        for i in range(NODES):
+            for j, o in ((0, 1 + i % 3), (1 + i, 1 + (i + 1) % 3)):  # inputs 0 and the previous node
+                active[t][genotype_lib.edge_index(i, j), o] = 1.0
+            active[t][genotype_lib.edge_index(i, 0), 0] = 1.0  # a live `none` is no alternative
+            cell.append(((NAMES[1 + i % 3], 0), (NAMES[1 + (i + 1) % 3], 1 + i)))
+        expected[t] = tuple(cell)
+    values = {t: np.ones((EDGES, len(NAMES))) for t in genotype_lib.CELL_TYPES}
+    model = _StandIn(active, values)
+    genotype, record = perturbation_genotype(model, model.accuracy)
+    concat = tuple(range(2, 2 + NODES))
+    assert genotype == genotype_lib.Genotype(normal=expected["normal"], normal_concat=concat,
+                                             reduce=expected["reduce"], reduce_concat=concat)
+    assert model.calls == record["evaluations"] == 2
+    for t in genotype_lib.CELL_TYPES:
+        assert np.all(np.isnan(record["op_drops"][t])) and np.all(np.isnan(record["edge_drops"][t]))

@@ -13,7 +13,11 @@ One difference from the paper: Wang et al. decide one edge at a time and
 fine-tune the supernet between decisions; this is the one-shot form (every
 decision measured on the supernet as trained, then the op choices fixed
 before the edges are chosen). It costs one evaluation per live (edge, op)
-pair and one per live edge, and no training.
+pair on edges with a choice to make (two live ops or more), one per live
+edge of nodes with more live edges than they keep, two more for the
+supernet as trained and as reduced, and no training. A decision with no
+alternative (an edge's only live op, a node's only `k` live edges) is
+taken without a measurement: masking cannot change it.
 
 References:
     - Wang, Cheng, Chen, Tang, Hsieh. "Rethinking Architecture Selection in
@@ -38,30 +42,47 @@ def perturbation_genotype(model, accuracy, k=None):
 
     Returns:
         `(genotype, record)`: the `Genotype`, and a dict with the base
-        accuracy and, per cell type, the accuracy drop of masking every live
-        op (`op_drops`, shape (edges, ops), NaN where not live) and every
-        live edge once reduced to its chosen op (`edge_drops`, (edges,)).
-        The gate tables are left as they were.
+        accuracy, the accuracy of the supernet reduced to the chosen ops
+        (`reduced_accuracy`), the number of evaluations (`evaluations`)
+        and, per cell type, the accuracy drop of masking every live op of
+        an edge with two live ops or more (`op_drops`, shape (edges, ops))
+        and every live edge of a node with more than `k` of them, once
+        reduced to its chosen op (`edge_drops`, (edges,)); NaN where
+        nothing was measured (not live, or no alternative). The gate
+        tables are left as they were.
     """
     k = model.top_k if k is None else k
     names = list(model.op_names)
     countable = np.array([n != "none" for n in names])
     saved = {t: g.active.numpy().copy() for t, g in model.gates.items()}
+    evaluations = 0
+
+    def measure():
+        nonlocal evaluations
+        evaluations += 1
+        return float(accuracy())
+
     try:
-        base = float(accuracy())
+        base = measure()
         record = {"base_accuracy": base, "op_drops": {}, "edge_drops": {}}
         chosen = {}
         for cell_type, gates in model.gates.items():
-            active = saved[cell_type] > 0
-            op_drops = np.full(active.shape, np.nan)
-            for e, o in np.argwhere(active & countable[None, :]):
-                trial = saved[cell_type].copy()
-                trial[e, o] = 0.0
-                gates.active.assign(trial)
-                op_drops[e, o] = base - float(accuracy())
+            live = (saved[cell_type] > 0) & countable[None, :]
+            op_drops = np.full(live.shape, np.nan)
+            best = {}
+            for e in np.flatnonzero(live.any(axis=1)):
+                ops = np.flatnonzero(live[e])
+                if len(ops) == 1:  # the edge's only live op: nothing to choose
+                    best[int(e)] = int(ops[0])
+                    continue
+                for o in ops:
+                    trial = saved[cell_type].copy()
+                    trial[e, o] = 0.0
+                    gates.active.assign(trial)
+                    op_drops[e, o] = base - measure()
+                # The edge reduced to its op whose masking costs the most.
+                best[int(e)] = int(ops[np.argmax(op_drops[e, ops])])
             gates.active.assign(saved[cell_type])
-            # Each live edge reduced to its op whose masking costs the most.
-            best = {int(e): int(np.nanargmax(row)) for e, row in enumerate(op_drops) if not np.all(np.isnan(row))}
             reduced = np.zeros_like(saved[cell_type])
             for e, o in best.items():
                 reduced[e, o] = 1.0
@@ -70,22 +91,34 @@ def perturbation_genotype(model, accuracy, k=None):
         # The edges, with both cell types reduced to their chosen ops.
         for gates_type, (_, reduced) in chosen.items():
             model.gates[gates_type].active.assign(reduced)
-        reduced_base = float(accuracy())
+        reduced_base = measure()
         record["reduced_accuracy"] = reduced_base
         for cell_type, (best, reduced) in chosen.items():
             edge_drops = np.full(reduced.shape[0], np.nan)
-            for e in best:
+            for e in _edges_with_a_choice(best, model.nodes, k):
                 trial = reduced.copy()
                 trial[e] = 0.0
                 model.gates[cell_type].active.assign(trial)
-                edge_drops[e] = reduced_base - float(accuracy())
+                edge_drops[e] = reduced_base - measure()
             model.gates[cell_type].active.assign(reduced)
             record["edge_drops"][cell_type] = edge_drops.round(6).tolist()
+        record["evaluations"] = evaluations
     finally:
         for cell_type, values in saved.items():
             model.gates[cell_type].active.assign(values)
     genotype = _genotype(chosen, record, names, model.nodes, k)
     return genotype, record
+
+
+def _edges_with_a_choice(best, nodes, k):
+    """The live edges (keys of `best`) of the nodes that have more of them than the `k` they keep."""
+    edges = []
+    for i in range(nodes):
+        start = genotype_lib.edge_index(i, 0)
+        live = [start + j for j in range(2 + i) if start + j in best]
+        if len(live) > min(k, 2 + i):
+            edges += live
+    return edges
 
 
 def _genotype(chosen, record, names, nodes, k):
@@ -97,14 +130,15 @@ def _genotype(chosen, record, names, nodes, k):
         cell = []
         for i in range(nodes):
             start = genotype_lib.edge_index(i, 0)
-            live = [(-drops[start + j], j) for j in range(2 + i) if start + j in best]
+            live = [j for j in range(2 + i) if start + j in best]
             need = min(k, 2 + i)
             if len(live) < need:
                 raise ValueError(
                     f"Node {2 + i} of the {cell_type} cell has {len(live)} live incoming edge(s); perturbation "
-                    f"selection needs {need}. Received: live edges {[j for _, j in live]}")
-            keep = sorted(j for _, j in sorted(live)[:need])
-            cell.append(tuple((names[best[start + j]], j) for j in keep))
+                    f"selection needs {need}. Received: live edges {live}")
+            if len(live) > need:  # the `need` edges whose masking costs the most
+                live = sorted(sorted(live, key=lambda j: (-drops[start + j], j))[:need])
+            cell.append(tuple((names[best[start + j]], j) for j in live))
         cells[cell_type] = tuple(cell)
     concat = tuple(range(2, 2 + nodes))
     return genotype_lib.Genotype(normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"],
