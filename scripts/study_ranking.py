@@ -176,9 +176,10 @@ def top_op_agreement(log_alphas):
     return float(np.mean(same)), len(same)
 
 
-def live_edge_agreement(log_alphas, threshold=3.0, samples=2000, seed=0):
-    """How often two searches agree on whether an edge kept an op (some log_alpha below `threshold`), against
-    the same count of live edges placed at random: `(observed, null mean, null sd)` over seed pairs and cells."""
+def live_edge_agreement(log_alphas, threshold, samples=2000, seed=0):
+    """How often two searches agree on whether an edge kept an op (some log_alpha below `threshold`, the
+    searches' pruning threshold), against the same count of live edges placed at random: `(observed, null mean,
+    null sd)` over seed pairs and cells."""
     rng = np.random.default_rng(seed)
     observed, null = [], []
     for a, b in itertools.combinations(log_alphas, 2):
@@ -189,6 +190,18 @@ def live_edge_agreement(log_alphas, threshold=3.0, samples=2000, seed=0):
             null.append([np.mean(rng.permutation(live_a) == live_b) for _ in range(samples)])
     null_means = np.mean(np.asarray(null), 0)  # one mean over the pairs per simulated study
     return float(np.mean(observed)), float(np.mean(null_means)), float(np.std(null_means))
+
+
+def _one_threshold(searches):
+    """The pruning threshold the `searches` records share (records written before it was recorded used the
+    config's default)."""
+    from tfvnas import config as config_lib
+
+    default = config_lib.SearchConfig().threshold
+    found = {r.get("threshold", default) for r in searches}
+    if len(found) != 1:
+        raise SystemExit(f"study_ranking: the searches of one arm used different pruning thresholds: {sorted(found)}")
+    return found.pop()
 
 
 def null_kendall(num_ops, edges, pairs, samples=2000, seed=0):
@@ -252,7 +265,8 @@ def run_search(units, kind, arm, seed, dataset, quick, **more):
         "genotype": result.genotype.to_dict(), "degenerate_nodes": degenerate_nodes(result.genotype),
         "conv_share": conv_share(result.genotype), "normal_conv_share": conv_share(result.genotype, ("normal",)),
         "skips_from_nodes": inter, "normal_skips_all": skips,
-        "log_alpha": last["log_alpha"], "supernet_val_accuracy": last["val_accuracy"],
+        "log_alpha": last["log_alpha"], "threshold": result.config.threshold,
+        "supernet_val_accuracy": last["val_accuracy"],
         "energy_end": _energy(result.model, images),
         "selection": None if result.selection is None else {
             k: result.selection[k] for k in ("base_accuracy", "reduced_accuracy", "gates_genotype")},
@@ -565,7 +579,8 @@ def report(units, doc, quick=False):
             if len(rs) >= 2:
                 las = [r["log_alpha"] for r in rs]
                 tau, n = kendall_agreement(las)
-                taus.append((arm, len(rs), tau, n, top_op_agreement(las)[0], live_edge_agreement(las)))
+                taus.append((arm, len(rs), tau, n, top_op_agreement(las)[0],
+                             live_edge_agreement(las, _one_threshold(rs))))
         if taus:
             num_ops = len(np.asarray(searches[0]["log_alpha"]["normal"])[0])
             chance, chance_sd = null_kendall(num_ops, 14, 1)

@@ -115,7 +115,7 @@ def test_the_strongest_op_and_the_live_edges_agree_by_count(study):
     b = {"normal": [[-2.0, 4.0, 4.0], [4.0, 0.0, 5.0]], "reduce": [[4.0, 4.0, -1.0], [-3.0, 4.0, 4.0]]}
     # Strongest ops: normal (0, 0) same, (0, 1) differ; reduce (1, 2) differ, (0, 0) same.
     assert study.top_op_agreement([a, b]) == (0.5, 4)
-    observed, null_mean, null_sd = study.live_edge_agreement([a, b], samples=500)
+    observed, null_mean, null_sd = study.live_edge_agreement([a, b], 3.0, samples=500)
     assert observed == 0.75  # every edge live in both but a's second normal edge (all log_alpha >= 3)
     # The null keeps each table's count of live edges: normal 1 of 2 against 2 of 2 always agrees on one edge.
     assert null_mean == pytest.approx((0.5 + 1.0) / 2) and null_sd == pytest.approx(0.0)
