@@ -24,6 +24,11 @@ between the `proxy:begin` / `proxy:end` markers of FILE:
 
     python scripts/study_search.py --out runs/proxy --arms base,full_size --seeds 0,1,2 \
         --results docs/search/proxy_results.jsonl --proxy-report docs/search.md
+
+The budget study compares the `quick` search (`base`) with smaller budgets
+(`b32_e12`, `b32_e8`), each found cell trained with the quick recipe and,
+with `--also-train-epochs 4`, with 4 of its epochs too; `--budget-report
+FILE` rewrites the section between the `budget:begin` / `budget:end` markers.
 """
 
 import argparse
@@ -224,34 +229,54 @@ def _mean_std(values):
     return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
-def proxy_table(records):
-    """The proxy check's Markdown: one row per (arm, seed), then each arm's mean ± std."""
-    records = sorted((r for r in records if r["arm"] in PROXY_ARMS), key=lambda r: (PROXY_ARMS.index(r["arm"]), r["seed"]))
+BUDGET_ARMS = ("base", "b32_e12", "b32_e8")
+
+
+def arms_table(records, arms):
+    """Markdown: one row per (arm, seed) of `arms`, then each arm's mean ± std. A record's shorter trainings
+    (`cell_val_accuracy_e<N>`, from --also-train-epochs) get columns of their own."""
+    records = sorted((r for r in records if r["arm"] in arms), key=lambda r: (arms.index(r["arm"]), r["seed"]))
+    extra = sorted({int(k[len("cell_val_accuracy_e"):]) for r in records for k in r
+                    if k.startswith("cell_val_accuracy_e")})
     lines = [
         "| search | seed | pruned normal / reduce | converged | parameter-free share | distinct ops | "
-        "search val acc | cell val acc | search s | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "search val acc | cell val acc | " + "".join(f"cell val acc ({n} epochs) | " for n in extra) +
+        "search s | train s |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|",
     ]
     for r in records:
         free, distinct = _cell_statistics(r["genotype"])
         share = r["pruned_share"]
+        shorter = "".join(f"{r[f'cell_val_accuracy_e{n}']:.3f} | " if f"cell_val_accuracy_e{n}" in r else "- | "
+                          for n in extra)
         lines.append(
             f"| {r['arm']} | {r['seed']} | {share['normal']:.0%} / {share['reduce']:.0%} | "
             f"{'yes' if r['converged'] else 'no'} | {free:.2f} | {distinct} | {r['search_val_accuracy']:.3f} | "
-            f"{r['cell_val_accuracy']:.3f} | {r['search_s']:.0f} | {r['train_s']:.0f} |"
+            f"{r['cell_val_accuracy']:.3f} | {shorter}{r['search_s']:.0f} | {r['train_s']:.0f} |"
         )
-    lines += ["", "| search | seeds | cell val acc (mean ± std) | search s (mean) |", "|---|---|---|---|"]
-    for arm in PROXY_ARMS:
+    lines += ["", "| search | seeds | cell val acc (mean ± std) | " +
+              "".join(f"{n} epochs (mean ± std) | " for n in extra) + "search s (mean) |",
+              "|---|---|---|" + "---|" * len(extra) + "---|"]
+    for arm in arms:
         group = [r for r in records if r["arm"] == arm]
         if group:
             seconds = sum(r["search_s"] for r in group) / len(group)
-            lines.append(f"| {arm} | {len(group)} | {_mean_std(r['cell_val_accuracy'] for r in group)} | {seconds:.0f} |")
+            shorter = "".join(
+                f"{_mean_std(r[f'cell_val_accuracy_e{n}'] for r in group if f'cell_val_accuracy_e{n}' in r)} | "
+                if any(f"cell_val_accuracy_e{n}" in r for r in group) else "- | " for n in extra)
+            lines.append(f"| {arm} | {len(group)} | {_mean_std(r['cell_val_accuracy'] for r in group)} | "
+                         f"{shorter}{seconds:.0f} |")
     return "\n".join(lines) + "\n"
 
 
-def proxy_report(records, doc):
-    """Rewrites the proxy check's tables in `doc` (between the proxy markers)."""
-    begin, end = "<!-- proxy:begin -->", "<!-- proxy:end -->"
+def proxy_table(records):
+    """The proxy check's Markdown: one row per (arm, seed), then each arm's mean ± std."""
+    return arms_table(records, PROXY_ARMS)
+
+
+def rewrite_section(doc, name, body):
+    """Rewrites the part of `doc` between the `<name>:begin` / `<name>:end` markers with `body`."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     with open(doc, encoding="utf-8") as f:
         text = f.read()
     if begin not in text or end not in text:
@@ -259,7 +284,12 @@ def proxy_report(records, doc):
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     with open(doc, "w", encoding="utf-8") as f:
-        f.write(f"{head}{begin}\n\n{proxy_table(records)}\n{end}{tail}")
+        f.write(f"{head}{begin}\n\n{body}\n{end}{tail}")
+
+
+def proxy_report(records, doc):
+    """Rewrites the proxy check's tables in `doc` (between the proxy markers)."""
+    rewrite_section(doc, "proxy", proxy_table(records))
 
 
 def main(argv=None):
@@ -270,6 +300,8 @@ def main(argv=None):
     parser.add_argument("--results", metavar="FILE", help="the results file (default <out>/results.jsonl)")
     parser.add_argument("--report", metavar="DOC", help="rewrite the study section of DOC; with --no-run only that")
     parser.add_argument("--proxy-report", metavar="DOC", help="rewrite the proxy check's section of DOC")
+    parser.add_argument("--budget-report", metavar="DOC",
+                        help="rewrite the budget study's section of DOC (arms " + ", ".join(BUDGET_ARMS) + ")")
     parser.add_argument("--also-train-epochs", default="", metavar="N[,N]",
                         help="also train each found cell for these epochs of the quick recipe "
                              "(recorded as cell_val_accuracy_e<N>)")
@@ -309,6 +341,8 @@ def main(argv=None):
         report(read_results(results), args.report, args.out)
     if args.proxy_report:
         proxy_report(read_results(results), args.proxy_report)
+    if args.budget_report:
+        rewrite_section(args.budget_report, "budget", arms_table(read_results(results), BUDGET_ARMS))
     return 0
 
 

@@ -179,3 +179,34 @@ def test_the_proxy_check_tables_each_search_and_each_arms_mean_and_spread(tmp_pa
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("before\n<!-- proxy:begin -->\n\n| search |") and text.endswith("<!-- proxy:end -->\nafter\n")
     assert "old" not in text
+
+
+def test_the_budget_study_tables_the_shorter_trainings_beside_the_quick_recipe(tmp_path):
+    from tfvnas.models import zoo
+
+    study = load_script("study_search")
+    genotype = zoo.load_genotype("darts_v2").to_dict()
+
+    def record(arm, seed, accuracy, short=None):
+        r = {"arm": arm, "seed": seed, "genotype": genotype, "converged": False,
+             "pruned_share": {"normal": 0.5, "reduce": 0.875}, "search_val_accuracy": 0.9,
+             "cell_val_accuracy": accuracy, "search_s": 100.0 * (seed + 1), "train_s": 60.0}
+        if short is not None:
+            r["cell_val_accuracy_e4"], r["train_s_e4"] = short, 30.0
+        return r
+
+    records = [record("b32_e8", 0, 0.95, 0.93), record("base", 0, 0.96, 0.94), record("base", 1, 0.98, 0.96),
+               record("b32_e8", 1, 0.97)]
+    lines = study.arms_table(records, study.BUDGET_ARMS).splitlines()
+    assert lines[0].endswith("| cell val acc | cell val acc (4 epochs) | search s | train s |")
+    assert lines[2] == "| base | 0 | 50% / 88% | no | 0.62 | 4 | 0.900 | 0.960 | 0.940 | 100 | 60 |"
+    assert lines[5] == "| b32_e8 | 1 | 50% / 88% | no | 0.62 | 4 | 0.900 | 0.970 | - | 200 | 60 |"
+    # Means over the records that have the column: b32_e8's shorter training is one seed.
+    assert lines[-2] == "| base | 2 | 0.970 ± 0.014 | 0.950 ± 0.014 | 150 |"
+    assert lines[-1] == "| b32_e8 | 2 | 0.960 ± 0.014 | 0.930 ± 0.000 | 150 |"
+
+    doc = tmp_path / "search.md"
+    doc.write_text("a\n<!-- budget:begin -->\nold\n<!-- budget:end -->\nb\n", encoding="utf-8")
+    study.main(["--out", str(tmp_path), "--no-run", "--results", str(tmp_path / "none.jsonl"),
+                "--budget-report", str(doc)])
+    assert doc.read_text(encoding="utf-8").startswith("a\n<!-- budget:begin -->\n\n| search |")
