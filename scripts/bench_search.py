@@ -120,7 +120,8 @@ def build_searcher(spec):
         cfg = cfg.replace(method="darts", op_set="darts_none")
     if c["data"] == "mnist-5k":
         dataset = data_lib.load("mnist-5k", seed=cfg.seed)
-        cfg = cfg.replace(weight_vd=weight_vd)
+        # The configuration's batch, whatever the preset's is now (it was 64 until 2026-12-07).
+        cfg = cfg.replace(weight_vd=weight_vd, batch_size=c["batch"])
     else:
         rng = np.random.default_rng(0)
         shape = (c["size"], c["size"], c["in_channels"])

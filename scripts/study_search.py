@@ -39,8 +39,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's tfvnas
 
-# The study's base: the `quick` preset's search (docs/search.md says why each
-# field is what it is). Each arm changes one field of it.
+# The study's base: the `quick` preset's search until 2026-12-07 (docs/search.md
+# says why each field is what it is; the preset is now the `b32_e12` arm, by the
+# budget study). Each arm changes one field of it, or a few.
 BASE = {
     "layers": 4, "channels": 8, "nodes": 4, "epochs": 24, "batch_size": 64, "limit": 1600, "resolution": 14,
     "kl_warmup": 0.2, "kl_weight": 16.0, "gate_log_alpha_init": -1.0, "arch_lr": 0.3,
@@ -82,15 +83,18 @@ def _search_record(result):
     }
 
 
+# The recipe every found cell is trained with: the `quick` training preset at
+# the 8 epochs it had until 2026-12-07, so that every recorded arm is comparable.
+RECIPE_EPOCHS = 8
+
+
 def _val_accuracy(genotype, dataset, seed, epochs=None):
-    """Trains `genotype` with the quick recipe (or `epochs` of it) and returns (validation accuracy, seconds); no
-    test split."""
+    """Trains `genotype` with the study's recipe (or `epochs` of it) and returns (validation accuracy, seconds);
+    no test split."""
     from tfvnas import config as config_lib
     from tfvnas.loops.training import Trainer
 
-    cfg = config_lib.TRAIN_PRESETS["quick"].replace(seed=seed)
-    if epochs is not None:
-        cfg = cfg.replace(epochs=epochs)
+    cfg = config_lib.TRAIN_PRESETS["quick"].replace(seed=seed, epochs=RECIPE_EPOCHS if epochs is None else epochs)
     start = time.perf_counter()
     trainer = Trainer(genotype, cfg, dataset, verbose=0)
     trainer.train()
