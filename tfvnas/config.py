@@ -374,9 +374,10 @@ PRESETS = {
     ),
     # Minutes on a 2-core CPU: the newcomer's default on the bundled data. A
     # proxy (14x14 images, 1,600 training images) given the updates a search
-    # needs to converge; docs/search.md has the study behind every field.
+    # needs to converge (300: 12 epochs of 25 bi-level steps of batch 32);
+    # docs/search.md has the study behind every field and the budget.
     "quick": SearchConfig(
-        layers=4, channels=8, nodes=4, epochs=24, batch_size=64, limit=1600, resolution=14,
+        layers=4, channels=8, nodes=4, epochs=12, batch_size=32, limit=1600, resolution=14,
         kl_warmup=0.2, kl_weight=16.0, gate_log_alpha_init=-1.0,
     ),
     # The DARTS-scale setting (meant for a GPU).
@@ -558,8 +559,8 @@ class TrainConfig(_Config):
 
 TRAIN_PRESETS = {
     "smoke": TrainConfig(layers=3, channels=4, epochs=1, batch_size=32, limit=256, kl_warmup=0.5),
-    # Minutes on a 2-core CPU; reaches about 70% zero weights on mnist-5k.
-    "quick": TrainConfig(layers=4, channels=8, epochs=8, batch_size=64, kl_warmup=0.1, lr=0.05),
+    # Minutes on a 2-core CPU (4 epochs: the budget study of docs/search.md).
+    "quick": TrainConfig(layers=4, channels=8, epochs=4, batch_size=64, kl_warmup=0.1, lr=0.05),
     # The DARTS evaluation setting on CIFAR-10 (meant for a GPU).
     "paper": TrainConfig(
         layers=20, channels=36, epochs=600, batch_size=96, auxiliary=True, drop_path=0.2,
