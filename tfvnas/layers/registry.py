@@ -234,26 +234,19 @@ def cell_op_counts(genotype, cell_type):
     return free, skips, len(pairs)
 
 
+_DARTS_OPS = (
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+)
 OP_SETS = {
-    "darts": (
-        "sep_conv_3x3",
-        "sep_conv_5x5",
-        "dil_conv_3x3",
-        "dil_conv_5x5",
-        "max_pool_3x3",
-        "avg_pool_3x3",
-        "skip_connect",
-    ),
-    "darts_none": (
-        "none",
-        "sep_conv_3x3",
-        "sep_conv_5x5",
-        "dil_conv_3x3",
-        "dil_conv_5x5",
-        "max_pool_3x3",
-        "avg_pool_3x3",
-        "skip_connect",
-    ),
+    "darts": _DARTS_OPS,
+    # DARTS' own space: its candidates and the zero op first.
+    "darts_none": ("none",) + _DARTS_OPS,
     # Fits the TFLite/XNNPACK sparse kernels: no dilation.
     "mobile": (
         "sep_conv_3x3",
