@@ -110,15 +110,17 @@ def perturbation_genotype(model, accuracy, k=None):
     return genotype, record
 
 
-def _edges_with_a_choice(best, nodes, k):
-    """The live edges (keys of `best`) of the nodes that have more of them than the `k` they keep."""
-    edges = []
+def _nodes(best, nodes, k):
+    """Per node `i`: `(i, its first edge's index, the inputs whose edge is live (a key of `best`), how many it
+    keeps)`."""
     for i in range(nodes):
         start = genotype_lib.edge_index(i, 0)
-        live = [start + j for j in range(2 + i) if start + j in best]
-        if len(live) > min(k, 2 + i):
-            edges += live
-    return edges
+        yield i, start, [j for j in range(2 + i) if start + j in best], min(k, 2 + i)
+
+
+def _edges_with_a_choice(best, nodes, k):
+    """The live edges of the nodes that have more of them than the `k` they keep."""
+    return [start + j for _, start, live, need in _nodes(best, nodes, k) if len(live) > need for j in live]
 
 
 def _genotype(chosen, record, names, nodes, k):
@@ -128,10 +130,7 @@ def _genotype(chosen, record, names, nodes, k):
         best, _ = chosen[cell_type]
         drops = record["edge_drops"][cell_type]
         cell = []
-        for i in range(nodes):
-            start = genotype_lib.edge_index(i, 0)
-            live = [j for j in range(2 + i) if start + j in best]
-            need = min(k, 2 + i)
+        for i, start, live, need in _nodes(best, nodes, k):
             if len(live) < need:
                 raise ValueError(
                     f"Node {2 + i} of the {cell_type} cell has {len(live)} live incoming edge(s); perturbation "
