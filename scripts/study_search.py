@@ -61,6 +61,13 @@ ARMS = {
     # epochs (300 gate updates, about the base's 288), and a third of the epochs.
     "b32_e12": {"batch_size": 32, "epochs": 12},
     "b32_e8": {"batch_size": 32, "epochs": 8},
+    # The same 300 gate updates with one forward and backward pass a step
+    # instead of two: a joint search on all 1,600 images (50 steps an epoch).
+    # Its KL is per example of all 1,600 where the bi-level gates' is per
+    # example of their 800, so `kl_weight` 32 keeps the KL's pull on a gate per
+    # update that of the bi-level search at 16; `j_e6_kl16` keeps the field.
+    "j_e6": {"batch_size": 32, "epochs": 6, "optimization": "joint", "kl_weight": 32.0},
+    "j_e6_kl16": {"batch_size": 32, "epochs": 6, "optimization": "joint"},
 }
 
 
@@ -234,6 +241,7 @@ def _mean_std(values):
 
 
 BUDGET_ARMS = ("base", "b32_e12", "b32_e8")
+JOINT_ARMS = ("b32_e12", "j_e6", "j_e6_kl16")
 
 
 def arms_table(records, arms):
@@ -306,6 +314,8 @@ def main(argv=None):
     parser.add_argument("--proxy-report", metavar="DOC", help="rewrite the proxy check's section of DOC")
     parser.add_argument("--budget-report", metavar="DOC",
                         help="rewrite the budget study's section of DOC (arms " + ", ".join(BUDGET_ARMS) + ")")
+    parser.add_argument("--joint-report", metavar="DOC",
+                        help="rewrite the joint search's section of DOC (arms " + ", ".join(JOINT_ARMS) + ")")
     parser.add_argument("--also-train-epochs", default="", metavar="N[,N]",
                         help="also train each found cell for these epochs of the quick recipe "
                              "(recorded as cell_val_accuracy_e<N>)")
@@ -347,6 +357,8 @@ def main(argv=None):
         proxy_report(read_results(results), args.proxy_report)
     if args.budget_report:
         rewrite_section(args.budget_report, "budget", arms_table(read_results(results), BUDGET_ARMS))
+    if args.joint_report:
+        rewrite_section(args.joint_report, "joint", arms_table(read_results(results), JOINT_ARMS))
     return 0
 
 
