@@ -96,8 +96,8 @@ RECIPE_EPOCHS = 8
 
 
 def _val_accuracy(genotype, dataset, seed, epochs=None):
-    """Trains `genotype` with the study's recipe (or `epochs` of it) and returns (validation accuracy, seconds);
-    no test split."""
+    """Trains `genotype` with the study's recipe (or `epochs` of it) and returns (validation accuracy, seconds,
+    the share of variational weights pruned at the end); no test split."""
     from tfvnas import config as config_lib
     from tfvnas.loops.training import Trainer
 
@@ -106,7 +106,7 @@ def _val_accuracy(genotype, dataset, seed, epochs=None):
     trainer = Trainer(genotype, cfg, dataset, verbose=0)
     trainer.train()
     _, accuracy = trainer.evaluate("val")
-    return accuracy, round(time.perf_counter() - start, 1)
+    return accuracy, round(time.perf_counter() - start, 1), trainer.history[-1]["weight_sparsity"]
 
 
 def run_arm(name, changes, seed, out_dir, also_train_epochs=()):
@@ -123,17 +123,42 @@ def run_arm(name, changes, seed, out_dir, also_train_epochs=()):
     record = {"arm": name, "seed": seed, "changes": changes, "config": result.config.to_dict(),
               "search_s": round(time.perf_counter() - start, 1)}
     record.update(_search_record(result))
-    record["cell_val_accuracy"], record["train_s"] = _val_accuracy(result.genotype, dataset, seed)
+    record["cell_val_accuracy"], record["train_s"], record["weight_sparsity"] = _val_accuracy(
+        result.genotype, dataset, seed)
     for epochs in also_train_epochs:  # the same cell under a shorter (or longer) training
-        record[f"cell_val_accuracy_e{epochs}"], record[f"train_s_e{epochs}"] = _val_accuracy(
-            result.genotype, dataset, seed, epochs=epochs)
+        record.update(_retrained(result.genotype, dataset, seed, epochs))
     return record
 
 
+def _retrained(genotype, dataset, seed, epochs):
+    """The fields a training of `epochs` (instead of the recipe's) adds to a record."""
+    accuracy, seconds, sparsity = _val_accuracy(genotype, dataset, seed, epochs=epochs)
+    return {f"cell_val_accuracy_e{epochs}": accuracy, f"train_s_e{epochs}": seconds,
+            f"weight_sparsity_e{epochs}": sparsity}
+
+
+def retrain(record, epochs):
+    """A results line: the recorded search's cell trained for `epochs` of the recipe (`--retrain-epochs`)."""
+    from tfvnas import data as data_lib
+    from tfvnas.models.genotype import Genotype
+
+    seed = record["seed"]
+    fields = _retrained(Genotype.from_dict(record["genotype"]), data_lib.load("mnist-5k", seed=seed), seed, epochs)
+    return {"kind": "retrain", "arm": record["arm"], "seed": seed, "epochs": epochs, **fields}
+
+
 def read_results(path):
+    """The search records of a results file, each with the fields of its later trainings (`retrain`) merged in."""
     from tfvnas import files
 
-    return files.read_json_lines(path)
+    lines = files.read_json_lines(path)
+    searches = [r for r in lines if r.get("kind") != "retrain"]
+    for line in lines:
+        if line.get("kind") == "retrain":
+            for record in searches:
+                if (record["arm"], record["seed"]) == (line["arm"], line["seed"]):
+                    record.update({k: v for k, v in line.items() if k not in ("kind", "arm", "seed", "epochs")})
+    return searches
 
 
 def averaged_stable_epochs(history_path, decay=0.9, prune_every=10):
@@ -240,6 +265,12 @@ def _mean_std(values):
     return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
+def _zero_share(record, epochs):
+    """` (71% zero)`: the share of variational weights a training of `epochs` left pruned, where recorded."""
+    share = record.get(f"weight_sparsity_e{epochs}")
+    return "" if share is None else f" ({share:.0%} zero)"
+
+
 BUDGET_ARMS = ("base", "b32_e12", "b32_e8")
 JOINT_ARMS = ("b32_e12", "j_e6", "j_e6_kl16")
 
@@ -259,8 +290,8 @@ def arms_table(records, arms):
     for r in records:
         free, distinct = _cell_statistics(r["genotype"])
         share = r["pruned_share"]
-        shorter = "".join(f"{r[f'cell_val_accuracy_e{n}']:.3f} | " if f"cell_val_accuracy_e{n}" in r else "- | "
-                          for n in extra)
+        shorter = "".join(f"{r[f'cell_val_accuracy_e{n}']:.3f}{_zero_share(r, n)} | "
+                          if f"cell_val_accuracy_e{n}" in r else "- | " for n in extra)
         lines.append(
             f"| {r['arm']} | {r['seed']} | {share['normal']:.0%} / {share['reduce']:.0%} | "
             f"{'yes' if r['converged'] else 'no'} | {free:.2f} | {distinct} | {r['search_val_accuracy']:.3f} | "
@@ -319,6 +350,9 @@ def main(argv=None):
     parser.add_argument("--also-train-epochs", default="", metavar="N[,N]",
                         help="also train each found cell for these epochs of the quick recipe "
                              "(recorded as cell_val_accuracy_e<N>)")
+    parser.add_argument("--retrain-epochs", type=int, metavar="N",
+                        help="instead of searching, train the recorded cells of --arms and --seeds for N epochs of "
+                             "the recipe (those not trained so) and record them beside their searches")
     parser.add_argument("--no-run", action="store_true")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow's intra- and inter-op threads (0: its default); with 1, two drivers "
@@ -339,7 +373,20 @@ def main(argv=None):
     also = [int(n) for n in args.also_train_epochs.split(",") if n]
     if any(n <= 0 for n in also):
         parser.error(f"--also-train-epochs must be positive counts; received {args.also_train_epochs}")
-    if not args.no_run:
+    if args.retrain_epochs is not None and not args.no_run:
+        if args.retrain_epochs <= 0:
+            parser.error(f"--retrain-epochs must be a positive count; received {args.retrain_epochs}")
+        from tfvnas import files
+
+        seeds = {int(s) for s in args.seeds.split(",")}
+        for record in read_results(results):
+            key = f"cell_val_accuracy_e{args.retrain_epochs}"
+            if record["arm"] in args.arms.split(",") and record["seed"] in seeds and key not in record:
+                print(f"== {record['arm']} seed {record['seed']}: {args.retrain_epochs} training epochs", flush=True)
+                line = retrain(record, args.retrain_epochs)
+                files.append_json_line(results, line)
+                print(json.dumps(line), flush=True)
+    elif not args.no_run:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for name in args.arms.split(","):
                 done = {(r["arm"], r["seed"]) for r in read_results(results)}

@@ -210,3 +210,39 @@ def test_the_budget_study_tables_the_shorter_trainings_beside_the_quick_recipe(t
     study.main(["--out", str(tmp_path), "--no-run", "--results", str(tmp_path / "none.jsonl"),
                 "--budget-report", str(doc)])
     assert doc.read_text(encoding="utf-8").startswith("a\n<!-- budget:begin -->\n\n| search |")
+
+
+def test_a_retraining_of_recorded_cells_is_recorded_beside_their_searches_once(tmp_path, monkeypatch):
+    from tfvnas import files
+    from tfvnas.models import zoo
+
+    study = load_script("study_search")
+    genotype = zoo.load_genotype("darts_v2").to_dict()
+    results = tmp_path / "results.jsonl"
+    for arm, seed in (("j_e6", 0), ("j_e6", 1), ("b32_e12", 0)):
+        files.append_json_line(str(results), {
+            "arm": arm, "seed": seed, "genotype": genotype, "converged": True,
+            "pruned_share": {"normal": 0.5, "reduce": 0.875}, "search_val_accuracy": 0.9,
+            "cell_val_accuracy": 0.96, "search_s": 100.0, "train_s": 60.0})
+    trained = []
+
+    def fake_training(genotype_, dataset, seed, epochs=None):
+        trained.append((genotype_.hash(), dataset.name, seed, epochs))
+        return 0.95 - 0.01 * seed, 30.0, 0.66
+
+    monkeypatch.setattr(study, "_val_accuracy", fake_training)
+    argv = ["--out", str(tmp_path), "--results", str(results), "--arms", "j_e6", "--seeds", "0,1",
+            "--retrain-epochs", "6"]
+    assert study.main(argv) == 0
+    assert study.main(argv) == 0  # nothing left to train
+    darts_v2 = zoo.load_genotype("darts_v2").hash()
+    assert trained == [(darts_v2, "mnist-5k", 0, 6), (darts_v2, "mnist-5k", 1, 6)]
+    records = study.read_results(str(results))
+    assert [(r["arm"], r["seed"]) for r in records] == [("j_e6", 0), ("j_e6", 1), ("b32_e12", 0)]
+    assert records[1]["cell_val_accuracy_e6"] == 0.94 and records[1]["weight_sparsity_e6"] == 0.66
+    assert "cell_val_accuracy_e6" not in records[2]
+    lines = study.arms_table(records, study.JOINT_ARMS).splitlines()
+    assert lines[0].endswith("| cell val acc | cell val acc (6 epochs) | search s | train s |")
+    assert lines[3] == "| j_e6 | 0 | 50% / 88% | yes | 0.62 | 4 | 0.900 | 0.960 | 0.950 (66% zero) | 100 | 60 |"
+    assert lines[2].endswith("| 0.960 | - | 100 | 60 |")  # b32_e12 first, not retrained
+    assert lines[-2:] == ["| b32_e12 | 1 | 0.960 ± 0.000 | - | 100 |", "| j_e6 | 2 | 0.960 ± 0.000 | 0.945 ± 0.007 | 100 |"]
