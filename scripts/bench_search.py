@@ -115,7 +115,8 @@ def build_searcher(spec):
     weight_vd = spec["variant"] == "vinnas+weight_vd"
     # Re-trace at every pruning event: the pruning measurement times the step
     # traced without the pruned ops.
-    cfg = config_lib.preset("quick").replace(retrace_cost_steps=0)
+    # The bi-level step, whatever the preset's optimisation: the reference's step is one.
+    cfg = config_lib.preset("quick").replace(retrace_cost_steps=0, optimization="bilevel")
     if spec["variant"] == "darts":
         cfg = cfg.replace(method="darts", op_set="darts_none")
     if c["data"] == "mnist-5k":

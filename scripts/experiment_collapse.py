@@ -67,14 +67,14 @@ BUDGETS = {
         "zoo": ("darts_v1", "darts_v2", "pc_darts", "drnas"),
         # The search: the `quick` preset's proxy (14x14 images) on a subset of the training split, at the
         # budget the recorded study ran (the preset's until 2026-12-07: 24 epochs of batch 64).
-        "search": {"limit": 3200, "epochs": 24, "batch_size": 64},
+        "search": {"limit": 3200, "epochs": 24, "batch_size": 64, "optimization": "bilevel", "kl_weight": 16.0},
         # The training recipe every cell gets (lr chosen on the validation split).
         "train": {"layers": 4, "channels": 8, "epochs": 3, "batch_size": 128, "kl_warmup": 0.2, "resolution": 14},
         "recipe_lrs": (0.05, 0.1),
         "recipe_cell": "darts_v2",
         # Collapse: a small proxy and a long search.
         "collapse": {"layers": 3, "channels": 4, "batch_size": 32, "resolution": 8, "limit": 1600,
-                     "epochs": 80},
+                     "epochs": 80, "optimization": "bilevel", "kl_weight": 16.0},
         "collapse_seeds": (0,),
     },
     "quick": {
@@ -85,13 +85,13 @@ BUDGETS = {
         # Perturbation selection on 200 validation images, not 1,000: after 2 epochs every op is
         # still live, and each costs one evaluation (a pipeline check, not a measurement).
         "search": {"limit": 512, "epochs": 2, "layers": 3, "channels": 4, "batch_size": 32, "nodes": 2,
-                   "selection_images": 200},
+                   "selection_images": 200, "optimization": "bilevel"},
         "train": {"layers": 3, "channels": 4, "epochs": 1, "batch_size": 64, "kl_warmup": 0.2, "resolution": 14,
                   "limit": 2000},
         "recipe_lrs": (0.05,),
         "recipe_cell": "darts_v2",
         "collapse": {"layers": 2, "channels": 4, "batch_size": 32, "resolution": 8, "limit": 512, "epochs": 3,
-                     "nodes": 2, "selection_images": 200},
+                     "nodes": 2, "selection_images": 200, "optimization": "bilevel"},
         "collapse_seeds": (0,),
     },
 }

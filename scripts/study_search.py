@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 BASE = {
     "layers": 4, "channels": 8, "nodes": 4, "epochs": 24, "batch_size": 64, "limit": 1600, "resolution": 14,
     "kl_warmup": 0.2, "kl_weight": 16.0, "gate_log_alpha_init": -1.0, "arch_lr": 0.3,
-    "gate_parameterisation": "positive",
+    "gate_parameterisation": "positive", "optimization": "bilevel",
 }
 ARMS = {
     "base": {},
