@@ -127,6 +127,15 @@ def test_darts_gets_its_own_op_set_in_every_route_unless_one_is_chosen(tmp_path)
     assert settle(config_lib.SearchConfig, config={"method": "darts", "selection": "perturbation"}).selection == \
         "perturbation"
     assert settle(config_lib.SearchConfig, preset="quick", selection="gates").selection == "gates"
+    # DARTS' first-order bi-level search where a preset's joint one was not chosen, at the same gate updates.
+    quick = config_lib.preset("quick")
+    assert quick.optimization == "joint"
+    darts = settle(config_lib.SearchConfig, preset="quick", method="darts")
+    assert (darts.optimization, darts.epochs) == ("bilevel", 2 * quick.epochs)
+    assert settle(config_lib.SearchConfig, preset="quick", method="darts", epochs=3).epochs == 3
+    kept = settle(config_lib.SearchConfig, preset="quick", method="darts", config={"optimization": "joint"})
+    assert (kept.optimization, kept.epochs) == ("joint", quick.epochs)
+    assert settle(config_lib.SearchConfig, preset="smoke", method="darts").epochs == smoke.epochs  # bi-level already
 
 
 def test_run_and_search_see_the_same_splits_for_the_same_config(tmp_path, monkeypatch):

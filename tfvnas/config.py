@@ -374,10 +374,11 @@ PRESETS = {
     ),
     # Minutes on a 2-core CPU: the newcomer's default on the bundled data. A
     # proxy (14x14 images, 1,600 training images) given the updates a search
-    # needs to converge (300: 12 epochs of 25 bi-level steps of batch 32);
+    # needs to converge (300: 6 epochs of 50 joint steps of batch 32, one
+    # forward and backward pass each, half the passes of 12 bi-level epochs);
     # docs/search.md has the study behind every field and the budget.
     "quick": SearchConfig(
-        layers=4, channels=8, nodes=4, epochs=12, batch_size=32, limit=1600, resolution=14,
+        layers=4, channels=8, nodes=4, epochs=6, batch_size=32, limit=1600, resolution=14, optimization="joint",
         kl_warmup=0.2, kl_weight=16.0, gate_log_alpha_init=-1.0,
     ),
     # The DARTS-scale setting (meant for a GPU).
@@ -394,8 +395,11 @@ def settle(config_class, *, preset="quick", config=None, out_dir=None, resume=Fa
     """The configuration a search or a training runs with: the one place a run's settings are decided.
 
     The preset, then `config`, then `overrides` (`resolve`); for a search
-    with `method='darts'` whose op set was not chosen, DARTS' own op set
-    with `none` (`darts_none`). With `resume`, the configuration the run in
+    with `method='darts'`, DARTS' own settings where they were not chosen:
+    its op set with `none` (`darts_none`), the plain identity, the gates'
+    cell, and the first-order bi-level optimisation (where a preset's joint
+    search was not, with twice its epochs: the same gate updates, half of
+    them a step an epoch). With `resume`, the configuration the run in
     `out_dir` saved with its latest checkpoint, which any `config` or
     override given must resolve to.
 
@@ -427,6 +431,10 @@ def settle(config_class, *, preset="quick", config=None, out_dir=None, resume=Fa
                 cfg = cfg.replace(skip_bn=False)
             if not _chooses(config, overrides, ("selection",)):
                 cfg = cfg.replace(selection="gates")
+            if cfg.optimization == "joint" and not _chooses(config, overrides, ("optimization",)):
+                cfg = cfg.replace(optimization="bilevel")
+                if not _chooses(config, overrides, ("epochs",)):
+                    cfg = cfg.replace(epochs=2 * cfg.epochs)
         return cfg
 
     if not resume:
