@@ -391,3 +391,46 @@ def test_the_search_options_of_the_ranking_reach_the_supernet():
         assert float(searcher.model.aux_skip_weight.numpy()) == pytest.approx(weight, abs=1e-6)
     with pytest.raises(ValueError, match=re.escape("`aux_skip` must be")):
         config_lib.preset("smoke").replace(aux_skip=-1.0)
+
+
+def test_the_selection_computes_only_the_live_ops_and_decides_as_the_full_supernet_does():
+    from tfvnas.loops import selection as selection_lib
+
+    ds = data_lib.load("mnist-5k")
+    cfg = config_lib.PRESETS["smoke"].replace(nodes=2, selection="perturbation")
+    searcher = search_lib.Searcher(cfg, ds, verbose=0)
+    model = searcher.model
+    every_op = model.step_ops
+    # Every edge keeps one to three of its ops: most ops pruned, every node's edges live.
+    rng = np.random.default_rng(0)
+    for gates in model.gates.values():
+        table = np.zeros(gates.active.shape, np.float32)
+        for row in table:
+            row[rng.choice(len(row), size=rng.integers(1, 4), replace=False)] = 1.0
+        gates.active.assign(table)
+    live = model.computed_ops()
+    val = searcher.dataset.reader("val").subset(np.arange(64))
+    images = np.stack([x for x, _ in val.head(64).as_numpy_iterator()]).astype(np.float32)
+
+    def select():
+        logits = model(images, training=False).numpy()
+        genotype, record = selection_lib.perturbation_genotype(model, lambda: searcher.evaluate_reader(val)[1])
+        return logits, genotype, record
+
+    full = select()
+    assert model.step_ops == every_op  # the pruned ops computed, as exact zeros
+    searcher.trace_live_ops()
+    assert model.step_ops == live
+    pinned = select()
+    edges = {t: [] for t in live}
+    for cell in model.cells:
+        edges[cell.plan.cell_type].append(tuple(edge.computed for edge in cell.edge_layers))
+    assert all(rows == tuple(live[t]) for t, cells in edges.items() for rows in cells)
+    np.testing.assert_allclose(pinned[0], full[0], rtol=1e-5, atol=1e-5)
+    assert pinned[1] == full[1]
+    for key, value in full[2].items():  # the same measurements (NaN where nothing was measured)
+        if key in ("op_drops", "edge_drops"):
+            for cell_type in value:
+                np.testing.assert_array_equal(pinned[2][key][cell_type], value[cell_type])
+        else:
+            assert pinned[2][key] == value, key

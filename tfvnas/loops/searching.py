@@ -323,9 +323,22 @@ class Searcher(loop_lib.Loop):
             gone = 1.0 - count(current) / max(count(traced), 1)
             steps_left = self.total_steps - self.position["step"]
             if gone * steps_left >= self.config.retrace_cost_steps:
-                model.step_ops = current
-                self._build_steps()
+                self.trace_live_ops()
         return {}
+
+    def trace_live_ops(self):
+        """Traces the steps anew with the ops still live, where pruning has removed any since the last trace.
+
+        A pruned op contributes an exact zero, so the traced computation
+        without it gives the same values at less cost. The perturbation
+        selection evaluates the supernet once per decision it measures:
+        traced with the live ops, masking one of them changes a value of the
+        computation, and the pruned ones are not computed at all.
+        """
+        current = self.model.computed_ops()
+        if current != self.model.step_ops:
+            self.model.step_ops = current
+            self._build_steps()
 
     def finished(self):
         patience = self.config.stop_when_stable
@@ -423,6 +436,7 @@ class Searcher(loop_lib.Loop):
         genotype = model.derive("top_k", k=cfg.top_k)
         selection = None
         if cfg.selection == "perturbation":
+            self.trace_live_ops()
             val = self.dataset.reader("val")
             val = val.subset(np.arange(min(cfg.selection_images, len(val))))
             with self.faults():
