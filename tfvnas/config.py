@@ -397,9 +397,10 @@ def settle(config_class, *, preset="quick", config=None, out_dir=None, resume=Fa
     The preset, then `config`, then `overrides` (`resolve`); for a search
     with `method='darts'`, DARTS' own settings where they were not chosen:
     its op set with `none` (`darts_none`), the plain identity, the gates'
-    cell, and the first-order bi-level optimisation (where a preset's joint
-    search was not, with twice its epochs: the same gate updates, half of
-    them a step an epoch). With `resume`, the configuration the run in
+    cell, and the first-order bi-level optimisation: a preset's joint search
+    becomes bi-level with twice its epochs (unless they were chosen), since a
+    bi-level epoch has half the steps, so the gate updates stay the same.
+    With `resume`, the configuration the run in
     `out_dir` saved with its latest checkpoint, which any `config` or
     override given must resolve to.
 
